@@ -1,0 +1,159 @@
+//! A device that remembers every write since it was made, grouped by the flushes between them,
+//! so a test can build the image a power cut would have left at any moment: everything flushed
+//! is there; of the writes after the last flush, any subset may have landed, in any order, and a
+//! write may be torn at 512-byte sector boundaries.
+
+use std::io;
+use std::sync::Mutex;
+
+use super::{check_aligned, BlockDevice};
+
+/// The hardware sector: a torn write lands whole sectors, never part of one.
+pub const SECTOR_SIZE: usize = 512;
+
+#[derive(Debug, Clone)]
+pub struct PendingWrite {
+    pub offset: u64,
+    pub data: Vec<u8>,
+}
+
+/// Where the power goes out: after `flushes` flushes completed, with the writes issued since
+/// then filtered by `landed` (which may keep, drop or tear each one).
+pub struct CrashPoint<'a> {
+    pub flushes: usize,
+    pub landed: &'a mut dyn FnMut(usize, &PendingWrite) -> Landing,
+}
+
+/// What became of one unflushed write at the power cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Landing {
+    Lost,
+    Whole,
+    /// Only the sectors whose bit is set in the mask (sector i of the write is bit i % 64).
+    Torn(u64),
+}
+
+#[derive(Debug)]
+pub struct CrashDevice {
+    state: Mutex<History>,
+}
+
+#[derive(Debug)]
+struct History {
+    base: Vec<u8>,
+    /// Writes between consecutive flushes; the last epoch is the unflushed one.
+    epochs: Vec<Vec<PendingWrite>>,
+    live: Vec<u8>,
+}
+
+impl CrashDevice {
+    pub fn new(len: u64) -> Self {
+        Self::from_image(vec![0; len as usize])
+    }
+
+    pub fn from_image(image: Vec<u8>) -> Self {
+        CrashDevice {
+            state: Mutex::new(History {
+                live: image.clone(),
+                base: image,
+                epochs: vec![vec![]],
+            }),
+        }
+    }
+
+    /// How many flushes have completed so far.
+    pub fn flush_count(&self) -> usize {
+        self.state.lock().unwrap().epochs.len() - 1
+    }
+
+    /// The image a power cut at `point` leaves behind.
+    pub fn crash_image(&self, point: CrashPoint<'_>) -> Vec<u8> {
+        let state = self.state.lock().unwrap();
+        let mut image = state.base.clone();
+        for epoch in &state.epochs[..point.flushes.min(state.epochs.len())] {
+            for w in epoch {
+                apply(&mut image, w, Landing::Whole);
+            }
+        }
+        if let Some(inflight) = state.epochs.get(point.flushes) {
+            for (i, w) in inflight.iter().enumerate() {
+                apply(&mut image, w, (point.landed)(i, w));
+            }
+        }
+        image
+    }
+
+    /// The image a clean power cut right after flush number `flushes` leaves.
+    pub fn image_at_flush(&self, flushes: usize) -> Vec<u8> {
+        self.crash_image(CrashPoint {
+            flushes,
+            landed: &mut |_, _| Landing::Lost,
+        })
+    }
+
+    /// The writes issued after flush number `flushes` and before the next.
+    pub fn writes_after_flush(&self, flushes: usize) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .epochs
+            .get(flushes)
+            .map_or(0, Vec::len)
+    }
+}
+
+fn apply(image: &mut Vec<u8>, w: &PendingWrite, landing: Landing) {
+    let end = w.offset as usize + w.data.len();
+    if image.len() < end {
+        image.resize(end, 0);
+    }
+    for (i, sector) in w.data.chunks(SECTOR_SIZE).enumerate() {
+        let lands = match landing {
+            Landing::Lost => false,
+            Landing::Whole => true,
+            Landing::Torn(mask) => mask & (1 << (i % 64)) != 0,
+        };
+        if lands {
+            let at = w.offset as usize + i * SECTOR_SIZE;
+            image[at..at + sector.len()].copy_from_slice(sector);
+        }
+    }
+}
+
+impl BlockDevice for CrashDevice {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let state = self.state.lock().unwrap();
+        check_aligned(offset, buf.len(), state.live.len() as u64)?;
+        buf.copy_from_slice(&state.live[offset as usize..offset as usize + buf.len()]);
+        Ok(())
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        check_aligned(offset, data.len(), state.live.len() as u64)?;
+        state.live[offset as usize..offset as usize + data.len()].copy_from_slice(data);
+        let w = PendingWrite {
+            offset,
+            data: data.to_vec(),
+        };
+        state.epochs.last_mut().expect("an open epoch").push(w);
+        Ok(())
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.state.lock().unwrap().epochs.push(vec![]);
+        Ok(())
+    }
+
+    fn len(&self) -> u64 {
+        self.state.lock().unwrap().live.len() as u64
+    }
+
+    fn resize(&self, len: u64) -> io::Result<()> {
+        // Size changes are treated as durable at once, as a file's size is after fdatasync.
+        let mut state = self.state.lock().unwrap();
+        state.live.resize(len as usize, 0);
+        state.base.resize(len as usize, 0);
+        Ok(())
+    }
+}

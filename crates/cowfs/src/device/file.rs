@@ -1,0 +1,121 @@
+//! An image file or a block device, with O_DIRECT where the host filesystem supports it
+//! (tmpfs does not; then the page cache is used and flush is still fdatasync).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{check_aligned, AlignedBuf, BlockDevice};
+
+#[derive(Debug)]
+pub struct FileDevice {
+    file: File,
+    len: AtomicU64,
+    direct: bool,
+    block_device: bool,
+}
+
+impl FileDevice {
+    /// Opens an existing image file or block device for reading and writing.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        Self::open_with(path, true, false)
+    }
+
+    pub fn open_read_only(path: &Path) -> io::Result<Self> {
+        Self::open_with(path, false, false)
+    }
+
+    /// Creates (or truncates, when it is a regular file) an image of `len` bytes.
+    pub fn create(path: &Path, len: u64) -> io::Result<Self> {
+        let dev = Self::open_with(path, true, true)?;
+        if dev.block_device {
+            if dev.len() < len {
+                return Err(io::Error::other(format!(
+                    "block device is {} bytes, smaller than the {len} asked for",
+                    dev.len()
+                )));
+            }
+        } else {
+            dev.resize(0)?;
+            dev.resize(len)?;
+        }
+        Ok(dev)
+    }
+
+    fn open_with(path: &Path, write: bool, create: bool) -> io::Result<Self> {
+        let open = |flags: i32| {
+            OpenOptions::new()
+                .read(true)
+                .write(write)
+                .create(create)
+                .truncate(false)
+                .custom_flags(flags)
+                .open(path)
+        };
+        let (file, direct) = match open(rustix::fs::OFlags::DIRECT.bits() as i32) {
+            Ok(f) => (f, true),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                (open(0)?, false)
+            }
+            Err(e) => return Err(e),
+        };
+        let block_device = file.metadata()?.file_type().is_block_device();
+        let len = (&file).seek(SeekFrom::End(0))?;
+        Ok(FileDevice {
+            file,
+            len: AtomicU64::new(len),
+            direct,
+            block_device,
+        })
+    }
+
+    /// Whether I/O bypasses the host page cache.
+    pub fn is_direct(&self) -> bool {
+        self.direct
+    }
+}
+
+impl BlockDevice for FileDevice {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        check_aligned(offset, buf.len(), self.len())?;
+        if self.direct && !AlignedBuf::is_aligned(buf) {
+            let mut bounce = AlignedBuf::zeroed(buf.len());
+            self.file.read_exact_at(&mut bounce, offset)?;
+            buf.copy_from_slice(&bounce);
+            return Ok(());
+        }
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        check_aligned(offset, data.len(), self.len())?;
+        if self.direct && !AlignedBuf::is_aligned(data) {
+            return self
+                .file
+                .write_all_at(&AlignedBuf::from_slice(data), offset);
+        }
+        self.file.write_all_at(data, offset)
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn len(&self) -> u64 {
+        self.len.load(Ordering::Acquire)
+    }
+
+    fn resize(&self, len: u64) -> io::Result<()> {
+        if self.block_device {
+            if len > self.len() {
+                return Err(io::Error::other("a block device cannot grow"));
+            }
+            return Ok(());
+        }
+        self.file.set_len(len)?;
+        self.len.store(len, Ordering::Release);
+        Ok(())
+    }
+}

@@ -1,0 +1,489 @@
+//! File data: the extent map of each file, copy-on-write writes through the page cache or
+//! straight to the device (direct I/O), truncation, and crc32c checksums verified on every
+//! read. An extent's reference count is the number of file extent records pointing at it.
+
+use std::ops::Bound;
+
+use super::alloc::Extent;
+use super::cache::DIRTY_LIMIT;
+use super::engine::Engine;
+use super::InodeId;
+use crate::device::AlignedBuf;
+use crate::error::{Errno, Error, Result};
+use crate::format::{
+    decode_checksums, encode_checksums, key1, key3, key_part, round_down, round_up, table,
+    ExtentKind, ExtentRecord, FileExtent, FileKind, InodeRecord, Timespec, BLOCK_SIZE,
+    MAX_EXTENT_LEN,
+};
+
+/// The largest file size: offsets must fit an i64, as in the kernel.
+pub const MAX_FILE_SIZE: u64 = i64::MAX as u64 & !(BLOCK_SIZE - 1);
+
+const BS: usize = BLOCK_SIZE as usize;
+
+fn check_direct(offset: u64, len: usize) -> Result<()> {
+    if offset % BLOCK_SIZE != 0 || len as u64 % BLOCK_SIZE != 0 {
+        return Err(Error::invalid(
+            "direct I/O needs 4 KiB-aligned offset and length",
+        ));
+    }
+    Ok(())
+}
+
+fn check_range(offset: u64, len: usize) -> Result<u64> {
+    offset
+        .checked_add(len as u64)
+        .filter(|end| *end <= MAX_FILE_SIZE)
+        .ok_or_else(|| Error::new(Errno::FBIG, "file too large"))
+}
+
+pub fn checksum_blocks(data: &[u8]) -> Vec<u32> {
+    data.chunks(BS).map(crc32c::crc32c).collect()
+}
+
+impl Engine {
+    fn regular_inode(&self, id: InodeId) -> Result<InodeRecord> {
+        let inode = self.inode(id)?;
+        match inode.kind()? {
+            FileKind::Regular => Ok(inode),
+            FileKind::Directory => Err(Error::new(
+                Errno::ISDIR,
+                format!("{}: is a directory", self.path_of(id)),
+            )),
+            FileKind::Symlink => Err(Error::invalid(format!(
+                "{}: is a symlink",
+                self.path_of(id)
+            ))),
+        }
+    }
+
+    /// File extent records of `id` overlapping `[start, end)`, as (file offset, extent).
+    pub(super) fn extents_in(
+        &self,
+        id: InodeId,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<(u64, FileExtent)>> {
+        let meta = self.meta();
+        let mut found = Vec::new();
+        if let Some((k, v)) =
+            meta.at_or_before(table::FILE_EXTENTS, &key3(id.subvol, id.ino, start))?
+        {
+            if key_part(&k, 0)? == id.subvol && key_part(&k, 1)? == id.ino {
+                let (off, e) = (key_part(&k, 2)?, FileExtent::decode(&v)?);
+                if off < start && off + e.len > start {
+                    found.push((off, e));
+                }
+            }
+        }
+        let from = key3(id.subvol, id.ino, start);
+        let to = key3(id.subvol, id.ino, end);
+        for (k, v) in meta.range(
+            table::FILE_EXTENTS,
+            Bound::Included(&from),
+            Bound::Excluded(&to),
+            usize::MAX,
+            false,
+        )? {
+            found.push((key_part(&k, 2)?, FileExtent::decode(&v)?));
+        }
+        Ok(found)
+    }
+
+    /// The checksums of a data extent, or None for an extent without them.
+    fn extent_checksums(&self, start: u64) -> Result<Option<Vec<u32>>> {
+        self.meta()
+            .get(table::CHECKSUMS, &key1(start))?
+            .map(|v| decode_checksums(&v))
+            .transpose()
+    }
+
+    /// Reads file bytes `[offset, offset + buf.len())` as stored (ignoring dirty pages).
+    /// Holes and preallocated ranges read as zeros.
+    pub(super) fn read_stored(
+        &self,
+        id: InodeId,
+        _inode: &InodeRecord,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<()> {
+        buf.fill(0);
+        let end = offset + buf.len() as u64;
+        for (off, e) in self.extents_in(id, offset, end)? {
+            let from = off.max(offset);
+            let to = (off + e.len).min(end);
+            if from >= to {
+                continue;
+            }
+            let dst = &mut buf[(from - offset) as usize..(to - offset) as usize];
+            let within = e.extent_offset + (from - off);
+            match e.kind {
+                ExtentKind::Prealloc => {}
+                ExtentKind::Inline => {
+                    dst.copy_from_slice(&e.inline_data[within as usize..][..dst.len()])
+                }
+                ExtentKind::Regular => self.read_extent(id, &e, within, from, dst)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `dst.len()` bytes at `within` of a data extent, verifying each block read.
+    fn read_extent(
+        &self,
+        id: InodeId,
+        e: &FileExtent,
+        within: u64,
+        file_off: u64,
+        dst: &mut [u8],
+    ) -> Result<()> {
+        let first = round_down(within, BLOCK_SIZE);
+        let last = round_up(within + dst.len() as u64, BLOCK_SIZE);
+        if first == within && last == within + dst.len() as u64 {
+            self.device_read(e.disk_start + first, dst)?;
+            return self.verify_blocks(id, e, first, file_off, dst);
+        }
+        let mut blocks = AlignedBuf::zeroed((last - first) as usize);
+        self.device_read(e.disk_start + first, &mut blocks)?;
+        self.verify_blocks(id, e, first, file_off, &blocks)?;
+        let at = (within - first) as usize;
+        dst.copy_from_slice(&blocks[at..at + dst.len()]);
+        Ok(())
+    }
+
+    /// Checks blocks read from extent offset `first` against the extent's checksums.
+    fn verify_blocks(
+        &self,
+        id: InodeId,
+        e: &FileExtent,
+        first: u64,
+        file_off: u64,
+        blocks: &[u8],
+    ) -> Result<()> {
+        let Some(sums) = self.extent_checksums(e.disk_start)? else {
+            return Ok(());
+        };
+        for (i, block) in blocks.chunks(BS).enumerate() {
+            let expected = sums.get((first / BLOCK_SIZE) as usize + i).copied();
+            let actual = crc32c::crc32c(block);
+            if expected != Some(actual) {
+                let at = round_down(file_off, BLOCK_SIZE) + i as u64 * BLOCK_SIZE;
+                return Err(Error::checksum(format!(
+                    "checksum mismatch in {} at offset {at} (data address {}, expected {:#010x}, found {actual:#010x})",
+                    self.path_of(id),
+                    e.disk_start + first + i as u64 * BLOCK_SIZE,
+                    expected.unwrap_or(0),
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Buffered read: stored data with dirty pages laid over it.
+    pub fn read(&mut self, id: InodeId, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let inode = self.regular_inode(id)?;
+        if offset >= inode.size {
+            return Ok(0);
+        }
+        let n = buf.len().min((inode.size - offset) as usize);
+        let buf = &mut buf[..n];
+        self.read_stored(id, &inode, offset, buf)?;
+        let end = offset + n as u64;
+        for (&index, page) in self
+            .cache
+            .pages_in(id, offset / BLOCK_SIZE..end.div_ceil(BLOCK_SIZE))
+        {
+            let page_start = index * BLOCK_SIZE;
+            let from = page_start.max(offset);
+            let to = (page_start + BLOCK_SIZE).min(end);
+            buf[(from - offset) as usize..(to - offset) as usize]
+                .copy_from_slice(&page[(from - page_start) as usize..(to - page_start) as usize]);
+        }
+        Ok(n)
+    }
+
+    /// Buffered write: the data goes into dirty pages, written out as extents later.
+    pub fn write(&mut self, id: InodeId, offset: u64, data: &[u8]) -> Result<usize> {
+        self.check_writable()?;
+        let end = check_range(offset, data.len())?;
+        let mut inode = self.regular_inode(id)?;
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let (first, last) = (offset / BLOCK_SIZE, end.div_ceil(BLOCK_SIZE));
+        let new_pages = (first..last)
+            .filter(|i| !self.cache.contains(id, *i))
+            .count() as u64;
+        self.reserve(new_pages * BLOCK_SIZE)?;
+        for index in first..last {
+            let page_start = index * BLOCK_SIZE;
+            let from = page_start.max(offset);
+            let to = (page_start + BLOCK_SIZE).min(end);
+            if !self.cache.contains(id, index) {
+                let mut page = vec![0u8; BS].into_boxed_slice();
+                let whole = from == page_start && to == page_start + BLOCK_SIZE;
+                if !whole && page_start < inode.size {
+                    self.read_stored(id, &inode, page_start, &mut page)?;
+                }
+                self.cache.insert(id, index, page);
+            }
+            let page = self.cache.page_mut(id, index).expect("just inserted");
+            page[(from - page_start) as usize..(to - page_start) as usize]
+                .copy_from_slice(&data[(from - offset) as usize..(to - offset) as usize]);
+        }
+        inode.size = inode.size.max(end);
+        let now = Timespec::now();
+        inode.mtime = now;
+        inode.ctime = now;
+        self.put_inode(id, &inode)?;
+        if self.cache.dirty_bytes() > DIRTY_LIMIT {
+            self.writeback_all()?;
+        }
+        Ok(data.len())
+    }
+
+    /// Makes sure `bytes` of new data can be written out, committing to reuse space the
+    /// running transaction freed if that is what it takes. ENOSPC otherwise.
+    fn reserve(&mut self, bytes: u64) -> Result<()> {
+        let fits = |e: &Engine| e.alloc.available(&e.space) >= e.cache.dirty_bytes() + bytes;
+        if fits(self) {
+            return Ok(());
+        }
+        if self.alloc.pinned_bytes() > 0 {
+            self.commit()?;
+            if fits(self) {
+                return Ok(());
+            }
+        }
+        Err(Error::no_space("no space left on the filesystem"))
+    }
+
+    /// Direct read: 4 KiB-aligned, straight from the device into `buf`.
+    pub fn read_direct(&mut self, id: InodeId, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        check_direct(offset, buf.len())?;
+        let inode = self.regular_inode(id)?;
+        if self.cache.has_pages_in(
+            id,
+            offset / BLOCK_SIZE..(offset + buf.len() as u64) / BLOCK_SIZE,
+        ) {
+            self.writeback(id)?;
+        }
+        if offset >= inode.size {
+            return Ok(0);
+        }
+        let n = buf
+            .len()
+            .min(round_up(inode.size - offset, BLOCK_SIZE) as usize);
+        self.read_stored(id, &inode, offset, &mut buf[..n])?;
+        Ok(n.min((inode.size - offset) as usize))
+    }
+
+    /// Direct write: 4 KiB-aligned, copy-on-write to new extents straight from `data`.
+    pub fn write_direct(&mut self, id: InodeId, offset: u64, data: &[u8]) -> Result<usize> {
+        self.check_writable()?;
+        check_direct(offset, data.len())?;
+        let end = check_range(offset, data.len())?;
+        let mut inode = self.regular_inode(id)?;
+        self.cache
+            .discard_range(id, offset / BLOCK_SIZE..end / BLOCK_SIZE);
+        self.reserve(data.len() as u64)?;
+        self.write_extents(id, offset, data)?;
+        inode.size = inode.size.max(end);
+        let now = Timespec::now();
+        inode.mtime = now;
+        inode.ctime = now;
+        self.put_inode(id, &inode)?;
+        Ok(data.len())
+    }
+
+    /// Writes `data` (whole blocks) to newly allocated extents and maps them at `offset`.
+    fn write_extents(&mut self, id: InodeId, offset: u64, data: &[u8]) -> Result<()> {
+        let mut done = 0usize;
+        while done < data.len() {
+            let want = ((data.len() - done) as u64).min(MAX_EXTENT_LEN);
+            let meta = self.store.meta();
+            let extent = self.alloc.allocate(meta, &self.space, want)?;
+            let chunk = &data[done..done + extent.len as usize];
+            self.dirty = true;
+            self.device_write(extent.start, chunk)?;
+            let meta = self.meta();
+            let record = ExtentRecord {
+                len: extent.len,
+                refs: 1,
+                flags: 0,
+                generation: self.state.generation,
+            };
+            meta.put(table::EXTENTS, &key1(extent.start), &record.encode())?;
+            meta.put(
+                table::CHECKSUMS,
+                &key1(extent.start),
+                &encode_checksums(&checksum_blocks(chunk)),
+            )?;
+            let at = offset + done as u64;
+            self.replace_range(
+                id,
+                at,
+                at + extent.len,
+                Some(FileExtent::regular(extent.start, extent.len)),
+            )?;
+            done += extent.len as usize;
+        }
+        Ok(())
+    }
+
+    /// Writes out the dirty pages of one file as extents, one per run of consecutive pages.
+    pub fn writeback(&mut self, id: InodeId) -> Result<()> {
+        let pages = self.cache.take(id);
+        let mut runs: Vec<(u64, Vec<&[u8]>)> = Vec::new();
+        for (index, page) in &pages {
+            match runs.last_mut() {
+                Some((start, run))
+                    if *start + run.len() as u64 == *index
+                        && (run.len() as u64) < MAX_EXTENT_LEN / BLOCK_SIZE =>
+                {
+                    run.push(page)
+                }
+                _ => runs.push((*index, vec![page])),
+            }
+        }
+        for (start, run) in runs {
+            let mut buf = AlignedBuf::zeroed(run.len() * BS);
+            for (i, page) in run.iter().enumerate() {
+                buf[i * BS..(i + 1) * BS].copy_from_slice(page);
+            }
+            self.write_extents(id, start * BLOCK_SIZE, &buf)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn writeback_all(&mut self) -> Result<()> {
+        for id in self.cache.dirty_files() {
+            self.writeback(id)?;
+        }
+        Ok(())
+    }
+
+    /// Changes a file's size. Shrinking drops the extents past the end and zeroes the tail of
+    /// the last block, so bytes past EOF always read as zeros if the file grows again.
+    pub(super) fn truncate(&mut self, id: InodeId, size: u64) -> Result<()> {
+        if size > MAX_FILE_SIZE {
+            return Err(Error::new(Errno::FBIG, "file too large"));
+        }
+        let mut inode = self.regular_inode(id)?;
+        if size < inode.size {
+            let tail = size % BLOCK_SIZE;
+            let index = size / BLOCK_SIZE;
+            if tail != 0 {
+                if !self.cache.contains(id, index) {
+                    self.reserve(BLOCK_SIZE)?;
+                    let mut page = vec![0u8; BS].into_boxed_slice();
+                    self.read_stored(id, &inode, index * BLOCK_SIZE, &mut page)?;
+                    self.cache.insert(id, index, page);
+                }
+                self.cache.page_mut(id, index).expect("present")[tail as usize..].fill(0);
+            }
+            self.cache.discard_from(id, size.div_ceil(BLOCK_SIZE));
+            self.punch_extents(id, round_up(size, BLOCK_SIZE), u64::MAX)?;
+        }
+        inode.size = size;
+        let now = Timespec::now();
+        inode.mtime = now;
+        inode.ctime = now;
+        self.put_inode(id, &inode)
+    }
+
+    /// Removes the mapping of file bytes `[start, end)`, leaving a hole.
+    pub(super) fn punch_extents(&mut self, id: InodeId, start: u64, end: u64) -> Result<()> {
+        self.replace_range(id, start, end, None)
+    }
+
+    /// Maps `[start, end)` of a file to `new` (or to a hole), splitting the records that
+    /// straddle the edges and dropping the references of what is replaced.
+    fn replace_range(
+        &mut self,
+        id: InodeId,
+        start: u64,
+        end: u64,
+        new: Option<FileExtent>,
+    ) -> Result<()> {
+        self.dirty = true;
+        for (off, e) in self.extents_in(id, start, end)? {
+            let e_end = off + e.len;
+            self.meta()
+                .remove(table::FILE_EXTENTS, &key3(id.subvol, id.ino, off))?;
+            if off < start {
+                self.put_file_extent(id, off, &e.slice(0, start - off))?;
+            }
+            if e_end > end {
+                self.put_file_extent(id, end, &e.slice(end - off, e.len))?;
+            }
+            self.drop_extent_ref(&e)?;
+        }
+        if let Some(new) = new {
+            self.meta().put(
+                table::FILE_EXTENTS,
+                &key3(id.subvol, id.ino, start),
+                &new.encode(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Adds a record referencing an existing extent.
+    fn put_file_extent(&mut self, id: InodeId, offset: u64, e: &FileExtent) -> Result<()> {
+        self.meta().put(
+            table::FILE_EXTENTS,
+            &key3(id.subvol, id.ino, offset),
+            &e.encode(),
+        )?;
+        self.adjust_extent_refs(e, 1)
+    }
+
+    fn drop_extent_ref(&mut self, e: &FileExtent) -> Result<()> {
+        self.adjust_extent_refs(e, -1)
+    }
+
+    fn adjust_extent_refs(&mut self, e: &FileExtent, delta: i64) -> Result<()> {
+        if e.kind == ExtentKind::Inline {
+            return Ok(());
+        }
+        let key = key1(e.disk_start);
+        let meta = self.store.meta();
+        let raw = meta.get(table::EXTENTS, &key)?;
+        let mut record = ExtentRecord::decode(&raw.ok_or_else(|| {
+            Error::corrupt(format!(
+                "file extent points at unallocated extent {}",
+                e.disk_start
+            ))
+        })?)?;
+        record.refs = record.refs.checked_add_signed(delta).ok_or_else(|| {
+            Error::corrupt(format!("extent {} reference count underflow", e.disk_start))
+        })?;
+        if record.refs > 0 {
+            return meta.put(table::EXTENTS, &key, &record.encode());
+        }
+        meta.remove(table::EXTENTS, &key)?;
+        meta.remove(table::CHECKSUMS, &key)?;
+        self.alloc.free(
+            meta,
+            Extent {
+                start: e.disk_start,
+                len: record.len,
+            },
+        )
+    }
+
+    /// Bytes of data space a file references (for `st_blocks`), dirty pages included.
+    pub(super) fn allocated_bytes(&self, id: InodeId, inode: &InodeRecord) -> Result<u64> {
+        if inode.kind()? == FileKind::Directory {
+            return Ok(0);
+        }
+        let stored: u64 = self
+            .extents_in(id, 0, u64::MAX)?
+            .iter()
+            .map(|(_, e)| e.len)
+            .sum();
+        let dirty = self.cache.pages_in(id, 0..u64::MAX).count() as u64 * BLOCK_SIZE;
+        Ok(stored + dirty)
+    }
+}

@@ -1,0 +1,311 @@
+//! The engine's state and life cycle: making a filesystem, opening one (validating everything
+//! before a byte is written), committing transactions, and latching after an I/O error.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::alloc::DataAllocator;
+use super::cache::PageCache;
+use super::{InodeId, MkfsOptions};
+use crate::device::{AlignedBuf, BlockDevice, OverlayDevice};
+use crate::error::{Errno, Error, Result};
+use crate::format::{
+    key1, key2, table, FileKind, FsState, InodeRecord, MetaChunk, SubvolumeRecord, Superblock,
+    SuperblockScan, Timespec, BLOCK_SIZE, DEFAULT_INLINE_LIMIT, FIRST_SUBVOLUME, MIN_FS_SIZE,
+    ROOT_INO, SUPERBLOCK_OFFSETS, SUPERBLOCK_SIZE, SYSTEM_AREA_END,
+};
+use crate::meta::{DeviceSpace, Meta, MetaSpace, Store};
+
+pub struct Engine {
+    pub(super) device: Arc<dyn BlockDevice>,
+    pub(super) meta_space: Arc<MetaSpace>,
+    pub(super) space: Arc<Mutex<DeviceSpace>>,
+    pub(super) store: Store,
+    pub(super) alloc: DataAllocator,
+    pub(super) cache: PageCache,
+    pub(super) state: FsState,
+    pub(super) read_only: bool,
+    /// Set by the first I/O error; every later change is refused until the image is reopened.
+    pub(super) failed: Option<Error>,
+    /// The running transaction has changes.
+    pub(super) dirty: bool,
+    pub(super) last_commit: Instant,
+}
+
+/// Reads every superblock copy of a device.
+pub fn scan_superblocks(device: &dyn BlockDevice) -> SuperblockScan {
+    let copies = SUPERBLOCK_OFFSETS
+        .iter()
+        .enumerate()
+        .map(|(copy, &offset)| {
+            let mut buf = AlignedBuf::zeroed(SUPERBLOCK_SIZE);
+            device
+                .read_at(offset, &mut buf)
+                .map_err(|e| Error::corrupt(format!("superblock copy {copy} unreadable: {e}")))?;
+            Superblock::decode(&buf, copy, device.len()).map_err(|e| {
+                Error::new(e.errno(), format!("superblock copy {copy}: {}", e.reason()))
+            })
+        })
+        .collect();
+    SuperblockScan { copies }
+}
+
+fn random_uuid() -> [u8; 16] {
+    let mut uuid = [0u8; 16];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut uuid))
+        .is_err()
+    {
+        let seed = Timespec::now();
+        uuid[..8].copy_from_slice(&seed.sec.to_le_bytes());
+        uuid[8..12].copy_from_slice(&seed.nsec.to_le_bytes());
+        uuid[12..].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    uuid[6] = (uuid[6] & 0x0f) | 0x40;
+    uuid[8] = (uuid[8] & 0x3f) | 0x80;
+    uuid
+}
+
+fn io_err(context: &str) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::io(context, &e)
+}
+
+impl Engine {
+    pub fn mkfs(device: Arc<dyn BlockDevice>, opts: &MkfsOptions) -> Result<()> {
+        let size = crate::format::round_down(opts.size.unwrap_or(device.len()), BLOCK_SIZE);
+        if size < MIN_FS_SIZE {
+            return Err(Error::invalid(format!(
+                "a filesystem needs at least {} MiB; {size} bytes given",
+                MIN_FS_SIZE >> 20
+            )));
+        }
+        if device.len() < size {
+            device.resize(size).map_err(io_err("grow the image"))?;
+        }
+        let zeros = AlignedBuf::zeroed(SYSTEM_AREA_END as usize);
+        device
+            .write_at(0, &zeros)
+            .map_err(io_err("clear the system area"))?;
+        let space = Arc::new(Mutex::new(DeviceSpace::new(size)));
+        let first_meta = crate::format::round_down(size / 32, 1 << 20).clamp(2 << 20, 64 << 20);
+        let physical = space
+            .lock()
+            .unwrap()
+            .allocate(first_meta)
+            .expect("room for metadata");
+        let sb = Superblock {
+            generation: 0,
+            fs_size: size,
+            uuid: opts.uuid.unwrap_or_else(random_uuid),
+            created: Timespec::now().sec,
+            meta_len: 0,
+            meta_chunks: vec![MetaChunk {
+                store_offset: 0,
+                physical,
+                length: first_meta,
+            }],
+        };
+        let meta_space = Arc::new(MetaSpace::new(device.clone(), space.clone(), sb));
+        meta_space
+            .write_superblock(true)
+            .map_err(io_err("write the superblock"))?;
+        let mut store = Store::open(meta_space.clone(), false)?;
+        let meta = store.meta();
+        meta.create_tables()?;
+        let state = FsState {
+            generation: 1,
+            next_subvolume: FIRST_SUBVOLUME + 1,
+            default_subvolume: FIRST_SUBVOLUME,
+            inline_limit: opts.inline_limit.unwrap_or(DEFAULT_INLINE_LIMIT),
+            flags: 0,
+        };
+        meta.put_fs_state(&state)?;
+        let now = Timespec::now();
+        let subvol = SubvolumeRecord {
+            root_ino: ROOT_INO,
+            next_ino: ROOT_INO + 1,
+            flags: 0,
+            parent: 0,
+            created: now.sec,
+            generation: 1,
+        };
+        meta.put(table::SUBVOLUMES, &key1(FIRST_SUBVOLUME), &subvol.encode())?;
+        let root = new_inode(FileKind::Directory, 0o755, 0, 0, 1);
+        meta.put_inode(FIRST_SUBVOLUME, ROOT_INO, &InodeRecord { nlink: 2, ..root })?;
+        let mut alloc = DataAllocator::default();
+        alloc.add_group(meta, &space, 0)?;
+        store.commit()?;
+        device.flush().map_err(io_err("flush"))?;
+        Ok(())
+    }
+
+    /// Opens a filesystem. Read-write opens first open the image through a write-absorbing
+    /// overlay, so a damaged image is rejected before anything is written to it.
+    pub fn open(device: Arc<dyn BlockDevice>, read_only: bool) -> Result<Engine> {
+        let overlay: Arc<dyn BlockDevice> = Arc::new(OverlayDevice::new(device.clone()));
+        let checked = Self::open_on(overlay, true, true)?;
+        if read_only {
+            return Ok(checked);
+        }
+        drop(checked);
+        Self::open_on(device, false, false)
+    }
+
+    fn open_on(device: Arc<dyn BlockDevice>, read_only: bool, verify: bool) -> Result<Engine> {
+        let sb = scan_superblocks(device.as_ref()).best()?.clone();
+        let space = Arc::new(Mutex::new(DeviceSpace::new(sb.fs_size)));
+        for c in &sb.meta_chunks {
+            space.lock().unwrap().claim(c.physical, c.length);
+        }
+        let meta_space = Arc::new(MetaSpace::new(device.clone(), space.clone(), sb));
+        let store = Store::open(meta_space.clone(), verify)?;
+        let meta = store.meta();
+        let state = meta.fs_state()?;
+        let alloc = DataAllocator::load(meta, &space)?;
+        let root_subvol = meta.get(table::SUBVOLUMES, &key1(state.default_subvolume))?;
+        let root = root_subvol
+            .map(|v| SubvolumeRecord::decode(&v))
+            .transpose()?;
+        let root = root.ok_or_else(|| Error::corrupt("the default subvolume is missing"))?;
+        if meta
+            .inode(state.default_subvolume, root.root_ino)?
+            .is_none()
+        {
+            return Err(Error::corrupt("the root directory is missing"));
+        }
+        Ok(Engine {
+            device,
+            meta_space,
+            space,
+            store,
+            alloc,
+            cache: PageCache::default(),
+            state,
+            read_only,
+            failed: None,
+            dirty: false,
+            last_commit: Instant::now(),
+        })
+    }
+
+    pub(super) fn meta(&self) -> Meta<'_> {
+        self.store.meta()
+    }
+
+    /// Refuses changes on a read-only or failed filesystem.
+    pub(super) fn check_writable(&self) -> Result<()> {
+        if let Some(e) = &self.failed {
+            return Err(Error::new(
+                Errno::IO,
+                format!("the filesystem stopped after an I/O error ({e}); reopen it"),
+            ));
+        }
+        if self.read_only {
+            return Err(Error::new(Errno::ROFS, "the filesystem is open read-only"));
+        }
+        Ok(())
+    }
+
+    /// Records an error from a change: device and store failures latch the filesystem.
+    pub(super) fn latch(&mut self, err: &Error) {
+        if self.failed.is_none()
+            && matches!(err.errno(), Errno::IO | Errno::UCLEAN)
+            && !err.is_data_error()
+        {
+            self.failed = Some(err.clone());
+        }
+    }
+
+    pub(super) fn device_write(&self, logical: u64, data: &[u8]) -> Result<()> {
+        let physical = self.alloc.physical(logical)?;
+        self.device
+            .write_at(physical, data)
+            .map_err(io_err("data write"))
+    }
+
+    pub(super) fn device_read(&self, logical: u64, buf: &mut [u8]) -> Result<()> {
+        let physical = self.alloc.physical(logical)?;
+        self.device
+            .read_at(physical, buf)
+            .map_err(io_err("data read"))
+    }
+
+    /// Writes back all dirty data and commits the running transaction durably.
+    pub fn commit(&mut self) -> Result<()> {
+        self.check_writable()?;
+        let result = self.commit_inner();
+        if let Err(e) = &result {
+            self.failed.get_or_insert_with(|| e.clone());
+        }
+        result
+    }
+
+    fn commit_inner(&mut self) -> Result<()> {
+        self.writeback_all()?;
+        if !self.dirty {
+            return Ok(());
+        }
+        self.state.generation += 1;
+        self.meta().put_fs_state(&self.state)?;
+        self.store.commit()?;
+        self.alloc.unpin();
+        self.dirty = false;
+        self.last_commit = Instant::now();
+        Ok(())
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.state.generation
+    }
+
+    pub fn superblock(&self) -> Superblock {
+        self.meta_space.superblock()
+    }
+
+    pub(super) fn subvolume(&self, subvol: u64) -> Result<SubvolumeRecord> {
+        let raw = self.meta().get(table::SUBVOLUMES, &key1(subvol))?;
+        let raw = raw.ok_or_else(|| Error::not_found(format!("subvolume {subvol}")))?;
+        SubvolumeRecord::decode(&raw)
+    }
+
+    pub(super) fn inode(&self, id: InodeId) -> Result<InodeRecord> {
+        self.meta()
+            .inode(id.subvol, id.ino)?
+            .ok_or_else(|| Error::not_found(format!("inode {}", id.ino)))
+    }
+
+    pub(super) fn put_inode(&mut self, id: InodeId, inode: &InodeRecord) -> Result<()> {
+        self.dirty = true;
+        self.meta().put_inode(id.subvol, id.ino, inode)
+    }
+
+    pub(super) fn remove_inode(&mut self, id: InodeId) -> Result<()> {
+        self.meta()
+            .remove(table::INODES, &key2(id.subvol, id.ino))?;
+        Ok(())
+    }
+}
+
+pub(super) fn new_inode(
+    kind: FileKind,
+    perm: u32,
+    uid: u32,
+    gid: u32,
+    generation: u64,
+) -> InodeRecord {
+    let now = Timespec::now();
+    InodeRecord {
+        mode: kind.mode_bits() | (perm & 0o7777),
+        uid,
+        gid,
+        nlink: 1,
+        size: 0,
+        flags: 0,
+        generation,
+        rdev: 0,
+        atime: now,
+        mtime: now,
+        ctime: now,
+        crtime: now,
+    }
+}

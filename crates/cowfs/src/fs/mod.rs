@@ -1,0 +1,365 @@
+//! The filesystem engine and its public handle. `Filesystem` is what front ends (the CLI,
+//! FUSE, the swap layer) use: an inode-and-name API, plus path helpers. All policy lives
+//! behind it, so every front end enforces the same rules.
+
+mod alloc;
+mod cache;
+mod data;
+mod engine;
+mod namespace;
+
+pub use alloc::{data_chunk_size, metadata_reserve, BlockGroup, Extent};
+pub use data::{checksum_blocks, MAX_FILE_SIZE};
+pub use engine::scan_superblocks;
+
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use crate::device::{BlockDevice, FileDevice};
+use crate::error::{Error, Result};
+use crate::format::{FileKind, InodeRecord, Superblock, Timespec, FIRST_SUBVOLUME, ROOT_INO};
+use engine::Engine;
+
+/// An inode's identity: the subvolume it belongs to and its number there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InodeId {
+    pub subvol: u64,
+    pub ino: u64,
+}
+
+impl InodeId {
+    pub const fn new(subvol: u64, ino: u64) -> Self {
+        InodeId { subvol, ino }
+    }
+}
+
+/// The attributes `stat` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    pub id: InodeId,
+    pub kind: FileKind,
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u32,
+    pub size: u64,
+    /// Bytes of data space the file references.
+    pub allocated: u64,
+    pub flags: u64,
+    pub generation: u64,
+    pub atime: Timespec,
+    pub mtime: Timespec,
+    pub ctime: Timespec,
+    pub crtime: Timespec,
+}
+
+impl Attr {
+    fn from_record(id: InodeId, inode: &InodeRecord, allocated: u64) -> Result<Attr> {
+        Ok(Attr {
+            id,
+            kind: inode.kind()?,
+            perm: inode.mode & 0o7777,
+            uid: inode.uid,
+            gid: inode.gid,
+            nlink: inode.nlink,
+            size: inode.size,
+            allocated,
+            flags: inode.flags,
+            generation: inode.generation,
+            atime: inode.atime,
+            mtime: inode.mtime,
+            ctime: inode.ctime,
+            crtime: inode.crtime,
+        })
+    }
+}
+
+/// Attribute changes; `None` leaves a field alone.
+#[derive(Debug, Clone, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<Timespec>,
+    pub mtime: Option<Timespec>,
+}
+
+/// Owner and permission bits of a new inode.
+#[derive(Debug, Clone, Copy)]
+pub struct CreateAttrs {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl CreateAttrs {
+    pub fn with_mode(mode: u32) -> Self {
+        CreateAttrs {
+            mode,
+            uid: 0,
+            gid: 0,
+        }
+    }
+}
+
+/// rename(2) flags: RENAME_NOREPLACE and RENAME_EXCHANGE.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RenameFlags {
+    pub noreplace: bool,
+    pub exchange: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: Vec<u8>,
+    pub id: InodeId,
+    pub kind: FileKind,
+}
+
+/// Space figures, as statfs and `cowfs info` report them.
+#[derive(Debug, Clone)]
+pub struct FsInfo {
+    pub format_version: u32,
+    pub uuid: [u8; 16],
+    pub generation: u64,
+    pub size: u64,
+    /// Bytes allocatable for data now (free in block groups plus unallocated device space,
+    /// less the metadata reserve).
+    pub free: u64,
+    pub data_used: u64,
+    pub metadata_bytes: u64,
+    pub block_groups: Vec<BlockGroup>,
+    pub superblock: Superblock,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MkfsOptions {
+    /// Bytes; the whole device when absent.
+    pub size: Option<u64>,
+    pub inline_limit: Option<u32>,
+    pub uuid: Option<[u8; 16]>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    pub read_only: bool,
+    /// Commit on this interval when there are changes; None: only on sync, fsync and unmount.
+    pub commit_interval: Option<Duration>,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            read_only: false,
+            commit_interval: Some(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// An open cowfs filesystem. Clones share it; it commits and closes when the last is dropped
+/// (or on [`Filesystem::unmount`], which reports the result).
+#[derive(Clone)]
+pub struct Filesystem {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    engine: Mutex<Engine>,
+    committer: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let (stop, wake) = &*self.committer;
+        *stop.lock().unwrap() = true;
+        wake.notify_all();
+        let engine = self.engine.get_mut().unwrap_or_else(|p| p.into_inner());
+        if engine.check_writable().is_ok() {
+            let _ = engine.commit();
+        }
+    }
+}
+
+macro_rules! forward {
+    ($(#[$doc:meta])* $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty) => {
+        $(#[$doc])*
+        pub fn $name(&self $(, $arg: $ty)*) -> Result<$ret> {
+            self.with(|e| e.$name($($arg),*))
+        }
+    };
+}
+
+impl Filesystem {
+    /// Makes a new filesystem on `device`, replacing whatever was there.
+    pub fn mkfs(device: Arc<dyn BlockDevice>, opts: &MkfsOptions) -> Result<()> {
+        Engine::mkfs(device, opts)
+    }
+
+    pub fn open(device: Arc<dyn BlockDevice>, opts: &OpenOptions) -> Result<Filesystem> {
+        let engine = Engine::open(device, opts.read_only)?;
+        let shared = Arc::new(Shared {
+            engine: Mutex::new(engine),
+            committer: Arc::new((Mutex::new(false), Condvar::new())),
+        });
+        if let (Some(interval), false) = (opts.commit_interval, opts.read_only) {
+            spawn_committer(Arc::downgrade(&shared), shared.committer.clone(), interval);
+        }
+        Ok(Filesystem { shared })
+    }
+
+    /// Opens an image file or block device.
+    pub fn open_path(path: &Path, opts: &OpenOptions) -> Result<Filesystem> {
+        let device = if opts.read_only {
+            FileDevice::open_read_only(path)
+        } else {
+            FileDevice::open(path)
+        };
+        let device = device.map_err(|e| Error::io(&path.display().to_string(), &e))?;
+        Self::open(Arc::new(device), opts)
+    }
+
+    /// Commits everything and closes.
+    pub fn unmount(self) -> Result<()> {
+        let result = self.sync();
+        drop(self);
+        result
+    }
+
+    fn engine(&self) -> MutexGuard<'_, Engine> {
+        self.shared.engine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs an engine operation; a device or store failure latches the filesystem.
+    fn with<T>(&self, f: impl FnOnce(&mut Engine) -> Result<T>) -> Result<T> {
+        let mut engine = self.engine();
+        let result = f(&mut engine);
+        if let Err(e) = &result {
+            if engine.check_writable().is_ok() {
+                engine.latch(e);
+            }
+        }
+        result
+    }
+
+    pub fn root(&self) -> InodeId {
+        InodeId::new(self.engine().state.default_subvolume, ROOT_INO)
+    }
+
+    forward!(getattr(&self, id: InodeId) -> Attr);
+    forward!(lookup(&self, dir: InodeId, name: &[u8]) -> InodeId);
+    forward!(readdir(&self, dir: InodeId, after: Option<&[u8]>, limit: usize) -> Vec<DirEntry>);
+    forward!(create(&self, dir: InodeId, name: &[u8], kind: FileKind, attrs: CreateAttrs) -> InodeId);
+    forward!(symlink(&self, dir: InodeId, name: &[u8], target: &[u8], attrs: CreateAttrs) -> InodeId);
+    forward!(readlink(&self, id: InodeId) -> Vec<u8>);
+    forward!(link(&self, id: InodeId, dir: InodeId, name: &[u8]) -> ());
+    forward!(unlink(&self, dir: InodeId, name: &[u8]) -> ());
+    forward!(rmdir(&self, dir: InodeId, name: &[u8]) -> ());
+    forward!(rename(&self, from_dir: InodeId, from: &[u8], to_dir: InodeId, to: &[u8], flags: RenameFlags) -> ());
+    forward!(setattr(&self, id: InodeId, set: &SetAttr) -> Attr);
+    forward!(
+        /// Buffered read; returns the bytes read (short at end of file).
+        read(&self, id: InodeId, offset: u64, buf: &mut [u8]) -> usize);
+    forward!(
+        /// Buffered write: gathered in memory, allocated at commit, fsync or under memory pressure.
+        write(&self, id: InodeId, offset: u64, data: &[u8]) -> usize);
+    forward!(
+        /// Direct read: offset and length 4 KiB-aligned; data read straight from the device.
+        read_direct(&self, id: InodeId, offset: u64, buf: &mut [u8]) -> usize);
+    forward!(
+        /// Direct write: offset and length 4 KiB-aligned; data written straight to new extents.
+        write_direct(&self, id: InodeId, offset: u64, data: &[u8]) -> usize);
+
+    /// Makes a file's data and the whole namespace durable (one commit).
+    pub fn fsync(&self, id: InodeId) -> Result<()> {
+        self.with(|e| {
+            e.inode(id)?;
+            e.commit()
+        })
+    }
+
+    /// Commits the running transaction.
+    pub fn sync(&self) -> Result<()> {
+        self.with(|e| e.commit())
+    }
+
+    /// A path for messages (the first name of each ancestor).
+    pub fn path_of(&self, id: InodeId) -> String {
+        self.engine().path_of(id)
+    }
+
+    pub fn info(&self) -> Result<FsInfo> {
+        self.with(|e| Ok(e.info()))
+    }
+
+    /// The commit count of the running state.
+    pub fn generation(&self) -> u64 {
+        self.engine().generation()
+    }
+
+    pub(crate) fn with_engine<T>(&self, f: impl FnOnce(&mut Engine) -> Result<T>) -> Result<T> {
+        self.with(f)
+    }
+
+    /// Resolves an absolute path (symlinks in it are not followed).
+    pub fn resolve(&self, path: &str) -> Result<InodeId> {
+        let mut cur = self.root();
+        for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+            cur = self.lookup(cur, part.as_bytes())?;
+        }
+        Ok(cur)
+    }
+
+    /// The directory a path's last component lives in, and that component.
+    pub fn resolve_parent<'p>(&self, path: &'p str) -> Result<(InodeId, &'p str)> {
+        let trimmed = path.trim_end_matches('/');
+        let (dir, name) = trimmed.rsplit_once('/').unwrap_or(("", trimmed));
+        if name.is_empty() || name == "." || name == ".." {
+            return Err(Error::invalid(format!("{path}: not a file name")));
+        }
+        Ok((self.resolve(dir)?, name))
+    }
+}
+
+impl Engine {
+    fn info(&self) -> FsInfo {
+        let sb = self.superblock();
+        let groups: Vec<BlockGroup> = self.alloc.groups().copied().collect();
+        FsInfo {
+            format_version: crate::format::FORMAT_VERSION,
+            uuid: sb.uuid,
+            generation: self.state.generation,
+            size: sb.fs_size,
+            free: self.alloc.available(&self.space),
+            data_used: groups.iter().map(|g| g.record.used).sum(),
+            metadata_bytes: sb.meta_capacity(),
+            block_groups: groups,
+            superblock: sb,
+        }
+    }
+}
+
+fn spawn_committer(shared: Weak<Shared>, signal: Arc<(Mutex<bool>, Condvar)>, interval: Duration) {
+    std::thread::Builder::new()
+        .name("cowfs-commit".into())
+        .spawn(move || loop {
+            let (stop, wake) = &*signal;
+            let stopped = wake.wait_timeout(stop.lock().unwrap(), interval).unwrap().0;
+            if *stopped {
+                return;
+            }
+            drop(stopped);
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let mut engine = shared.engine.lock().unwrap_or_else(|p| p.into_inner());
+            if engine.check_writable().is_ok() && engine.last_commit.elapsed() >= interval {
+                let _ = engine.commit();
+            }
+        })
+        .expect("spawn the commit thread");
+}
+
+/// The default subvolume's id as mkfs makes it.
+pub const DEFAULT_SUBVOLUME: u64 = FIRST_SUBVOLUME;

@@ -1,0 +1,1 @@
+//! The checker: placeholder until the full implementation lands below.

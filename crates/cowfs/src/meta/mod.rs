@@ -1,0 +1,250 @@
+//! The metadata store: a redb database living in metadata chunks inside the image (see
+//! `space`), and `Meta`, the typed view of one running transaction that the engine works
+//! through. redb gives the copy-on-write B-trees and the atomic, two-phase commit.
+
+mod space;
+
+pub use space::{DeviceSpace, MetaSpace};
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::error::{store_error, Error, Result};
+use crate::format::{key2, table, FsState, InodeRecord, FS_STATE_KEY};
+
+type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+pub(crate) const ALL_TABLES: [&str; 10] = [
+    table::FS_STATE,
+    table::SUBVOLUMES,
+    table::INODES,
+    table::DIR_ENTRIES,
+    table::INODE_REFS,
+    table::FILE_EXTENTS,
+    table::EXTENTS,
+    table::CHECKSUMS,
+    table::FREE_SPACE,
+    table::BLOCK_GROUPS,
+];
+
+fn def(name: &'static str) -> Def {
+    TableDefinition::new(name)
+}
+
+/// redb's page cache.
+const CACHE_BYTES: usize = 256 << 20;
+
+/// The open store and its running write transaction.
+pub struct Store {
+    db: redb::Database,
+    txn: Option<redb::WriteTransaction>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+impl Store {
+    /// Opens (or, on an empty space, creates) the store. With `verify`, redb checks every
+    /// page's checksum before trusting the file; a damaged store is an error, not a panic.
+    pub fn open(space: Arc<MetaSpace>, verify: bool) -> Result<Store> {
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .set_check_integrity_on_open(verify)
+            .create_with_backend(SharedSpace(space))
+            .map_err(|e| store_error("open", e))?;
+        let mut store = Store { db, txn: None };
+        store.begin()?;
+        Ok(store)
+    }
+
+    fn begin(&mut self) -> Result<()> {
+        let mut txn = self.db.begin_write().map_err(|e| store_error("begin", e))?;
+        txn.set_two_phase_commit(true);
+        self.txn = Some(txn);
+        Ok(())
+    }
+
+    pub fn meta(&self) -> Meta<'_> {
+        Meta {
+            txn: self.txn.as_ref().expect("a running transaction"),
+        }
+    }
+
+    /// Commits the running transaction durably and starts the next.
+    pub fn commit(&mut self) -> Result<()> {
+        let txn = self.txn.take().expect("a running transaction");
+        let result = txn.commit().map_err(|e| store_error("commit", e));
+        self.begin()?;
+        result
+    }
+
+    /// Verifies every page checksum of the committed store (fsck).
+    pub fn check_integrity(&mut self) -> Result<bool> {
+        self.txn.take();
+        let result = self
+            .db
+            .check_integrity()
+            .map_err(|e| store_error("integrity check", e));
+        self.begin()?;
+        result
+    }
+
+    /// A read-only view of the last committed state.
+    pub fn committed(&self) -> Result<redb::ReadTransaction> {
+        self.db
+            .begin_read()
+            .map_err(|e| store_error("begin read", e))
+    }
+}
+
+/// redb wants to own its backend; the engine keeps a handle to the same space.
+#[derive(Debug)]
+struct SharedSpace(Arc<MetaSpace>);
+
+impl redb::StorageBackend for SharedSpace {
+    fn len(&self) -> std::io::Result<u64> {
+        self.0.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.0.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.0.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0.write(offset, data)
+    }
+}
+
+/// One key and value read from a table.
+pub type Row = (Vec<u8>, Vec<u8>);
+
+/// The running transaction, table by table. Reads see the transaction's own writes.
+#[derive(Clone, Copy)]
+pub struct Meta<'t> {
+    txn: &'t redb::WriteTransaction,
+}
+
+impl<'t> Meta<'t> {
+    fn open(&self, name: &'static str) -> Result<redb::Table<'t, &'static [u8], &'static [u8]>> {
+        self.txn
+            .open_table(def(name))
+            .map_err(|e| store_error(name, e))
+    }
+
+    pub fn create_tables(&self) -> Result<()> {
+        for name in ALL_TABLES {
+            self.open(name)?;
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, name: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let t = self.open(name)?;
+        let v = t.get(key).map_err(|e| store_error(name, e))?;
+        Ok(v.map(|g| g.value().to_vec()))
+    }
+
+    pub fn put(&self, name: &'static str, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut t = self.open(name)?;
+        t.insert(key, value).map_err(|e| store_error(name, e))?;
+        Ok(())
+    }
+
+    pub fn remove(&self, name: &'static str, key: &[u8]) -> Result<bool> {
+        let mut t = self.open(name)?;
+        let old = t.remove(key).map_err(|e| store_error(name, e))?;
+        Ok(old.is_some())
+    }
+
+    /// Rows with keys in `[from, to)`, at most `limit`, in key order (or reverse).
+    pub fn range(
+        &self,
+        name: &'static str,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<Row>> {
+        let t = self.open(name)?;
+        let iter = t
+            .range::<&[u8]>((from, to))
+            .map_err(|e| store_error(name, e))?;
+        let mut rows = Vec::new();
+        let mut push = |item: std::result::Result<_, redb::StorageError>| -> Result<bool> {
+            let (k, v): (redb::AccessGuard<&[u8]>, redb::AccessGuard<&[u8]>) =
+                item.map_err(|e| store_error(name, e))?;
+            rows.push((k.value().to_vec(), v.value().to_vec()));
+            Ok(rows.len() < limit)
+        };
+        if reverse {
+            for item in iter.rev() {
+                if !push(item)? {
+                    break;
+                }
+            }
+        } else {
+            for item in iter {
+                if !push(item)? {
+                    break;
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Every row whose key starts with `prefix`.
+    pub fn scan_prefix(&self, name: &'static str, prefix: &[u8]) -> Result<Vec<Row>> {
+        let end = prefix_end(prefix);
+        let to = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        self.range(name, Bound::Included(prefix), to, usize::MAX, false)
+    }
+
+    /// The row with the greatest key `<= key`.
+    pub fn at_or_before(&self, name: &'static str, key: &[u8]) -> Result<Option<Row>> {
+        Ok(self
+            .range(name, Bound::Unbounded, Bound::Included(key), 1, true)?
+            .pop())
+    }
+
+    pub fn fs_state(&self) -> Result<FsState> {
+        let raw = self
+            .get(table::FS_STATE, FS_STATE_KEY)?
+            .ok_or_else(|| Error::corrupt("the fs_state record is missing"))?;
+        FsState::decode(&raw)
+    }
+
+    pub fn put_fs_state(&self, state: &FsState) -> Result<()> {
+        self.put(table::FS_STATE, FS_STATE_KEY, &state.encode())
+    }
+
+    pub fn inode(&self, subvol: u64, ino: u64) -> Result<Option<InodeRecord>> {
+        self.get(table::INODES, &key2(subvol, ino))?
+            .map(|v| InodeRecord::decode(&v))
+            .transpose()
+    }
+
+    pub fn put_inode(&self, subvol: u64, ino: u64, inode: &InodeRecord) -> Result<()> {
+        self.put(table::INODES, &key2(subvol, ino), &inode.encode())
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
