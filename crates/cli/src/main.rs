@@ -1,1 +1,242 @@
-fn main() {}
+//! `cowfs`: make, check and inspect cowfs images, work on files inside them offline, run the
+//! xfs_io-style interpreter, the demo and the benchmarks. A thin front end: every rule lives
+//! in the engine.
+
+mod bench;
+mod demo;
+mod files;
+mod io_cmd;
+mod size;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use cowfs::device::{BlockDevice, FileDevice};
+use cowfs::{Filesystem, MkfsOptions, OpenOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "cowfs",
+    version,
+    about = "A copy-on-write filesystem built for swap files"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make a new filesystem on an image file or block device
+    Mkfs {
+        image: PathBuf,
+        /// Size of the filesystem (e.g. 256M, 10G); the image file is created or grown to it
+        #[arg(long, value_parser = size::parse)]
+        size: Option<u64>,
+        /// Overwrite an existing cowfs filesystem
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check a filesystem; exit 0 when clean. Never writes to the image
+    Fsck { image: PathBuf },
+    /// Show size, usage, block groups and format version
+    Info { image: PathBuf },
+    /// List a directory
+    Ls {
+        image: PathBuf,
+        #[arg(default_value = "/")]
+        path: String,
+        /// Long listing: mode, links, owner, size, time
+        #[arg(short = 'l')]
+        long: bool,
+    },
+    /// Show a file's attributes
+    Stat { image: PathBuf, path: String },
+    /// Make a directory
+    Mkdir {
+        image: PathBuf,
+        path: String,
+        /// Make parents as needed; no error if it exists
+        #[arg(short = 'p')]
+        parents: bool,
+    },
+    /// Copy a host file into the image
+    Put {
+        image: PathBuf,
+        host_file: PathBuf,
+        path: String,
+    },
+    /// Copy a file out of the image to the host
+    Get {
+        image: PathBuf,
+        path: String,
+        host_file: PathBuf,
+    },
+    /// Print a file's contents
+    Cat { image: PathBuf, path: String },
+    /// Remove a file, symlink or (with -r) a directory tree
+    Rm {
+        image: PathBuf,
+        path: String,
+        #[arg(short = 'r')]
+        recursive: bool,
+    },
+    /// Rename or move
+    Mv {
+        image: PathBuf,
+        from: String,
+        to: String,
+    },
+    /// Make a hard link, or with -s a symbolic link
+    Ln {
+        image: PathBuf,
+        target: String,
+        link: String,
+        #[arg(short = 's')]
+        symbolic: bool,
+    },
+    /// Set a file's size
+    Truncate {
+        image: PathBuf,
+        path: String,
+        #[arg(value_parser = size::parse)]
+        size: u64,
+    },
+    /// Run commands over one open filesystem (xfs_io style): -c "write /f 0 4k 0xab"
+    Io {
+        image: PathBuf,
+        #[arg(short = 'c', required = true)]
+        commands: Vec<String>,
+    },
+    /// The guided tour: make a scratch image, write, read back, check
+    Demo {
+        /// Where to make the scratch image (a temporary directory by default)
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Benchmarks (not tests)
+    Bench {
+        #[command(subcommand)]
+        which: bench::Which,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cowfs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub type CliResult<T = ExitCode> = Result<T, Box<dyn std::error::Error>>;
+
+fn run(command: Command) -> CliResult {
+    match command {
+        Command::Mkfs { image, size, force } => mkfs(&image, size, force),
+        Command::Fsck { image } => files::fsck(&image),
+        Command::Info { image } => files::info(&open(&image, true)?),
+        Command::Ls { image, path, long } => files::ls(&open(&image, true)?, &path, long),
+        Command::Stat { image, path } => files::stat(&open(&image, true)?, &path),
+        Command::Mkdir {
+            image,
+            path,
+            parents,
+        } => done(&image, |fs| files::mkdir(fs, &path, parents)),
+        Command::Put {
+            image,
+            host_file,
+            path,
+        } => done(&image, |fs| files::put(fs, &host_file, &path)),
+        Command::Get {
+            image,
+            path,
+            host_file,
+        } => files::get(&open(&image, true)?, &path, &host_file),
+        Command::Cat { image, path } => files::cat(&open(&image, true)?, &path),
+        Command::Rm {
+            image,
+            path,
+            recursive,
+        } => done(&image, |fs| files::rm(fs, &path, recursive)),
+        Command::Mv { image, from, to } => done(&image, |fs| files::mv(fs, &from, &to)),
+        Command::Ln {
+            image,
+            target,
+            link,
+            symbolic,
+        } => done(&image, |fs| files::ln(fs, &target, &link, symbolic)),
+        Command::Truncate { image, path, size } => {
+            done(&image, |fs| files::truncate(fs, &path, size))
+        }
+        Command::Io { image, commands } => io_cmd::run(&open(&image, false)?, &commands),
+        Command::Demo { dir } => demo::run(dir),
+        Command::Bench { which } => bench::run(which),
+    }
+}
+
+/// Opens an image; read-only opens never write to it.
+pub fn open(image: &std::path::Path, read_only: bool) -> CliResult<Filesystem> {
+    let opts = OpenOptions {
+        read_only,
+        ..OpenOptions::default()
+    };
+    Filesystem::open_path(image, &opts).map_err(|e| format!("{}: {e}", image.display()).into())
+}
+
+/// Opens an image read-write, runs one change, and unmounts (committing it).
+fn done(image: &std::path::Path, f: impl FnOnce(&Filesystem) -> cowfs::Result<()>) -> CliResult {
+    let fs = open(image, false)?;
+    let result = f(&fs);
+    fs.unmount()?;
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn mkfs(image: &std::path::Path, size: Option<u64>, force: bool) -> CliResult {
+    let existing = image.exists();
+    let device: Arc<dyn BlockDevice> = match (existing, size) {
+        (true, _) => Arc::new(FileDevice::open(image)?),
+        (false, Some(size)) => Arc::new(FileDevice::create(image, size)?),
+        (false, None) => {
+            return Err(format!(
+                "{}: does not exist; give --size to create it",
+                image.display()
+            )
+            .into())
+        }
+    };
+    if existing && !force && cowfs::scan_superblocks(device.as_ref()).best().is_ok() {
+        return Err(format!(
+            "{}: already holds a cowfs filesystem; use --force to overwrite it",
+            image.display()
+        )
+        .into());
+    }
+    if let Some(size) = size {
+        if device.len() < size {
+            device.resize(size)?;
+        }
+    }
+    let opts = MkfsOptions {
+        size,
+        ..MkfsOptions::default()
+    };
+    Filesystem::mkfs(device, &opts)?;
+    let fs = open(image, true)?;
+    let info = fs.info()?;
+    println!(
+        "made cowfs format v{} on {}: {} ({} bytes), uuid {}",
+        info.format_version,
+        image.display(),
+        size::human(info.size),
+        info.size,
+        files::uuid_string(&info.uuid)
+    );
+    Ok(ExitCode::SUCCESS)
+}

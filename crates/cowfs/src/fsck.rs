@@ -1,1 +1,518 @@
-//! The checker: placeholder until the full implementation lands below.
+//! The checker. It opens the image read-only (writes go to a memory overlay, so fsck never
+//! changes the image), and proves the invariants the engine relies on: valid superblock
+//! copies, a metadata store whose every page checksum holds, every record decodable, extent
+//! reference counts exact, no extent overlapping another or free space, free space equal to
+//! the complement of what is allocated, a well-formed namespace, and every data checksum.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::device::{AlignedBuf, BlockDevice};
+use crate::error::Result;
+use crate::format::{
+    decode_checksums, decode_len, key_part, table, BlockGroupRecord, DirEntryRecord, ExtentKind,
+    ExtentRecord, FileExtent, FileKind, InodeRecord, SubvolumeRecord, BLOCK_SIZE, ROOT_INO,
+};
+use crate::fs::engine::Engine;
+use crate::fs::{scan_superblocks, InodeId};
+use crate::meta::Meta;
+
+/// What fsck found.
+#[derive(Debug, Default)]
+pub struct FsckReport {
+    /// Violations of the format's invariants: the image is damaged.
+    pub problems: Vec<String>,
+    /// Harmless oddities, e.g. superblock copies one generation apart after a power cut.
+    pub notes: Vec<String>,
+    pub inodes: u64,
+    pub directories: u64,
+    pub extents: u64,
+    pub data_bytes_verified: u64,
+}
+
+impl FsckReport {
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    fn problem(&mut self, msg: String) {
+        self.problems.push(msg);
+    }
+}
+
+/// Progress of the data pass: bytes verified so far and in all.
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
+
+/// Checks the filesystem on `device`. Never writes to it.
+pub fn check(device: Arc<dyn BlockDevice>, progress: Progress<'_>) -> FsckReport {
+    let mut report = FsckReport::default();
+    check_superblocks(device.as_ref(), &mut report);
+    let engine = match Engine::open(device, true) {
+        Ok(e) => e,
+        Err(e) => {
+            report.problem(format!("cannot open the filesystem: {e}"));
+            return report;
+        }
+    };
+    if let Err(e) = Checker::new(&engine, &mut report).run(progress) {
+        report.problem(format!("check stopped: {e}"));
+    }
+    report
+}
+
+fn check_superblocks(device: &dyn BlockDevice, report: &mut FsckReport) {
+    let scan = scan_superblocks(device);
+    let newest = scan
+        .copies
+        .iter()
+        .filter_map(|c| c.as_ref().ok())
+        .map(|s| s.generation)
+        .max();
+    for (i, copy) in scan.copies.iter().enumerate() {
+        match copy {
+            Err(e) => report.problem(format!("superblock copy {i}: {}", e.reason())),
+            Ok(sb) if Some(sb.generation) != newest => report.notes.push(format!(
+                "superblock copy {i} is at generation {}, behind {} (an interrupted update; the next one repairs it)",
+                sb.generation,
+                newest.unwrap_or(0)
+            )),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// One file extent record as found in the `file_extents` table.
+struct FileExtentRow {
+    owner: InodeId,
+    offset: u64,
+    extent: FileExtent,
+}
+
+struct Checker<'a> {
+    engine: &'a Engine,
+    meta: Meta<'a>,
+    report: &'a mut FsckReport,
+}
+
+impl<'a> Checker<'a> {
+    fn new(engine: &'a Engine, report: &'a mut FsckReport) -> Self {
+        Checker {
+            engine,
+            meta: engine.meta(),
+            report,
+        }
+    }
+
+    fn run(mut self, progress: Progress<'_>) -> Result<()> {
+        let groups = self.block_groups()?;
+        let extents = self.extents(&groups)?;
+        self.free_space(&groups, &extents)?;
+        let inodes = self.inodes()?;
+        let file_extents = self.file_extents(&inodes)?;
+        self.reference_counts(&extents, &file_extents);
+        self.namespace(&inodes)?;
+        self.checksums(&extents, progress)
+    }
+
+    fn rows(&self, name: &'static str) -> Result<Vec<crate::meta::Row>> {
+        self.meta.scan_prefix(name, &[])
+    }
+
+    fn block_groups(&mut self) -> Result<BTreeMap<u64, BlockGroupRecord>> {
+        let mut groups = BTreeMap::new();
+        for (k, v) in self.rows(table::BLOCK_GROUPS)? {
+            match BlockGroupRecord::decode(&v) {
+                Ok(g) => {
+                    groups.insert(key_part(&k, 0)?, g);
+                }
+                Err(e) => self.report.problem(format!("block group {k:?}: {e}")),
+            }
+        }
+        Ok(groups)
+    }
+
+    /// Extent records: in a block group, not overlapping; returns start -> record.
+    fn extents(
+        &mut self,
+        groups: &BTreeMap<u64, BlockGroupRecord>,
+    ) -> Result<BTreeMap<u64, ExtentRecord>> {
+        let mut extents = BTreeMap::new();
+        let mut prev_end = 0u64;
+        let mut used: HashMap<u64, u64> = HashMap::new();
+        for (k, v) in self.rows(table::EXTENTS)? {
+            let start = key_part(&k, 0)?;
+            let Ok(rec) = ExtentRecord::decode(&v) else {
+                self.report
+                    .problem(format!("extent {start}: undecodable record"));
+                continue;
+            };
+            match group_containing(groups, start, rec.len) {
+                Some(g) => *used.entry(g).or_default() += rec.len,
+                None => self.report.problem(format!(
+                    "extent {start}+{} lies outside every block group",
+                    rec.len
+                )),
+            }
+            if start < prev_end {
+                self.report
+                    .problem(format!("extent {start} overlaps the extent before it"));
+            }
+            if rec.len == 0 || rec.len % BLOCK_SIZE != 0 || start % BLOCK_SIZE != 0 {
+                self.report
+                    .problem(format!("extent {start}+{} is not block-aligned", rec.len));
+            }
+            prev_end = start + rec.len;
+            extents.insert(start, rec);
+        }
+        self.report.extents = extents.len() as u64;
+        for (logical, g) in groups {
+            let counted = used.get(logical).copied().unwrap_or(0);
+            if counted != g.used {
+                self.report.problem(format!(
+                    "block group {logical}: used {} recorded, {counted} in extents",
+                    g.used
+                ));
+            }
+        }
+        Ok(extents)
+    }
+
+    /// Free space plus extents must tile every block group exactly.
+    fn free_space(
+        &mut self,
+        groups: &BTreeMap<u64, BlockGroupRecord>,
+        extents: &BTreeMap<u64, ExtentRecord>,
+    ) -> Result<()> {
+        let mut pieces: Vec<(u64, u64, &str)> =
+            extents.iter().map(|(s, e)| (*s, e.len, "extent")).collect();
+        for (k, v) in self.rows(table::FREE_SPACE)? {
+            pieces.push((key_part(&k, 0)?, decode_len(&v)?, "free space"));
+        }
+        pieces.sort();
+        let mut covered: HashMap<u64, u64> = HashMap::new();
+        for w in pieces.windows(2) {
+            let ((a, alen, akind), (b, _, bkind)) = (w[0], w[1]);
+            if a + alen > b {
+                self.report
+                    .problem(format!("{akind} {a}+{alen} overlaps {bkind} at {b}"));
+            }
+        }
+        for (start, len, kind) in &pieces {
+            match group_containing(groups, *start, *len) {
+                Some(g) => *covered.entry(g).or_default() += len,
+                None if *kind == "free space" => self.report.problem(format!(
+                    "free space {start}+{len} outside every block group"
+                )),
+                None => {}
+            }
+        }
+        for (logical, g) in groups {
+            let c = covered.get(logical).copied().unwrap_or(0);
+            if c != g.length {
+                self.report.problem(format!(
+                    "block group {logical}: extents and free space cover {c} of {} bytes",
+                    g.length
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn inodes(&mut self) -> Result<BTreeMap<InodeId, InodeRecord>> {
+        let mut inodes = BTreeMap::new();
+        for (k, v) in self.rows(table::INODES)? {
+            let id = InodeId::new(key_part(&k, 0)?, key_part(&k, 1)?);
+            match InodeRecord::decode(&v) {
+                Ok(i) => {
+                    inodes.insert(id, i);
+                }
+                Err(e) => self.report.problem(format!("inode {}: {e}", id.ino)),
+            }
+        }
+        self.report.inodes = inodes.len() as u64;
+        Ok(inodes)
+    }
+
+    fn file_extents(
+        &mut self,
+        inodes: &BTreeMap<InodeId, InodeRecord>,
+    ) -> Result<Vec<FileExtentRow>> {
+        let mut rows: Vec<FileExtentRow> = Vec::new();
+        for (k, v) in self.rows(table::FILE_EXTENTS)? {
+            let owner = InodeId::new(key_part(&k, 0)?, key_part(&k, 1)?);
+            let offset = key_part(&k, 2)?;
+            let extent = match FileExtent::decode(&v) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.report.problem(format!(
+                        "file extent of inode {} at {offset}: {e}",
+                        owner.ino
+                    ));
+                    continue;
+                }
+            };
+            match inodes.get(&owner) {
+                None => self.report.problem(format!(
+                    "file extent at {offset} of missing inode {}",
+                    owner.ino
+                )),
+                Some(i)
+                    if extent.kind != ExtentKind::Prealloc
+                        && offset >= i.size.div_ceil(BLOCK_SIZE) * BLOCK_SIZE =>
+                {
+                    self.report.problem(format!(
+                        "{}: extent at {offset} past the end ({})",
+                        self.engine.path_of(owner),
+                        i.size
+                    ))
+                }
+                _ => {}
+            }
+            if let Some(prev) = rows.last() {
+                if prev.owner == owner && prev.offset + prev.extent.len > offset {
+                    self.report.problem(format!(
+                        "{}: extents at {} and {offset} overlap",
+                        self.engine.path_of(owner),
+                        prev.offset
+                    ));
+                }
+            }
+            rows.push(FileExtentRow {
+                owner,
+                offset,
+                extent,
+            });
+        }
+        Ok(rows)
+    }
+
+    /// Every extent's count equals the file extent records pointing at it.
+    fn reference_counts(&mut self, extents: &BTreeMap<u64, ExtentRecord>, files: &[FileExtentRow]) {
+        let mut refs: HashMap<u64, u64> = HashMap::new();
+        for row in files.iter().filter(|r| r.extent.kind != ExtentKind::Inline) {
+            *refs.entry(row.extent.disk_start).or_default() += 1;
+            match extents.get(&row.extent.disk_start) {
+                None => self.report.problem(format!(
+                    "{}: offset {} points at unallocated extent {}",
+                    self.engine.path_of(row.owner),
+                    row.offset,
+                    row.extent.disk_start
+                )),
+                Some(e) if e.len != row.extent.disk_len => self.report.problem(format!(
+                    "{}: offset {} gives extent {} length {}, the extent has {}",
+                    self.engine.path_of(row.owner),
+                    row.offset,
+                    row.extent.disk_start,
+                    row.extent.disk_len,
+                    e.len
+                )),
+                _ => {}
+            }
+        }
+        for (start, e) in extents {
+            let counted = refs.get(start).copied().unwrap_or(0);
+            if counted != e.refs {
+                self.report.problem(format!(
+                    "extent {start}: {} references recorded, {counted} found",
+                    e.refs
+                ));
+            }
+        }
+    }
+
+    /// Link counts, entries pointing at live inodes of the right kind, no orphans.
+    fn namespace(&mut self, inodes: &BTreeMap<InodeId, InodeRecord>) -> Result<()> {
+        let mut names: HashMap<InodeId, u32> = HashMap::new();
+        let mut subdirs: HashMap<InodeId, u32> = HashMap::new();
+        let mut entries: HashMap<InodeId, u64> = HashMap::new();
+        let mut dirents = std::collections::HashSet::new();
+        for (k, v) in self.rows(table::DIR_ENTRIES)? {
+            let dir = InodeId::new(key_part(&k, 0)?, key_part(&k, 1)?);
+            let name = String::from_utf8_lossy(&k[16..]).into_owned();
+            let Ok(rec) = DirEntryRecord::decode(&v) else {
+                self.report.problem(format!(
+                    "entry {name:?} in directory {}: undecodable",
+                    dir.ino
+                ));
+                continue;
+            };
+            let child = InodeId::new(dir.subvol, rec.ino);
+            *entries.entry(dir).or_default() += 1;
+            dirents.insert((child, dir.ino, k[16..].to_vec()));
+            match (
+                inodes.get(&dir).map(|i| i.kind()),
+                inodes.get(&child).map(|i| i.kind()),
+            ) {
+                (Some(Ok(FileKind::Directory)), Some(Ok(kind))) if kind == rec.kind => {}
+                (Some(Ok(FileKind::Directory)), Some(_)) => self.report.problem(format!(
+                    "entry {name:?} in directory {}: type differs from inode {}",
+                    dir.ino, child.ino
+                )),
+                (Some(Ok(FileKind::Directory)), None) => self.report.problem(format!(
+                    "entry {name:?} in directory {} points at missing inode {}",
+                    dir.ino, child.ino
+                )),
+                _ => self.report.problem(format!(
+                    "entry {name:?} lives in {}, which is not a directory",
+                    dir.ino
+                )),
+            }
+            *names.entry(child).or_default() += 1;
+            if rec.kind == FileKind::Directory {
+                *subdirs.entry(dir).or_default() += 1;
+            }
+        }
+        let mut refs = 0usize;
+        for (k, _) in self.rows(table::INODE_REFS)? {
+            let child = InodeId::new(key_part(&k, 0)?, key_part(&k, 1)?);
+            refs += 1;
+            if !dirents.contains(&(child, key_part(&k, 2)?, k[24..].to_vec())) {
+                self.report.problem(format!(
+                    "back reference of inode {} has no directory entry",
+                    child.ino
+                ));
+            }
+        }
+        if refs != dirents.len() {
+            self.report.problem(format!(
+                "{} directory entries but {refs} back references",
+                dirents.len()
+            ));
+        }
+        let subvols = self.subvolumes()?;
+        for (id, inode) in inodes {
+            let n = names.get(id).copied().unwrap_or(0);
+            let is_root = id.ino == ROOT_INO && subvols.contains_key(&id.subvol);
+            if !subvols.get(&id.subvol).is_some_and(|s| id.ino < s.next_ino) {
+                self.report.problem(format!(
+                    "inode {} of subvolume {} is beyond its subvolume's numbering",
+                    id.ino, id.subvol
+                ));
+            }
+            let kind = inode.kind()?;
+            if kind == FileKind::Directory {
+                self.report.directories += 1;
+                let want = 2 + subdirs.get(id).copied().unwrap_or(0);
+                if inode.nlink != want {
+                    self.report.problem(format!(
+                        "directory {}: nlink {}, expected {want}",
+                        self.engine.path_of(*id),
+                        inode.nlink
+                    ));
+                }
+                if n != u32::from(!is_root) {
+                    self.report
+                        .problem(format!("directory inode {} has {n} names", id.ino));
+                }
+                if inode.size != entries.get(id).copied().unwrap_or(0) {
+                    self.report.problem(format!(
+                        "directory {}: size {} but {} entries",
+                        self.engine.path_of(*id),
+                        inode.size,
+                        entries.get(id).copied().unwrap_or(0)
+                    ));
+                }
+            } else if n == 0 {
+                self.report.problem(format!(
+                    "inode {} is an orphan: no directory entry names it",
+                    id.ino
+                ));
+            } else if inode.nlink != n {
+                self.report.problem(format!(
+                    "{}: nlink {}, but {n} names",
+                    self.engine.path_of(*id),
+                    inode.nlink
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn subvolumes(&mut self) -> Result<BTreeMap<u64, SubvolumeRecord>> {
+        let mut subvols = BTreeMap::new();
+        for (k, v) in self.rows(table::SUBVOLUMES)? {
+            match SubvolumeRecord::decode(&v) {
+                Ok(s) => {
+                    subvols.insert(key_part(&k, 0)?, s);
+                }
+                Err(e) => self.report.problem(format!("subvolume {k:?}: {e}")),
+            }
+        }
+        Ok(subvols)
+    }
+
+    /// Reads every data block and checks it against its checksum.
+    fn checksums(
+        &mut self,
+        extents: &BTreeMap<u64, ExtentRecord>,
+        progress: Progress<'_>,
+    ) -> Result<()> {
+        let mut sums: HashMap<u64, Vec<u32>> = HashMap::new();
+        for (k, v) in self.rows(table::CHECKSUMS)? {
+            let start = key_part(&k, 0)?;
+            match (decode_checksums(&v), extents.get(&start)) {
+                (Ok(s), Some(_)) => {
+                    sums.insert(start, s);
+                }
+                (Err(e), _) => self
+                    .report
+                    .problem(format!("checksums of extent {start}: {e}")),
+                (_, None) => self
+                    .report
+                    .problem(format!("checksums for unallocated extent {start}")),
+            }
+        }
+        let total: u64 = extents.values().map(|e| e.len).sum();
+        let mut done = 0u64;
+        for (start, e) in extents {
+            let nodatasum = e.flags & ExtentRecord::FLAG_NODATASUM != 0;
+            match sums.get(start) {
+                None if !nodatasum => self
+                    .report
+                    .problem(format!("extent {start} has no checksums")),
+                Some(s) if s.len() as u64 != e.len / BLOCK_SIZE => self.report.problem(format!(
+                    "extent {start}: {} checksums for {} blocks",
+                    s.len(),
+                    e.len / BLOCK_SIZE
+                )),
+                Some(s) => self.verify_extent(*start, e.len, s)?,
+                None => {}
+            }
+            done += e.len;
+            progress(done, total);
+        }
+        self.report.data_bytes_verified = done;
+        Ok(())
+    }
+
+    fn verify_extent(&mut self, start: u64, len: u64, sums: &[u32]) -> Result<()> {
+        const PIECE: u64 = 4 << 20;
+        let mut at = 0;
+        while at < len {
+            let n = PIECE.min(len - at);
+            let mut buf = AlignedBuf::zeroed(n as usize);
+            if let Err(e) = self.engine.device_read(start + at, &mut buf) {
+                self.report
+                    .problem(format!("extent {start}: unreadable at {at}: {e}"));
+                return Ok(());
+            }
+            for (i, block) in buf.chunks(BLOCK_SIZE as usize).enumerate() {
+                let index = (at / BLOCK_SIZE) as usize + i;
+                if crc32c::crc32c(block) != sums[index] {
+                    self.report.problem(format!(
+                        "data checksum mismatch in extent {start} block {index} (data address {})",
+                        start + index as u64 * BLOCK_SIZE
+                    ));
+                }
+            }
+            at += n;
+        }
+        Ok(())
+    }
+}
+
+/// The block group wholly containing `[start, start + len)`.
+fn group_containing(groups: &BTreeMap<u64, BlockGroupRecord>, start: u64, len: u64) -> Option<u64> {
+    let (logical, g) = groups.range(..=start).next_back()?;
+    (start + len <= logical + g.length).then_some(*logical)
+}

@@ -487,3 +487,51 @@ impl Engine {
         Ok(stored + dirty)
     }
 }
+
+/// Where one range of a file lives, as FIEMAP reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtentMapping {
+    pub file_offset: u64,
+    pub len: u64,
+    /// Logical data address (0 for inline data).
+    pub logical: u64,
+    /// Device offset (0 for inline data).
+    pub physical: u64,
+    pub kind: ExtentKind,
+    /// Another file extent record references the same data extent.
+    pub shared: bool,
+}
+
+impl Engine {
+    /// The file's extents in file order, after writing back its dirty pages.
+    pub fn extent_map(&mut self, id: InodeId) -> Result<Vec<ExtentMapping>> {
+        self.inode(id)?;
+        if self.cache.has_pages_in(id, 0..u64::MAX) {
+            self.check_writable()?;
+            self.writeback(id)?;
+        }
+        let mut map = Vec::new();
+        for (off, e) in self.extents_in(id, 0, u64::MAX)? {
+            let (logical, physical, shared) = match e.kind {
+                ExtentKind::Inline => (0, 0, false),
+                _ => {
+                    let raw = self.meta().get(table::EXTENTS, &key1(e.disk_start))?;
+                    let rec = ExtentRecord::decode(
+                        &raw.ok_or_else(|| Error::corrupt("file extent without extent"))?,
+                    )?;
+                    let logical = e.disk_start + e.extent_offset;
+                    (logical, self.alloc.physical(logical)?, rec.refs > 1)
+                }
+            };
+            map.push(ExtentMapping {
+                file_offset: off,
+                len: e.len,
+                logical,
+                physical,
+                kind: e.kind,
+                shared,
+            });
+        }
+        Ok(map)
+    }
+}

@@ -17,19 +17,19 @@ use crate::format::{
 use crate::meta::{DeviceSpace, Meta, MetaSpace, Store};
 
 pub struct Engine {
-    pub(super) device: Arc<dyn BlockDevice>,
-    pub(super) meta_space: Arc<MetaSpace>,
-    pub(super) space: Arc<Mutex<DeviceSpace>>,
-    pub(super) store: Store,
-    pub(super) alloc: DataAllocator,
-    pub(super) cache: PageCache,
-    pub(super) state: FsState,
-    pub(super) read_only: bool,
+    pub(crate) device: Arc<dyn BlockDevice>,
+    pub(crate) meta_space: Arc<MetaSpace>,
+    pub(crate) space: Arc<Mutex<DeviceSpace>>,
+    pub(crate) store: Store,
+    pub(crate) alloc: DataAllocator,
+    pub(crate) cache: PageCache,
+    pub(crate) state: FsState,
+    pub(crate) read_only: bool,
     /// Set by the first I/O error; every later change is refused until the image is reopened.
-    pub(super) failed: Option<Error>,
+    pub(crate) failed: Option<Error>,
     /// The running transaction has changes.
-    pub(super) dirty: bool,
-    pub(super) last_commit: Instant,
+    pub(crate) dirty: bool,
+    pub(crate) last_commit: Instant,
 }
 
 /// Reads every superblock copy of a device.
@@ -188,12 +188,12 @@ impl Engine {
         })
     }
 
-    pub(super) fn meta(&self) -> Meta<'_> {
+    pub(crate) fn meta(&self) -> Meta<'_> {
         self.store.meta()
     }
 
     /// Refuses changes on a read-only or failed filesystem.
-    pub(super) fn check_writable(&self) -> Result<()> {
+    pub(crate) fn check_writable(&self) -> Result<()> {
         if let Some(e) = &self.failed {
             return Err(Error::new(
                 Errno::IO,
@@ -207,7 +207,7 @@ impl Engine {
     }
 
     /// Records an error from a change: device and store failures latch the filesystem.
-    pub(super) fn latch(&mut self, err: &Error) {
+    pub(crate) fn latch(&mut self, err: &Error) {
         if self.failed.is_none()
             && matches!(err.errno(), Errno::IO | Errno::UCLEAN)
             && !err.is_data_error()
@@ -216,14 +216,14 @@ impl Engine {
         }
     }
 
-    pub(super) fn device_write(&self, logical: u64, data: &[u8]) -> Result<()> {
+    pub(crate) fn device_write(&self, logical: u64, data: &[u8]) -> Result<()> {
         let physical = self.alloc.physical(logical)?;
         self.device
             .write_at(physical, data)
             .map_err(io_err("data write"))
     }
 
-    pub(super) fn device_read(&self, logical: u64, buf: &mut [u8]) -> Result<()> {
+    pub(crate) fn device_read(&self, logical: u64, buf: &mut [u8]) -> Result<()> {
         let physical = self.alloc.physical(logical)?;
         self.device
             .read_at(physical, buf)
@@ -262,31 +262,31 @@ impl Engine {
         self.meta_space.superblock()
     }
 
-    pub(super) fn subvolume(&self, subvol: u64) -> Result<SubvolumeRecord> {
+    pub(crate) fn subvolume(&self, subvol: u64) -> Result<SubvolumeRecord> {
         let raw = self.meta().get(table::SUBVOLUMES, &key1(subvol))?;
         let raw = raw.ok_or_else(|| Error::not_found(format!("subvolume {subvol}")))?;
         SubvolumeRecord::decode(&raw)
     }
 
-    pub(super) fn inode(&self, id: InodeId) -> Result<InodeRecord> {
+    pub(crate) fn inode(&self, id: InodeId) -> Result<InodeRecord> {
         self.meta()
             .inode(id.subvol, id.ino)?
             .ok_or_else(|| Error::not_found(format!("inode {}", id.ino)))
     }
 
-    pub(super) fn put_inode(&mut self, id: InodeId, inode: &InodeRecord) -> Result<()> {
+    pub(crate) fn put_inode(&mut self, id: InodeId, inode: &InodeRecord) -> Result<()> {
         self.dirty = true;
         self.meta().put_inode(id.subvol, id.ino, inode)
     }
 
-    pub(super) fn remove_inode(&mut self, id: InodeId) -> Result<()> {
+    pub(crate) fn remove_inode(&mut self, id: InodeId) -> Result<()> {
         self.meta()
             .remove(table::INODES, &key2(id.subvol, id.ino))?;
         Ok(())
     }
 }
 
-pub(super) fn new_inode(
+pub(crate) fn new_inode(
     kind: FileKind,
     perm: u32,
     uid: u32,

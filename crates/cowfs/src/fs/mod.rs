@@ -5,11 +5,11 @@
 mod alloc;
 mod cache;
 mod data;
-mod engine;
+pub(crate) mod engine;
 mod namespace;
 
 pub use alloc::{data_chunk_size, metadata_reserve, BlockGroup, Extent};
-pub use data::{checksum_blocks, MAX_FILE_SIZE};
+pub use data::{checksum_blocks, ExtentMapping, MAX_FILE_SIZE};
 pub use engine::scan_superblocks;
 
 use std::path::Path;
@@ -271,6 +271,10 @@ impl Filesystem {
         /// Direct write: offset and length 4 KiB-aligned; data written straight to new extents.
         write_direct(&self, id: InodeId, offset: u64, data: &[u8]) -> usize);
 
+    forward!(
+        /// Where each range of a file lives (FIEMAP); writes back its dirty pages first.
+        extent_map(&self, id: InodeId) -> Vec<ExtentMapping>);
+
     /// Makes a file's data and the whole namespace durable (one commit).
     pub fn fsync(&self, id: InodeId) -> Result<()> {
         self.with(|e| {
@@ -296,10 +300,6 @@ impl Filesystem {
     /// The commit count of the running state.
     pub fn generation(&self) -> u64 {
         self.engine().generation()
-    }
-
-    pub(crate) fn with_engine<T>(&self, f: impl FnOnce(&mut Engine) -> Result<T>) -> Result<T> {
-        self.with(f)
     }
 
     /// Resolves an absolute path (symlinks in it are not followed).

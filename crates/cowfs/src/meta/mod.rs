@@ -9,7 +9,7 @@ pub use space::{DeviceSpace, MetaSpace};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 
 use crate::error::{store_error, Error, Result};
 use crate::format::{key2, table, FsState, InodeRecord, FS_STATE_KEY};
@@ -81,24 +81,6 @@ impl Store {
         let result = txn.commit().map_err(|e| store_error("commit", e));
         self.begin()?;
         result
-    }
-
-    /// Verifies every page checksum of the committed store (fsck).
-    pub fn check_integrity(&mut self) -> Result<bool> {
-        self.txn.take();
-        let result = self
-            .db
-            .check_integrity()
-            .map_err(|e| store_error("integrity check", e));
-        self.begin()?;
-        result
-    }
-
-    /// A read-only view of the last committed state.
-    pub fn committed(&self) -> Result<redb::ReadTransaction> {
-        self.db
-            .begin_read()
-            .map_err(|e| store_error("begin read", e))
     }
 }
 

@@ -32,10 +32,6 @@ impl DeviceSpace {
         self.fs_size
     }
 
-    pub fn set_fs_size(&mut self, fs_size: u64) {
-        self.fs_size = fs_size;
-    }
-
     /// Records a chunk found on disk; false if it overlaps another.
     pub fn claim(&mut self, physical: u64, len: u64) -> bool {
         let overlaps = self
@@ -48,10 +44,6 @@ impl DeviceSpace {
         }
         self.chunks.insert(physical, len);
         true
-    }
-
-    pub fn release(&mut self, physical: u64) {
-        self.chunks.remove(&physical);
     }
 
     pub fn unallocated(&self) -> u64 {
@@ -120,11 +112,6 @@ impl MetaSpace {
 
     pub fn superblock(&self) -> Superblock {
         self.state.lock().unwrap().current.clone()
-    }
-
-    /// Changes the superblock's filesystem size; written at the next sync.
-    pub fn set_fs_size(&self, fs_size: u64) {
-        self.state.lock().unwrap().current.fs_size = fs_size;
     }
 
     /// Writes every superblock copy, if anything changed since the last write. Copy 0 is made
@@ -317,10 +304,9 @@ mod tests {
         assert_eq!(a, SYSTEM_AREA_END);
         let b = s.allocate(4 << 20).unwrap();
         assert_eq!(b, SYSTEM_AREA_END + (4 << 20));
-        s.release(a);
-        assert_eq!(s.allocate(2 << 20), Some(SYSTEM_AREA_END));
-        assert_eq!(s.unallocated(), (16 << 20) - SYSTEM_AREA_END - (6 << 20));
+        assert_eq!(s.unallocated(), (16 << 20) - SYSTEM_AREA_END - (8 << 20));
         assert!(s.allocate(8 << 20).is_none());
+        assert_eq!(s.largest_free(), (16 << 20) - SYSTEM_AREA_END - (8 << 20));
         assert!(!s.claim(b, 4096));
     }
 }

@@ -1,0 +1,387 @@
+//! The offline file commands: each opens the image, does one thing, and closes it.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use cowfs::device::{BlockDevice, FileDevice};
+use cowfs::format::FileKind;
+use cowfs::{Attr, CreateAttrs, Errno, Error, Filesystem, InodeId, RenameFlags, SetAttr};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::size::human;
+use crate::CliResult;
+
+const COPY_CHUNK: usize = 1 << 20;
+
+/// A byte-count progress bar, drawn only on a terminal.
+pub fn progress(len: u64, message: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(message.to_string());
+    bar
+}
+
+pub fn uuid_string(u: &[u8; 16]) -> String {
+    let h: Vec<String> = u.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        h[..4].concat(),
+        h[4..6].concat(),
+        h[6..8].concat(),
+        h[8..10].concat(),
+        h[10..].concat()
+    )
+}
+
+pub fn fsck(image: &Path) -> CliResult {
+    let device: Arc<dyn BlockDevice> = Arc::new(FileDevice::open_read_only(image)?);
+    let bar = progress(0, "verifying data");
+    let report = cowfs::fsck::check(device, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    for note in &report.notes {
+        println!("note: {note}");
+    }
+    for problem in &report.problems {
+        println!("problem: {problem}");
+    }
+    println!(
+        "{}: {} inodes ({} directories), {} extents, {} of data verified: {}",
+        image.display(),
+        report.inodes,
+        report.directories,
+        report.extents,
+        human(report.data_bytes_verified),
+        if report.is_clean() {
+            "clean".to_string()
+        } else {
+            format!("{} problems", report.problems.len())
+        }
+    );
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(4)
+    })
+}
+
+pub fn info(fs: &Filesystem) -> CliResult {
+    let info = fs.info()?;
+    println!("format version   {}", info.format_version);
+    println!("uuid             {}", uuid_string(&info.uuid));
+    println!("generation       {}", info.generation);
+    println!(
+        "size             {} ({} bytes)",
+        human(info.size),
+        info.size
+    );
+    println!(
+        "data used        {} ({} bytes)",
+        human(info.data_used),
+        info.data_used
+    );
+    println!(
+        "free             {} ({} bytes)",
+        human(info.free),
+        info.free
+    );
+    println!(
+        "metadata space   {} in {} chunk(s)",
+        human(info.metadata_bytes),
+        info.superblock.meta_chunks.len()
+    );
+    println!("block groups     {}", info.block_groups.len());
+    for g in &info.block_groups {
+        println!(
+            "  data  logical {:>14}  physical {:>14}  length {:>10}  used {:>10} ({:.0}%)",
+            g.logical,
+            g.record.physical,
+            human(g.record.length),
+            human(g.record.used),
+            g.record.used as f64 * 100.0 / g.record.length as f64
+        );
+    }
+    for c in &info.superblock.meta_chunks {
+        println!(
+            "  meta  store {:>16}  physical {:>14}  length {:>10}",
+            c.store_offset,
+            c.physical,
+            human(c.length)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn mode_string(a: &Attr) -> String {
+    let t = match a.kind {
+        FileKind::Directory => 'd',
+        FileKind::Symlink => 'l',
+        FileKind::Regular => '-',
+    };
+    let mut s = String::from(t);
+    for shift in [6, 3, 0] {
+        let bits = (a.perm >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+pub fn ls(fs: &Filesystem, path: &str, long: bool) -> CliResult {
+    let dir = fs.resolve(path)?;
+    if fs.getattr(dir)?.kind != FileKind::Directory {
+        print_entry(fs, dir, path, long)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let batch = fs.readdir(dir, after.as_deref(), 1024)?;
+        let Some(last) = batch.last() else { break };
+        after = Some(last.name.clone());
+        for e in &batch {
+            print_entry(fs, e.id, &String::from_utf8_lossy(&e.name), long)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_entry(fs: &Filesystem, id: InodeId, name: &str, long: bool) -> cowfs::Result<()> {
+    if !long {
+        println!("{name}");
+        return Ok(());
+    }
+    let a = fs.getattr(id)?;
+    let target = if a.kind == FileKind::Symlink {
+        format!(" -> {}", String::from_utf8_lossy(&fs.readlink(id)?))
+    } else {
+        String::new()
+    };
+    println!(
+        "{} {:>3} {:>5} {:>5} {:>12} {:>12} {name}{target}",
+        mode_string(&a),
+        a.nlink,
+        a.uid,
+        a.gid,
+        a.size,
+        a.mtime.sec
+    );
+    Ok(())
+}
+
+pub fn stat(fs: &Filesystem, path: &str) -> CliResult {
+    let a = fs.getattr(fs.resolve(path)?)?;
+    println!("  File: {path}");
+    println!(
+        "  Size: {:<12} Allocated: {:<12} Type: {:?}",
+        a.size, a.allocated, a.kind
+    );
+    println!(
+        " Inode: {:<12} Subvolume: {:<8} Links: {}",
+        a.id.ino, a.id.subvol, a.nlink
+    );
+    println!(
+        "Access: ({:04o}/{})  Uid: {}  Gid: {}",
+        a.perm,
+        mode_string(&a),
+        a.uid,
+        a.gid
+    );
+    println!(" Flags: {:#010x}  Generation: {}", a.flags, a.generation);
+    for (name, t) in [
+        ("Access", a.atime),
+        ("Modify", a.mtime),
+        ("Change", a.ctime),
+        (" Birth", a.crtime),
+    ] {
+        println!("{name}: {}.{:09}", t.sec, t.nsec);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn mkdir(fs: &Filesystem, path: &str, parents: bool) -> cowfs::Result<()> {
+    if !parents {
+        let (dir, name) = fs.resolve_parent(path)?;
+        fs.create(
+            dir,
+            name.as_bytes(),
+            FileKind::Directory,
+            CreateAttrs::with_mode(0o755),
+        )?;
+        return Ok(());
+    }
+    let mut cur = fs.root();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        cur = match fs.lookup(cur, part.as_bytes()) {
+            Ok(id) => id,
+            Err(e) if e.errno() == Errno::NOENT => fs.create(
+                cur,
+                part.as_bytes(),
+                FileKind::Directory,
+                CreateAttrs::with_mode(0o755),
+            )?,
+            Err(e) => return Err(e),
+        };
+    }
+    Ok(())
+}
+
+/// The file at `path`, created empty when missing.
+pub fn open_or_create(fs: &Filesystem, path: &str) -> cowfs::Result<InodeId> {
+    match fs.resolve(path) {
+        Ok(id) => Ok(id),
+        Err(e) if e.errno() == Errno::NOENT => {
+            let (dir, name) = fs.resolve_parent(path)?;
+            fs.create(
+                dir,
+                name.as_bytes(),
+                FileKind::Regular,
+                CreateAttrs::with_mode(0o644),
+            )
+        }
+        Err(e) => Err(e),
+    }
+}
+
+pub fn put(fs: &Filesystem, host: &Path, path: &str) -> cowfs::Result<()> {
+    let host_err = |e: std::io::Error| Error::io(&host.display().to_string(), &e);
+    let mut src = File::open(host).map_err(host_err)?;
+    let len = src.metadata().map_err(host_err)?.len();
+    let id = open_or_create(fs, path)?;
+    fs.setattr(
+        id,
+        &SetAttr {
+            size: Some(0),
+            ..SetAttr::default()
+        },
+    )?;
+    let bar = progress(len, "put");
+    let mut buf = vec![0u8; COPY_CHUNK];
+    let mut offset = 0u64;
+    loop {
+        let n = src.read(&mut buf).map_err(host_err)?;
+        if n == 0 {
+            break;
+        }
+        fs.write(id, offset, &buf[..n])?;
+        offset += n as u64;
+        bar.set_position(offset);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+pub fn get(fs: &Filesystem, path: &str, host: &Path) -> CliResult {
+    let id = fs.resolve(path)?;
+    let mut dst = File::create(host)?;
+    let bar = progress(fs.getattr(id)?.size, "get");
+    copy_out(fs, id, &mut dst, |n| bar.inc(n))?;
+    bar.finish_and_clear();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn copy_out(
+    fs: &Filesystem,
+    id: InodeId,
+    out: &mut dyn Write,
+    mut tick: impl FnMut(u64),
+) -> CliResult<()> {
+    let mut buf = vec![0u8; COPY_CHUNK];
+    let mut offset = 0u64;
+    loop {
+        let n = fs.read(id, offset, &mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        out.write_all(&buf[..n])?;
+        offset += n as u64;
+        tick(n as u64);
+    }
+}
+
+pub fn cat(fs: &Filesystem, path: &str) -> CliResult {
+    let id = fs.resolve(path)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    copy_out(fs, id, &mut out, |_| {})?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn rm(fs: &Filesystem, path: &str, recursive: bool) -> cowfs::Result<()> {
+    let (dir, name) = fs.resolve_parent(path)?;
+    let id = fs.lookup(dir, name.as_bytes())?;
+    if recursive && fs.getattr(id)?.kind == FileKind::Directory {
+        remove_tree(fs, dir, name.as_bytes(), id)
+    } else {
+        fs.unlink(dir, name.as_bytes())
+    }
+}
+
+fn remove_tree(fs: &Filesystem, parent: InodeId, name: &[u8], dir: InodeId) -> cowfs::Result<()> {
+    loop {
+        let batch = fs.readdir(dir, None, 256)?;
+        if batch.is_empty() {
+            break;
+        }
+        for e in batch {
+            if e.kind == FileKind::Directory {
+                remove_tree(fs, dir, &e.name, e.id)?;
+            } else {
+                fs.unlink(dir, &e.name)?;
+            }
+        }
+    }
+    fs.rmdir(parent, name)
+}
+
+pub fn mv(fs: &Filesystem, from: &str, to: &str) -> cowfs::Result<()> {
+    let (from_dir, from_name) = fs.resolve_parent(from)?;
+    let (to_dir, to_name) = match fs.resolve(to) {
+        Ok(id) if fs.getattr(id)?.kind == FileKind::Directory => (id, from_name),
+        _ => fs.resolve_parent(to)?,
+    };
+    fs.rename(
+        from_dir,
+        from_name.as_bytes(),
+        to_dir,
+        to_name.as_bytes(),
+        RenameFlags::default(),
+    )
+}
+
+pub fn ln(fs: &Filesystem, target: &str, link: &str, symbolic: bool) -> cowfs::Result<()> {
+    let (dir, name) = fs.resolve_parent(link)?;
+    if symbolic {
+        fs.symlink(
+            dir,
+            name.as_bytes(),
+            target.as_bytes(),
+            CreateAttrs::with_mode(0o777),
+        )?;
+    } else {
+        fs.link(fs.resolve(target)?, dir, name.as_bytes())?;
+    }
+    Ok(())
+}
+
+pub fn truncate(fs: &Filesystem, path: &str, size: u64) -> cowfs::Result<()> {
+    let id = open_or_create(fs, path)?;
+    fs.setattr(
+        id,
+        &SetAttr {
+            size: Some(size),
+            ..SetAttr::default()
+        },
+    )?;
+    Ok(())
+}

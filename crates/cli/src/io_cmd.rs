@@ -1,0 +1,186 @@
+//! `cowfs io`: an xfs_io-style interpreter. Many commands run over one open filesystem; a
+//! failing command prints `CMD: <strerror>` and the run goes on; the exit code says whether
+//! any failed.
+
+use std::process::ExitCode;
+
+use cowfs::device::AlignedBuf;
+use cowfs::{Errno, Error, Filesystem, SetAttr};
+
+use crate::files;
+use crate::size;
+use crate::CliResult;
+
+/// Bytes written or read per engine call.
+const IO_CHUNK: u64 = 4 << 20;
+/// The fill byte when none is given (xfs_io's 0xcd pattern).
+const DEFAULT_FILL: u8 = 0xcd;
+
+pub fn run(fs: &Filesystem, commands: &[String]) -> CliResult {
+    let mut failed = false;
+    for line in commands {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some(&name) = words.first() else { continue };
+        if let Err(e) = execute(fs, name, &words[1..]) {
+            failed = true;
+            eprintln!("{name}: {}", e.strerror());
+            eprintln!("  ({e})");
+        }
+    }
+    if let Err(e) = fs.clone().unmount() {
+        eprintln!("unmount: {}\n  ({e})", e.strerror());
+        failed = true;
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn arg<'a>(args: &[&'a str], i: usize, what: &str) -> cowfs::Result<&'a str> {
+    args.get(i)
+        .copied()
+        .ok_or_else(|| Error::invalid(format!("missing {what}")))
+}
+
+fn num(args: &[&str], i: usize, what: &str) -> cowfs::Result<u64> {
+    size::parse(arg(args, i, what)?).map_err(Error::invalid)
+}
+
+fn byte(args: &[&str], i: usize) -> cowfs::Result<u8> {
+    match args.get(i) {
+        None => Ok(DEFAULT_FILL),
+        Some(b) => {
+            let v = size::parse(b).map_err(Error::invalid)?;
+            u8::try_from(v).map_err(|_| Error::invalid(format!("fill byte {b} is not 0..255")))
+        }
+    }
+}
+
+fn execute(fs: &Filesystem, name: &str, args: &[&str]) -> cowfs::Result<()> {
+    match name {
+        "write" | "dwrite" => {
+            let id = files::open_or_create(fs, arg(args, 0, "path")?)?;
+            let (offset, len, fill) = (
+                num(args, 1, "offset")?,
+                num(args, 2, "length")?,
+                byte(args, 3)?,
+            );
+            let direct = name == "dwrite";
+            for_chunks(offset, len, |at, n| {
+                let data = AlignedBuf::from_slice(&vec![fill; n as usize]);
+                if direct {
+                    fs.write_direct(id, at, &data)
+                } else {
+                    fs.write(id, at, &data)
+                }
+                .map(|_| n)
+            })?;
+            println!("wrote {len}/{len} bytes at offset {offset}");
+        }
+        "read" | "dread" | "verify" => {
+            let id = fs.resolve(arg(args, 0, "path")?)?;
+            let (offset, len) = (num(args, 1, "offset")?, num(args, 2, "length")?);
+            let expect = if name == "verify" {
+                Some(byte(args, 3)?)
+            } else {
+                None
+            };
+            let mut buf = AlignedBuf::zeroed(IO_CHUNK.min(len) as usize);
+            let total = for_chunks(offset, len, |at, n| {
+                let buf = &mut buf[..n as usize];
+                let got = if name == "dread" {
+                    fs.read_direct(id, at, buf)?
+                } else {
+                    fs.read(id, at, buf)?
+                };
+                if let Some(want) = expect {
+                    check_fill(&buf[..got], want, at, got as u64 == n)?;
+                }
+                Ok(got as u64)
+            })?;
+            match expect {
+                Some(b) => println!("verified {total} bytes at offset {offset}: all {b:#04x}"),
+                None => println!("read {total}/{len} bytes at offset {offset}"),
+            }
+        }
+        "truncate" => {
+            let id = files::open_or_create(fs, arg(args, 0, "path")?)?;
+            fs.setattr(
+                id,
+                &SetAttr {
+                    size: Some(num(args, 1, "size")?),
+                    ..SetAttr::default()
+                },
+            )?;
+        }
+        "fsync" => fs.fsync(fs.resolve(arg(args, 0, "path")?)?)?,
+        "sync" => fs.sync()?,
+        "rm" => files::rm(fs, arg(args, 0, "path")?, false)?,
+        "mv" => files::mv(fs, arg(args, 0, "source")?, arg(args, 1, "target")?)?,
+        "mkdir" => files::mkdir(fs, arg(args, 0, "path")?, false)?,
+        "stat" => {
+            let path = arg(args, 0, "path")?;
+            let a = fs.getattr(fs.resolve(path)?)?;
+            println!(
+                "{path}: ino {} subvol {} {:?} mode {:04o} nlink {} size {} allocated {}",
+                a.id.ino, a.id.subvol, a.kind, a.perm, a.nlink, a.size, a.allocated
+            );
+        }
+        "ls" => {
+            let dir = fs.resolve(args.first().copied().unwrap_or("/"))?;
+            for e in fs.readdir(dir, None, usize::MAX)? {
+                println!("{}", String::from_utf8_lossy(&e.name));
+            }
+        }
+        _ => {
+            return Err(Error::new(
+                Errno::NOSYS,
+                format!("unknown command {name:?}"),
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// Calls `f(offset, len)` over `[offset, offset + len)` in chunks; stops at a short chunk.
+fn for_chunks(
+    offset: u64,
+    len: u64,
+    mut f: impl FnMut(u64, u64) -> cowfs::Result<u64>,
+) -> cowfs::Result<u64> {
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(IO_CHUNK);
+        let got = f(offset + done, n)?;
+        done += got;
+        if got < n {
+            break;
+        }
+    }
+    Ok(done)
+}
+
+fn check_fill(data: &[u8], want: u8, at: u64, full: bool) -> cowfs::Result<()> {
+    if let Some(i) = data.iter().position(|b| *b != want) {
+        return Err(Error::new(
+            Errno::IO,
+            format!(
+                "mismatch at offset {}: found {:#04x}, expected {want:#04x}",
+                at + i as u64,
+                data[i]
+            ),
+        ));
+    }
+    if !full {
+        return Err(Error::new(
+            Errno::IO,
+            format!(
+                "short read at offset {}: the file ends there",
+                at + data.len() as u64
+            ),
+        ));
+    }
+    Ok(())
+}
