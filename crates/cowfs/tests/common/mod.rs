@@ -1,0 +1,88 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use cowfs::device::{BlockDevice, MemoryDevice};
+use cowfs::format::FileKind;
+use cowfs::{CreateAttrs, Filesystem, InodeId, MkfsOptions, OpenOptions};
+
+pub const MIB: u64 = 1 << 20;
+
+pub fn no_timer() -> OpenOptions {
+    OpenOptions {
+        read_only: false,
+        commit_interval: None,
+    }
+}
+
+pub fn read_only() -> OpenOptions {
+    OpenOptions {
+        read_only: true,
+        commit_interval: None,
+    }
+}
+
+/// A fresh filesystem on a memory device of `size` bytes.
+pub fn memory_fs(size: u64) -> (Arc<dyn BlockDevice>, Filesystem) {
+    let dev: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(size));
+    Filesystem::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+    let fs = Filesystem::open(dev.clone(), &no_timer()).unwrap();
+    (dev, fs)
+}
+
+pub fn file(fs: &Filesystem, dir: InodeId, name: &str) -> InodeId {
+    fs.create(
+        dir,
+        name.as_bytes(),
+        FileKind::Regular,
+        CreateAttrs::with_mode(0o644),
+    )
+    .unwrap()
+}
+
+pub fn dir(fs: &Filesystem, parent: InodeId, name: &str) -> InodeId {
+    fs.create(
+        parent,
+        name.as_bytes(),
+        FileKind::Directory,
+        CreateAttrs::with_mode(0o755),
+    )
+    .unwrap()
+}
+
+pub fn read_all(fs: &Filesystem, id: InodeId) -> Vec<u8> {
+    let size = fs.getattr(id).unwrap().size as usize;
+    let mut buf = vec![0; size];
+    assert_eq!(fs.read(id, 0, &mut buf).unwrap(), size);
+    buf
+}
+
+/// Bytes that differ at every offset, so misplaced data shows.
+pub fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[1] ^ seed)
+        .collect()
+}
+
+pub fn assert_clean(dev: &Arc<dyn BlockDevice>) {
+    let report = cowfs::fsck::check(dev.clone(), &mut |_, _| {});
+    assert!(report.is_clean(), "fsck problems: {:#?}", report.problems);
+}
+
+/// A small deterministic generator for tests that need reproducible randomness.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}

@@ -1,0 +1,239 @@
+//! File data: COW, holes, truncation, direct I/O, checksums, space accounting, ENOSPC.
+
+mod common;
+
+use common::*;
+use cowfs::device::{AlignedBuf, BlockDevice, FaultyDevice, MemoryDevice};
+use cowfs::format::ExtentKind;
+use cowfs::{Errno, Filesystem, MkfsOptions, SetAttr};
+use std::sync::Arc;
+
+#[test]
+fn sparse_files_read_zeros_in_holes() {
+    let (dev, fs) = memory_fs(32 * MIB);
+    let f = file(&fs, fs.root(), "sparse");
+    fs.write(f, 10 * MIB, b"end").unwrap();
+    fs.sync().unwrap();
+    let mut buf = vec![1u8; 8192];
+    fs.read(f, 5 * MIB, &mut buf).unwrap();
+    assert!(buf.iter().all(|b| *b == 0));
+    assert_eq!(fs.getattr(f).unwrap().size, 10 * MIB + 3);
+    assert_eq!(
+        fs.extent_map(f).unwrap().len(),
+        1,
+        "only the written block is allocated"
+    );
+    fs.unmount().unwrap();
+    assert_clean(&dev);
+}
+
+#[test]
+fn small_buffered_writes_gather_into_one_extent() {
+    let (_dev, fs) = memory_fs(32 * MIB);
+    let f = file(&fs, fs.root(), "f");
+    for i in 0..1000u64 {
+        fs.write(f, i * 100, &[i as u8; 100]).unwrap();
+    }
+    let map = fs.extent_map(f).unwrap();
+    assert_eq!(map.len(), 1);
+    assert_eq!(map[0].len, 100_000u64.div_ceil(4096) * 4096);
+}
+
+#[test]
+fn overwrite_is_copy_on_write_and_frees_the_old_extent_after_commit() {
+    let (dev, fs) = memory_fs(32 * MIB);
+    let f = file(&fs, fs.root(), "f");
+    fs.write(f, 0, &pattern(1, MIB as usize)).unwrap();
+    fs.sync().unwrap();
+    let before = fs.extent_map(f).unwrap();
+    let used_before = fs.info().unwrap().data_used;
+    fs.write(f, 0, &pattern(2, MIB as usize)).unwrap();
+    fs.sync().unwrap();
+    let after = fs.extent_map(f).unwrap();
+    assert_ne!(
+        before[0].physical, after[0].physical,
+        "an overwrite goes to new space"
+    );
+    assert_eq!(
+        fs.info().unwrap().data_used,
+        used_before,
+        "the old extent was freed"
+    );
+    assert_eq!(read_all(&fs, f), pattern(2, MIB as usize));
+    fs.unmount().unwrap();
+    assert_clean(&dev);
+}
+
+#[test]
+fn partial_overwrite_splits_and_keeps_the_rest() {
+    let (dev, fs) = memory_fs(32 * MIB);
+    let f = file(&fs, fs.root(), "f");
+    let mut expect = pattern(1, 256 << 10);
+    fs.write(f, 0, &expect).unwrap();
+    fs.sync().unwrap();
+    fs.write(f, 100_000, &[0xee; 5000]).unwrap();
+    expect[100_000..105_000].fill(0xee);
+    fs.sync().unwrap();
+    assert_eq!(fs.extent_map(f).unwrap().len(), 3);
+    assert_eq!(read_all(&fs, f), expect);
+    fs.unmount().unwrap();
+    assert_clean(&dev);
+}
+
+#[test]
+fn truncate_shrinks_zeroes_the_tail_and_grows_with_a_hole() {
+    let (dev, fs) = memory_fs(32 * MIB);
+    let f = file(&fs, fs.root(), "f");
+    fs.write(f, 0, &[0xaa; 20_000]).unwrap();
+    fs.sync().unwrap();
+    fs.setattr(
+        f,
+        &SetAttr {
+            size: Some(5000),
+            ..SetAttr::default()
+        },
+    )
+    .unwrap();
+    fs.setattr(
+        f,
+        &SetAttr {
+            size: Some(30_000),
+            ..SetAttr::default()
+        },
+    )
+    .unwrap();
+    fs.sync().unwrap();
+    let data = read_all(&fs, f);
+    assert!(data[..5000].iter().all(|b| *b == 0xaa));
+    assert!(
+        data[5000..].iter().all(|b| *b == 0),
+        "bytes past the old end read as zeros"
+    );
+    fs.unmount().unwrap();
+    assert_clean(&dev);
+}
+
+#[test]
+fn direct_io_round_trips_and_needs_alignment() {
+    let (dev, fs) = memory_fs(64 * MIB);
+    let f = file(&fs, fs.root(), "d");
+    let mut buf = AlignedBuf::zeroed(MIB as usize);
+    buf.copy_from_slice(&pattern(3, MIB as usize));
+    fs.write_direct(f, 4096, &buf).unwrap();
+    assert_eq!(
+        fs.write_direct(f, 100, &buf).unwrap_err().errno(),
+        Errno::INVAL
+    );
+    assert_eq!(
+        fs.read_direct(f, 0, &mut buf[..1000]).unwrap_err().errno(),
+        Errno::INVAL
+    );
+    fs.write(f, 8192, b"buffered").unwrap();
+    let mut back = AlignedBuf::zeroed(MIB as usize);
+    assert_eq!(fs.read_direct(f, 4096, &mut back).unwrap(), MIB as usize);
+    let mut expect = pattern(3, MIB as usize);
+    expect[4096..4104].copy_from_slice(b"buffered");
+    assert_eq!(
+        &back[..],
+        &expect[..],
+        "direct reads see buffered writes first"
+    );
+    fs.unmount().unwrap();
+    assert_clean(&dev);
+}
+
+#[test]
+fn corrupted_data_block_is_eio_naming_file_and_offset() {
+    let (dev, fs) = memory_fs(32 * MIB);
+    let d = dir(&fs, fs.root(), "dir");
+    let f = file(&fs, d, "victim");
+    fs.write(f, 0, &pattern(4, 64 << 10)).unwrap();
+    let map = fs.extent_map(f).unwrap();
+    fs.unmount().unwrap();
+    let mut block = vec![0u8; 4096];
+    let target = map[0].physical + 8192;
+    dev.read_at(target, &mut block).unwrap();
+    block[17] ^= 1;
+    dev.write_at(target, &block).unwrap();
+    let fs = Filesystem::open(dev.clone(), &no_timer()).unwrap();
+    let f = fs.resolve("/dir/victim").unwrap();
+    let mut buf = vec![0u8; 4096];
+    fs.read(f, 0, &mut buf).unwrap();
+    let err = fs.read(f, 8192, &mut buf).unwrap_err();
+    assert_eq!(err.errno(), Errno::IO);
+    assert!(
+        err.reason().contains("/dir/victim") && err.reason().contains("offset 8192"),
+        "{err}"
+    );
+    fs.write(
+        f,
+        0,
+        b"still writable: a bad data block does not stop the filesystem",
+    )
+    .unwrap();
+    fs.sync().unwrap();
+    drop(fs);
+    let report = cowfs::fsck::check(dev.clone(), &mut |_, _| {});
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert!(report.problems[0].contains("checksum mismatch"));
+}
+
+#[test]
+fn full_filesystem_gives_enospc_and_stays_consistent() {
+    let (dev, fs) = memory_fs(16 * MIB);
+    let f = file(&fs, fs.root(), "fill");
+    let chunk = vec![0x5au8; 256 << 10];
+    let mut written = 0u64;
+    let err = loop {
+        match fs.write(f, written, &chunk) {
+            Ok(_) => written += chunk.len() as u64,
+            Err(e) => break e,
+        }
+        assert!(written < 16 * MIB, "never hit ENOSPC");
+    };
+    assert_eq!(err.errno(), Errno::NOSPC);
+    fs.sync().unwrap();
+    assert_eq!(read_all(&fs, f).len() as u64, written);
+    fs.unlink(fs.root(), b"fill").unwrap();
+    fs.sync().unwrap();
+    let g = file(&fs, fs.root(), "again");
+    fs.write(g, 0, &chunk).unwrap();
+    fs.unmount().unwrap();
+    assert_clean(&dev);
+}
+
+#[test]
+fn io_error_latches_until_reopen() {
+    let mem: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(32 * MIB));
+    Filesystem::mkfs(mem.clone(), &MkfsOptions::default()).unwrap();
+    let faulty = Arc::new(FaultyDevice::new(mem.clone()));
+    let fs = Filesystem::open(faulty.clone(), &no_timer()).unwrap();
+    let f = file(&fs, fs.root(), "f");
+    fs.write(f, 0, b"committed").unwrap();
+    fs.sync().unwrap();
+    fs.write(f, 0, &[1u8; 8192]).unwrap();
+    faulty.fail_writes_after(0);
+    let err = fs.sync().unwrap_err();
+    assert_eq!(err.errno(), Errno::IO, "{err}");
+    faulty.heal();
+    let err = fs.write(f, 0, b"x").unwrap_err();
+    assert_eq!(err.errno(), Errno::IO);
+    assert!(err.reason().contains("reopen"), "{err}");
+    drop(fs);
+    let fs = Filesystem::open(mem.clone(), &no_timer()).unwrap();
+    assert_eq!(read_all(&fs, fs.resolve("/f").unwrap()), b"committed");
+    drop(fs);
+    assert_clean(&mem);
+}
+
+#[test]
+fn extent_map_reports_kinds() {
+    let (_dev, fs) = memory_fs(32 * MIB);
+    let f = file(&fs, fs.root(), "f");
+    fs.write(f, 0, &[1; 4096]).unwrap();
+    let map = fs.extent_map(f).unwrap();
+    assert_eq!(map.len(), 1);
+    assert_eq!(map[0].kind, ExtentKind::Regular);
+    assert!(!map[0].shared);
+    assert!(map[0].physical >= 1 << 20);
+}
