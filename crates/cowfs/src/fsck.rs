@@ -70,7 +70,7 @@ fn check_superblocks(device: &dyn BlockDevice, report: &mut FsckReport) {
         .max();
     for (i, copy) in scan.copies.iter().enumerate() {
         match copy {
-            Err(e) => report.problem(format!("superblock copy {i}: {}", e.reason())),
+            Err(e) => report.problem(e.reason().to_string()),
             Ok(sb) if Some(sb.generation) != newest => report.notes.push(format!(
                 "superblock copy {i} is at generation {}, behind {} (an interrupted update; the next one repairs it)",
                 sb.generation,

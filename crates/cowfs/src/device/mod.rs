@@ -10,7 +10,7 @@ mod memory;
 mod overlay;
 
 pub use aligned::AlignedBuf;
-pub use crash::{CrashDevice, CrashPoint, PendingWrite};
+pub use crash::{CrashDevice, CrashPoint, Landing, PendingWrite, SECTOR_SIZE};
 pub use fault::FaultyDevice;
 pub use file::FileDevice;
 pub use memory::MemoryDevice;

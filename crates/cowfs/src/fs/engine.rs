@@ -148,7 +148,26 @@ impl Engine {
             return Ok(checked);
         }
         drop(checked);
-        Self::open_on(device, false, false)
+        let engine = Self::open_on(device, false, false)?;
+        engine.repair_superblocks()?;
+        Ok(engine)
+    }
+
+    /// Rewrites every superblock copy when one is damaged or behind (a power cut during an
+    /// update leaves that), so the image goes back to three good copies.
+    fn repair_superblocks(&self) -> Result<()> {
+        let scan = scan_superblocks(self.device.as_ref());
+        let newest = self.meta_space.superblock().generation;
+        let stale = scan
+            .copies
+            .iter()
+            .any(|c| c.as_ref().map_or(true, |sb| sb.generation != newest));
+        if stale {
+            self.meta_space
+                .write_superblock(true)
+                .map_err(io_err("repair the superblock copies"))?;
+        }
+        Ok(())
     }
 
     fn open_on(device: Arc<dyn BlockDevice>, read_only: bool, verify: bool) -> Result<Engine> {

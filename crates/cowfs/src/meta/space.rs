@@ -114,8 +114,9 @@ impl MetaSpace {
         self.state.lock().unwrap().current.clone()
     }
 
-    /// Writes every superblock copy, if anything changed since the last write. Copy 0 is made
-    /// durable before the others are touched, so a power cut leaves at least one valid copy.
+    /// Writes every superblock copy, if anything changed since the last write. Each copy is
+    /// made durable before the next is touched, so a power cut can tear at most one; a valid
+    /// copy always remains, and the next read-write open rewrites the damaged one.
     pub fn write_superblock(&self, force: bool) -> io::Result<()> {
         let mut state = self.state.lock().unwrap();
         if !force && state.current == state.persisted {
@@ -126,11 +127,8 @@ impl MetaSpace {
         for (copy, offset) in SUPERBLOCK_OFFSETS.iter().enumerate() {
             let block = AlignedBuf::from_slice(&state.current.encode(copy));
             self.device.write_at(*offset, &block)?;
-            if copy == 0 {
-                self.device.flush()?;
-            }
+            self.device.flush()?;
         }
-        self.device.flush()?;
         state.persisted = state.current.clone();
         Ok(())
     }
