@@ -190,21 +190,21 @@ pub struct SuperblockScan {
 }
 
 impl SuperblockScan {
-    /// The valid copy with the highest generation.
+    /// The valid copy with the highest generation. With none valid, the primary's error
+    /// (keeping its errno: a future format version is ENOTSUP, damage is EUCLEAN).
     pub fn best(&self) -> Result<&Superblock> {
-        self.copies
+        if let Some(best) = self
+            .copies
             .iter()
             .filter_map(|c| c.as_ref().ok())
             .max_by_key(|sb| sb.generation)
-            .ok_or_else(|| {
-                let why = self.copies[0]
-                    .as_ref()
-                    .err()
-                    .map(|e| e.reason().to_string());
-                Error::corrupt(format!(
-                    "no valid superblock (primary: {})",
-                    why.unwrap_or_default()
-                ))
-            })
+        {
+            return Ok(best);
+        }
+        let primary = self.copies[0].as_ref().err().expect("no valid copy");
+        Err(Error::new(
+            primary.errno(),
+            format!("no valid superblock ({})", primary.reason()),
+        ))
     }
 }
