@@ -1,0 +1,177 @@
+//! The `cowfs` binary, run as a user would run it.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn cowfs(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cowfs"))
+        .args(args)
+        .output()
+        .expect("run cowfs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = cowfs(args);
+    assert!(
+        out.status.success(),
+        "cowfs {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn image(dir: &Path) -> String {
+    let img = dir.join("t.img").to_str().unwrap().to_string();
+    ok(&["mkfs", &img, "--size", "64M"]);
+    img
+}
+
+#[test]
+fn mkfs_refuses_to_overwrite_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path());
+    let out = cowfs(&["mkfs", &img, "--size", "64M"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    ok(&["mkfs", &img, "--force"]);
+    assert!(ok(&["info", &img]).contains("format version   1"));
+}
+
+#[test]
+fn mkfs_refuses_a_tiny_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("small.img");
+    let out = cowfs(&["mkfs", img.to_str().unwrap(), "--size", "1M"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16 MiB"));
+}
+
+#[test]
+fn put_get_round_trip_and_file_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path());
+    let host = dir.path().join("in.bin");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    std::fs::write(&host, &data).unwrap();
+    ok(&["mkdir", &img, "/x/y", "-p"]);
+    ok(&["put", &img, host.to_str().unwrap(), "/x/y/file"]);
+    ok(&["ln", &img, "/x/y/file", "/hard"]);
+    ok(&["ln", &img, "-s", "x/y/file", "/soft"]);
+    ok(&["mv", &img, "/hard", "/x"]);
+    let out = dir.path().join("out.bin");
+    ok(&["get", &img, "/x/hard", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    let listing = ok(&["ls", "-l", &img, "/"]);
+    assert!(
+        listing.contains("soft -> x/y/file") && listing.contains("drwxr-xr-x"),
+        "{listing}"
+    );
+    assert!(ok(&["stat", &img, "/x/hard"]).contains("Links: 2"));
+    ok(&["truncate", &img, "/x/hard", "10"]);
+    assert_eq!(ok(&["cat", &img, "/x/y/file"]).as_bytes(), &data[..10]);
+    ok(&["rm", &img, "/x", "-r"]);
+    assert_eq!(ok(&["ls", &img]), "soft\n");
+    assert!(ok(&["fsck", &img]).contains("clean"));
+}
+
+#[test]
+fn io_runs_commands_and_reports_failures_by_strerror() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path());
+    let out = cowfs(&[
+        "io",
+        &img,
+        "-c",
+        "write /f 0 64k 0xab",
+        "-c",
+        "dwrite /f 64k 64k 0x11",
+        "-c",
+        "fsync /f",
+        "-c",
+        "verify /f 0 64k 0xab",
+        "-c",
+        "verify /f 64k 64k 0x11",
+        "-c",
+        "dread /f 0 128k",
+        "-c",
+        "rm /missing",
+        "-c",
+        "dwrite /f 100 4096",
+        "-c",
+        "mkdir /d",
+        "-c",
+        "mv /f /d/g",
+        "-c",
+        "stat /d/g",
+        "-c",
+        "truncate /d/g 4k",
+        "-c",
+        "read /d/g 0 1M",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "failures must give a non-zero exit");
+    assert!(stderr.contains("rm: No such file or directory"), "{stderr}");
+    assert!(stderr.contains("dwrite: Invalid argument"), "{stderr}");
+    assert!(
+        stdout.contains("verified 65536 bytes at offset 65536: all 0x11"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("read 131072/131072 bytes at offset 0"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Regular mode 0644 nlink 1 size 131072"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("read 4096/1048576 bytes at offset 0"),
+        "the run continued after failures: {stdout}"
+    );
+    let good = cowfs(&["io", &img, "-c", "verify /d/g 0 4k 0xab"]);
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let bad = cowfs(&["io", &img, "-c", "verify /d/g 0 4k 0xac"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("mismatch at offset 0"));
+}
+
+#[test]
+fn fsck_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path());
+    ok(&["io", &img, "-c", "write /f 0 1M 0x42"]);
+    assert!(cowfs(&["fsck", &img]).status.success());
+    let mut bytes = std::fs::read(&img).unwrap();
+    let before = bytes.clone();
+    bytes[64 * 1024 + 50] ^= 0xff;
+    std::fs::write(&img, &bytes).unwrap();
+    let out = cowfs(&["fsck", &img]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("superblock copy 0"));
+    assert_eq!(
+        std::fs::read(&img).unwrap(),
+        bytes,
+        "fsck wrote to the image"
+    );
+    assert_ne!(before, bytes);
+    let garbage = dir.path().join("garbage.img");
+    std::fs::write(&garbage, vec![7u8; 32 << 20]).unwrap();
+    let out = cowfs(&["fsck", garbage.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("bad magic"));
+}
+
+#[test]
+fn demo_runs_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(&["demo", "--dir", dir.path().to_str().unwrap()]);
+    assert!(out.contains("checksum mismatch in /data/big.bin"), "{out}");
+    assert!(out.contains("verified: clean"), "{out}");
+    assert!(!out.contains("WRONG"), "{out}");
+}
