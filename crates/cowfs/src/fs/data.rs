@@ -346,14 +346,22 @@ impl Engine {
                 _ => runs.push((*index, vec![page])),
             }
         }
+        let mut buf = self
+            .writeback_buf
+            .take()
+            .unwrap_or_else(|| AlignedBuf::zeroed(MAX_EXTENT_LEN as usize));
+        let mut result = Ok(());
         for (start, run) in runs {
-            let mut buf = AlignedBuf::zeroed(run.len() * BS);
             for (i, page) in run.iter().enumerate() {
                 buf[i * BS..(i + 1) * BS].copy_from_slice(page);
             }
-            self.write_extents(id, start * BLOCK_SIZE, &buf)?;
+            result = self.write_extents(id, start * BLOCK_SIZE, &buf[..run.len() * BS]);
+            if result.is_err() {
+                break;
+            }
         }
-        Ok(())
+        self.writeback_buf = Some(buf);
+        result
     }
 
     pub(super) fn writeback_all(&mut self) -> Result<()> {

@@ -30,6 +30,9 @@ pub struct Engine {
     /// The running transaction has changes.
     pub(crate) dirty: bool,
     pub(crate) last_commit: Instant,
+    /// Staging for writeback, kept between writebacks: a fresh buffer of this size would
+    /// page-fault on every 4 KiB and cost more than the write itself.
+    pub(crate) writeback_buf: Option<AlignedBuf>,
 }
 
 /// Reads every superblock copy of a device.
@@ -204,6 +207,7 @@ impl Engine {
             failed: None,
             dirty: false,
             last_commit: Instant::now(),
+            writeback_buf: None,
         })
     }
 
