@@ -1,23 +1,48 @@
 //! Buffered writes: dirty pages gathered in memory per file and written out as whole extents
 //! at commit, fsync, or when too much is dirty, so small writes do not each make an extent.
+//! Pages are 4 KiB-aligned so writeback hands them to the device as they are (one pwritev,
+//! O_DIRECT, no staging copy), and written-back pages are kept for reuse.
 
 use std::collections::{BTreeMap, HashMap};
 
 use super::InodeId;
+use crate::device::AlignedBuf;
 use crate::format::BLOCK_SIZE;
 
-pub type Page = Box<[u8]>;
+pub type Page = AlignedBuf;
 
 #[derive(Debug, Default)]
 pub struct PageCache {
     files: HashMap<InodeId, BTreeMap<u64, Page>>,
     pages: u64,
+    /// Clean pages ready for reuse.
+    spare: Vec<Page>,
 }
 
 /// Dirty data past which a write triggers writeback.
 pub const DIRTY_LIMIT: u64 = 64 << 20;
 
 impl PageCache {
+    /// A page for new dirty data: zeroed, or with stale contents when the caller is about to
+    /// overwrite all of it.
+    pub fn new_page(&mut self, zeroed: bool) -> Page {
+        match self.spare.pop() {
+            Some(mut page) => {
+                if zeroed {
+                    page.fill(0);
+                }
+                page
+            }
+            None => AlignedBuf::zeroed(BLOCK_SIZE as usize),
+        }
+    }
+
+    /// Keeps pages for reuse, up to one dirty limit's worth.
+    pub fn recycle(&mut self, pages: impl IntoIterator<Item = Page>) {
+        let room = (DIRTY_LIMIT / BLOCK_SIZE) as usize - self.spare.len();
+        self.spare.extend(pages.into_iter().take(room));
+    }
+
     pub fn dirty_bytes(&self) -> u64 {
         self.pages * BLOCK_SIZE
     }
@@ -70,16 +95,16 @@ impl PageCache {
             if f.is_empty() {
                 self.files.remove(&id);
             }
+            self.recycle(gone.into_values());
         }
     }
 
     pub fn discard_range(&mut self, id: InodeId, range: std::ops::Range<u64>) {
         if let Some(f) = self.files.get_mut(&id) {
             let keys: Vec<u64> = f.range(range).map(|(k, _)| *k).collect();
-            for k in keys {
-                f.remove(&k);
-                self.pages -= 1;
-            }
+            let gone: Vec<Page> = keys.iter().filter_map(|k| f.remove(k)).collect();
+            self.pages -= gone.len() as u64;
+            self.recycle(gone);
         }
     }
 

@@ -41,6 +41,38 @@ pub fn checksum_blocks(data: &[u8]) -> Vec<u32> {
     data.chunks(BS).map(crc32c::crc32c).collect()
 }
 
+/// What `write_extents` writes: the caller's buffer, or dirty pages.
+enum ExtentData<'a> {
+    Direct(&'a [u8]),
+    Pages(Vec<&'a [u8]>),
+}
+
+/// A byte stream made of slices, taken from in pieces.
+struct Segments<'a> {
+    segments: &'a [&'a [u8]],
+    /// Bytes of the first segment already taken.
+    at: usize,
+}
+
+impl<'a> Segments<'a> {
+    /// The next `len` bytes, as slices of the segments.
+    fn take(&mut self, mut len: usize) -> Vec<&'a [u8]> {
+        let mut pieces = Vec::new();
+        while len > 0 {
+            let head = &self.segments[0][self.at..];
+            let n = len.min(head.len());
+            pieces.push(&head[..n]);
+            len -= n;
+            self.at += n;
+            if self.at == self.segments[0].len() {
+                self.segments = &self.segments[1..];
+                self.at = 0;
+            }
+        }
+        pieces
+    }
+}
+
 impl Engine {
     fn regular_inode(&self, id: InodeId) -> Result<InodeRecord> {
         let inode = self.inode(id)?;
@@ -220,8 +252,8 @@ impl Engine {
             let from = page_start.max(offset);
             let to = (page_start + BLOCK_SIZE).min(end);
             if !self.cache.contains(id, index) {
-                let mut page = vec![0u8; BS].into_boxed_slice();
                 let whole = from == page_start && to == page_start + BLOCK_SIZE;
+                let mut page = self.cache.new_page(!whole);
                 if !whole && page_start < inode.size {
                     self.read_stored(id, &inode, page_start, &mut page)?;
                 }
@@ -287,7 +319,7 @@ impl Engine {
         self.cache
             .discard_range(id, offset / BLOCK_SIZE..end / BLOCK_SIZE);
         self.reserve(data.len() as u64)?;
-        self.write_extents(id, offset, data)?;
+        self.write_extents(id, offset, ExtentData::Direct(data))?;
         inode.size = inode.size.max(end);
         let now = Timespec::now();
         inode.mtime = now;
@@ -296,39 +328,64 @@ impl Engine {
         Ok(data.len())
     }
 
-    /// Writes `data` (whole blocks) to newly allocated extents and maps them at `offset`.
-    fn write_extents(&mut self, id: InodeId, offset: u64, data: &[u8]) -> Result<()> {
-        let mut done = 0usize;
-        while done < data.len() {
-            let want = ((data.len() - done) as u64).min(MAX_EXTENT_LEN);
-            let meta = self.store.meta();
-            let extent = self.alloc.allocate(meta, &self.space, want)?;
-            let chunk = &data[done..done + extent.len as usize];
-            self.dirty = true;
-            self.device_write(extent.start, chunk)?;
-            let meta = self.meta();
-            let record = ExtentRecord {
-                len: extent.len,
-                refs: 1,
-                flags: 0,
-                generation: self.state.generation,
-            };
-            meta.put(table::EXTENTS, &key1(extent.start), &record.encode())?;
-            meta.put(
-                table::CHECKSUMS,
-                &key1(extent.start),
-                &encode_checksums(&checksum_blocks(chunk)),
-            )?;
-            let at = offset + done as u64;
-            self.replace_range(
-                id,
-                at,
-                at + extent.len,
-                Some(FileExtent::regular(extent.start, extent.len)),
-            )?;
-            done += extent.len as usize;
+    /// Writes `data` to newly allocated extents and maps them at `offset`. Borrowed data
+    /// (direct I/O) is written before this returns; staged data (writeback of dirty pages) is
+    /// copied to a staging buffer and written behind, overlapping what the caller does next.
+    fn write_extents(&mut self, id: InodeId, offset: u64, data: ExtentData<'_>) -> Result<()> {
+        let segments = match &data {
+            ExtentData::Direct(bytes) => std::slice::from_ref(bytes),
+            ExtentData::Pages(pages) => pages.as_slice(),
+        };
+        let total: u64 = segments.iter().map(|s| s.len() as u64).sum();
+        let mut rest = Segments { segments, at: 0 };
+        let mut done = 0u64;
+        while done < total {
+            let want = (total - done).min(MAX_EXTENT_LEN);
+            let extent = self.alloc.allocate(self.store.meta(), &self.space, want)?;
+            let pieces = rest.take(extent.len as usize);
+            let physical = self.alloc.physical(extent.start)?;
+            match data {
+                ExtentData::Direct(_) => {
+                    self.writer.settle()?;
+                    self.device
+                        .write_at(physical, pieces[0])
+                        .map_err(|e| Error::io("data write", &e))?;
+                }
+                ExtentData::Pages(_) => {
+                    self.writer.write_behind(&self.device, physical, &pieces)?
+                }
+            }
+            self.record_extent(id, offset + done, extent, &pieces)?;
+            done += extent.len;
         }
         Ok(())
+    }
+
+    /// Records a newly written extent: its refcount, its checksums, and its place in the file.
+    fn record_extent(
+        &mut self,
+        id: InodeId,
+        file_offset: u64,
+        extent: Extent,
+        pieces: &[&[u8]],
+    ) -> Result<()> {
+        self.dirty = true;
+        let sums: Vec<u32> = pieces.iter().flat_map(|p| checksum_blocks(p)).collect();
+        let meta = self.meta();
+        let record = ExtentRecord {
+            len: extent.len,
+            refs: 1,
+            flags: 0,
+            generation: self.state.generation,
+        };
+        meta.put(table::EXTENTS, &key1(extent.start), &record.encode())?;
+        meta.put(
+            table::CHECKSUMS,
+            &key1(extent.start),
+            &encode_checksums(&sums),
+        )?;
+        let mapping = FileExtent::regular(extent.start, extent.len);
+        self.replace_range(id, file_offset, file_offset + extent.len, Some(mapping))
     }
 
     /// Writes out the dirty pages of one file as extents, one per run of consecutive pages.
@@ -346,21 +403,14 @@ impl Engine {
                 _ => runs.push((*index, vec![page])),
             }
         }
-        let mut buf = self
-            .writeback_buf
-            .take()
-            .unwrap_or_else(|| AlignedBuf::zeroed(MAX_EXTENT_LEN as usize));
         let mut result = Ok(());
         for (start, run) in runs {
-            for (i, page) in run.iter().enumerate() {
-                buf[i * BS..(i + 1) * BS].copy_from_slice(page);
-            }
-            result = self.write_extents(id, start * BLOCK_SIZE, &buf[..run.len() * BS]);
+            result = self.write_extents(id, start * BLOCK_SIZE, ExtentData::Pages(run));
             if result.is_err() {
                 break;
             }
         }
-        self.writeback_buf = Some(buf);
+        self.cache.recycle(pages.into_values());
         result
     }
 
@@ -384,7 +434,7 @@ impl Engine {
             if tail != 0 {
                 if !self.cache.contains(id, index) {
                     self.reserve(BLOCK_SIZE)?;
-                    let mut page = vec![0u8; BS].into_boxed_slice();
+                    let mut page = self.cache.new_page(false);
                     self.read_stored(id, &inode, index * BLOCK_SIZE, &mut page)?;
                     self.cache.insert(id, index, page);
                 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::alloc::DataAllocator;
 use super::cache::PageCache;
+use super::writer::WriteBehind;
 use super::{InodeId, MkfsOptions};
 use crate::device::{AlignedBuf, BlockDevice, OverlayDevice};
 use crate::error::{Errno, Error, Result};
@@ -30,9 +31,7 @@ pub struct Engine {
     /// The running transaction has changes.
     pub(crate) dirty: bool,
     pub(crate) last_commit: Instant,
-    /// Staging for writeback, kept between writebacks: a fresh buffer of this size would
-    /// page-fault on every 4 KiB and cost more than the write itself.
-    pub(crate) writeback_buf: Option<AlignedBuf>,
+    pub(crate) writer: WriteBehind,
 }
 
 /// Reads every superblock copy of a device.
@@ -207,7 +206,7 @@ impl Engine {
             failed: None,
             dirty: false,
             last_commit: Instant::now(),
-            writeback_buf: None,
+            writer: WriteBehind::default(),
         })
     }
 
@@ -239,14 +238,8 @@ impl Engine {
         }
     }
 
-    pub(crate) fn device_write(&self, logical: u64, data: &[u8]) -> Result<()> {
-        let physical = self.alloc.physical(logical)?;
-        self.device
-            .write_at(physical, data)
-            .map_err(io_err("data write"))
-    }
-
     pub(crate) fn device_read(&self, logical: u64, buf: &mut [u8]) -> Result<()> {
+        self.writer.settle()?;
         let physical = self.alloc.physical(logical)?;
         self.device
             .read_at(physical, buf)
@@ -265,6 +258,7 @@ impl Engine {
 
     fn commit_inner(&mut self) -> Result<()> {
         self.writeback_all()?;
+        self.writer.settle()?;
         if !self.dirty {
             return Ok(());
         }

@@ -7,6 +7,7 @@ mod cache;
 mod data;
 pub(crate) mod engine;
 mod namespace;
+mod writer;
 
 pub use alloc::{data_chunk_size, metadata_reserve, BlockGroup, Extent};
 pub use data::{checksum_blocks, ExtentMapping, MAX_FILE_SIZE};
