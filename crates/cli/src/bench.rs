@@ -26,6 +26,9 @@ pub enum Which {
         /// Where to put the image and the raw file (the current directory by default)
         #[arg(long, default_value = ".")]
         dir: PathBuf,
+        /// Rounds; each measures raw and cowfs back to back, and the medians are reported
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
 }
 
@@ -35,10 +38,11 @@ const BUFFERED_CHUNK: usize = 1 << 20;
 
 pub fn run(which: Which) -> CliResult {
     match which {
-        Which::Fs { size, dir } => fs_bench(size, &dir),
+        Which::Fs { size, dir, rounds } => fs_bench(size, &dir, rounds.max(1)),
     }
 }
 
+#[derive(Default)]
 struct Rate {
     write: f64,
     read: f64,
@@ -54,33 +58,53 @@ fn fill(buf: &mut [u8], seed: u8) {
     }
 }
 
-fn fs_bench(size: u64, dir: &Path) -> CliResult {
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn fs_bench(size: u64, dir: &Path, rounds: usize) -> CliResult {
     let size = size / DIRECT_CHUNK as u64 * DIRECT_CHUNK as u64;
     println!(
-        "cowfs bench fs: sequential {} in {}",
+        "cowfs bench fs: sequential {} in {}, {rounds} round(s)",
         human(size),
         dir.display()
     );
-    let raw = raw_direct(size, &dir.join("cowfs-bench-raw.bin"))?;
-    let image = dir.join("cowfs-bench.img");
-    let result = engine_runs(size, &image);
-    let _ = std::fs::remove_file(&image);
-    let (direct, buffered, o_direct) = result?;
+    let mut rows: [Vec<Rate>; 3] = Default::default();
+    let mut o_direct = false;
+    for round in 1..=rounds {
+        let raw = raw_direct(size, &dir.join("cowfs-bench-raw.bin"))?;
+        let image = dir.join("cowfs-bench.img");
+        let result = engine_runs(size, &image);
+        let _ = std::fs::remove_file(&image);
+        let (direct, buffered, direct_io) = result?;
+        o_direct = direct_io;
+        println!("  round {round}: raw {:.0}/{:.0}, direct {:.0}/{:.0}, buffered {:.0}/{:.0} MB/s (write/read)", raw.write, raw.read, direct.write, direct.read, buffered.write, buffered.read);
+        for (row, rate) in rows.iter_mut().zip([raw, direct, buffered]) {
+            row.push(rate);
+        }
+    }
     println!(
         "{:<24} {:>12} {:>12} {:>10} {:>10}",
-        "", "write MB/s", "read MB/s", "write/raw", "read/raw"
+        "median", "write MB/s", "read MB/s", "write/raw", "read/raw"
     );
-    for (name, r) in [
-        ("raw O_DIRECT file", &raw),
-        ("cowfs direct I/O", &direct),
-        ("cowfs buffered", &buffered),
-    ] {
+    let names = ["raw O_DIRECT file", "cowfs direct I/O", "cowfs buffered"];
+    for (name, row) in names.iter().zip(&rows) {
+        // Ratios are taken within each round, where raw and cowfs met the same machine state.
+        let ratio = |f: fn(&Rate) -> f64| {
+            median(
+                row.iter()
+                    .zip(&rows[0])
+                    .map(|(r, raw)| f(r) / f(raw) * 100.0)
+                    .collect(),
+            )
+        };
         println!(
             "{name:<24} {:>12.0} {:>12.0} {:>9.0}% {:>9.0}%",
-            r.write,
-            r.read,
-            r.write / raw.write * 100.0,
-            r.read / raw.read * 100.0
+            median(row.iter().map(|r| r.write).collect()),
+            median(row.iter().map(|r| r.read).collect()),
+            ratio(|r| r.write),
+            ratio(|r| r.read)
         );
     }
     println!(
