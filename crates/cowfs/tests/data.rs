@@ -237,3 +237,41 @@ fn extent_map_reports_kinds() {
     assert!(!map[0].shared);
     assert!(map[0].physical >= 1 << 20);
 }
+
+#[test]
+fn a_direct_write_replaces_dirty_pages_it_covers() {
+    let (dev, fs) = memory_fs(32 * MIB);
+    let f = file(&fs, fs.root(), "f");
+    fs.write(f, 0, &[0x11; 4 * 4096]).unwrap();
+    let mut block = AlignedBuf::zeroed(4096);
+    block.fill(0x22);
+    fs.write_direct(f, 2 * 4096, &block).unwrap();
+    let mut expect = vec![0x11u8; 4 * 4096];
+    expect[2 * 4096..3 * 4096].fill(0x22);
+    assert_eq!(read_all(&fs, f), expect, "before writeback");
+    fs.sync().unwrap();
+    assert_eq!(read_all(&fs, f), expect, "after writeback");
+    fs.unmount().unwrap();
+    assert_clean(&dev);
+}
+
+#[test]
+fn streaming_writes_are_written_behind_and_read_back() {
+    let (dev, fs) = memory_fs(128 * MIB);
+    let f = file(&fs, fs.root(), "stream");
+    let data = pattern(9, 40 * MIB as usize);
+    for (i, piece) in data.chunks(MIB as usize).enumerate() {
+        fs.write(f, i as u64 * MIB, piece).unwrap();
+    }
+    assert!(fs.extent_map(f).unwrap().iter().all(|e| e.len <= 16 * MIB));
+    fs.write(f, 5, b"rewrite a chunk that was written behind")
+        .unwrap();
+    let mut expect = data;
+    expect[5..44].copy_from_slice(b"rewrite a chunk that was written behind");
+    assert_eq!(read_all(&fs, f), expect);
+    fs.unmount().unwrap();
+    let fs = Filesystem::open(dev.clone(), &no_timer()).unwrap();
+    assert_eq!(read_all(&fs, fs.resolve("/stream").unwrap()), expect);
+    drop(fs);
+    assert_clean(&dev);
+}

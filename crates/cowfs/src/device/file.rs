@@ -2,12 +2,15 @@
 //! (tmpfs does not; then the page cache is used and flush is still fdatasync).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Seek, SeekFrom};
+use std::io::{self, IoSlice, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{check_aligned, AlignedBuf, BlockDevice};
+
+/// The most buffers one pwritev takes (Linux's IOV_MAX).
+const IOV_MAX: usize = 1024;
 
 #[derive(Debug)]
 pub struct FileDevice {
@@ -97,6 +100,44 @@ impl BlockDevice for FileDevice {
                 .write_all_at(&AlignedBuf::from_slice(data), offset);
         }
         self.file.write_all_at(data, offset)
+    }
+
+    fn write_vectored_at(&self, offset: u64, bufs: &[&[u8]]) -> io::Result<()> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        check_aligned(offset, total, self.len())?;
+        if self.direct && !bufs.iter().all(|b| AlignedBuf::is_aligned(b)) {
+            let mut at = offset;
+            for buf in bufs {
+                self.write_at(at, buf)?;
+                at += buf.len() as u64;
+            }
+            return Ok(());
+        }
+        // pwritev may write less than asked: resume from the first unwritten byte.
+        let mut pending: Vec<&[u8]> = bufs.to_vec();
+        let (mut first, mut at) = (0, offset);
+        while first < pending.len() {
+            let batch = &pending[first..pending.len().min(first + IOV_MAX)];
+            let slices: Vec<IoSlice<'_>> = batch.iter().map(|b| IoSlice::new(b)).collect();
+            let mut written = rustix::io::pwritev(&self.file, &slices, at)?;
+            if written == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "pwritev wrote nothing",
+                ));
+            }
+            at += written as u64;
+            while written > 0 {
+                let head = pending[first];
+                let n = written.min(head.len());
+                pending[first] = &head[n..];
+                written -= n;
+                if pending[first].is_empty() {
+                    first += 1;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn flush(&self) -> io::Result<()> {

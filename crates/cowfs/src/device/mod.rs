@@ -29,6 +29,15 @@ pub const BLOCK_SIZE: u64 = 4096;
 pub trait BlockDevice: Send + Sync + std::fmt::Debug {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Writes `bufs` back to back from `offset` (one pwritev where the device can).
+    fn write_vectored_at(&self, offset: u64, bufs: &[&[u8]]) -> io::Result<()> {
+        let mut at = offset;
+        for buf in bufs {
+            self.write_at(at, buf)?;
+            at += buf.len() as u64;
+        }
+        Ok(())
+    }
     /// Makes every completed write durable (fdatasync).
     fn flush(&self) -> io::Result<()>;
     fn len(&self) -> u64;

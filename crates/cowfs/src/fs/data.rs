@@ -5,7 +5,7 @@
 use std::ops::Bound;
 
 use super::alloc::Extent;
-use super::cache::DIRTY_LIMIT;
+use super::cache::{Piece, DIRTY_LIMIT};
 use super::engine::Engine;
 use super::InodeId;
 use crate::device::AlignedBuf;
@@ -20,6 +20,8 @@ use crate::format::{
 pub const MAX_FILE_SIZE: u64 = i64::MAX as u64 & !(BLOCK_SIZE - 1);
 
 const BS: usize = BLOCK_SIZE as usize;
+/// Pages in the largest extent.
+const EXTENT_PAGES: u64 = MAX_EXTENT_LEN / BLOCK_SIZE;
 
 fn check_direct(offset: u64, len: usize) -> Result<()> {
     if offset % BLOCK_SIZE != 0 || len as u64 % BLOCK_SIZE != 0 {
@@ -41,36 +43,45 @@ pub fn checksum_blocks(data: &[u8]) -> Vec<u32> {
     data.chunks(BS).map(crc32c::crc32c).collect()
 }
 
-/// What `write_extents` writes: the caller's buffer, or dirty pages.
+/// What `write_extents` writes: the caller's buffer, or dirty chunks.
 enum ExtentData<'a> {
     Direct(&'a [u8]),
-    Pages(Vec<&'a [u8]>),
+    Chunks(Vec<Piece>),
 }
 
-/// A byte stream made of slices, taken from in pieces.
-struct Segments<'a> {
-    segments: &'a [&'a [u8]],
-    /// Bytes of the first segment already taken.
-    at: usize,
-}
-
-impl<'a> Segments<'a> {
-    /// The next `len` bytes, as slices of the segments.
-    fn take(&mut self, mut len: usize) -> Vec<&'a [u8]> {
-        let mut pieces = Vec::new();
-        while len > 0 {
-            let head = &self.segments[0][self.at..];
-            let n = len.min(head.len());
-            pieces.push(&head[..n]);
-            len -= n;
-            self.at += n;
-            if self.at == self.segments[0].len() {
-                self.segments = &self.segments[1..];
-                self.at = 0;
-            }
+impl ExtentData<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            ExtentData::Direct(bytes) => bytes.len() as u64,
+            ExtentData::Chunks(pieces) => pieces.iter().map(|p| p.range.len() as u64).sum(),
         }
-        pieces
     }
+}
+
+/// Takes the first `len` bytes off `pieces`, splitting a piece that straddles the boundary.
+fn take_pieces(pieces: &mut Vec<Piece>, mut len: usize) -> Vec<Piece> {
+    let mut head = Vec::new();
+    let mut rest = std::mem::take(pieces).into_iter();
+    for mut piece in rest.by_ref() {
+        if piece.range.len() <= len {
+            len -= piece.range.len();
+            head.push(piece);
+        } else {
+            let cut = piece.range.start + len;
+            head.push(Piece {
+                buf: piece.buf.clone(),
+                range: piece.range.start..cut,
+            });
+            piece.range.start = cut;
+            pieces.push(piece);
+            len = 0;
+        }
+        if len == 0 {
+            break;
+        }
+    }
+    pieces.extend(rest);
+    head
 }
 
 impl Engine {
@@ -124,6 +135,7 @@ impl Engine {
 
     /// The checksums of a data extent, or None for an extent without them.
     fn extent_checksums(&self, start: u64) -> Result<Option<Vec<u32>>> {
+        self.writer.settle(self.meta())?;
         self.meta()
             .get(table::CHECKSUMS, &key1(start))?
             .map(|v| decode_checksums(&v))
@@ -221,7 +233,7 @@ impl Engine {
         let buf = &mut buf[..n];
         self.read_stored(id, &inode, offset, buf)?;
         let end = offset + n as u64;
-        for (&index, page) in self
+        for (index, page) in self
             .cache
             .pages_in(id, offset / BLOCK_SIZE..end.div_ceil(BLOCK_SIZE))
         {
@@ -251,15 +263,11 @@ impl Engine {
             let page_start = index * BLOCK_SIZE;
             let from = page_start.max(offset);
             let to = (page_start + BLOCK_SIZE).min(end);
-            if !self.cache.contains(id, index) {
-                let whole = from == page_start && to == page_start + BLOCK_SIZE;
-                let mut page = self.cache.new_page(!whole);
-                if !whole && page_start < inode.size {
-                    self.read_stored(id, &inode, page_start, &mut page)?;
-                }
-                self.cache.insert(id, index, page);
+            let whole = from == page_start && to == page_start + BLOCK_SIZE;
+            if !whole && !self.cache.contains(id, index) {
+                self.load_page(id, &inode, index)?;
             }
-            let page = self.cache.page_mut(id, index).expect("just inserted");
+            let page = self.cache.page_mut(id, index);
             page[(from - page_start) as usize..(to - page_start) as usize]
                 .copy_from_slice(&data[(from - offset) as usize..(to - offset) as usize]);
         }
@@ -268,6 +276,10 @@ impl Engine {
         inode.mtime = now;
         inode.ctime = now;
         self.put_inode(id, &inode)?;
+        if self.cache.file_pages(id) >= EXTENT_PAGES {
+            // A full extent's worth: start writing it now, behind the caller's next writes.
+            self.writeback_pages(id, EXTENT_PAGES)?;
+        }
         if self.cache.dirty_bytes() > DIRTY_LIMIT {
             self.writeback_all()?;
         }
@@ -328,90 +340,82 @@ impl Engine {
         Ok(data.len())
     }
 
-    /// Writes `data` to newly allocated extents and maps them at `offset`. Borrowed data
-    /// (direct I/O) is written before this returns; staged data (writeback of dirty pages) is
-    /// copied to a staging buffer and written behind, overlapping what the caller does next.
-    fn write_extents(&mut self, id: InodeId, offset: u64, data: ExtentData<'_>) -> Result<()> {
-        let segments = match &data {
-            ExtentData::Direct(bytes) => std::slice::from_ref(bytes),
-            ExtentData::Pages(pages) => pages.as_slice(),
-        };
-        let total: u64 = segments.iter().map(|s| s.len() as u64).sum();
-        let mut rest = Segments { segments, at: 0 };
+    /// Makes page `index` dirty with its stored contents (zeros past the end of the file).
+    fn load_page(&mut self, id: InodeId, inode: &InodeRecord, index: u64) -> Result<()> {
+        let mut page = [0u8; BS];
+        if index * BLOCK_SIZE < inode.size {
+            self.read_stored(id, inode, index * BLOCK_SIZE, &mut page)?;
+        }
+        self.cache.page_mut(id, index).copy_from_slice(&page);
+        Ok(())
+    }
+
+    /// Writes `data` to newly allocated extents and maps them at `offset`. Direct data is on
+    /// the device when this returns; dirty chunks are written behind, overlapping whatever the
+    /// caller does next.
+    fn write_extents(&mut self, id: InodeId, offset: u64, mut data: ExtentData<'_>) -> Result<()> {
+        let total = data.len();
         let mut done = 0u64;
         while done < total {
             let want = (total - done).min(MAX_EXTENT_LEN);
             let extent = self.alloc.allocate(self.store.meta(), &self.space, want)?;
-            let pieces = rest.take(extent.len as usize);
             let physical = self.alloc.physical(extent.start)?;
-            match data {
-                ExtentData::Direct(_) => {
-                    self.writer.settle()?;
+            match &mut data {
+                ExtentData::Direct(bytes) => {
+                    let (head, tail) = bytes.split_at(extent.len as usize);
+                    *bytes = tail;
+                    self.writer.settle(self.store.meta())?;
                     self.device
-                        .write_at(physical, pieces[0])
+                        .write_at(physical, head)
                         .map_err(|e| Error::io("data write", &e))?;
+                    let sums = encode_checksums(&checksum_blocks(head));
+                    self.meta()
+                        .put(table::CHECKSUMS, &key1(extent.start), &sums)?;
                 }
-                ExtentData::Pages(_) => {
-                    self.writer.write_behind(&self.device, physical, &pieces)?
+                ExtentData::Chunks(pieces) => {
+                    let head = take_pieces(pieces, extent.len as usize);
+                    self.writer.write_behind(
+                        self.store.meta(),
+                        &self.device,
+                        extent.start,
+                        physical,
+                        head,
+                    )?;
                 }
             }
-            self.record_extent(id, offset + done, extent, &pieces)?;
+            self.record_extent(id, offset + done, extent)?;
             done += extent.len;
         }
         Ok(())
     }
 
-    /// Records a newly written extent: its refcount, its checksums, and its place in the file.
-    fn record_extent(
-        &mut self,
-        id: InodeId,
-        file_offset: u64,
-        extent: Extent,
-        pieces: &[&[u8]],
-    ) -> Result<()> {
+    /// Records a newly written extent (its checksums are recorded by whoever wrote it): its
+    /// reference count and its place in the file.
+    fn record_extent(&mut self, id: InodeId, file_offset: u64, extent: Extent) -> Result<()> {
         self.dirty = true;
-        let sums: Vec<u32> = pieces.iter().flat_map(|p| checksum_blocks(p)).collect();
-        let meta = self.meta();
         let record = ExtentRecord {
             len: extent.len,
             refs: 1,
             flags: 0,
             generation: self.state.generation,
         };
-        meta.put(table::EXTENTS, &key1(extent.start), &record.encode())?;
-        meta.put(
-            table::CHECKSUMS,
-            &key1(extent.start),
-            &encode_checksums(&sums),
-        )?;
+        self.meta()
+            .put(table::EXTENTS, &key1(extent.start), &record.encode())?;
         let mapping = FileExtent::regular(extent.start, extent.len);
         self.replace_range(id, file_offset, file_offset + extent.len, Some(mapping))
     }
 
     /// Writes out the dirty pages of one file as extents, one per run of consecutive pages.
     pub fn writeback(&mut self, id: InodeId) -> Result<()> {
-        let pages = self.cache.take(id);
-        let mut runs: Vec<(u64, Vec<&[u8]>)> = Vec::new();
-        for (index, page) in &pages {
-            match runs.last_mut() {
-                Some((start, run))
-                    if *start + run.len() as u64 == *index
-                        && (run.len() as u64) < MAX_EXTENT_LEN / BLOCK_SIZE =>
-                {
-                    run.push(page)
-                }
-                _ => runs.push((*index, vec![page])),
-            }
+        self.writeback_pages(id, u64::MAX)
+    }
+
+    /// Writes out up to `budget` dirty pages of a file, lowest offsets first.
+    fn writeback_pages(&mut self, id: InodeId, budget: u64) -> Result<()> {
+        for (start, pieces) in self.cache.take_runs(id, EXTENT_PAGES, budget) {
+            self.write_extents(id, start * BLOCK_SIZE, ExtentData::Chunks(pieces))?;
         }
-        let mut result = Ok(());
-        for (start, run) in runs {
-            result = self.write_extents(id, start * BLOCK_SIZE, ExtentData::Pages(run));
-            if result.is_err() {
-                break;
-            }
-        }
-        self.cache.recycle(pages.into_values());
-        result
+        Ok(())
     }
 
     pub(super) fn writeback_all(&mut self) -> Result<()> {
@@ -434,11 +438,9 @@ impl Engine {
             if tail != 0 {
                 if !self.cache.contains(id, index) {
                     self.reserve(BLOCK_SIZE)?;
-                    let mut page = self.cache.new_page(false);
-                    self.read_stored(id, &inode, index * BLOCK_SIZE, &mut page)?;
-                    self.cache.insert(id, index, page);
+                    self.load_page(id, &inode, index)?;
                 }
-                self.cache.page_mut(id, index).expect("present")[tail as usize..].fill(0);
+                self.cache.page_mut(id, index)[tail as usize..].fill(0);
             }
             self.cache.discard_from(id, size.div_ceil(BLOCK_SIZE));
             self.punch_extents(id, round_up(size, BLOCK_SIZE), u64::MAX)?;
@@ -520,6 +522,8 @@ impl Engine {
         if record.refs > 0 {
             return meta.put(table::EXTENTS, &key, &record.encode());
         }
+        // The extent may be the one still being written behind: its checksums land at settle.
+        self.writer.settle(meta)?;
         meta.remove(table::EXTENTS, &key)?;
         meta.remove(table::CHECKSUMS, &key)?;
         self.alloc.free(

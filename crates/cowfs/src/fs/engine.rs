@@ -194,19 +194,21 @@ impl Engine {
         {
             return Err(Error::corrupt("the root directory is missing"));
         }
+        let cache = PageCache::default();
+        let writer = WriteBehind::new(cache.pool.clone());
         Ok(Engine {
             device,
             meta_space,
             space,
             store,
             alloc,
-            cache: PageCache::default(),
+            cache,
             state,
             read_only,
             failed: None,
             dirty: false,
             last_commit: Instant::now(),
-            writer: WriteBehind::default(),
+            writer,
         })
     }
 
@@ -239,7 +241,7 @@ impl Engine {
     }
 
     pub(crate) fn device_read(&self, logical: u64, buf: &mut [u8]) -> Result<()> {
-        self.writer.settle()?;
+        self.writer.settle(self.meta())?;
         let physical = self.alloc.physical(logical)?;
         self.device
             .read_at(physical, buf)
@@ -258,7 +260,7 @@ impl Engine {
 
     fn commit_inner(&mut self) -> Result<()> {
         self.writeback_all()?;
-        self.writer.settle()?;
+        self.writer.settle(self.meta())?;
         if !self.dirty {
             return Ok(());
         }

@@ -1,75 +1,110 @@
-//! Write-behind for writeback: a dirty-page extent is copied to a staging buffer and written
-//! to the device on a background thread while the engine goes on (the caller's next writes
-//! fill pages meanwhile). One write is in flight at a time. Everything that reads the device
-//! or commits waits for it first, so no one sees blocks before they are written, and a failed
-//! write surfaces as an error there (and latches the filesystem, as any I/O error does).
+//! Write-behind for writeback: the dirty chunks of a new extent are checksummed and written to
+//! the device on a background thread while the engine goes on (the caller's next writes fill
+//! new chunks meanwhile). One write is in flight at a time. `settle` waits for it and records
+//! its checksums in the running transaction; everything that reads the device, looks up
+//! checksums, frees extents or commits settles first, so no one sees blocks before they are
+//! written or an extent without its checksums. A failed write surfaces as an error there (and
+//! latches the filesystem, as any I/O error does).
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::device::{AlignedBuf, BlockDevice};
+use super::cache::{ChunkPool, Piece};
+use super::data::checksum_blocks;
+use crate::device::BlockDevice;
 use crate::error::{Errno, Error, Result};
-use crate::format::MAX_EXTENT_LEN;
+use crate::format::{encode_checksums, key1, table};
+use crate::meta::Meta;
 
-type Inflight = JoinHandle<(AlignedBuf, std::io::Result<()>)>;
+struct Written {
+    pieces: Vec<Piece>,
+    checksums: Vec<u32>,
+    result: std::io::Result<()>,
+}
+
+/// The write in flight: its extent's logical address and the thread writing it.
+type Inflight = (u64, JoinHandle<Written>);
 
 #[derive(Debug, Default)]
 pub struct WriteBehind {
     inflight: Mutex<Option<Inflight>>,
-    /// Staging buffers, kept because fresh ones page-fault on every 4 KiB.
-    spare: Mutex<Vec<AlignedBuf>>,
+    /// Where written chunks go back to.
+    pool: ChunkPool,
 }
 
 impl WriteBehind {
-    /// Starts writing `pieces` (back to back) at `physical`, after the previous write ends.
+    pub fn new(pool: ChunkPool) -> Self {
+        WriteBehind {
+            inflight: Mutex::new(None),
+            pool,
+        }
+    }
+
+    /// Starts checksumming and writing `pieces` (back to back) as the extent at `logical`,
+    /// device offset `physical`, after the previous write has settled.
     pub fn write_behind(
         &self,
+        meta: Meta<'_>,
         device: &Arc<dyn BlockDevice>,
+        logical: u64,
         physical: u64,
-        pieces: &[&[u8]],
+        pieces: Vec<Piece>,
     ) -> Result<()> {
-        let mut buf = self
-            .spare
-            .lock()
-            .unwrap()
-            .pop()
-            .unwrap_or_else(|| AlignedBuf::zeroed(MAX_EXTENT_LEN as usize));
-        let mut len = 0;
-        for p in pieces {
-            buf[len..len + p.len()].copy_from_slice(p);
-            len += p.len();
-        }
-        self.settle()?;
+        self.settle(meta)?;
         let device = device.clone();
         let handle = std::thread::Builder::new()
             .name("cowfs-writeback".into())
             .spawn(move || {
-                let written = device.write_at(physical, &buf[..len]);
-                (buf, written)
+                let checksums = pieces
+                    .iter()
+                    .flat_map(|p| checksum_blocks(p.bytes()))
+                    .collect();
+                let slices: Vec<&[u8]> = pieces.iter().map(Piece::bytes).collect();
+                let result = device.write_vectored_at(physical, &slices);
+                Written {
+                    pieces,
+                    checksums,
+                    result,
+                }
             })
             .map_err(|e| Error::io("start a writeback thread", &e))?;
-        *self.inflight.lock().unwrap() = Some(handle);
+        *self.inflight.lock().unwrap() = Some((logical, handle));
         Ok(())
     }
 
-    /// Waits for the write in flight, if any; its error, if it failed.
-    pub fn settle(&self) -> Result<()> {
-        let Some(handle) = self.inflight.lock().unwrap().take() else {
+    /// Waits for the write in flight, if any, and records its checksums; its error, if it
+    /// failed.
+    pub fn settle(&self, meta: Meta<'_>) -> Result<()> {
+        let Some((logical, handle)) = self.inflight.lock().unwrap().take() else {
             return Ok(());
         };
-        let (buf, written) = handle
+        let written = handle
             .join()
             .map_err(|_| Error::new(Errno::IO, "the writeback thread panicked"))?;
-        let mut spare = self.spare.lock().unwrap();
-        if spare.len() < 2 {
-            spare.push(buf);
+        for piece in written.pieces {
+            self.pool.put(piece.buf);
         }
-        written.map_err(|e| Error::io("data writeback", &e))
+        written
+            .result
+            .map_err(|e| Error::io("data writeback", &e))?;
+        meta.put(
+            table::CHECKSUMS,
+            &key1(logical),
+            &encode_checksums(&written.checksums),
+        )
     }
 }
 
 impl Drop for WriteBehind {
     fn drop(&mut self) {
-        let _ = self.settle();
+        if let Some((_, handle)) = self.inflight.get_mut().unwrap().take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Written {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Written")
     }
 }
