@@ -70,24 +70,17 @@ pub fn run(dir: Option<PathBuf>) -> CliResult {
         "write files: small buffered writes, a large buffered file, direct I/O, links",
     );
     let root = fs.root();
-    let docs = fs.create(
-        root,
-        b"docs",
-        FileKind::Directory,
-        CreateAttrs::with_mode(0o755),
-    )?;
-    let data = fs.create(
-        root,
-        b"data",
-        FileKind::Directory,
-        CreateAttrs::with_mode(0o755),
-    )?;
-    let readme = fs.create(
-        docs,
-        b"readme.txt",
-        FileKind::Regular,
-        CreateAttrs::with_mode(0o644),
-    )?;
+    let make = |dir, name: &str, kind| {
+        let mode = if kind == FileKind::Directory {
+            0o755
+        } else {
+            0o644
+        };
+        fs.create(dir, name.as_bytes(), kind, CreateAttrs::with_mode(mode))
+    };
+    let docs = make(root, "docs", FileKind::Directory)?;
+    let data = make(root, "data", FileKind::Directory)?;
+    let readme = make(docs, "readme.txt", FileKind::Regular)?;
     let text = README_LINE;
     for i in 0..100u64 {
         fs.write(readme, i * text.len() as u64, text)?;
@@ -97,12 +90,7 @@ pub fn run(dir: Option<PathBuf>) -> CliResult {
         text.len(),
         fs.extent_map(readme)?.len()
     );
-    let big = fs.create(
-        data,
-        b"big.bin",
-        FileKind::Regular,
-        CreateAttrs::with_mode(0o644),
-    )?;
+    let big = make(data, "big.bin", FileKind::Regular)?;
     let bar = progress(BIG_FILE, "    /data/big.bin");
     let mut buf = vec![0u8; 1 << 20];
     for off in (0..BIG_FILE).step_by(buf.len()) {
@@ -116,12 +104,7 @@ pub fn run(dir: Option<PathBuf>) -> CliResult {
         human(BIG_FILE),
         fs.extent_map(big)?.len()
     );
-    let direct = fs.create(
-        data,
-        b"direct.bin",
-        FileKind::Regular,
-        CreateAttrs::with_mode(0o600),
-    )?;
+    let direct = make(data, "direct.bin", FileKind::Regular)?;
     let mut abuf = AlignedBuf::zeroed(4 << 20);
     for off in (0..DIRECT_FILE).step_by(abuf.len()) {
         pattern(2, off, &mut abuf);
@@ -164,12 +147,7 @@ pub fn run(dir: Option<PathBuf>) -> CliResult {
             ..SetAttr::default()
         },
     )?;
-    let scratch = fs.create(
-        root,
-        b"scratch",
-        FileKind::Regular,
-        CreateAttrs::with_mode(0o644),
-    )?;
+    let scratch = make(root, "scratch", FileKind::Regular)?;
     fs.write(scratch, 0, &[7u8; 100_000])?;
     fs.unlink(root, b"scratch")?;
     println!(

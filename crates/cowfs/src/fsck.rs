@@ -118,17 +118,28 @@ impl<'a> Checker<'a> {
         self.meta.scan_prefix(name, &[])
     }
 
-    fn block_groups(&mut self) -> Result<BTreeMap<u64, BlockGroupRecord>> {
-        let mut groups = BTreeMap::new();
-        for (k, v) in self.rows(table::BLOCK_GROUPS)? {
-            match BlockGroupRecord::decode(&v) {
-                Ok(g) => {
-                    groups.insert(key_part(&k, 0)?, g);
+    /// Decodes every record of a table keyed by one u64; undecodable ones are problems.
+    fn decode_all<T>(
+        &mut self,
+        name: &'static str,
+        decode: fn(&[u8]) -> Result<T>,
+    ) -> Result<BTreeMap<u64, T>> {
+        let mut records = BTreeMap::new();
+        for (k, v) in self.rows(name)? {
+            match decode(&v) {
+                Ok(r) => {
+                    records.insert(key_part(&k, 0)?, r);
                 }
-                Err(e) => self.report.problem(format!("block group {k:?}: {e}")),
+                Err(e) => self
+                    .report
+                    .problem(format!("{name} record {:?}: {e}", key_part(&k, 0))),
             }
         }
-        Ok(groups)
+        Ok(records)
+    }
+
+    fn block_groups(&mut self) -> Result<BTreeMap<u64, BlockGroupRecord>> {
+        self.decode_all(table::BLOCK_GROUPS, BlockGroupRecord::decode)
     }
 
     /// Extent records: in a block group, not overlapping; returns start -> record.
@@ -429,16 +440,7 @@ impl<'a> Checker<'a> {
     }
 
     fn subvolumes(&mut self) -> Result<BTreeMap<u64, SubvolumeRecord>> {
-        let mut subvols = BTreeMap::new();
-        for (k, v) in self.rows(table::SUBVOLUMES)? {
-            match SubvolumeRecord::decode(&v) {
-                Ok(s) => {
-                    subvols.insert(key_part(&k, 0)?, s);
-                }
-                Err(e) => self.report.problem(format!("subvolume {k:?}: {e}")),
-            }
-        }
-        Ok(subvols)
+        self.decode_all(table::SUBVOLUMES, SubvolumeRecord::decode)
     }
 
     /// Reads every data block and checks it against its checksum.

@@ -177,6 +177,48 @@ impl MetaSpace {
         })
     }
 
+    /// Reads store bytes at any offset and length, through whole blocks.
+    fn read_store(&self, sb: &Superblock, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        let (start, len) = widen(offset, out.len());
+        if start == offset && len == out.len() {
+            return self.read_blocks(sb, offset, out);
+        }
+        let mut buf = AlignedBuf::zeroed(len);
+        self.read_blocks(sb, start, &mut buf)?;
+        let at = (offset - start) as usize;
+        out.copy_from_slice(&buf[at..at + out.len()]);
+        Ok(())
+    }
+
+    /// Writes store bytes at any offset and length; partial blocks are read, patched, written.
+    fn write_store(&self, sb: &Superblock, offset: u64, data: &[u8]) -> io::Result<()> {
+        let (start, len) = widen(offset, data.len());
+        if start == offset && len == data.len() {
+            return self.write_blocks(sb, offset, data);
+        }
+        let mut buf = AlignedBuf::zeroed(len);
+        self.read_blocks(sb, start, &mut buf)?;
+        let at = (offset - start) as usize;
+        buf[at..at + data.len()].copy_from_slice(data);
+        self.write_blocks(sb, start, &buf)
+    }
+
+    fn check_within(sb: &Superblock, offset: u64, len: usize) -> io::Result<()> {
+        if offset
+            .checked_add(len as u64)
+            .is_none_or(|end| end > sb.meta_len)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "metadata access at {offset}+{len} past the store's end ({})",
+                    sb.meta_len
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Adds metadata chunks until the store can hold `len` bytes. Each new chunk is at least as
     /// large as all before it, so the chunk table stays short as metadata grows.
     fn grow_capacity(&self, sb: &mut Superblock, len: u64) -> io::Result<()> {
@@ -220,46 +262,22 @@ impl redb::StorageBackend for MetaSpace {
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        let sb = self.state.lock().unwrap().current.clone();
-        if offset + out.len() as u64 > sb.meta_len {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "read past metadata end",
-            ));
-        }
-        let (start, len) = widen(offset, out.len());
-        if start == offset && len == out.len() {
-            return self.read_blocks(&sb, offset, out);
-        }
-        let mut buf = AlignedBuf::zeroed(len);
-        self.read_blocks(&sb, start, &mut buf)?;
-        let at = (offset - start) as usize;
-        out.copy_from_slice(&buf[at..at + out.len()]);
-        Ok(())
+        let state = self.state.lock().unwrap();
+        Self::check_within(&state.current, offset, out.len())?;
+        self.read_store(&state.current, offset, out)
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut state = self.state.lock().unwrap();
         let mut sb = state.current.clone();
-        let old = sb.meta_len;
         self.grow_capacity(&mut sb, len)?;
-        if len > old {
-            // New store bytes read as zeros, whatever the chunk held before.
-            let (start, _) = widen(old, 0);
-            let zeros = AlignedBuf::zeroed(1 << 20);
-            let mut at = start;
-            let end = round_up(len, BLOCK_SIZE);
-            while at < end {
-                let n = (end - at).min(zeros.len() as u64) as usize;
-                let mut head = AlignedBuf::zeroed(n);
-                if at < old {
-                    // The block holding the old end keeps its bytes before `old`.
-                    self.read_blocks(&sb, at, &mut head)?;
-                    head[(old - at) as usize..].fill(0);
-                }
-                self.write_blocks(&sb, at, &head)?;
-                at += n as u64;
-            }
+        // New store bytes read as zeros, whatever the chunk held before.
+        let zeros = AlignedBuf::zeroed(1 << 20);
+        let mut at = sb.meta_len;
+        while at < len {
+            let n = (len - at).min(zeros.len() as u64) as usize;
+            self.write_store(&sb, at, &zeros[..n])?;
+            at += n as u64;
         }
         sb.meta_len = len;
         state.current = sb;
@@ -272,22 +290,9 @@ impl redb::StorageBackend for MetaSpace {
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        let sb = self.state.lock().unwrap().current.clone();
-        if offset + data.len() as u64 > sb.meta_len {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "write past metadata end",
-            ));
-        }
-        let (start, len) = widen(offset, data.len());
-        if start == offset && len == data.len() {
-            return self.write_blocks(&sb, offset, data);
-        }
-        let mut buf = AlignedBuf::zeroed(len);
-        self.read_blocks(&sb, start, &mut buf)?;
-        let at = (offset - start) as usize;
-        buf[at..at + data.len()].copy_from_slice(data);
-        self.write_blocks(&sb, start, &buf)
+        let state = self.state.lock().unwrap();
+        Self::check_within(&state.current, offset, data.len())?;
+        self.write_store(&state.current, offset, data)
     }
 }
 
