@@ -84,6 +84,7 @@ struct DirtyFile {
 pub struct PageCache {
     files: HashMap<InodeId, DirtyFile>,
     chunks: u64,
+    pages: u64,
     pub pool: ChunkPool,
 }
 
@@ -95,6 +96,11 @@ impl PageCache {
     /// Memory held by dirty chunks.
     pub fn dirty_bytes(&self) -> u64 {
         self.chunks * CHUNK_BYTES as u64
+    }
+
+    /// Bytes of dirty pages: the space writeback will need.
+    pub fn dirty_page_bytes(&self) -> u64 {
+        self.pages * BLOCK_SIZE
     }
 
     /// Dirty pages of one file.
@@ -127,6 +133,7 @@ impl PageCache {
         if chunk.present & (1 << i) == 0 {
             chunk.present |= 1 << i;
             file.pages += 1;
+            self.pages += 1;
         }
         &mut Arc::make_mut(&mut chunk.buf)[i as usize * BS..][..BS]
     }
@@ -187,6 +194,7 @@ impl PageCache {
                     Some(true) => {
                         chunk.present &= !(1 << i);
                         file.pages -= 1;
+                        self.pages -= 1;
                         removed.push((c * CHUNK_PAGES + i, chunk.buf.clone()));
                     }
                 }
@@ -299,6 +307,6 @@ mod tests {
             .flat_map(|p| p.bytes().chunks(BS))
             .zip([15u8, 16])
             .all(|(page, b)| page.iter().all(|x| *x == b)));
-        assert_eq!(cache.dirty_bytes(), 0);
+        assert_eq!((cache.dirty_bytes(), cache.dirty_page_bytes()), (0, 0));
     }
 }

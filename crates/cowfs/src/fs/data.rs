@@ -144,13 +144,7 @@ impl Engine {
 
     /// Reads file bytes `[offset, offset + buf.len())` as stored (ignoring dirty pages).
     /// Holes and preallocated ranges read as zeros.
-    pub(super) fn read_stored(
-        &self,
-        id: InodeId,
-        _inode: &InodeRecord,
-        offset: u64,
-        buf: &mut [u8],
-    ) -> Result<()> {
+    pub(super) fn read_stored(&self, id: InodeId, offset: u64, buf: &mut [u8]) -> Result<()> {
         buf.fill(0);
         let end = offset + buf.len() as u64;
         for (off, e) in self.extents_in(id, offset, end)? {
@@ -231,7 +225,7 @@ impl Engine {
         }
         let n = buf.len().min((inode.size - offset) as usize);
         let buf = &mut buf[..n];
-        self.read_stored(id, &inode, offset, buf)?;
+        self.read_stored(id, offset, buf)?;
         let end = offset + n as u64;
         for (index, page) in self
             .cache
@@ -289,7 +283,7 @@ impl Engine {
     /// Makes sure `bytes` of new data can be written out, committing to reuse space the
     /// running transaction freed if that is what it takes. ENOSPC otherwise.
     fn reserve(&mut self, bytes: u64) -> Result<()> {
-        let fits = |e: &Engine| e.alloc.available(&e.space) >= e.cache.dirty_bytes() + bytes;
+        let fits = |e: &Engine| e.alloc.available(&e.space) >= e.cache.dirty_page_bytes() + bytes;
         if fits(self) {
             return Ok(());
         }
@@ -318,7 +312,7 @@ impl Engine {
         let n = buf
             .len()
             .min(round_up(inode.size - offset, BLOCK_SIZE) as usize);
-        self.read_stored(id, &inode, offset, &mut buf[..n])?;
+        self.read_stored(id, offset, &mut buf[..n])?;
         Ok(n.min((inode.size - offset) as usize))
     }
 
@@ -344,7 +338,7 @@ impl Engine {
     fn load_page(&mut self, id: InodeId, inode: &InodeRecord, index: u64) -> Result<()> {
         let mut page = [0u8; BS];
         if index * BLOCK_SIZE < inode.size {
-            self.read_stored(id, inode, index * BLOCK_SIZE, &mut page)?;
+            self.read_stored(id, index * BLOCK_SIZE, &mut page)?;
         }
         self.cache.page_mut(id, index).copy_from_slice(&page);
         Ok(())

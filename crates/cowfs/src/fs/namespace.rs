@@ -202,7 +202,7 @@ impl Engine {
             )));
         }
         let mut buf = vec![0; inode.size as usize];
-        self.read_stored(id, &inode, 0, &mut buf)?;
+        self.read_stored(id, 0, &mut buf)?;
         Ok(buf)
     }
 
