@@ -118,10 +118,20 @@ impl PageCache {
         self.page(id, index).is_some()
     }
 
-    /// The dirty page `index`, made present (with unspecified contents if it was not). A
-    /// chunk still being written back is copied first: the writer keeps what it was given.
+    /// The dirty page `index`, made present (with unspecified contents if it was not).
     pub fn page_mut(&mut self, id: InodeId, index: u64) -> &mut [u8] {
-        let (c, i) = split(index);
+        self.pages_mut(id, index, 1)
+    }
+
+    /// Dirty pages `first..first + count`, which must lie in one chunk, made present (with
+    /// unspecified contents where they were not), as one slice. A chunk still being written
+    /// back is copied first: the writer keeps what it was given.
+    pub fn pages_mut(&mut self, id: InodeId, first: u64, count: u64) -> &mut [u8] {
+        let (c, i) = split(first);
+        assert!(
+            count >= 1 && i + count <= CHUNK_PAGES,
+            "pages {first}+{count} cross a chunk"
+        );
         let file = self.files.entry(id).or_default();
         let chunk = file.chunks.entry(c).or_insert_with(|| {
             self.chunks += 1;
@@ -130,12 +140,12 @@ impl PageCache {
                 present: 0,
             }
         });
-        if chunk.present & (1 << i) == 0 {
-            chunk.present |= 1 << i;
-            file.pages += 1;
-            self.pages += 1;
-        }
-        &mut Arc::make_mut(&mut chunk.buf)[i as usize * BS..][..BS]
+        let mask = (u64::MAX >> (64 - count)) << i;
+        let added = u64::from((mask & !chunk.present).count_ones());
+        chunk.present |= mask;
+        file.pages += added;
+        self.pages += added;
+        &mut Arc::make_mut(&mut chunk.buf)[i as usize * BS..(i + count) as usize * BS]
     }
 
     /// Dirty pages of `id` with index in `range`, in order.

@@ -5,7 +5,7 @@
 use std::ops::Bound;
 
 use super::alloc::Extent;
-use super::cache::{Piece, DIRTY_LIMIT};
+use super::cache::{Piece, CHUNK_PAGES, DIRTY_LIMIT};
 use super::engine::Engine;
 use super::InodeId;
 use crate::device::AlignedBuf;
@@ -135,7 +135,6 @@ impl Engine {
 
     /// The checksums of a data extent, or None for an extent without them.
     fn extent_checksums(&self, start: u64) -> Result<Option<Vec<u32>>> {
-        self.writer.settle(self.meta())?;
         self.meta()
             .get(table::CHECKSUMS, &key1(start))?
             .map(|v| decode_checksums(&v))
@@ -249,21 +248,25 @@ impl Engine {
             return Ok(0);
         }
         let (first, last) = (offset / BLOCK_SIZE, end.div_ceil(BLOCK_SIZE));
-        let new_pages = (first..last)
-            .filter(|i| !self.cache.contains(id, *i))
-            .count() as u64;
+        let new_pages = (last - first) - self.cache.pages_in(id, first..last).count() as u64;
         self.reserve(new_pages * BLOCK_SIZE)?;
-        for index in first..last {
-            let page_start = index * BLOCK_SIZE;
-            let from = page_start.max(offset);
-            let to = (page_start + BLOCK_SIZE).min(end);
-            let whole = from == page_start && to == page_start + BLOCK_SIZE;
-            if !whole && !self.cache.contains(id, index) {
-                self.load_page(id, &inode, index)?;
+        let mut index = first;
+        while index < last {
+            // The pages up to the end of this chunk, copied in one go.
+            let run_end = ((index / CHUNK_PAGES + 1) * CHUNK_PAGES).min(last);
+            for edge in [index, run_end - 1] {
+                let covered = offset <= edge * BLOCK_SIZE && (edge + 1) * BLOCK_SIZE <= end;
+                if !covered && !self.cache.contains(id, edge) {
+                    self.load_page(id, &inode, edge)?;
+                }
             }
-            let page = self.cache.page_mut(id, index);
-            page[(from - page_start) as usize..(to - page_start) as usize]
+            let run_start = index * BLOCK_SIZE;
+            let from = run_start.max(offset);
+            let to = (run_end * BLOCK_SIZE).min(end);
+            let pages = self.cache.pages_mut(id, index, run_end - index);
+            pages[(from - run_start) as usize..(to - run_start) as usize]
                 .copy_from_slice(&data[(from - offset) as usize..(to - offset) as usize]);
+            index = run_end;
         }
         inode.size = inode.size.max(end);
         let now = Timespec::now();
@@ -354,37 +357,38 @@ impl Engine {
             let want = (total - done).min(MAX_EXTENT_LEN);
             let extent = self.alloc.allocate(self.store.meta(), &self.space, want)?;
             let physical = self.alloc.physical(extent.start)?;
-            match &mut data {
+            let sums = match &mut data {
                 ExtentData::Direct(bytes) => {
                     let (head, tail) = bytes.split_at(extent.len as usize);
                     *bytes = tail;
-                    self.writer.settle(self.store.meta())?;
+                    self.writer.settle()?;
                     self.device
                         .write_at(physical, head)
                         .map_err(|e| Error::io("data write", &e))?;
-                    let sums = encode_checksums(&checksum_blocks(head));
-                    self.meta()
-                        .put(table::CHECKSUMS, &key1(extent.start), &sums)?;
+                    checksum_blocks(head)
                 }
                 ExtentData::Chunks(pieces) => {
                     let head = take_pieces(pieces, extent.len as usize);
-                    self.writer.write_behind(
-                        self.store.meta(),
-                        &self.device,
-                        extent.start,
-                        physical,
-                        head,
-                    )?;
+                    let sums = head
+                        .iter()
+                        .flat_map(|p| checksum_blocks(p.bytes()))
+                        .collect();
+                    self.writer.write_behind(&self.device, physical, head)?;
+                    sums
                 }
-            }
+            };
+            self.meta().put(
+                table::CHECKSUMS,
+                &key1(extent.start),
+                &encode_checksums(&sums),
+            )?;
             self.record_extent(id, offset + done, extent)?;
             done += extent.len;
         }
         Ok(())
     }
 
-    /// Records a newly written extent (its checksums are recorded by whoever wrote it): its
-    /// reference count and its place in the file.
+    /// Records a newly written extent: its reference count and its place in the file.
     fn record_extent(&mut self, id: InodeId, file_offset: u64, extent: Extent) -> Result<()> {
         self.dirty = true;
         let record = ExtentRecord {
@@ -516,8 +520,6 @@ impl Engine {
         if record.refs > 0 {
             return meta.put(table::EXTENTS, &key, &record.encode());
         }
-        // The extent may be the one still being written behind: its checksums land at settle.
-        self.writer.settle(meta)?;
         meta.remove(table::EXTENTS, &key)?;
         meta.remove(table::CHECKSUMS, &key)?;
         self.alloc.free(

@@ -241,7 +241,7 @@ impl Engine {
     }
 
     pub(crate) fn device_read(&self, logical: u64, buf: &mut [u8]) -> Result<()> {
-        self.writer.settle(self.meta())?;
+        self.writer.settle()?;
         let physical = self.alloc.physical(logical)?;
         self.device
             .read_at(physical, buf)
@@ -260,7 +260,7 @@ impl Engine {
 
     fn commit_inner(&mut self) -> Result<()> {
         self.writeback_all()?;
-        self.writer.settle(self.meta())?;
+        self.writer.settle()?;
         if !self.dirty {
             return Ok(());
         }
