@@ -1,10 +1,11 @@
 //! Write-behind for writeback: the dirty chunks of a new extent are written to the device on a
 //! background thread while the engine goes on (the caller's next writes fill new chunks
-//! meanwhile). One write is in flight at a time. Everything that reads the device or commits
-//! waits for it first (`settle`), so no one sees blocks before they are written; space freed
+//! meanwhile). Up to `DEPTH` writes are in flight. Everything that reads the device or commits
+//! waits for them first (`settle`), so no one sees blocks before they are written; space freed
 //! meanwhile stays pinned until the commit, so none is reused under a write. A failed write
 //! surfaces as an error there (and latches the filesystem, as any I/O error does).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -14,9 +15,12 @@ use crate::error::{Errno, Error, Result};
 
 type Inflight = JoinHandle<(Vec<Piece>, std::io::Result<()>)>;
 
+/// Writes in flight at once: one on the device while the next is queued behind it.
+const DEPTH: usize = 2;
+
 #[derive(Debug, Default)]
 pub struct WriteBehind {
-    inflight: Mutex<Option<Inflight>>,
+    inflight: Mutex<VecDeque<Inflight>>,
     /// Where written chunks go back to.
     pool: ChunkPool,
 }
@@ -24,20 +28,22 @@ pub struct WriteBehind {
 impl WriteBehind {
     pub fn new(pool: ChunkPool) -> Self {
         WriteBehind {
-            inflight: Mutex::new(None),
+            inflight: Mutex::new(VecDeque::new()),
             pool,
         }
     }
 
-    /// Starts writing `pieces` back to back at device offset `physical`, after the previous
-    /// write has settled.
+    /// Starts writing `pieces` back to back at device offset `physical`, once fewer than
+    /// `DEPTH` writes are in flight.
     pub fn write_behind(
         &self,
         device: &Arc<dyn BlockDevice>,
         physical: u64,
         pieces: Vec<Piece>,
     ) -> Result<()> {
-        self.settle()?;
+        while self.inflight.lock().unwrap().len() >= DEPTH {
+            self.finish_oldest()?;
+        }
         let device = device.clone();
         let handle = std::thread::Builder::new()
             .name("cowfs-writeback".into())
@@ -47,13 +53,22 @@ impl WriteBehind {
                 (pieces, written)
             })
             .map_err(|e| Error::io("start a writeback thread", &e))?;
-        *self.inflight.lock().unwrap() = Some(handle);
+        self.inflight.lock().unwrap().push_back(handle);
         Ok(())
     }
 
-    /// Waits for the write in flight, if any; its error, if it failed.
+    /// Waits for every write in flight; the first error, if one failed.
     pub fn settle(&self) -> Result<()> {
-        let Some(handle) = self.inflight.lock().unwrap().take() else {
+        let mut result = Ok(());
+        while !self.inflight.lock().unwrap().is_empty() {
+            let finished = self.finish_oldest();
+            result = result.and(finished);
+        }
+        result
+    }
+
+    fn finish_oldest(&self) -> Result<()> {
+        let Some(handle) = self.inflight.lock().unwrap().pop_front() else {
             return Ok(());
         };
         let (pieces, written) = handle
