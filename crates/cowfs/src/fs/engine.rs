@@ -112,7 +112,15 @@ impl Engine {
             .write_superblock(true)
             .map_err(io_err("write the superblock"))?;
         let mut store = Store::open(meta_space.clone(), false)?;
-        let meta = store.meta();
+        Self::seed(store.meta(), &space, opts)?;
+        store.commit()?;
+        device.flush().map_err(io_err("flush"))?;
+        Ok(())
+    }
+
+    /// The records of a new filesystem: its state, subvolume 1 and its root directory, and a
+    /// first data block group.
+    fn seed(meta: Meta<'_>, space: &Mutex<DeviceSpace>, opts: &MkfsOptions) -> Result<()> {
         meta.create_tables()?;
         let state = FsState {
             generation: 1,
@@ -122,23 +130,18 @@ impl Engine {
             flags: 0,
         };
         meta.put_fs_state(&state)?;
-        let now = Timespec::now();
         let subvol = SubvolumeRecord {
             root_ino: ROOT_INO,
             next_ino: ROOT_INO + 1,
             flags: 0,
             parent: 0,
-            created: now.sec,
+            created: Timespec::now().sec,
             generation: 1,
         };
         meta.put(table::SUBVOLUMES, &key1(FIRST_SUBVOLUME), &subvol.encode())?;
         let root = new_inode(FileKind::Directory, 0o755, 0, 0, 1);
         meta.put_inode(FIRST_SUBVOLUME, ROOT_INO, &InodeRecord { nlink: 2, ..root })?;
-        let mut alloc = DataAllocator::default();
-        alloc.add_group(meta, &space, 0)?;
-        store.commit()?;
-        device.flush().map_err(io_err("flush"))?;
-        Ok(())
+        DataAllocator::default().add_group(meta, space, 0)
     }
 
     /// Opens a filesystem. Read-write opens first open the image through a write-absorbing
