@@ -10,8 +10,9 @@ use std::sync::Arc;
 use crate::device::{AlignedBuf, BlockDevice};
 use crate::error::Result;
 use crate::format::{
-    decode_checksums, decode_len, key_part, table, BlockGroupRecord, DirEntryRecord, ExtentKind,
-    ExtentRecord, FileExtent, FileKind, InodeRecord, SubvolumeRecord, BLOCK_SIZE, ROOT_INO,
+    decode_checksums, decode_len, key_part, key_tail, table, BlockGroupRecord, DirEntryRecord,
+    ExtentKind, ExtentRecord, FileExtent, FileKind, InodeRecord, SubvolumeRecord, BLOCK_SIZE,
+    ROOT_INO,
 };
 use crate::fs::engine::Engine;
 use crate::fs::{scan_superblocks, InodeId};
@@ -339,7 +340,7 @@ impl<'a> Checker<'a> {
         let mut dirents = std::collections::HashSet::new();
         for (k, v) in self.rows(table::DIR_ENTRIES)? {
             let dir = InodeId::new(key_part(&k, 0)?, key_part(&k, 1)?);
-            let name = String::from_utf8_lossy(&k[16..]).into_owned();
+            let name = String::from_utf8_lossy(key_tail(&k, 2)?).into_owned();
             let Ok(rec) = DirEntryRecord::decode(&v) else {
                 self.report.problem(format!(
                     "entry {name:?} in directory {}: undecodable",
@@ -349,7 +350,7 @@ impl<'a> Checker<'a> {
             };
             let child = InodeId::new(dir.subvol, rec.ino);
             *entries.entry(dir).or_default() += 1;
-            dirents.insert((child, dir.ino, k[16..].to_vec()));
+            dirents.insert((child, dir.ino, key_tail(&k, 2)?.to_vec()));
             match (
                 inodes.get(&dir).map(|i| i.kind()),
                 inodes.get(&child).map(|i| i.kind()),
@@ -377,7 +378,7 @@ impl<'a> Checker<'a> {
         for (k, _) in self.rows(table::INODE_REFS)? {
             let child = InodeId::new(key_part(&k, 0)?, key_part(&k, 1)?);
             refs += 1;
-            if !dirents.contains(&(child, key_part(&k, 2)?, k[24..].to_vec())) {
+            if !dirents.contains(&(child, key_part(&k, 2)?, key_tail(&k, 3)?.to_vec())) {
                 self.report.problem(format!(
                     "back reference of inode {} has no directory entry",
                     child.ino

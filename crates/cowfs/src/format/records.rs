@@ -48,6 +48,12 @@ pub fn key_with_name(prefix: &[u64], name: &[u8]) -> Vec<u8> {
     k
 }
 
+/// The name after `parts` u64s of a key.
+pub fn key_tail(key: &[u8], parts: usize) -> Result<&[u8]> {
+    key.get(parts * 8..)
+        .ok_or_else(|| Error::corrupt(format!("key of {} bytes too short", key.len())))
+}
+
 /// Reads the `i`th big-endian u64 of a key.
 pub fn key_part(key: &[u8], i: usize) -> Result<u64> {
     key.get(i * 8..i * 8 + 8)
@@ -398,7 +404,9 @@ impl FileExtent {
             return bad("has an unknown compression");
         }
         match self.kind {
-            ExtentKind::Inline if self.inline_data.len() as u64 != self.len => {
+            ExtentKind::Inline
+                if self.inline_data.len() as u64 != self.len || self.extent_offset != 0 =>
+            {
                 bad("inline length mismatch")
             }
             ExtentKind::Regular | ExtentKind::Prealloc
@@ -571,5 +579,27 @@ mod tests {
         assert!(key3(1, 2, 255) < key3(1, 2, 256));
         assert!(key2(1, u64::MAX) < key2(2, 0));
         assert_eq!(key_part(&key3(7, 8, 9), 2).unwrap(), 9);
+        assert!(key_part(&[1, 2, 3], 0).is_err());
+        assert_eq!(key_tail(&key_with_name(&[1, 2], b"n"), 2).unwrap(), b"n");
+        assert!(key_tail(&[0; 8], 2).is_err());
+    }
+
+    proptest::proptest! {
+        /// Whatever bytes a record holds, decoding returns a value or an error: no panic.
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..160)) {
+            let _ = FsState::decode(&bytes);
+            let _ = SubvolumeRecord::decode(&bytes);
+            let _ = InodeRecord::decode(&bytes);
+            let _ = DirEntryRecord::decode(&bytes);
+            let _ = FileExtent::decode(&bytes);
+            let _ = ExtentRecord::decode(&bytes);
+            let _ = BlockGroupRecord::decode(&bytes);
+            let _ = decode_checksums(&bytes);
+            let _ = decode_len(&bytes);
+            let _ = key_part(&bytes, 2);
+            let _ = key_tail(&bytes, 3);
+            let _ = crate::format::Superblock::decode(&bytes, 0, 1 << 30);
+        }
     }
 }

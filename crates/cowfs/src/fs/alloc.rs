@@ -238,15 +238,21 @@ impl DataAllocator {
     }
 
     fn adjust_used(&mut self, meta: Meta<'_>, extent: Extent, allocated: bool) -> Result<()> {
+        let outside = || Error::corrupt(format!("extent {extent:?} is not inside a block group"));
         let logical = self
             .group_of(extent.start)
-            .expect("allocated in a group")
+            .filter(|g| extent.end() <= g.end())
+            .ok_or_else(outside)?
             .logical;
-        let g = self.groups.get_mut(&logical).expect("a known group");
+        let g = self.groups.get_mut(&logical).expect("group_of returned it");
         g.record.used = if allocated {
             g.record.used + extent.len
         } else {
-            g.record.used - extent.len
+            g.record.used.checked_sub(extent.len).ok_or_else(|| {
+                Error::corrupt(format!(
+                    "block group {logical} uses less than the freed {extent:?}"
+                ))
+            })?
         };
         meta.put(table::BLOCK_GROUPS, &key1(g.logical), &g.record.encode())
     }

@@ -7,8 +7,8 @@ use super::engine::{new_inode, Engine};
 use super::{Attr, CreateAttrs, DirEntry, InodeId, RenameFlags, SetAttr};
 use crate::error::{Errno, Error, Result};
 use crate::format::{
-    key2, key_part, key_with_name, table, DirEntryRecord, ExtentKind, FileExtent, FileKind,
-    InodeRecord, Timespec, NAME_MAX, ROOT_INO, SYMLINK_MAX,
+    key2, key_part, key_tail, key_with_name, table, DirEntryRecord, ExtentKind, FileExtent,
+    FileKind, InodeRecord, Timespec, NAME_MAX, ROOT_INO, SYMLINK_MAX,
 };
 
 pub(super) fn check_name(name: &[u8]) -> Result<()> {
@@ -100,7 +100,7 @@ impl Engine {
         rows.into_iter()
             .map(|(k, v)| {
                 let rec = DirEntryRecord::decode(&v)?;
-                let name = k[16..].to_vec();
+                let name = key_tail(&k, 2)?.to_vec();
                 Ok(DirEntry {
                     name,
                     id: InodeId::new(dir.subvol, rec.ino),
@@ -491,7 +491,12 @@ impl Engine {
         )?;
         rows.into_iter()
             .next()
-            .map(|(k, _)| Ok((InodeId::new(id.subvol, key_part(&k, 2)?), k[24..].to_vec())))
+            .map(|(k, _)| {
+                Ok((
+                    InodeId::new(id.subvol, key_part(&k, 2)?),
+                    key_tail(&k, 3)?.to_vec(),
+                ))
+            })
             .transpose()
     }
 
