@@ -35,7 +35,10 @@ fn mkfs_refuses_to_overwrite_without_force() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
     ok(&["mkfs", &img, "--force"]);
-    assert!(ok(&["info", &img]).contains("format version   1"));
+    assert!(ok(&["info", &img]).contains(&format!(
+        "format version   {}",
+        cowfs::format::FORMAT_VERSION
+    )));
 }
 
 #[test]

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use crate::device::{AlignedBuf, BlockDevice};
 use crate::error::Result;
 use crate::format::{
-    decode_checksums, decode_len, key_part, key_tail, table, BlockGroupRecord, DirEntryRecord,
-    ExtentKind, ExtentRecord, FileExtent, FileKind, InodeRecord, SubvolumeRecord, BLOCK_SIZE,
-    ROOT_INO,
+    decode_checksums, decode_len, extent_ref_key, key_part, key_tail, table, BlockGroupRecord,
+    DirEntryRecord, ExtentKind, ExtentRecord, FileExtent, FileKind, InodeRecord, SubvolumeRecord,
+    BLOCK_SIZE, ROOT_INO,
 };
 use crate::fs::engine::Engine;
 use crate::fs::{scan_superblocks, InodeId};
@@ -111,6 +111,7 @@ impl<'a> Checker<'a> {
         let inodes = self.inodes()?;
         let file_extents = self.file_extents(&inodes)?;
         self.reference_counts(&extents, &file_extents);
+        self.back_references(&file_extents)?;
         self.namespace(&inodes)?;
         self.checksums(&extents, progress)
     }
@@ -332,6 +333,36 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// Every file extent record has its back reference in `extent_refs`, and nothing else does.
+    fn back_references(&mut self, files: &[FileExtentRow]) -> Result<()> {
+        let mut expected: std::collections::HashSet<Vec<u8>> = files
+            .iter()
+            .filter(|r| r.extent.kind != ExtentKind::Inline)
+            .map(|r| {
+                extent_ref_key(r.extent.disk_start, r.owner.subvol, r.owner.ino, r.offset).to_vec()
+            })
+            .collect();
+        for (k, _) in self.rows(table::EXTENT_REFS)? {
+            if !expected.remove(&k) {
+                self.report.problem(format!(
+                    "back reference from extent {} to inode {} offset {} has no file extent",
+                    key_part(&k, 0)?,
+                    key_part(&k, 2)?,
+                    key_part(&k, 3)?
+                ));
+            }
+        }
+        for k in expected {
+            self.report.problem(format!(
+                "file extent of inode {} at {} has no back reference from extent {}",
+                key_part(&k, 2)?,
+                key_part(&k, 3)?,
+                key_part(&k, 0)?
+            ));
+        }
+        Ok(())
+    }
+
     /// Link counts, entries pointing at live inodes of the right kind, no orphans.
     fn namespace(&mut self, inodes: &BTreeMap<InodeId, InodeRecord>) -> Result<()> {
         let mut names: HashMap<InodeId, u32> = HashMap::new();
@@ -348,7 +379,7 @@ impl<'a> Checker<'a> {
                 ));
                 continue;
             };
-            let child = InodeId::new(dir.subvol, rec.ino);
+            let child = InodeId::new(rec.subvol, rec.ino);
             *entries.entry(dir).or_default() += 1;
             dirents.insert((child, dir.ino, key_tail(&k, 2)?.to_vec()));
             match (

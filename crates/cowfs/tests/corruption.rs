@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use common::*;
 use cowfs::device::{BlockDevice, MemoryDevice};
-use cowfs::format::{SB_CHECKSUM, SB_META_CHUNKS, SB_VERSION, SUPERBLOCK_OFFSETS};
+use cowfs::format::{FORMAT_VERSION, SB_CHECKSUM, SB_META_CHUNKS, SB_VERSION, SUPERBLOCK_OFFSETS};
 use cowfs::{Errno, Filesystem};
 
 /// A small filesystem with a few files, committed; returns its image.
@@ -91,13 +91,18 @@ fn not_a_cowfs_image() {
 fn an_unknown_format_version_is_refused() {
     let mut image = sample_image();
     for off in SUPERBLOCK_OFFSETS.map(|o| o as usize) {
-        image[off + SB_VERSION..off + SB_VERSION + 4].copy_from_slice(&2u32.to_le_bytes());
+        image[off + SB_VERSION..off + SB_VERSION + 4]
+            .copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
         fix_checksum(&mut image, off);
     }
     let (_, result) = open_damaged(image);
     let err = result.err().expect("opened a future format");
     assert_eq!(err.errno(), Errno::NOTSUP);
-    assert!(err.reason().contains("format version 2"), "{err}");
+    assert!(
+        err.reason()
+            .contains(&format!("format version {}", FORMAT_VERSION + 1)),
+        "{err}"
+    );
 }
 
 #[test]

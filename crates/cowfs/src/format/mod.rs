@@ -1,4 +1,4 @@
-//! The on-disk format, version 1: the superblock and its copies, the metadata chunk map, and
+//! The on-disk format, version 2: the superblock and its copies, the metadata chunk map, and
 //! the encoding of every record the metadata store holds. docs/FORMAT.md describes each byte;
 //! the constants here are the ones it names. Values are little-endian; keys are big-endian so
 //! that the store's byte order is numeric order.
@@ -15,7 +15,7 @@ pub use superblock::*;
 pub const BLOCK_SIZE: u64 = crate::device::BLOCK_SIZE;
 
 /// The format version this code writes and the only one it reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Space before the first chunk: boot area and superblock copies.
 pub const SYSTEM_AREA_END: u64 = 1 << 20;

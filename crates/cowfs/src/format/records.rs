@@ -12,6 +12,7 @@ pub mod table {
     pub const INODE_REFS: &str = "inode_refs";
     pub const FILE_EXTENTS: &str = "file_extents";
     pub const EXTENTS: &str = "extents";
+    pub const EXTENT_REFS: &str = "extent_refs";
     pub const CHECKSUMS: &str = "checksums";
     pub const FREE_SPACE: &str = "free_space";
     pub const BLOCK_GROUPS: &str = "block_groups";
@@ -61,6 +62,11 @@ pub fn key_part(key: &[u8], i: usize) -> Result<u64> {
         .ok_or_else(|| Error::corrupt(format!("key of {} bytes too short", key.len())))
 }
 
+/// `FsState::flags` bits 0-7: the compression new data gets filesystem-wide (a `Compression`
+/// code); bits 8-15: its level (i8).
+pub const FS_COMPRESSION_MASK: u32 = 0xff;
+pub const FS_COMPRESSION_LEVEL_SHIFT: u32 = 8;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FsState {
     /// Commits since mkfs; every commit increments it.
@@ -96,33 +102,55 @@ impl FsState {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A `subvolumes` value: a subvolume (or snapshot) and where it appears in the namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubvolumeRecord {
     pub root_ino: u64,
     pub next_ino: u64,
     pub flags: u64,
+    /// The subvolume holding the directory entry that names this one (0 for the top level).
     pub parent: u64,
     pub created: i64,
     pub generation: u64,
+    /// The directory (in `parent`) holding that entry.
+    pub parent_dir: u64,
+    /// The subvolume this is a snapshot of (0 for none).
+    pub snapshot_of: u64,
+    /// The entry's name.
+    pub name: Vec<u8>,
 }
 
 impl SubvolumeRecord {
-    pub const SIZE: usize = 48;
+    pub const FIXED_SIZE: usize = 64;
     pub const FLAG_READ_ONLY: u64 = 1;
 
+    pub fn read_only(&self) -> bool {
+        self.flags & Self::FLAG_READ_ONLY != 0
+    }
+
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = ByteWriter::new(Self::SIZE);
+        let mut w = ByteWriter::new(Self::FIXED_SIZE + self.name.len());
         w.u64(0, self.root_ino)
             .u64(8, self.next_ino)
             .u64(16, self.flags)
             .u64(24, self.parent)
             .i64(32, self.created)
-            .u64(40, self.generation);
+            .u64(40, self.generation)
+            .u64(48, self.parent_dir)
+            .u64(56, self.snapshot_of)
+            .put(Self::FIXED_SIZE, &self.name);
         w.finish()
     }
 
     pub fn decode(data: &[u8]) -> Result<Self> {
-        let r = ByteReader::exact(data, Self::SIZE, "subvolume")?;
+        let r = ByteReader::at_least(data, Self::FIXED_SIZE, "subvolume")?;
+        let name = data[Self::FIXED_SIZE..].to_vec();
+        if name.len() > super::NAME_MAX {
+            return Err(Error::corrupt(format!(
+                "subvolume name of {} bytes",
+                name.len()
+            )));
+        }
         Ok(SubvolumeRecord {
             root_ino: r.u64(0)?,
             next_ino: r.u64(8)?,
@@ -130,6 +158,9 @@ impl SubvolumeRecord {
             parent: r.u64(24)?,
             created: r.i64(32)?,
             generation: r.u64(40)?,
+            parent_dir: r.u64(48)?,
+            snapshot_of: r.u64(56)?,
+            name,
         })
     }
 }
@@ -205,6 +236,30 @@ impl FileKind {
     }
 }
 
+/// Inode flags: the Linux FS_IOC_GETFLAGS bits, so front ends pass them through unchanged.
+pub mod inode_flags {
+    /// `c`: compress new data.
+    pub const COMPRESS: u64 = 0x0000_0004;
+    /// `S`: synchronous updates.
+    pub const SYNC: u64 = 0x0000_0008;
+    /// `i`: immutable.
+    pub const IMMUTABLE: u64 = 0x0000_0010;
+    /// `a`: append only.
+    pub const APPEND: u64 = 0x0000_0020;
+    /// `d`: no dump.
+    pub const NODUMP: u64 = 0x0000_0040;
+    /// `A`: no atime updates.
+    pub const NOATIME: u64 = 0x0000_0080;
+    /// `m`: never compress.
+    pub const NOCOMPRESS: u64 = 0x0000_0400;
+    /// `D`: synchronous directory updates.
+    pub const DIRSYNC: u64 = 0x0001_0000;
+    /// `C`: no copy-on-write (and no checksums).
+    pub const NOCOW: u64 = 0x0080_0000;
+    pub const SUPPORTED: u64 =
+        COMPRESS | SYNC | IMMUTABLE | APPEND | NODUMP | NOATIME | NOCOMPRESS | DIRSYNC | NOCOW;
+}
+
 /// An inode's attributes: the `inodes` table value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InodeRecord {
@@ -277,19 +332,23 @@ impl InodeRecord {
     }
 }
 
-/// A `dir_entries` value: the inode a name points at.
+/// A `dir_entries` value: the inode a name points at. An entry naming a subvolume's root
+/// points into that subvolume; every other entry points into the directory's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DirEntryRecord {
     pub ino: u64,
+    pub subvol: u64,
     pub kind: FileKind,
 }
 
 impl DirEntryRecord {
-    pub const SIZE: usize = 16;
+    pub const SIZE: usize = 24;
 
     pub fn encode(&self) -> Vec<u8> {
         let mut w = ByteWriter::new(Self::SIZE);
-        w.u64(0, self.ino).u8(8, self.kind.dirent_type());
+        w.u64(0, self.ino)
+            .u64(8, self.subvol)
+            .u8(16, self.kind.dirent_type());
         w.finish()
     }
 
@@ -297,7 +356,8 @@ impl DirEntryRecord {
         let r = ByteReader::exact(data, Self::SIZE, "directory entry")?;
         Ok(DirEntryRecord {
             ino: r.u64(0)?,
-            kind: FileKind::from_dirent_type(r.u8(8)?)?,
+            subvol: r.u64(8)?,
+            kind: FileKind::from_dirent_type(r.u8(16)?)?,
         })
     }
 }
@@ -313,11 +373,28 @@ pub enum ExtentKind {
     Prealloc = 2,
 }
 
+/// How an extent's bytes are encoded on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None = 0,
+    Zstd = 1,
+}
+
+impl Compression {
+    pub fn from_code(code: u8) -> Result<Self> {
+        match code {
+            0 => Ok(Compression::None),
+            1 => Ok(Compression::Zstd),
+            c => Err(Error::corrupt(format!("compression {c} unknown"))),
+        }
+    }
+}
+
 /// A `file_extents` value: a range of a file and where its bytes are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileExtent {
     pub kind: ExtentKind,
-    /// 0 none; later versions add zstd and lz4.
+    /// A `Compression` code.
     pub compression: u8,
     /// Logical address and on-disk length of the whole data extent referenced.
     pub disk_start: u64,
@@ -400,7 +477,7 @@ impl FileExtent {
         if self.len == 0 {
             return bad("is empty");
         }
-        if self.compression != 0 {
+        if Compression::from_code(self.compression).is_err() {
             return bad("has an unknown compression");
         }
         match self.kind {
@@ -414,7 +491,8 @@ impl FileExtent {
                     .extent_offset
                     .checked_add(self.len)
                     .is_none_or(|e| e > self.ram_len)
-                    || self.ram_len != self.disk_len =>
+                    || (self.compression == Compression::None as u8
+                        && self.ram_len != self.disk_len) =>
             {
                 bad("points outside its extent")
             }
@@ -455,6 +533,14 @@ impl ExtentRecord {
             generation: r.u64(24)?,
         })
     }
+}
+
+/// An `extent_refs` key: extent, then the file extent record that references it.
+pub fn extent_ref_key(extent: u64, subvol: u64, ino: u64, offset: u64) -> [u8; 32] {
+    let mut k = [0; 32];
+    k[..8].copy_from_slice(&extent.to_be_bytes());
+    k[8..].copy_from_slice(&key3(subvol, ino, offset));
+    k
 }
 
 /// Kinds of block group.
@@ -590,6 +676,7 @@ mod tests {
         fn decoders_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..160)) {
             let _ = FsState::decode(&bytes);
             let _ = SubvolumeRecord::decode(&bytes);
+            let _ = Compression::from_code(bytes.first().copied().unwrap_or(0));
             let _ = InodeRecord::decode(&bytes);
             let _ = DirEntryRecord::decode(&bytes);
             let _ = FileExtent::decode(&bytes);

@@ -11,8 +11,8 @@ use super::InodeId;
 use crate::device::AlignedBuf;
 use crate::error::{Errno, Error, Result};
 use crate::format::{
-    decode_checksums, encode_checksums, key1, key3, key_part, round_down, round_up, table,
-    ExtentKind, ExtentRecord, FileExtent, FileKind, InodeRecord, Timespec, BLOCK_SIZE,
+    decode_checksums, encode_checksums, extent_ref_key, key1, key3, key_part, round_down, round_up,
+    table, ExtentKind, ExtentRecord, FileExtent, FileKind, InodeRecord, Timespec, BLOCK_SIZE,
     MAX_EXTENT_LEN,
 };
 
@@ -393,7 +393,7 @@ impl Engine {
         self.dirty = true;
         let record = ExtentRecord {
             len: extent.len,
-            refs: 1,
+            refs: 0,
             flags: 0,
             generation: self.state.generation,
         };
@@ -456,8 +456,10 @@ impl Engine {
     }
 
     /// Maps `[start, end)` of a file to `new` (or to a hole), splitting the records that
-    /// straddle the edges and dropping the references of what is replaced.
-    fn replace_range(
+    /// straddle the edges and dropping the references of what is replaced. The new record's
+    /// reference is counted first, so an extent it shares with a replaced record is never
+    /// freed in between.
+    pub(super) fn replace_range(
         &mut self,
         id: InodeId,
         start: u64,
@@ -465,58 +467,86 @@ impl Engine {
         new: Option<FileExtent>,
     ) -> Result<()> {
         self.dirty = true;
-        for (off, e) in self.extents_in(id, start, end)? {
-            let e_end = off + e.len;
-            self.meta()
-                .remove(table::FILE_EXTENTS, &key3(id.subvol, id.ino, off))?;
-            if off < start {
-                self.put_file_extent(id, off, &e.slice(0, start - off))?;
-            }
-            if e_end > end {
-                self.put_file_extent(id, end, &e.slice(end - off, e.len))?;
-            }
-            self.drop_extent_ref(&e)?;
+        if let Some(n) = new.as_ref().filter(|n| n.kind != ExtentKind::Inline) {
+            self.adjust_extent_refs(n.disk_start, 1)?;
         }
-        if let Some(new) = new {
-            self.meta().put(
-                table::FILE_EXTENTS,
-                &key3(id.subvol, id.ino, start),
-                &new.encode(),
-            )?;
+        for (off, e) in self.extents_in(id, start, end)? {
+            if off + e.len > end {
+                self.insert_mapping(id, end, &e.slice(end - off, e.len))?;
+            }
+            if off < start {
+                // The head keeps the record's key, so its back reference and count stay.
+                self.put_record(id, off, &e.slice(0, start - off))?;
+            } else {
+                self.remove_mapping(id, off, &e)?;
+            }
+        }
+        if let Some(n) = new {
+            self.put_record(id, start, &n)?;
+            if n.kind != ExtentKind::Inline {
+                self.meta().put(
+                    table::EXTENT_REFS,
+                    &extent_ref_key(n.disk_start, id.subvol, id.ino, start),
+                    &[],
+                )?;
+            }
         }
         Ok(())
     }
 
-    /// Adds a record referencing an existing extent.
-    fn put_file_extent(&mut self, id: InodeId, offset: u64, e: &FileExtent) -> Result<()> {
+    fn put_record(&mut self, id: InodeId, offset: u64, e: &FileExtent) -> Result<()> {
         self.meta().put(
             table::FILE_EXTENTS,
             &key3(id.subvol, id.ino, offset),
             &e.encode(),
-        )?;
-        self.adjust_extent_refs(e, 1)
+        )
     }
 
-    fn drop_extent_ref(&mut self, e: &FileExtent) -> Result<()> {
-        self.adjust_extent_refs(e, -1)
-    }
-
-    fn adjust_extent_refs(&mut self, e: &FileExtent, delta: i64) -> Result<()> {
+    /// Adds a file extent record, with its back reference and count.
+    pub(super) fn insert_mapping(
+        &mut self,
+        id: InodeId,
+        offset: u64,
+        e: &FileExtent,
+    ) -> Result<()> {
+        self.put_record(id, offset, e)?;
         if e.kind == ExtentKind::Inline {
             return Ok(());
         }
-        let key = key1(e.disk_start);
+        self.meta().put(
+            table::EXTENT_REFS,
+            &extent_ref_key(e.disk_start, id.subvol, id.ino, offset),
+            &[],
+        )?;
+        self.adjust_extent_refs(e.disk_start, 1)
+    }
+
+    /// Removes a file extent record, its back reference and its count; the extent goes with
+    /// its last reference.
+    fn remove_mapping(&mut self, id: InodeId, offset: u64, e: &FileExtent) -> Result<()> {
+        self.meta()
+            .remove(table::FILE_EXTENTS, &key3(id.subvol, id.ino, offset))?;
+        if e.kind == ExtentKind::Inline {
+            return Ok(());
+        }
+        self.meta().remove(
+            table::EXTENT_REFS,
+            &extent_ref_key(e.disk_start, id.subvol, id.ino, offset),
+        )?;
+        self.adjust_extent_refs(e.disk_start, -1)
+    }
+
+    fn adjust_extent_refs(&mut self, start: u64, delta: i64) -> Result<()> {
+        let key = key1(start);
         let meta = self.store.meta();
         let raw = meta.get(table::EXTENTS, &key)?;
         let mut record = ExtentRecord::decode(&raw.ok_or_else(|| {
-            Error::corrupt(format!(
-                "file extent points at unallocated extent {}",
-                e.disk_start
-            ))
+            Error::corrupt(format!("file extent points at unallocated extent {start}"))
         })?)?;
-        record.refs = record.refs.checked_add_signed(delta).ok_or_else(|| {
-            Error::corrupt(format!("extent {} reference count underflow", e.disk_start))
-        })?;
+        record.refs = record
+            .refs
+            .checked_add_signed(delta)
+            .ok_or_else(|| Error::corrupt(format!("extent {start} reference count underflow")))?;
         if record.refs > 0 {
             return meta.put(table::EXTENTS, &key, &record.encode());
         }
@@ -525,10 +555,21 @@ impl Engine {
         self.alloc.free(
             meta,
             Extent {
-                start: e.disk_start,
+                start,
                 len: record.len,
             },
         )
+    }
+
+    /// Whether a data extent is referenced by any file other than `owner` (another file, a
+    /// clone, a snapshot). A file referencing one extent twice does not share it.
+    pub fn extent_shared(&self, extent: u64, owner: InodeId) -> Result<bool> {
+        for (k, _) in self.meta().scan_prefix(table::EXTENT_REFS, &key1(extent))? {
+            if InodeId::new(key_part(&k, 1)?, key_part(&k, 2)?) != owner {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Bytes of data space a file references (for `st_blocks`), dirty pages included.
@@ -573,12 +614,9 @@ impl Engine {
             let (logical, physical, shared) = match e.kind {
                 ExtentKind::Inline => (0, 0, false),
                 _ => {
-                    let raw = self.meta().get(table::EXTENTS, &key1(e.disk_start))?;
-                    let rec = ExtentRecord::decode(
-                        &raw.ok_or_else(|| Error::corrupt("file extent without extent"))?,
-                    )?;
                     let logical = e.disk_start + e.extent_offset;
-                    (logical, self.alloc.physical(logical)?, rec.refs > 1)
+                    let shared = self.extent_shared(e.disk_start, id)?;
+                    (logical, self.alloc.physical(logical)?, shared)
                 }
             };
             map.push(ExtentMapping {

@@ -137,6 +137,9 @@ impl Engine {
             parent: 0,
             created: Timespec::now().sec,
             generation: 1,
+            parent_dir: 0,
+            snapshot_of: 0,
+            name: vec![],
         };
         meta.put(table::SUBVOLUMES, &key1(FIRST_SUBVOLUME), &subvol.encode())?;
         let root = new_inode(FileKind::Directory, 0o755, 0, 0, 1);

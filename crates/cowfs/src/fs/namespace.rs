@@ -69,7 +69,7 @@ impl Engine {
             let rec = DirEntryRecord::decode(&v)?;
             Ok(DirEntry {
                 name: name.to_vec(),
-                id: InodeId::new(dir.subvol, rec.ino),
+                id: InodeId::new(rec.subvol, rec.ino),
                 kind: rec.kind,
             })
         })
@@ -103,7 +103,7 @@ impl Engine {
                 let name = key_tail(&k, 2)?.to_vec();
                 Ok(DirEntry {
                     name,
-                    id: InodeId::new(dir.subvol, rec.ino),
+                    id: InodeId::new(rec.subvol, rec.ino),
                     kind: rec.kind,
                 })
             })
@@ -405,6 +405,7 @@ impl Engine {
             &dirent_key(dir, name),
             &DirEntryRecord {
                 ino: child.ino,
+                subvol: child.subvol,
                 kind,
             }
             .encode(),

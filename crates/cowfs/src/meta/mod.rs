@@ -16,7 +16,7 @@ use crate::format::{key2, table, FsState, InodeRecord, FS_STATE_KEY};
 
 type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
-pub(crate) const ALL_TABLES: [&str; 10] = [
+pub(crate) const ALL_TABLES: [&str; 11] = [
     table::FS_STATE,
     table::SUBVOLUMES,
     table::INODES,
@@ -24,6 +24,7 @@ pub(crate) const ALL_TABLES: [&str; 10] = [
     table::INODE_REFS,
     table::FILE_EXTENTS,
     table::EXTENTS,
+    table::EXTENT_REFS,
     table::CHECKSUMS,
     table::FREE_SPACE,
     table::BLOCK_GROUPS,
