@@ -374,6 +374,37 @@ pub fn ln(fs: &Filesystem, target: &str, link: &str, symbolic: bool) -> cowfs::R
     Ok(())
 }
 
+pub fn chattr(fs: &Filesystem, path: &str, changes: &[String]) -> cowfs::Result<()> {
+    let id = fs.resolve(path)?;
+    let flags =
+        crate::attrs::apply_specs(changes, fs.getattr(id)?.flags).map_err(Error::invalid)?;
+    fs.set_flags(id, flags)?;
+    Ok(())
+}
+
+pub fn lsattr(fs: &Filesystem, path: &str, directory: bool) -> CliResult {
+    let id = fs.resolve(path)?;
+    let show = |id: InodeId, name: &str| -> cowfs::Result<()> {
+        println!(
+            "{} {name}",
+            crate::attrs::lsattr_string(fs.getattr(id)?.flags)
+        );
+        Ok(())
+    };
+    if directory || fs.getattr(id)?.kind != FileKind::Directory {
+        show(id, path)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let base = path.trim_end_matches('/');
+    for e in fs.readdir(id, None, usize::MAX)? {
+        show(
+            e.id,
+            &format!("{base}/{}", String::from_utf8_lossy(&e.name)),
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn truncate(fs: &Filesystem, path: &str, size: u64) -> cowfs::Result<()> {
     let id = open_or_create(fs, path)?;
     fs.setattr(

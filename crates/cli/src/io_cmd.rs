@@ -128,6 +128,15 @@ fn execute(fs: &Filesystem, name: &str, args: &[&str]) -> cowfs::Result<()> {
                 a.id.ino, a.id.subvol, a.kind, a.perm, a.nlink, a.size, a.allocated
             );
         }
+        "chattr" => {
+            let changes: Vec<String> = args.iter().skip(1).map(|s| s.to_string()).collect();
+            files::chattr(fs, arg(args, 0, "path")?, &changes)?;
+        }
+        "lsattr" => {
+            let path = arg(args, 0, "path")?;
+            let flags = fs.getattr(fs.resolve(path)?)?.flags;
+            println!("{} {path}", crate::attrs::lsattr_string(flags));
+        }
         "ls" => {
             let dir = fs.resolve(args.first().copied().unwrap_or("/"))?;
             for e in fs.readdir(dir, None, usize::MAX)? {

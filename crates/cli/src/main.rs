@@ -2,6 +2,7 @@
 //! xfs_io-style interpreter, the demo and the benchmarks. A thin front end: every rule lives
 //! in the engine.
 
+mod attrs;
 mod bench;
 mod demo;
 mod files;
@@ -104,6 +105,22 @@ enum Command {
         #[arg(value_parser = size::parse)]
         size: u64,
     },
+    /// Change file attributes: +C (NOCOW), +c (compress), +i (immutable), +a (append only), ...
+    Chattr {
+        image: PathBuf,
+        path: String,
+        /// Changes such as +C, -i, =c
+        #[arg(required = true, allow_hyphen_values = true, num_args = 1..)]
+        changes: Vec<String>,
+    },
+    /// Show file attributes (of a directory's entries; with -d, of the directory itself)
+    Lsattr {
+        image: PathBuf,
+        #[arg(default_value = "/")]
+        path: String,
+        #[arg(short = 'd')]
+        directory: bool,
+    },
     /// Run commands over one open filesystem (xfs_io style): -c "write /f 0 4k 0xab"
     Io {
         image: PathBuf,
@@ -174,6 +191,16 @@ fn run(command: Command) -> CliResult {
         Command::Truncate { image, path, size } => {
             done(&image, |fs| files::truncate(fs, &path, size))
         }
+        Command::Chattr {
+            image,
+            path,
+            changes,
+        } => done(&image, |fs| files::chattr(fs, &path, &changes)),
+        Command::Lsattr {
+            image,
+            path,
+            directory,
+        } => files::lsattr(&open(&image, true)?, &path, directory),
         Command::Io { image, commands } => io_cmd::run(&open(&image, false)?, &commands),
         Command::Demo { dir } => demo::run(dir),
         Command::Bench { which } => bench::run(which),

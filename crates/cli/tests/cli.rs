@@ -178,3 +178,43 @@ fn demo_runs_clean() {
     assert!(out.contains("verified: clean"), "{out}");
     assert!(!out.contains("WRONG"), "{out}");
 }
+
+#[test]
+fn chattr_and_lsattr() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path());
+    ok(&["mkdir", &img, "/nocow"]);
+    ok(&["chattr", &img, "/nocow", "+C"]);
+    ok(&["io", &img, "-c", "write /nocow/f 0 4k"]);
+    assert_eq!(
+        ok(&["lsattr", &img, "/nocow"]),
+        "---------------C------ /nocow/f\n"
+    );
+    assert_eq!(
+        ok(&["lsattr", &img, "-d", "/nocow"]),
+        "---------------C------ /nocow\n"
+    );
+    let out = cowfs(&["chattr", &img, "/nocow/f", "+c"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Invalid argument")
+            || String::from_utf8_lossy(&out.stderr).contains("EINVAL")
+    );
+    ok(&["chattr", &img, "/nocow/f", "-C"]);
+    assert!(
+        ok(&["lsattr", &img, "/nocow"]).starts_with("---------------C------"),
+        "-C on a non-empty file changes nothing"
+    );
+    let out = cowfs(&[
+        "io",
+        &img,
+        "-c",
+        "chattr /nocow/f +i",
+        "-c",
+        "rm /nocow/f",
+        "-c",
+        "lsattr /nocow/f",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rm: Operation not permitted"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("----i----------C------ /nocow/f"));
+}

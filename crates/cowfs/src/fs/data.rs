@@ -5,6 +5,7 @@
 use std::ops::Bound;
 
 use super::alloc::Extent;
+use super::attrs::Change;
 use super::cache::{Piece, CHUNK_PAGES, DIRTY_LIMIT};
 use super::engine::Engine;
 use super::InodeId;
@@ -244,6 +245,7 @@ impl Engine {
         self.check_writable()?;
         let end = check_range(offset, data.len())?;
         let mut inode = self.regular_inode(id)?;
+        self.check_change(id, &inode, Change::Write(offset))?;
         if data.is_empty() {
             return Ok(0);
         }
@@ -325,6 +327,7 @@ impl Engine {
         check_direct(offset, data.len())?;
         let end = check_range(offset, data.len())?;
         let mut inode = self.regular_inode(id)?;
+        self.check_change(id, &inode, Change::Write(offset))?;
         self.cache
             .discard_range(id, offset / BLOCK_SIZE..end / BLOCK_SIZE);
         self.reserve(data.len() as u64)?;
@@ -430,6 +433,7 @@ impl Engine {
             return Err(Error::new(Errno::FBIG, "file too large"));
         }
         let mut inode = self.regular_inode(id)?;
+        self.check_change(id, &inode, Change::Resize)?;
         if size < inode.size {
             let tail = size % BLOCK_SIZE;
             let index = size / BLOCK_SIZE;

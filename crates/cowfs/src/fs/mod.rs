@@ -3,6 +3,7 @@
 //! behind it, so every front end enforces the same rules.
 
 mod alloc;
+mod attrs;
 mod cache;
 mod data;
 pub(crate) mod engine;
@@ -272,6 +273,9 @@ impl Filesystem {
         /// Direct write: offset and length 4 KiB-aligned; data written straight to new extents.
         write_direct(&self, id: InodeId, offset: u64, data: &[u8]) -> usize);
 
+    forward!(
+        /// Sets an inode's FS_IOC flags (chattr); returns the flags it has afterwards.
+        set_flags(&self, id: InodeId, flags: u64) -> u64);
     forward!(
         /// Where each range of a file lives (FIEMAP); writes back its dirty pages first.
         extent_map(&self, id: InodeId) -> Vec<ExtentMapping>);

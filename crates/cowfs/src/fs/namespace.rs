@@ -3,6 +3,7 @@
 
 use std::ops::Bound;
 
+use super::attrs::Change;
 use super::engine::{new_inode, Engine};
 use super::{Attr, CreateAttrs, DirEntry, InodeId, RenameFlags, SetAttr};
 use crate::error::{Errno, Error, Result};
@@ -125,6 +126,7 @@ impl Engine {
                 format!("{}: file exists", self.child_path(dir, name)),
             ));
         }
+        let dir_inode = self.check(dir, Change::AddEntry)?;
         let mut subvol = self.subvolume(dir.subvol)?;
         let id = InodeId::new(dir.subvol, subvol.next_ino);
         subvol.next_ino += 1;
@@ -142,6 +144,9 @@ impl Engine {
         );
         if kind == FileKind::Directory {
             inode.nlink = 2;
+        }
+        if kind != FileKind::Symlink {
+            inode.flags = self.inherited_flags(&dir_inode);
         }
         self.put_inode(id, &inode)?;
         self.add_link(dir, name, id, kind)?;
@@ -232,6 +237,8 @@ impl Engine {
                 format!("{}: file exists", self.child_path(dir, name)),
             ));
         }
+        self.check(dir, Change::AddEntry)?;
+        self.check(id, Change::Attributes)?;
         self.add_link(dir, name, id, kind)?;
         self.adjust_nlink(id, 1)
     }
@@ -247,6 +254,8 @@ impl Engine {
                 format!("{}: is a directory", self.child_path(dir, name)),
             ));
         }
+        self.check(dir, Change::RemoveEntry)?;
+        self.check(entry.id, Change::Unname)?;
         self.remove_link(dir, name, entry.id)?;
         self.drop_link(entry.id)
     }
@@ -263,6 +272,8 @@ impl Engine {
             ));
         }
         self.check_empty_dir(entry.id)?;
+        self.check(dir, Change::RemoveEntry)?;
+        self.check(entry.id, Change::Unname)?;
         self.remove_link(dir, name, entry.id)?;
         self.adjust_nlink(dir, -1)?;
         self.free_inode(entry.id)
@@ -297,6 +308,16 @@ impl Engine {
         let dst = self.lookup_entry(to_dir, to)?;
         if src.kind == FileKind::Directory {
             self.check_not_ancestor(src.id, to_dir)?;
+        }
+        self.check(from_dir, Change::RemoveEntry)?;
+        self.check(src.id, Change::Unname)?;
+        self.check(to_dir, Change::AddEntry)?;
+        if let Some(dst) = &dst {
+            self.check(to_dir, Change::RemoveEntry)?;
+            self.check(dst.id, Change::Unname)?;
+            if flags.exchange {
+                self.check(from_dir, Change::AddEntry)?;
+            }
         }
         if flags.exchange {
             let dst = dst.ok_or_else(|| Error::not_found(self.child_path(to_dir, to)))?;
@@ -461,6 +482,14 @@ impl Engine {
 
     pub fn setattr(&mut self, id: InodeId, set: &SetAttr) -> Result<Attr> {
         self.check_writable()?;
+        let other = set.mode.is_some()
+            || set.uid.is_some()
+            || set.gid.is_some()
+            || set.atime.is_some()
+            || set.mtime.is_some();
+        if other {
+            self.check(id, Change::Attributes)?;
+        }
         if let Some(size) = set.size {
             self.truncate(id, size)?;
         }
@@ -476,6 +505,13 @@ impl Engine {
         inode.ctime = now;
         self.put_inode(id, &inode)?;
         self.getattr(id)
+    }
+
+    /// The inode, after checking that `change` to it is allowed.
+    pub(super) fn check(&self, id: InodeId, change: Change) -> Result<InodeRecord> {
+        let inode = self.inode(id)?;
+        self.check_change(id, &inode, change)?;
+        Ok(inode)
     }
 
     /// The first (parent, name) that links to `id`; None for a subvolume root.

@@ -1,0 +1,125 @@
+//! Inode flags (chattr/lsattr) and the rules they impose on changes. The flags are the Linux
+//! FS_IOC_GETFLAGS bits; the rules are btrfs's: NOCOW changes only on an empty file, NOCOW and
+//! compression exclude each other, immutable files refuse every change and append-only files
+//! every change but appending. A read-only subvolume refuses all changes with EROFS.
+
+use super::engine::Engine;
+use super::InodeId;
+use crate::error::{Errno, Error, Result};
+use crate::format::inode_flags::{APPEND, COMPRESS, IMMUTABLE, NOCOMPRESS, NOCOW, SUPPORTED};
+use crate::format::{FileKind, InodeRecord, Timespec};
+
+/// What a caller is about to do to an inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// Write file data starting at this offset.
+    Write(u64),
+    /// Change the size (truncate), punch or deallocate data.
+    Resize,
+    /// Change mode, owner, times, or the link count.
+    Attributes,
+    /// Remove or rename this inode's name.
+    Unname,
+    /// Add an entry to this directory.
+    AddEntry,
+    /// Remove an entry from this directory.
+    RemoveEntry,
+}
+
+/// Flags a new inode takes from its directory.
+const INHERITED: u64 = NOCOW | COMPRESS | NOCOMPRESS;
+
+impl Engine {
+    /// Refuses `change` to `id` when its subvolume is read-only or its flags forbid it.
+    pub(crate) fn check_change(
+        &self,
+        id: InodeId,
+        inode: &InodeRecord,
+        change: Change,
+    ) -> Result<()> {
+        if self.subvolume(id.subvol)?.read_only() {
+            return Err(Error::new(
+                Errno::ROFS,
+                format!("{}: read-only subvolume", self.path_of(id)),
+            ));
+        }
+        let refused = |what: &str| {
+            Err(Error::new(
+                Errno::PERM,
+                format!("{}: {what}", self.path_of(id)),
+            ))
+        };
+        if inode.flags & IMMUTABLE != 0 {
+            return refused("immutable");
+        }
+        if inode.flags & APPEND != 0 {
+            match change {
+                Change::Write(offset) if offset < inode.size => {
+                    return refused("append-only: writes must append")
+                }
+                Change::Resize | Change::Unname | Change::RemoveEntry => {
+                    return refused("append-only")
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The flags a new inode in `dir` starts with.
+    pub(crate) fn inherited_flags(&self, dir: &InodeRecord) -> u64 {
+        dir.flags & INHERITED
+    }
+
+    /// Sets an inode's flags (FS_IOC_SETFLAGS); returns the flags it has afterwards.
+    pub fn set_flags(&mut self, id: InodeId, flags: u64) -> Result<u64> {
+        self.check_writable()?;
+        let mut inode = self.inode(id)?;
+        if self.subvolume(id.subvol)?.read_only() {
+            return Err(Error::new(
+                Errno::ROFS,
+                format!("{}: read-only subvolume", self.path_of(id)),
+            ));
+        }
+        if flags & !SUPPORTED != 0 {
+            return Err(Error::new(
+                Errno::NOTSUP,
+                format!("flags {:#x} are not supported", flags & !SUPPORTED),
+            ));
+        }
+        if flags & NOCOW != 0 && flags & COMPRESS != 0 {
+            return Err(Error::invalid(
+                "a file cannot be both NOCOW (C) and compressed (c)",
+            ));
+        }
+        if flags & COMPRESS != 0 && flags & NOCOMPRESS != 0 {
+            return Err(Error::invalid(
+                "a file cannot be both compressed (c) and never compressed (m)",
+            ));
+        }
+        let mut new = flags;
+        if inode.kind()? == FileKind::Regular
+            && (new ^ inode.flags) & NOCOW != 0
+            && self.has_data(id, &inode)?
+        {
+            // As btrfs: NOCOW changes only while a file is empty; otherwise silently kept.
+            new = (new & !NOCOW) | (inode.flags & NOCOW);
+            if new & NOCOW != 0 && new & COMPRESS != 0 {
+                return Err(Error::invalid("a NOCOW file cannot be compressed"));
+            }
+        }
+        if new != inode.flags {
+            inode.flags = new;
+            inode.ctime = Timespec::now();
+            self.put_inode(id, &inode)?;
+        }
+        Ok(new)
+    }
+
+    /// Whether a file has any data (a size, extents, or dirty pages).
+    fn has_data(&self, id: InodeId, inode: &InodeRecord) -> Result<bool> {
+        Ok(inode.size > 0
+            || self.cache.has_pages_in(id, 0..u64::MAX)
+            || !self.extents_in(id, 0, u64::MAX)?.is_empty())
+    }
+}
