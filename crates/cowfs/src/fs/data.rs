@@ -1,28 +1,21 @@
-//! File data: the extent map of each file, copy-on-write writes through the page cache or
-//! straight to the device (direct I/O), truncation, and crc32c checksums verified on every
-//! read. An extent's reference count is the number of file extent records pointing at it.
+//! File data as callers see it: buffered reads and writes through the page cache, direct
+//! (4 KiB-aligned) reads and writes, truncation, and crc32c checksums verified on every read.
 
-use std::ops::Bound;
-
-use super::alloc::Extent;
 use super::attrs::Change;
-use super::cache::{Piece, CHUNK_PAGES, DIRTY_LIMIT};
+use super::cache::{CHUNK_PAGES, DIRTY_LIMIT};
 use super::engine::Engine;
+use super::write::{ExtentData, EXTENT_PAGES};
 use super::InodeId;
 use crate::device::AlignedBuf;
 use crate::error::{Errno, Error, Result};
 use crate::format::{
-    decode_checksums, encode_checksums, extent_ref_key, key1, key3, key_part, round_down, round_up,
-    table, ExtentKind, ExtentRecord, FileExtent, FileKind, InodeRecord, Timespec, BLOCK_SIZE,
-    MAX_EXTENT_LEN,
+    round_down, round_up, ExtentKind, FileExtent, FileKind, InodeRecord, Timespec, BLOCK_SIZE,
 };
 
 /// The largest file size: offsets must fit an i64, as in the kernel.
 pub const MAX_FILE_SIZE: u64 = i64::MAX as u64 & !(BLOCK_SIZE - 1);
 
 const BS: usize = BLOCK_SIZE as usize;
-/// Pages in the largest extent.
-const EXTENT_PAGES: u64 = MAX_EXTENT_LEN / BLOCK_SIZE;
 
 fn check_direct(offset: u64, len: usize) -> Result<()> {
     if offset % BLOCK_SIZE != 0 || len as u64 % BLOCK_SIZE != 0 {
@@ -44,47 +37,6 @@ pub fn checksum_blocks(data: &[u8]) -> Vec<u32> {
     data.chunks(BS).map(crc32c::crc32c).collect()
 }
 
-/// What `write_extents` writes: the caller's buffer, or dirty chunks.
-enum ExtentData<'a> {
-    Direct(&'a [u8]),
-    Chunks(Vec<Piece>),
-}
-
-impl ExtentData<'_> {
-    fn len(&self) -> u64 {
-        match self {
-            ExtentData::Direct(bytes) => bytes.len() as u64,
-            ExtentData::Chunks(pieces) => pieces.iter().map(|p| p.range.len() as u64).sum(),
-        }
-    }
-}
-
-/// Takes the first `len` bytes off `pieces`, splitting a piece that straddles the boundary.
-fn take_pieces(pieces: &mut Vec<Piece>, mut len: usize) -> Vec<Piece> {
-    let mut head = Vec::new();
-    let mut rest = std::mem::take(pieces).into_iter();
-    for mut piece in rest.by_ref() {
-        if piece.range.len() <= len {
-            len -= piece.range.len();
-            head.push(piece);
-        } else {
-            let cut = piece.range.start + len;
-            head.push(Piece {
-                buf: piece.buf.clone(),
-                range: piece.range.start..cut,
-            });
-            piece.range.start = cut;
-            pieces.push(piece);
-            len = 0;
-        }
-        if len == 0 {
-            break;
-        }
-    }
-    pieces.extend(rest);
-    head
-}
-
 impl Engine {
     fn regular_inode(&self, id: InodeId) -> Result<InodeRecord> {
         let inode = self.inode(id)?;
@@ -99,47 +51,6 @@ impl Engine {
                 self.path_of(id)
             ))),
         }
-    }
-
-    /// File extent records of `id` overlapping `[start, end)`, as (file offset, extent).
-    pub(super) fn extents_in(
-        &self,
-        id: InodeId,
-        start: u64,
-        end: u64,
-    ) -> Result<Vec<(u64, FileExtent)>> {
-        let meta = self.meta();
-        let mut found = Vec::new();
-        if let Some((k, v)) =
-            meta.at_or_before(table::FILE_EXTENTS, &key3(id.subvol, id.ino, start))?
-        {
-            if key_part(&k, 0)? == id.subvol && key_part(&k, 1)? == id.ino {
-                let (off, e) = (key_part(&k, 2)?, FileExtent::decode(&v)?);
-                if off < start && off + e.len > start {
-                    found.push((off, e));
-                }
-            }
-        }
-        let from = key3(id.subvol, id.ino, start);
-        let to = key3(id.subvol, id.ino, end);
-        for (k, v) in meta.range(
-            table::FILE_EXTENTS,
-            Bound::Included(&from),
-            Bound::Excluded(&to),
-            usize::MAX,
-            false,
-        )? {
-            found.push((key_part(&k, 2)?, FileExtent::decode(&v)?));
-        }
-        Ok(found)
-    }
-
-    /// The checksums of a data extent, or None for an extent without them.
-    fn extent_checksums(&self, start: u64) -> Result<Option<Vec<u32>>> {
-        self.meta()
-            .get(table::CHECKSUMS, &key1(start))?
-            .map(|v| decode_checksums(&v))
-            .transpose()
     }
 
     /// Reads file bytes `[offset, offset + buf.len())` as stored (ignoring dirty pages).
@@ -350,82 +261,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Writes `data` to newly allocated extents and maps them at `offset`. Direct data is on
-    /// the device when this returns; dirty chunks are written behind, overlapping whatever the
-    /// caller does next.
-    fn write_extents(&mut self, id: InodeId, offset: u64, mut data: ExtentData<'_>) -> Result<()> {
-        let total = data.len();
-        let mut done = 0u64;
-        while done < total {
-            let want = (total - done).min(MAX_EXTENT_LEN);
-            let extent = self.alloc.allocate(self.store.meta(), &self.space, want)?;
-            let physical = self.alloc.physical(extent.start)?;
-            let sums = match &mut data {
-                ExtentData::Direct(bytes) => {
-                    let (head, tail) = bytes.split_at(extent.len as usize);
-                    *bytes = tail;
-                    self.writer.settle()?;
-                    self.device
-                        .write_at(physical, head)
-                        .map_err(|e| Error::io("data write", &e))?;
-                    checksum_blocks(head)
-                }
-                ExtentData::Chunks(pieces) => {
-                    let head = take_pieces(pieces, extent.len as usize);
-                    let sums = head
-                        .iter()
-                        .flat_map(|p| checksum_blocks(p.bytes()))
-                        .collect();
-                    self.writer.write_behind(&self.device, physical, head)?;
-                    sums
-                }
-            };
-            self.meta().put(
-                table::CHECKSUMS,
-                &key1(extent.start),
-                &encode_checksums(&sums),
-            )?;
-            self.record_extent(id, offset + done, extent)?;
-            done += extent.len;
-        }
-        Ok(())
-    }
-
-    /// Records a newly written extent: its reference count and its place in the file.
-    fn record_extent(&mut self, id: InodeId, file_offset: u64, extent: Extent) -> Result<()> {
-        self.dirty = true;
-        let record = ExtentRecord {
-            len: extent.len,
-            refs: 0,
-            flags: 0,
-            generation: self.state.generation,
-        };
-        self.meta()
-            .put(table::EXTENTS, &key1(extent.start), &record.encode())?;
-        let mapping = FileExtent::regular(extent.start, extent.len);
-        self.replace_range(id, file_offset, file_offset + extent.len, Some(mapping))
-    }
-
-    /// Writes out the dirty pages of one file as extents, one per run of consecutive pages.
-    pub fn writeback(&mut self, id: InodeId) -> Result<()> {
-        self.writeback_pages(id, u64::MAX)
-    }
-
-    /// Writes out up to `budget` dirty pages of a file, lowest offsets first.
-    fn writeback_pages(&mut self, id: InodeId, budget: u64) -> Result<()> {
-        for (start, pieces) in self.cache.take_runs(id, EXTENT_PAGES, budget) {
-            self.write_extents(id, start * BLOCK_SIZE, ExtentData::Chunks(pieces))?;
-        }
-        Ok(())
-    }
-
-    pub(super) fn writeback_all(&mut self) -> Result<()> {
-        for id in self.cache.dirty_files() {
-            self.writeback(id)?;
-        }
-        Ok(())
-    }
-
     /// Changes a file's size. Shrinking drops the extents past the end and zeroes the tail of
     /// the last block, so bytes past EOF always read as zeros if the file grows again.
     pub(super) fn truncate(&mut self, id: InodeId, size: u64) -> Result<()> {
@@ -452,186 +287,5 @@ impl Engine {
         inode.mtime = now;
         inode.ctime = now;
         self.put_inode(id, &inode)
-    }
-
-    /// Removes the mapping of file bytes `[start, end)`, leaving a hole.
-    pub(super) fn punch_extents(&mut self, id: InodeId, start: u64, end: u64) -> Result<()> {
-        self.replace_range(id, start, end, None)
-    }
-
-    /// Maps `[start, end)` of a file to `new` (or to a hole), splitting the records that
-    /// straddle the edges and dropping the references of what is replaced. The new record's
-    /// reference is counted first, so an extent it shares with a replaced record is never
-    /// freed in between.
-    pub(super) fn replace_range(
-        &mut self,
-        id: InodeId,
-        start: u64,
-        end: u64,
-        new: Option<FileExtent>,
-    ) -> Result<()> {
-        self.dirty = true;
-        if let Some(n) = new.as_ref().filter(|n| n.kind != ExtentKind::Inline) {
-            self.adjust_extent_refs(n.disk_start, 1)?;
-        }
-        for (off, e) in self.extents_in(id, start, end)? {
-            if off + e.len > end {
-                self.insert_mapping(id, end, &e.slice(end - off, e.len))?;
-            }
-            if off < start {
-                // The head keeps the record's key, so its back reference and count stay.
-                self.put_record(id, off, &e.slice(0, start - off))?;
-            } else {
-                self.remove_mapping(id, off, &e)?;
-            }
-        }
-        if let Some(n) = new {
-            self.put_record(id, start, &n)?;
-            if n.kind != ExtentKind::Inline {
-                self.meta().put(
-                    table::EXTENT_REFS,
-                    &extent_ref_key(n.disk_start, id.subvol, id.ino, start),
-                    &[],
-                )?;
-            }
-        }
-        Ok(())
-    }
-
-    fn put_record(&mut self, id: InodeId, offset: u64, e: &FileExtent) -> Result<()> {
-        self.meta().put(
-            table::FILE_EXTENTS,
-            &key3(id.subvol, id.ino, offset),
-            &e.encode(),
-        )
-    }
-
-    /// Adds a file extent record, with its back reference and count.
-    pub(super) fn insert_mapping(
-        &mut self,
-        id: InodeId,
-        offset: u64,
-        e: &FileExtent,
-    ) -> Result<()> {
-        self.put_record(id, offset, e)?;
-        if e.kind == ExtentKind::Inline {
-            return Ok(());
-        }
-        self.meta().put(
-            table::EXTENT_REFS,
-            &extent_ref_key(e.disk_start, id.subvol, id.ino, offset),
-            &[],
-        )?;
-        self.adjust_extent_refs(e.disk_start, 1)
-    }
-
-    /// Removes a file extent record, its back reference and its count; the extent goes with
-    /// its last reference.
-    fn remove_mapping(&mut self, id: InodeId, offset: u64, e: &FileExtent) -> Result<()> {
-        self.meta()
-            .remove(table::FILE_EXTENTS, &key3(id.subvol, id.ino, offset))?;
-        if e.kind == ExtentKind::Inline {
-            return Ok(());
-        }
-        self.meta().remove(
-            table::EXTENT_REFS,
-            &extent_ref_key(e.disk_start, id.subvol, id.ino, offset),
-        )?;
-        self.adjust_extent_refs(e.disk_start, -1)
-    }
-
-    fn adjust_extent_refs(&mut self, start: u64, delta: i64) -> Result<()> {
-        let key = key1(start);
-        let meta = self.store.meta();
-        let raw = meta.get(table::EXTENTS, &key)?;
-        let mut record = ExtentRecord::decode(&raw.ok_or_else(|| {
-            Error::corrupt(format!("file extent points at unallocated extent {start}"))
-        })?)?;
-        record.refs = record
-            .refs
-            .checked_add_signed(delta)
-            .ok_or_else(|| Error::corrupt(format!("extent {start} reference count underflow")))?;
-        if record.refs > 0 {
-            return meta.put(table::EXTENTS, &key, &record.encode());
-        }
-        meta.remove(table::EXTENTS, &key)?;
-        meta.remove(table::CHECKSUMS, &key)?;
-        self.alloc.free(
-            meta,
-            Extent {
-                start,
-                len: record.len,
-            },
-        )
-    }
-
-    /// Whether a data extent is referenced by any file other than `owner` (another file, a
-    /// clone, a snapshot). A file referencing one extent twice does not share it.
-    pub fn extent_shared(&self, extent: u64, owner: InodeId) -> Result<bool> {
-        for (k, _) in self.meta().scan_prefix(table::EXTENT_REFS, &key1(extent))? {
-            if InodeId::new(key_part(&k, 1)?, key_part(&k, 2)?) != owner {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    /// Bytes of data space a file references (for `st_blocks`), dirty pages included.
-    pub(super) fn allocated_bytes(&self, id: InodeId, inode: &InodeRecord) -> Result<u64> {
-        if inode.kind()? == FileKind::Directory {
-            return Ok(0);
-        }
-        let stored: u64 = self
-            .extents_in(id, 0, u64::MAX)?
-            .iter()
-            .map(|(_, e)| e.len)
-            .sum();
-        let dirty = self.cache.pages_in(id, 0..u64::MAX).count() as u64 * BLOCK_SIZE;
-        Ok(stored + dirty)
-    }
-}
-
-/// Where one range of a file lives, as FIEMAP reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExtentMapping {
-    pub file_offset: u64,
-    pub len: u64,
-    /// Logical data address (0 for inline data).
-    pub logical: u64,
-    /// Device offset (0 for inline data).
-    pub physical: u64,
-    pub kind: ExtentKind,
-    /// Another file extent record references the same data extent.
-    pub shared: bool,
-}
-
-impl Engine {
-    /// The file's extents in file order, after writing back its dirty pages.
-    pub fn extent_map(&mut self, id: InodeId) -> Result<Vec<ExtentMapping>> {
-        self.inode(id)?;
-        if self.cache.has_pages_in(id, 0..u64::MAX) {
-            self.check_writable()?;
-            self.writeback(id)?;
-        }
-        let mut map = Vec::new();
-        for (off, e) in self.extents_in(id, 0, u64::MAX)? {
-            let (logical, physical, shared) = match e.kind {
-                ExtentKind::Inline => (0, 0, false),
-                _ => {
-                    let logical = e.disk_start + e.extent_offset;
-                    let shared = self.extent_shared(e.disk_start, id)?;
-                    (logical, self.alloc.physical(logical)?, shared)
-                }
-            };
-            map.push(ExtentMapping {
-                file_offset: off,
-                len: e.len,
-                logical,
-                physical,
-                kind: e.kind,
-                shared,
-            });
-        }
-        Ok(map)
     }
 }

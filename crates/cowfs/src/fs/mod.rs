@@ -7,12 +7,15 @@ mod attrs;
 mod cache;
 mod data;
 pub(crate) mod engine;
+mod extents;
 mod namespace;
+mod write;
 mod writer;
 
 pub use alloc::{data_chunk_size, metadata_reserve, BlockGroup, Extent};
-pub use data::{checksum_blocks, ExtentMapping, MAX_FILE_SIZE};
+pub use data::{checksum_blocks, MAX_FILE_SIZE};
 pub use engine::scan_superblocks;
+pub use extents::ExtentMapping;
 
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};

@@ -1,0 +1,241 @@
+//! Extent maps and reference counting: which file ranges point at which data extents, the
+//! count and back references of each extent, whether an extent is shared, and the extent map
+//! (FIEMAP) a caller sees. Every change to a file's mapping goes through `replace_range`.
+
+use std::ops::Bound;
+
+use super::alloc::Extent;
+use super::engine::Engine;
+use super::InodeId;
+use crate::error::{Error, Result};
+use crate::format::{
+    decode_checksums, extent_ref_key, key1, key3, key_part, table, ExtentKind, ExtentRecord,
+    FileExtent, FileKind, InodeRecord, BLOCK_SIZE,
+};
+
+/// Where one range of a file lives, as FIEMAP reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtentMapping {
+    pub file_offset: u64,
+    pub len: u64,
+    /// Logical data address (0 for inline data).
+    pub logical: u64,
+    /// Device offset (0 for inline data).
+    pub physical: u64,
+    pub kind: ExtentKind,
+    /// Another file extent record references the same data extent.
+    pub shared: bool,
+}
+
+impl Engine {
+    /// File extent records of `id` overlapping `[start, end)`, as (file offset, extent).
+    pub(super) fn extents_in(
+        &self,
+        id: InodeId,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<(u64, FileExtent)>> {
+        let meta = self.meta();
+        let mut found = Vec::new();
+        if let Some((k, v)) =
+            meta.at_or_before(table::FILE_EXTENTS, &key3(id.subvol, id.ino, start))?
+        {
+            if key_part(&k, 0)? == id.subvol && key_part(&k, 1)? == id.ino {
+                let (off, e) = (key_part(&k, 2)?, FileExtent::decode(&v)?);
+                if off < start && off + e.len > start {
+                    found.push((off, e));
+                }
+            }
+        }
+        let from = key3(id.subvol, id.ino, start);
+        let to = key3(id.subvol, id.ino, end);
+        for (k, v) in meta.range(
+            table::FILE_EXTENTS,
+            Bound::Included(&from),
+            Bound::Excluded(&to),
+            usize::MAX,
+            false,
+        )? {
+            found.push((key_part(&k, 2)?, FileExtent::decode(&v)?));
+        }
+        Ok(found)
+    }
+
+    /// The checksums of a data extent, or None for an extent without them.
+    pub(super) fn extent_checksums(&self, start: u64) -> Result<Option<Vec<u32>>> {
+        self.meta()
+            .get(table::CHECKSUMS, &key1(start))?
+            .map(|v| decode_checksums(&v))
+            .transpose()
+    }
+
+    /// Removes the mapping of file bytes `[start, end)`, leaving a hole.
+    pub(super) fn punch_extents(&mut self, id: InodeId, start: u64, end: u64) -> Result<()> {
+        self.replace_range(id, start, end, None)
+    }
+
+    /// Maps `[start, end)` of a file to `new` (or to a hole), splitting the records that
+    /// straddle the edges and dropping the references of what is replaced. The new record's
+    /// reference is counted first, so an extent it shares with a replaced record is never
+    /// freed in between.
+    pub(super) fn replace_range(
+        &mut self,
+        id: InodeId,
+        start: u64,
+        end: u64,
+        new: Option<FileExtent>,
+    ) -> Result<()> {
+        self.dirty = true;
+        if let Some(n) = new.as_ref().filter(|n| n.kind != ExtentKind::Inline) {
+            self.adjust_extent_refs(n.disk_start, 1)?;
+        }
+        for (off, e) in self.extents_in(id, start, end)? {
+            if off + e.len > end {
+                self.insert_mapping(id, end, &e.slice(end - off, e.len))?;
+            }
+            if off < start {
+                // The head keeps the record's key, so its back reference and count stay.
+                self.put_record(id, off, &e.slice(0, start - off))?;
+            } else {
+                self.remove_mapping(id, off, &e)?;
+            }
+        }
+        if let Some(n) = new {
+            self.put_record(id, start, &n)?;
+            if n.kind != ExtentKind::Inline {
+                self.meta().put(
+                    table::EXTENT_REFS,
+                    &extent_ref_key(n.disk_start, id.subvol, id.ino, start),
+                    &[],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn put_record(&mut self, id: InodeId, offset: u64, e: &FileExtent) -> Result<()> {
+        self.meta().put(
+            table::FILE_EXTENTS,
+            &key3(id.subvol, id.ino, offset),
+            &e.encode(),
+        )
+    }
+
+    /// Adds a file extent record, with its back reference and count.
+    pub(super) fn insert_mapping(
+        &mut self,
+        id: InodeId,
+        offset: u64,
+        e: &FileExtent,
+    ) -> Result<()> {
+        self.put_record(id, offset, e)?;
+        if e.kind == ExtentKind::Inline {
+            return Ok(());
+        }
+        self.meta().put(
+            table::EXTENT_REFS,
+            &extent_ref_key(e.disk_start, id.subvol, id.ino, offset),
+            &[],
+        )?;
+        self.adjust_extent_refs(e.disk_start, 1)
+    }
+
+    /// Removes a file extent record, its back reference and its count; the extent goes with
+    /// its last reference.
+    pub(super) fn remove_mapping(
+        &mut self,
+        id: InodeId,
+        offset: u64,
+        e: &FileExtent,
+    ) -> Result<()> {
+        self.meta()
+            .remove(table::FILE_EXTENTS, &key3(id.subvol, id.ino, offset))?;
+        if e.kind == ExtentKind::Inline {
+            return Ok(());
+        }
+        self.meta().remove(
+            table::EXTENT_REFS,
+            &extent_ref_key(e.disk_start, id.subvol, id.ino, offset),
+        )?;
+        self.adjust_extent_refs(e.disk_start, -1)
+    }
+
+    pub(super) fn adjust_extent_refs(&mut self, start: u64, delta: i64) -> Result<()> {
+        let key = key1(start);
+        let meta = self.store.meta();
+        let raw = meta.get(table::EXTENTS, &key)?;
+        let mut record = ExtentRecord::decode(&raw.ok_or_else(|| {
+            Error::corrupt(format!("file extent points at unallocated extent {start}"))
+        })?)?;
+        record.refs = record
+            .refs
+            .checked_add_signed(delta)
+            .ok_or_else(|| Error::corrupt(format!("extent {start} reference count underflow")))?;
+        if record.refs > 0 {
+            return meta.put(table::EXTENTS, &key, &record.encode());
+        }
+        meta.remove(table::EXTENTS, &key)?;
+        meta.remove(table::CHECKSUMS, &key)?;
+        self.alloc.free(
+            meta,
+            Extent {
+                start,
+                len: record.len,
+            },
+        )
+    }
+
+    /// Whether a data extent is referenced by any file other than `owner` (another file, a
+    /// clone, a snapshot). A file referencing one extent twice does not share it.
+    pub fn extent_shared(&self, extent: u64, owner: InodeId) -> Result<bool> {
+        for (k, _) in self.meta().scan_prefix(table::EXTENT_REFS, &key1(extent))? {
+            if InodeId::new(key_part(&k, 1)?, key_part(&k, 2)?) != owner {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Bytes of data space a file references (for `st_blocks`), dirty pages included.
+    pub(super) fn allocated_bytes(&self, id: InodeId, inode: &InodeRecord) -> Result<u64> {
+        if inode.kind()? == FileKind::Directory {
+            return Ok(0);
+        }
+        let stored: u64 = self
+            .extents_in(id, 0, u64::MAX)?
+            .iter()
+            .map(|(_, e)| e.len)
+            .sum();
+        let dirty = self.cache.pages_in(id, 0..u64::MAX).count() as u64 * BLOCK_SIZE;
+        Ok(stored + dirty)
+    }
+
+    /// The file's extents in file order, after writing back its dirty pages.
+    pub fn extent_map(&mut self, id: InodeId) -> Result<Vec<ExtentMapping>> {
+        self.inode(id)?;
+        if self.cache.has_pages_in(id, 0..u64::MAX) {
+            self.check_writable()?;
+            self.writeback(id)?;
+        }
+        let mut map = Vec::new();
+        for (off, e) in self.extents_in(id, 0, u64::MAX)? {
+            let (logical, physical, shared) = match e.kind {
+                ExtentKind::Inline => (0, 0, false),
+                _ => {
+                    let logical = e.disk_start + e.extent_offset;
+                    let shared = self.extent_shared(e.disk_start, id)?;
+                    (logical, self.alloc.physical(logical)?, shared)
+                }
+            };
+            map.push(ExtentMapping {
+                file_offset: off,
+                len: e.len,
+                logical,
+                physical,
+                kind: e.kind,
+                shared,
+            });
+        }
+        Ok(map)
+    }
+}
