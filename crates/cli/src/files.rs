@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use cowfs::device::{BlockDevice, FileDevice};
 use cowfs::format::FileKind;
-use cowfs::{Attr, CreateAttrs, Errno, Error, Filesystem, InodeId, RenameFlags, SetAttr};
+use cowfs::{
+    Attr, CreateAttrs, Errno, Error, FallocateMode, Filesystem, InodeId, RenameFlags, SetAttr,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::size::human;
@@ -372,6 +374,14 @@ pub fn ln(fs: &Filesystem, target: &str, link: &str, symbolic: bool) -> cowfs::R
         fs.link(fs.resolve(target)?, dir, name.as_bytes())?;
     }
     Ok(())
+}
+
+pub fn fallocate_mode(keep_size: bool, punch_hole: bool, zero_range: bool) -> FallocateMode {
+    match (punch_hole, zero_range) {
+        (true, _) => FallocateMode::PunchHole,
+        (false, true) => FallocateMode::ZeroRange { keep_size },
+        (false, false) => FallocateMode::Allocate { keep_size },
+    }
 }
 
 pub fn chattr(fs: &Filesystem, path: &str, changes: &[String]) -> cowfs::Result<()> {

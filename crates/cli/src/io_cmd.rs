@@ -128,6 +128,14 @@ fn execute(fs: &Filesystem, name: &str, args: &[&str]) -> cowfs::Result<()> {
                 a.id.ino, a.id.subvol, a.kind, a.perm, a.nlink, a.size, a.allocated
             );
         }
+        "falloc" | "fpunch" | "fzero" => {
+            let keep_size = args.first() == Some(&"-k");
+            let args = if keep_size { &args[1..] } else { args };
+            let id = files::open_or_create(fs, arg(args, 0, "path")?)?;
+            let (offset, len) = (num(args, 1, "offset")?, num(args, 2, "length")?);
+            let mode = files::fallocate_mode(keep_size, name == "fpunch", name == "fzero");
+            fs.fallocate(id, mode, offset, len)?;
+        }
         "chattr" => {
             let changes: Vec<String> = args.iter().skip(1).map(|s| s.to_string()).collect();
             files::chattr(fs, arg(args, 0, "path")?, &changes)?;

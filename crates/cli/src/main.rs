@@ -105,6 +105,24 @@ enum Command {
         #[arg(value_parser = size::parse)]
         size: u64,
     },
+    /// Preallocate, punch a hole in, or zero part of a file (as util-linux fallocate)
+    Fallocate {
+        image: PathBuf,
+        path: String,
+        #[arg(value_parser = size::parse)]
+        offset: u64,
+        #[arg(value_parser = size::parse)]
+        length: u64,
+        /// Do not change the file size
+        #[arg(short = 'n', long)]
+        keep_size: bool,
+        /// Deallocate the range (implies --keep-size)
+        #[arg(short = 'p', long, conflicts_with = "zero_range")]
+        punch_hole: bool,
+        /// Make the range read as zeros, keeping it allocated
+        #[arg(short = 'z', long)]
+        zero_range: bool,
+    },
     /// Change file attributes: +C (NOCOW), +c (compress), +i (immutable), +a (append only), ...
     Chattr {
         image: PathBuf,
@@ -190,6 +208,20 @@ fn run(command: Command) -> CliResult {
         } => done(&image, |fs| files::ln(fs, &target, &link, symbolic)),
         Command::Truncate { image, path, size } => {
             done(&image, |fs| files::truncate(fs, &path, size))
+        }
+        Command::Fallocate {
+            image,
+            path,
+            offset,
+            length,
+            keep_size,
+            punch_hole,
+            zero_range,
+        } => {
+            let mode = files::fallocate_mode(keep_size, punch_hole, zero_range);
+            done(&image, |fs| {
+                fs.fallocate(files::open_or_create(fs, &path)?, mode, offset, length)
+            })
         }
         Command::Chattr {
             image,

@@ -38,7 +38,7 @@ pub fn checksum_blocks(data: &[u8]) -> Vec<u32> {
 }
 
 impl Engine {
-    fn regular_inode(&self, id: InodeId) -> Result<InodeRecord> {
+    pub(super) fn regular_inode(&self, id: InodeId) -> Result<InodeRecord> {
         let inode = self.inode(id)?;
         match inode.kind()? {
             FileKind::Regular => Ok(inode),
@@ -198,7 +198,7 @@ impl Engine {
 
     /// Makes sure `bytes` of new data can be written out, committing to reuse space the
     /// running transaction freed if that is what it takes. ENOSPC otherwise.
-    fn reserve(&mut self, bytes: u64) -> Result<()> {
+    pub(super) fn reserve(&mut self, bytes: u64) -> Result<()> {
         let fits = |e: &Engine| e.alloc.available(&e.space) >= e.cache.dirty_page_bytes() + bytes;
         if fits(self) {
             return Ok(());

@@ -69,6 +69,22 @@ impl Engine {
             .transpose()
     }
 
+    /// The ranges of `[start, end)` no file extent record maps.
+    pub(super) fn holes(&self, id: InodeId, start: u64, end: u64) -> Result<Vec<(u64, u64)>> {
+        let mut holes = Vec::new();
+        let mut cursor = start;
+        for (off, e) in self.extents_in(id, start, end)? {
+            if cursor < off {
+                holes.push((cursor, off));
+            }
+            cursor = cursor.max(off + e.len);
+        }
+        if cursor < end {
+            holes.push((cursor, end));
+        }
+        Ok(holes)
+    }
+
     /// Removes the mapping of file bytes `[start, end)`, leaving a hole.
     pub(super) fn punch_extents(&mut self, id: InodeId, start: u64, end: u64) -> Result<()> {
         self.replace_range(id, start, end, None)

@@ -9,6 +9,7 @@ mod data;
 pub(crate) mod engine;
 mod extents;
 mod namespace;
+mod prealloc;
 mod write;
 mod writer;
 
@@ -16,6 +17,7 @@ pub use alloc::{data_chunk_size, metadata_reserve, BlockGroup, Extent};
 pub use data::{checksum_blocks, MAX_FILE_SIZE};
 pub use engine::scan_superblocks;
 pub use extents::ExtentMapping;
+pub use prealloc::FallocateMode;
 
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -276,6 +278,9 @@ impl Filesystem {
         /// Direct write: offset and length 4 KiB-aligned; data written straight to new extents.
         write_direct(&self, id: InodeId, offset: u64, data: &[u8]) -> usize);
 
+    forward!(
+        /// fallocate(2): preallocate, punch a hole, or zero a range.
+        fallocate(&self, id: InodeId, mode: FallocateMode, offset: u64, len: u64) -> ());
     forward!(
         /// Sets an inode's FS_IOC flags (chattr); returns the flags it has afterwards.
         set_flags(&self, id: InodeId, flags: u64) -> u64);

@@ -8,8 +8,10 @@ use super::data::checksum_blocks;
 use super::engine::Engine;
 use super::InodeId;
 use crate::error::{Error, Result};
+use crate::format::inode_flags::NOCOW;
 use crate::format::{
-    encode_checksums, key1, table, ExtentRecord, FileExtent, BLOCK_SIZE, MAX_EXTENT_LEN,
+    decode_checksums, encode_checksums, key1, table, Compression, ExtentKind, ExtentRecord,
+    FileExtent, BLOCK_SIZE, MAX_EXTENT_LEN,
 };
 
 /// Pages in the largest extent.
@@ -21,13 +23,56 @@ pub(super) enum ExtentData<'a> {
     Chunks(Vec<Piece>),
 }
 
-impl ExtentData<'_> {
+impl<'a> ExtentData<'a> {
     pub(super) fn len(&self) -> u64 {
         match self {
             ExtentData::Direct(bytes) => bytes.len() as u64,
             ExtentData::Chunks(pieces) => pieces.iter().map(|p| p.range.len() as u64).sum(),
         }
     }
+
+    /// Takes the first `len` bytes off the front.
+    fn take(&mut self, len: u64) -> ExtentData<'a> {
+        match self {
+            ExtentData::Direct(bytes) => {
+                let (head, tail) = bytes.split_at(len as usize);
+                *bytes = tail;
+                ExtentData::Direct(head)
+            }
+            ExtentData::Chunks(pieces) => ExtentData::Chunks(take_pieces(pieces, len as usize)),
+        }
+    }
+
+    fn slices(&self) -> Vec<&[u8]> {
+        match self {
+            ExtentData::Direct(bytes) => vec![bytes],
+            ExtentData::Chunks(pieces) => pieces.iter().map(Piece::bytes).collect(),
+        }
+    }
+
+    fn checksums(&self) -> Vec<u32> {
+        self.slices()
+            .iter()
+            .flat_map(|s| checksum_blocks(s))
+            .collect()
+    }
+}
+
+/// Where one range of a write goes.
+enum Target {
+    /// Over the existing extent of the record at `record_offset` (NOCOW, or preallocated).
+    InPlace {
+        record_offset: u64,
+        extent: FileExtent,
+    },
+    /// To newly allocated extents (copy-on-write).
+    New,
+}
+
+struct Span {
+    start: u64,
+    end: u64,
+    target: Target,
 }
 
 /// Takes the first `len` bytes off `pieces`, splitting a piece that straddles the boundary.
@@ -57,70 +102,176 @@ fn take_pieces(pieces: &mut Vec<Piece>, mut len: usize) -> Vec<Piece> {
 }
 
 impl Engine {
-    /// Writes `data` to newly allocated extents and maps them at `offset`. Direct data is on
-    /// the device when this returns; dirty chunks are written behind, overlapping whatever the
-    /// caller does next.
+    /// Writes `data` at `offset` of a file. Ranges over preallocated space, and over any
+    /// unshared data of a NOCOW file, are overwritten in place; the rest is copy-on-write to
+    /// new extents. Direct data is on the device when this returns; dirty chunks going to new
+    /// extents are written behind, overlapping whatever the caller does next.
     pub(super) fn write_extents(
         &mut self,
         id: InodeId,
         offset: u64,
         mut data: ExtentData<'_>,
     ) -> Result<()> {
-        let total = data.len();
-        let mut done = 0u64;
-        while done < total {
-            let want = (total - done).min(MAX_EXTENT_LEN);
-            let extent = self.alloc.allocate(self.store.meta(), &self.space, want)?;
-            let physical = self.alloc.physical(extent.start)?;
-            let sums = match &mut data {
-                ExtentData::Direct(bytes) => {
-                    let (head, tail) = bytes.split_at(extent.len as usize);
-                    *bytes = tail;
-                    self.writer.settle()?;
-                    self.device
-                        .write_at(physical, head)
-                        .map_err(|e| Error::io("data write", &e))?;
-                    checksum_blocks(head)
-                }
-                ExtentData::Chunks(pieces) => {
-                    let head = take_pieces(pieces, extent.len as usize);
-                    let sums = head
-                        .iter()
-                        .flat_map(|p| checksum_blocks(p.bytes()))
-                        .collect();
-                    self.writer.write_behind(&self.device, physical, head)?;
-                    sums
-                }
-            };
-            self.meta().put(
-                table::CHECKSUMS,
-                &key1(extent.start),
-                &encode_checksums(&sums),
-            )?;
-            self.record_extent(id, offset + done, extent)?;
-            done += extent.len;
+        let nocow = self.inode(id)?.flags & NOCOW != 0;
+        for span in self.plan_write(id, offset, offset + data.len(), nocow)? {
+            let part = data.take(span.end - span.start);
+            match span.target {
+                Target::InPlace {
+                    record_offset,
+                    extent,
+                } => self.write_in_place(id, nocow, span.start, record_offset, extent, part)?,
+                Target::New => self.write_new(id, nocow, span.start, part)?,
+            }
         }
         Ok(())
     }
 
-    /// Records a newly written extent: its reference count and its place in the file.
+    /// Splits `[start, end)` by where each range may be written.
+    fn plan_write(&self, id: InodeId, start: u64, end: u64, nocow: bool) -> Result<Vec<Span>> {
+        let mut spans: Vec<Span> = Vec::new();
+        let mut push = |start: u64, end: u64, target: Target| match (spans.last_mut(), &target) {
+            (Some(last), Target::New)
+                if matches!(last.target, Target::New) && last.end == start =>
+            {
+                last.end = end
+            }
+            _ => spans.push(Span { start, end, target }),
+        };
+        let mut cursor = start;
+        for (off, e) in self.extents_in(id, start, end)? {
+            let (from, to) = (off.max(start), (off + e.len).min(end));
+            if cursor < from {
+                push(cursor, from, Target::New);
+            }
+            let overwritable = match e.kind {
+                ExtentKind::Prealloc => true,
+                ExtentKind::Regular => nocow && e.compression == Compression::None as u8,
+                ExtentKind::Inline => false,
+            };
+            let target = if overwritable && !self.extent_shared(e.disk_start, id)? {
+                Target::InPlace {
+                    record_offset: off,
+                    extent: e,
+                }
+            } else {
+                Target::New
+            };
+            push(from, to, target);
+            cursor = to;
+        }
+        if cursor < end {
+            push(cursor, end, Target::New);
+        }
+        Ok(spans)
+    }
+
+    /// Overwrites part of an existing extent; a preallocated range becomes written data.
+    fn write_in_place(
+        &mut self,
+        id: InodeId,
+        nocow: bool,
+        start: u64,
+        record_offset: u64,
+        extent: FileExtent,
+        data: ExtentData<'_>,
+    ) -> Result<()> {
+        let within = extent.extent_offset + (start - record_offset);
+        let physical = self.alloc.physical(extent.disk_start + within)?;
+        // An earlier write of the same blocks may still be in flight behind us.
+        self.writer.settle()?;
+        self.device
+            .write_vectored_at(physical, &data.slices())
+            .map_err(|e| Error::io("data write", &e))?;
+        self.dirty = true;
+        if !nocow {
+            self.update_checksums(extent.disk_start, within, &data.checksums())?;
+        }
+        if extent.kind == ExtentKind::Prealloc {
+            let from = start - record_offset;
+            let mut written = extent.slice(from, from + data.len());
+            written.kind = ExtentKind::Regular;
+            self.replace_range(id, start, start + data.len(), Some(written))?;
+        }
+        Ok(())
+    }
+
+    /// Writes to newly allocated extents, checksummed unless the file is NOCOW.
+    fn write_new(
+        &mut self,
+        id: InodeId,
+        nocow: bool,
+        mut offset: u64,
+        mut data: ExtentData<'_>,
+    ) -> Result<()> {
+        while data.len() > 0 {
+            let want = data.len().min(MAX_EXTENT_LEN);
+            let extent = self.alloc.allocate(self.store.meta(), &self.space, want)?;
+            let physical = self.alloc.physical(extent.start)?;
+            let part = data.take(extent.len);
+            let sums = (!nocow).then(|| part.checksums());
+            match part {
+                ExtentData::Direct(bytes) => {
+                    self.writer.settle()?;
+                    self.device
+                        .write_at(physical, bytes)
+                        .map_err(|e| Error::io("data write", &e))?;
+                }
+                ExtentData::Chunks(pieces) => {
+                    self.writer.write_behind(&self.device, physical, pieces)?
+                }
+            }
+            let mapping = FileExtent::regular(extent.start, extent.len);
+            self.record_extent(id, offset, extent, sums.as_deref(), mapping)?;
+            offset += extent.len;
+        }
+        Ok(())
+    }
+
+    /// Records a new extent (checksummed when `sums` is given) and maps it at `file_offset`.
     pub(super) fn record_extent(
         &mut self,
         id: InodeId,
         file_offset: u64,
         extent: Extent,
+        sums: Option<&[u32]>,
+        mapping: FileExtent,
     ) -> Result<()> {
         self.dirty = true;
+        let flags = if sums.is_some() {
+            0
+        } else {
+            ExtentRecord::FLAG_NODATASUM
+        };
         let record = ExtentRecord {
             len: extent.len,
             refs: 0,
-            flags: 0,
+            flags,
             generation: self.state.generation,
         };
-        self.meta()
-            .put(table::EXTENTS, &key1(extent.start), &record.encode())?;
-        let mapping = FileExtent::regular(extent.start, extent.len);
-        self.replace_range(id, file_offset, file_offset + extent.len, Some(mapping))
+        let meta = self.meta();
+        meta.put(table::EXTENTS, &key1(extent.start), &record.encode())?;
+        if let Some(sums) = sums {
+            meta.put(
+                table::CHECKSUMS,
+                &key1(extent.start),
+                &encode_checksums(sums),
+            )?;
+        }
+        self.replace_range(id, file_offset, file_offset + mapping.len, Some(mapping))
+    }
+
+    /// Replaces the checksums of blocks `within..` of an extent.
+    fn update_checksums(&mut self, extent: u64, within: u64, sums: &[u32]) -> Result<()> {
+        let meta = self.meta();
+        let raw = meta.get(table::CHECKSUMS, &key1(extent))?;
+        let mut all = decode_checksums(
+            &raw.ok_or_else(|| Error::corrupt(format!("extent {extent} has no checksums")))?,
+        )?;
+        let first = (within / BLOCK_SIZE) as usize;
+        all.get_mut(first..first + sums.len())
+            .ok_or_else(|| Error::corrupt(format!("extent {extent} has too few checksums")))?
+            .copy_from_slice(sums);
+        meta.put(table::CHECKSUMS, &key1(extent), &encode_checksums(&all))
     }
 
     /// Writes out the dirty pages of one file as extents, one per run of consecutive pages.
