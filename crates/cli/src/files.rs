@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use cowfs::device::{BlockDevice, FileDevice};
 use cowfs::format::FileKind;
+use cowfs::DedupeOutcome;
 use cowfs::{
     Attr, CreateAttrs, Errno, Error, FallocateMode, Filesystem, InodeId, RenameFlags, SetAttr,
 };
@@ -382,6 +383,39 @@ pub fn fallocate_mode(keep_size: bool, punch_hole: bool, zero_range: bool) -> Fa
         (false, true) => FallocateMode::ZeroRange { keep_size },
         (false, false) => FallocateMode::Allocate { keep_size },
     }
+}
+
+/// Reflinks a whole file (`length` None) or a range; DST is created when missing.
+pub fn reflink(
+    fs: &Filesystem,
+    src: &str,
+    dst: &str,
+    src_off: u64,
+    dst_off: u64,
+    length: Option<u64>,
+) -> cowfs::Result<()> {
+    let (src, dst) = (fs.resolve(src)?, open_or_create(fs, dst)?);
+    match length {
+        None if src_off == 0 && dst_off == 0 => fs.clone_file(src, dst),
+        _ => fs
+            .clone_range(src, src_off, dst, dst_off, length.unwrap_or(0))
+            .map(drop),
+    }
+}
+
+pub fn dedupe(
+    fs: &Filesystem,
+    src: &str,
+    dst: &str,
+    src_off: u64,
+    dst_off: u64,
+    len: u64,
+) -> cowfs::Result<()> {
+    match fs.dedupe_range(fs.resolve(src)?, src_off, fs.resolve(dst)?, dst_off, len)? {
+        DedupeOutcome::Deduped(n) => println!("deduped {n} bytes"),
+        DedupeOutcome::Differs => println!("the ranges differ: nothing shared"),
+    }
+    Ok(())
 }
 
 pub fn chattr(fs: &Filesystem, path: &str, changes: &[String]) -> cowfs::Result<()> {

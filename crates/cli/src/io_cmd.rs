@@ -48,6 +48,15 @@ fn num(args: &[&str], i: usize, what: &str) -> cowfs::Result<u64> {
     size::parse(arg(args, i, what)?).map_err(Error::invalid)
 }
 
+/// An optional number argument: 0 when absent.
+fn opt_num(args: &[&str], i: usize) -> cowfs::Result<u64> {
+    if args.len() > i {
+        num(args, i, "number")
+    } else {
+        Ok(0)
+    }
+}
+
 fn byte(args: &[&str], i: usize) -> cowfs::Result<u8> {
     match args.get(i) {
         None => Ok(DEFAULT_FILL),
@@ -135,6 +144,43 @@ fn execute(fs: &Filesystem, name: &str, args: &[&str]) -> cowfs::Result<()> {
             let (offset, len) = (num(args, 1, "offset")?, num(args, 2, "length")?);
             let mode = files::fallocate_mode(keep_size, name == "fpunch", name == "fzero");
             fs.fallocate(id, mode, offset, len)?;
+        }
+        "reflink" | "copy_range" => {
+            let (src, dst) = (
+                fs.resolve(arg(args, 0, "source")?)?,
+                files::open_or_create(fs, arg(args, 1, "target")?)?,
+            );
+            let (src_off, dst_off) = (opt_num(args, 2)?, opt_num(args, 3)?);
+            let len = opt_num(args, 4)?;
+            let n = match (name, args.len()) {
+                ("reflink", 2) => {
+                    fs.clone_file(src, dst)?;
+                    fs.getattr(src)?.size
+                }
+                ("reflink", _) => fs.clone_range(src, src_off, dst, dst_off, len)?,
+                _ => {
+                    let len = if len == 0 { fs.getattr(src)?.size } else { len };
+                    fs.copy_file_range(src, src_off, dst, dst_off, len)?
+                }
+            };
+            println!(
+                "{} {n} bytes",
+                if name == "reflink" {
+                    "linked"
+                } else {
+                    "copied"
+                }
+            );
+        }
+        "dedupe" => {
+            files::dedupe(
+                fs,
+                arg(args, 0, "source")?,
+                arg(args, 1, "target")?,
+                num(args, 2, "source offset")?,
+                num(args, 3, "target offset")?,
+                num(args, 4, "length")?,
+            )?;
         }
         "chattr" => {
             let changes: Vec<String> = args.iter().skip(1).map(|s| s.to_string()).collect();

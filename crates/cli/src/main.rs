@@ -123,6 +123,31 @@ enum Command {
         #[arg(short = 'z', long)]
         zero_range: bool,
     },
+    /// Reflink: make DST share SRC's data (whole file, or a range)
+    Reflink {
+        image: PathBuf,
+        src: String,
+        dst: String,
+        #[arg(long, default_value = "0", value_parser = size::parse)]
+        src_offset: u64,
+        #[arg(long, default_value = "0", value_parser = size::parse)]
+        dst_offset: u64,
+        /// Bytes; the whole file when absent
+        #[arg(long, value_parser = size::parse)]
+        length: Option<u64>,
+    },
+    /// Share a range of DST with the identical range of SRC (nothing changes if they differ)
+    Dedupe {
+        image: PathBuf,
+        src: String,
+        dst: String,
+        #[arg(long, default_value = "0", value_parser = size::parse)]
+        src_offset: u64,
+        #[arg(long, default_value = "0", value_parser = size::parse)]
+        dst_offset: u64,
+        #[arg(long, value_parser = size::parse)]
+        length: u64,
+    },
     /// Change file attributes: +C (NOCOW), +c (compress), +i (immutable), +a (append only), ...
     Chattr {
         image: PathBuf,
@@ -223,6 +248,26 @@ fn run(command: Command) -> CliResult {
                 fs.fallocate(files::open_or_create(fs, &path)?, mode, offset, length)
             })
         }
+        Command::Reflink {
+            image,
+            src,
+            dst,
+            src_offset,
+            dst_offset,
+            length,
+        } => done(&image, |fs| {
+            files::reflink(fs, &src, &dst, src_offset, dst_offset, length)
+        }),
+        Command::Dedupe {
+            image,
+            src,
+            dst,
+            src_offset,
+            dst_offset,
+            length,
+        } => done(&image, |fs| {
+            files::dedupe(fs, &src, &dst, src_offset, dst_offset, length)
+        }),
         Command::Chattr {
             image,
             path,

@@ -118,6 +118,7 @@ pub fn errno_name(errno: Errno) -> &'static str {
         (Errno::UCLEAN, "EUCLEAN"),
         (Errno::OVERFLOW, "EOVERFLOW"),
         (Errno::NODATA, "ENODATA"),
+        (Errno::NOSYS, "ENOSYS"),
         (Errno::RANGE, "ERANGE"),
     ];
     NAMES

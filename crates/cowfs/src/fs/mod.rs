@@ -10,6 +10,7 @@ pub(crate) mod engine;
 mod extents;
 mod namespace;
 mod prealloc;
+mod share;
 mod write;
 mod writer;
 
@@ -18,6 +19,7 @@ pub use data::{checksum_blocks, MAX_FILE_SIZE};
 pub use engine::scan_superblocks;
 pub use extents::ExtentMapping;
 pub use prealloc::FallocateMode;
+pub use share::DedupeOutcome;
 
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -281,6 +283,18 @@ impl Filesystem {
     forward!(
         /// fallocate(2): preallocate, punch a hole, or zero a range.
         fallocate(&self, id: InodeId, mode: FallocateMode, offset: u64, len: u64) -> ());
+    forward!(
+        /// Reflink a range (FICLONERANGE); `len` 0 means to the source's end. Returns the bytes cloned.
+        clone_range(&self, src: InodeId, src_off: u64, dst: InodeId, dst_off: u64, len: u64) -> u64);
+    forward!(
+        /// Makes `dst` a reflinked copy of all of `src` (FICLONE).
+        clone_file(&self, src: InodeId, dst: InodeId) -> ());
+    forward!(
+        /// Shares identical ranges (FIDEDUPERANGE).
+        dedupe_range(&self, src: InodeId, src_off: u64, dst: InodeId, dst_off: u64, len: u64) -> DedupeOutcome);
+    forward!(
+        /// copy_file_range(2): reflinks where it can, copies where it must.
+        copy_file_range(&self, src: InodeId, src_off: u64, dst: InodeId, dst_off: u64, len: u64) -> u64);
     forward!(
         /// Sets an inode's FS_IOC flags (chattr); returns the flags it has afterwards.
         set_flags(&self, id: InodeId, flags: u64) -> u64);
