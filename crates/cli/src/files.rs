@@ -418,6 +418,38 @@ pub fn dedupe(
     Ok(())
 }
 
+/// The id of the subvolume whose root is at `path`.
+pub fn subvolume_at(fs: &Filesystem, path: &str) -> cowfs::Result<u64> {
+    let id = fs.resolve(path)?;
+    if id.ino != cowfs::format::ROOT_INO {
+        return Err(Error::invalid(format!("{path}: not a subvolume")));
+    }
+    Ok(id.subvol)
+}
+
+pub fn snapshot(fs: &Filesystem, source: &str, dest: &str, read_only: bool) -> cowfs::Result<()> {
+    let source = subvolume_at(fs, source)?;
+    let (dir, name) = fs.resolve_parent(dest)?;
+    fs.snapshot(source, dir, name.as_bytes(), read_only)
+        .map(drop)
+}
+
+pub fn list_subvolumes(fs: &Filesystem) -> CliResult {
+    for s in fs.list_subvolumes()? {
+        let ro = if s.read_only { " readonly" } else { "" };
+        let of = if s.snapshot_of != 0 {
+            format!(" snapshot_of {}", s.snapshot_of)
+        } else {
+            String::new()
+        };
+        println!(
+            "ID {} gen {} parent {}{of}{ro} path {}",
+            s.id, s.generation, s.parent, s.path
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn chattr(fs: &Filesystem, path: &str, changes: &[String]) -> cowfs::Result<()> {
     let id = fs.resolve(path)?;
     let flags =

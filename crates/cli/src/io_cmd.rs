@@ -182,6 +182,27 @@ fn execute(fs: &Filesystem, name: &str, args: &[&str]) -> cowfs::Result<()> {
                 num(args, 4, "length")?,
             )?;
         }
+        "subvol_create" => {
+            let (dir, name) = fs.resolve_parent(arg(args, 0, "path")?)?;
+            fs.create_subvolume(dir, name.as_bytes())?;
+        }
+        "subvol_delete" => {
+            let (dir, name) = fs.resolve_parent(arg(args, 0, "path")?)?;
+            fs.delete_subvolume(dir, name.as_bytes())?;
+        }
+        "subvol_list" => {
+            files::list_subvolumes(fs).map_err(|e| Error::invalid(e.to_string()))?;
+        }
+        "snapshot" => {
+            let read_only = args.first() == Some(&"-r");
+            let args = if read_only { &args[1..] } else { args };
+            files::snapshot(
+                fs,
+                arg(args, 0, "source")?,
+                arg(args, 1, "destination")?,
+                read_only,
+            )?;
+        }
         "chattr" => {
             let changes: Vec<String> = args.iter().skip(1).map(|s| s.to_string()).collect();
             files::chattr(fs, arg(args, 0, "path")?, &changes)?;

@@ -148,6 +148,20 @@ enum Command {
         #[arg(long, value_parser = size::parse)]
         length: u64,
     },
+    /// Subvolumes: create, delete, list, make read-only
+    Subvolume {
+        #[command(subcommand)]
+        action: SubvolumeAction,
+    },
+    /// Snapshot a subvolume (SOURCE must be a subvolume's root) as DEST
+    Snapshot {
+        image: PathBuf,
+        source: String,
+        dest: String,
+        /// Make the snapshot read-only
+        #[arg(short = 'r')]
+        read_only: bool,
+    },
     /// Change file attributes: +C (NOCOW), +c (compress), +i (immutable), +a (append only), ...
     Chattr {
         image: PathBuf,
@@ -180,6 +194,23 @@ enum Command {
     Bench {
         #[command(subcommand)]
         which: bench::Which,
+    },
+}
+
+#[derive(Subcommand)]
+enum SubvolumeAction {
+    /// Make an empty subvolume at PATH
+    Create { image: PathBuf, path: String },
+    /// Delete the subvolume at PATH and everything in it
+    Delete { image: PathBuf, path: String },
+    /// List every subvolume
+    List { image: PathBuf },
+    /// Make the subvolume at PATH read-only (true) or writable (false)
+    Readonly {
+        image: PathBuf,
+        path: String,
+        #[arg(action = clap::ArgAction::Set)]
+        read_only: bool,
     },
 }
 
@@ -268,6 +299,13 @@ fn run(command: Command) -> CliResult {
         } => done(&image, |fs| {
             files::dedupe(fs, &src, &dst, src_offset, dst_offset, length)
         }),
+        Command::Subvolume { action } => subvolume(action),
+        Command::Snapshot {
+            image,
+            source,
+            dest,
+            read_only,
+        } => done(&image, |fs| files::snapshot(fs, &source, &dest, read_only)),
         Command::Chattr {
             image,
             path,
@@ -281,6 +319,27 @@ fn run(command: Command) -> CliResult {
         Command::Io { image, commands } => io_cmd::run(&open(&image, false)?, &commands),
         Command::Demo { dir } => demo::run(dir),
         Command::Bench { which } => bench::run(which),
+    }
+}
+
+fn subvolume(action: SubvolumeAction) -> CliResult {
+    match action {
+        SubvolumeAction::Create { image, path } => done(&image, |fs| {
+            let (dir, name) = fs.resolve_parent(&path)?;
+            fs.create_subvolume(dir, name.as_bytes()).map(drop)
+        }),
+        SubvolumeAction::Delete { image, path } => done(&image, |fs| {
+            let (dir, name) = fs.resolve_parent(&path)?;
+            fs.delete_subvolume(dir, name.as_bytes())
+        }),
+        SubvolumeAction::List { image } => files::list_subvolumes(&open(&image, true)?),
+        SubvolumeAction::Readonly {
+            image,
+            path,
+            read_only,
+        } => done(&image, |fs| {
+            fs.set_subvolume_read_only(files::subvolume_at(fs, &path)?, read_only)
+        }),
     }
 }
 

@@ -365,6 +365,7 @@ impl<'a> Checker<'a> {
 
     /// Link counts, entries pointing at live inodes of the right kind, no orphans.
     fn namespace(&mut self, inodes: &BTreeMap<InodeId, InodeRecord>) -> Result<()> {
+        let subvols = self.subvolumes()?;
         let mut names: HashMap<InodeId, u32> = HashMap::new();
         let mut subdirs: HashMap<InodeId, u32> = HashMap::new();
         let mut entries: HashMap<InodeId, u64> = HashMap::new();
@@ -381,7 +382,11 @@ impl<'a> Checker<'a> {
             };
             let child = InodeId::new(rec.subvol, rec.ino);
             *entries.entry(dir).or_default() += 1;
-            dirents.insert((child, dir.ino, key_tail(&k, 2)?.to_vec()));
+            if child.subvol == dir.subvol {
+                dirents.insert((child, dir.ino, key_tail(&k, 2)?.to_vec()));
+            } else {
+                self.subvolume_entry(&subvols, dir, key_tail(&k, 2)?, child);
+            }
             match (
                 inodes.get(&dir).map(|i| i.kind()),
                 inodes.get(&child).map(|i| i.kind()),
@@ -422,10 +427,11 @@ impl<'a> Checker<'a> {
                 dirents.len()
             ));
         }
-        let subvols = self.subvolumes()?;
         for (id, inode) in inodes {
             let n = names.get(id).copied().unwrap_or(0);
-            let is_root = id.ino == ROOT_INO && subvols.contains_key(&id.subvol);
+            // Only the top subvolume's root has no name.
+            let is_root =
+                id.ino == ROOT_INO && subvols.get(&id.subvol).is_some_and(|s| s.parent == 0);
             if !subvols.get(&id.subvol).is_some_and(|s| id.ino < s.next_ino) {
                 self.report.problem(format!(
                     "inode {} of subvolume {} is beyond its subvolume's numbering",
@@ -469,6 +475,31 @@ impl<'a> Checker<'a> {
             }
         }
         Ok(())
+    }
+
+    /// An entry naming another subvolume must name its root, as its record says.
+    fn subvolume_entry(
+        &mut self,
+        subvols: &BTreeMap<u64, SubvolumeRecord>,
+        dir: InodeId,
+        name: &[u8],
+        child: InodeId,
+    ) {
+        let matches = subvols.get(&child.subvol).is_some_and(|s| {
+            child.ino == s.root_ino
+                && s.parent == dir.subvol
+                && s.parent_dir == dir.ino
+                && s.name == name
+        });
+        if !matches {
+            self.report.problem(format!(
+                "entry {:?} in directory {} names subvolume {} inode {}, which does not place itself there",
+                String::from_utf8_lossy(name),
+                dir.ino,
+                child.subvol,
+                child.ino
+            ));
+        }
     }
 
     fn subvolumes(&mut self) -> Result<BTreeMap<u64, SubvolumeRecord>> {

@@ -293,6 +293,12 @@ impl Engine {
         SubvolumeRecord::decode(&raw)
     }
 
+    pub(crate) fn put_subvolume(&mut self, id: u64, subvol: &SubvolumeRecord) -> Result<()> {
+        self.dirty = true;
+        self.meta()
+            .put(table::SUBVOLUMES, &key1(id), &subvol.encode())
+    }
+
     pub(crate) fn inode(&self, id: InodeId) -> Result<InodeRecord> {
         self.meta()
             .inode(id.subvol, id.ino)?

@@ -11,6 +11,7 @@ mod extents;
 mod namespace;
 mod prealloc;
 mod share;
+mod subvol;
 mod write;
 mod writer;
 
@@ -20,6 +21,7 @@ pub use engine::scan_superblocks;
 pub use extents::ExtentMapping;
 pub use prealloc::FallocateMode;
 pub use share::DedupeOutcome;
+pub use subvol::SubvolumeInfo;
 
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -295,6 +297,17 @@ impl Filesystem {
     forward!(
         /// copy_file_range(2): reflinks where it can, copies where it must.
         copy_file_range(&self, src: InodeId, src_off: u64, dst: InodeId, dst_off: u64, len: u64) -> u64);
+    forward!(
+        /// Makes an empty subvolume named `name` in `dir`; returns its id.
+        create_subvolume(&self, dir: InodeId, name: &[u8]) -> u64);
+    forward!(
+        /// Snapshots subvolume `source` as `name` in `dir`; returns the snapshot's id.
+        snapshot(&self, source: u64, dir: InodeId, name: &[u8], read_only: bool) -> u64);
+    forward!(
+        /// Deletes the subvolume named `name` in `dir` and everything in it.
+        delete_subvolume(&self, dir: InodeId, name: &[u8]) -> ());
+    forward!(list_subvolumes(&self) -> Vec<SubvolumeInfo>);
+    forward!(set_subvolume_read_only(&self, id: u64, read_only: bool) -> ());
     forward!(
         /// Sets an inode's FS_IOC flags (chattr); returns the flags it has afterwards.
         set_flags(&self, id: InodeId, flags: u64) -> u64);

@@ -61,7 +61,7 @@ impl Engine {
             .ok_or_else(|| Error::not_found(self.child_path(dir, name)))
     }
 
-    fn lookup_entry(&self, dir: InodeId, name: &[u8]) -> Result<Option<DirEntry>> {
+    pub(super) fn lookup_entry(&self, dir: InodeId, name: &[u8]) -> Result<Option<DirEntry>> {
         self.dir_inode(dir)?;
         let raw = self
             .meta()
@@ -130,11 +130,7 @@ impl Engine {
         let mut subvol = self.subvolume(dir.subvol)?;
         let id = InodeId::new(dir.subvol, subvol.next_ino);
         subvol.next_ino += 1;
-        self.meta().put(
-            table::SUBVOLUMES,
-            &crate::format::key1(dir.subvol),
-            &subvol.encode(),
-        )?;
+        self.put_subvolume(dir.subvol, &subvol)?;
         let mut inode = new_inode(
             kind,
             attrs.mode,
@@ -272,6 +268,9 @@ impl Engine {
             ));
         }
         self.check_empty_dir(entry.id)?;
+        if entry.id.subvol != dir.subvol {
+            return self.delete_subvolume(dir, name);
+        }
         self.check(dir, Change::RemoveEntry)?;
         self.check(entry.id, Change::Unname)?;
         self.remove_link(dir, name, entry.id)?;
@@ -279,7 +278,7 @@ impl Engine {
         self.free_inode(entry.id)
     }
 
-    fn check_empty_dir(&self, dir: InodeId) -> Result<()> {
+    pub(super) fn check_empty_dir(&self, dir: InodeId) -> Result<()> {
         if !self.readdir(dir, None, 1)?.is_empty() {
             return Err(Error::new(
                 Errno::NOTEMPTY,
@@ -413,37 +412,43 @@ impl Engine {
         Err(Error::corrupt("directory tree too deep or cyclic"))
     }
 
-    fn add_link(
+    pub(super) fn add_link(
         &mut self,
         dir: InodeId,
         name: &[u8],
         child: InodeId,
         kind: FileKind,
     ) -> Result<()> {
-        let meta = self.meta();
-        meta.put(
-            table::DIR_ENTRIES,
-            &dirent_key(dir, name),
-            &DirEntryRecord {
-                ino: child.ino,
-                subvol: child.subvol,
-                kind,
-            }
-            .encode(),
-        )?;
-        meta.put(table::INODE_REFS, &backref_key(child, dir.ino, name), &[])?;
+        let record = DirEntryRecord {
+            ino: child.ino,
+            subvol: child.subvol,
+            kind,
+        };
+        self.meta()
+            .put(table::DIR_ENTRIES, &dirent_key(dir, name), &record.encode())?;
+        if child.subvol == dir.subvol {
+            self.meta()
+                .put(table::INODE_REFS, &backref_key(child, dir.ino, name), &[])?;
+        } else {
+            // A subvolume's root: its one name is recorded in its subvolume record.
+            let mut subvol = self.subvolume(child.subvol)?;
+            (subvol.parent, subvol.parent_dir, subvol.name) = (dir.subvol, dir.ino, name.to_vec());
+            self.put_subvolume(child.subvol, &subvol)?;
+        }
         self.update_dir(dir, 1)
     }
 
-    fn remove_link(&mut self, dir: InodeId, name: &[u8], child: InodeId) -> Result<()> {
+    pub(super) fn remove_link(&mut self, dir: InodeId, name: &[u8], child: InodeId) -> Result<()> {
         let meta = self.meta();
         meta.remove(table::DIR_ENTRIES, &dirent_key(dir, name))?;
-        meta.remove(table::INODE_REFS, &backref_key(child, dir.ino, name))?;
+        if child.subvol == dir.subvol {
+            meta.remove(table::INODE_REFS, &backref_key(child, dir.ino, name))?;
+        }
         self.update_dir(dir, -1)
     }
 
     /// A directory's size counts its entries; its times change with them.
-    fn update_dir(&mut self, dir: InodeId, entries: i64) -> Result<()> {
+    pub(super) fn update_dir(&mut self, dir: InodeId, entries: i64) -> Result<()> {
         let mut inode = self.inode(dir)?;
         inode.size = inode.size.saturating_add_signed(entries);
         let now = Timespec::now();
@@ -452,7 +457,7 @@ impl Engine {
         self.put_inode(dir, &inode)
     }
 
-    fn adjust_nlink(&mut self, id: InodeId, delta: i32) -> Result<()> {
+    pub(super) fn adjust_nlink(&mut self, id: InodeId, delta: i32) -> Result<()> {
         let mut inode = self.inode(id)?;
         inode.nlink = inode.nlink.saturating_add_signed(delta);
         inode.ctime = Timespec::now();
@@ -517,7 +522,9 @@ impl Engine {
     /// The first (parent, name) that links to `id`; None for a subvolume root.
     pub(super) fn parent_of(&self, id: InodeId) -> Result<Option<(InodeId, Vec<u8>)>> {
         if id.ino == ROOT_INO {
-            return Ok(None);
+            let subvol = self.subvolume(id.subvol)?;
+            return Ok((subvol.parent != 0)
+                .then(|| (InodeId::new(subvol.parent, subvol.parent_dir), subvol.name)));
         }
         let rows = self.meta().range(
             table::INODE_REFS,
