@@ -450,6 +450,40 @@ pub fn list_subvolumes(fs: &Filesystem) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The extent map as `filefrag -v` prints it, in 4 KiB blocks.
+pub fn fiemap(fs: &Filesystem, path: &str) -> CliResult {
+    let id = fs.resolve(path)?;
+    let size = fs.getattr(id)?.size;
+    let map = fs.extent_map(id)?;
+    let blocks = |bytes: u64| bytes / 4096;
+    println!(
+        "File size of {path} is {size} ({} blocks of 4096 bytes)",
+        size.div_ceil(4096)
+    );
+    println!(" ext:     logical_offset:        physical_offset: length:   flags:");
+    for (i, m) in map.iter().enumerate() {
+        let mut flags = m.flag_names();
+        if i + 1 == map.len() {
+            flags.push("last");
+        }
+        let last = blocks(m.len.div_ceil(4096) * 4096) - 1;
+        let (lo, po) = (blocks(m.file_offset), blocks(m.physical));
+        println!(
+            "{i:4}: {lo:10}..{:10}: {po:10}..{:10}: {:6}:   {}",
+            lo + last,
+            po + last,
+            last + 1,
+            flags.join(",")
+        );
+    }
+    println!(
+        "{path}: {} extent{} found",
+        map.len(),
+        if map.len() == 1 { "" } else { "s" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn chattr(fs: &Filesystem, path: &str, changes: &[String]) -> cowfs::Result<()> {
     let id = fs.resolve(path)?;
     let flags =

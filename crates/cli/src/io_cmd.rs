@@ -203,6 +203,9 @@ fn execute(fs: &Filesystem, name: &str, args: &[&str]) -> cowfs::Result<()> {
                 read_only,
             )?;
         }
+        "fiemap" => {
+            files::fiemap(fs, arg(args, 0, "path")?).map_err(|e| Error::invalid(e.to_string()))?;
+        }
         "chattr" => {
             let changes: Vec<String> = args.iter().skip(1).map(|s| s.to_string()).collect();
             files::chattr(fs, arg(args, 0, "path")?, &changes)?;

@@ -162,6 +162,8 @@ enum Command {
         #[arg(short = 'r')]
         read_only: bool,
     },
+    /// Show where a file's extents are, like filefrag -v
+    Fiemap { image: PathBuf, path: String },
     /// Change file attributes: +C (NOCOW), +c (compress), +i (immutable), +a (append only), ...
     Chattr {
         image: PathBuf,
@@ -306,6 +308,7 @@ fn run(command: Command) -> CliResult {
             dest,
             read_only,
         } => done(&image, |fs| files::snapshot(fs, &source, &dest, read_only)),
+        Command::Fiemap { image, path } => files::fiemap(&open(&image, true)?, &path),
         Command::Chattr {
             image,
             path,

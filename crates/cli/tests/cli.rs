@@ -218,3 +218,34 @@ fn chattr_and_lsattr() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("rm: Operation not permitted"));
     assert!(String::from_utf8_lossy(&out.stdout).contains("----i----------C------ /nocow/f"));
 }
+
+#[test]
+fn subvolumes_snapshots_reflinks_and_fiemap() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path());
+    ok(&["subvolume", "create", &img, "/vol"]);
+    ok(&[
+        "io",
+        &img,
+        "-c",
+        "write /vol/f 0 256k 0x5a",
+        "-c",
+        "falloc -k /vol/f 256k 64k",
+    ]);
+    ok(&["snapshot", &img, "-r", "/vol", "/snap"]);
+    let list = ok(&["subvolume", "list", &img]);
+    assert!(
+        list.contains("path /vol") && list.contains("snapshot_of 2 readonly path /snap"),
+        "{list}"
+    );
+    let out = cowfs(&["io", &img, "-c", "write /snap/f 0 4k"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("write: Read-only file system"));
+    ok(&["reflink", &img, "/vol/f", "/copy"]);
+    let map = ok(&["fiemap", &img, "/copy"]);
+    assert!(map.contains("shared") && map.contains("last"), "{map}");
+    let map = ok(&["fiemap", &img, "/vol/f"]);
+    assert!(map.contains("unwritten"), "{map}");
+    ok(&["subvolume", "delete", &img, "/snap"]);
+    assert!(!ok(&["subvolume", "list", &img]).contains("/snap"));
+    assert!(ok(&["fsck", &img]).contains("clean"));
+}

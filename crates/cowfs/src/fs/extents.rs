@@ -9,8 +9,8 @@ use super::engine::Engine;
 use super::InodeId;
 use crate::error::{Error, Result};
 use crate::format::{
-    decode_checksums, extent_ref_key, key1, key3, key_part, table, ExtentKind, ExtentRecord,
-    FileExtent, FileKind, InodeRecord, BLOCK_SIZE,
+    decode_checksums, extent_ref_key, key1, key3, key_part, table, Compression, ExtentKind,
+    ExtentRecord, FileExtent, FileKind, InodeRecord, BLOCK_SIZE,
 };
 
 /// Where one range of a file lives, as FIEMAP reports it.
@@ -23,8 +23,29 @@ pub struct ExtentMapping {
     /// Device offset (0 for inline data).
     pub physical: u64,
     pub kind: ExtentKind,
-    /// Another file extent record references the same data extent.
+    /// Stored encoded (compressed): its bytes on disk are not the file's.
+    pub encoded: bool,
+    /// Another file, clone or snapshot references the same data extent.
     pub shared: bool,
+}
+
+impl ExtentMapping {
+    /// FIEMAP's flag names for this extent (`last` is for the caller to add).
+    pub fn flag_names(&self) -> Vec<&'static str> {
+        let mut flags = Vec::new();
+        match self.kind {
+            ExtentKind::Inline => flags.extend(["inline", "not_aligned", "data_inline"]),
+            ExtentKind::Prealloc => flags.push("unwritten"),
+            ExtentKind::Regular => {}
+        }
+        if self.encoded {
+            flags.push("encoded");
+        }
+        if self.shared {
+            flags.push("shared");
+        }
+        flags
+    }
 }
 
 impl Engine {
@@ -249,6 +270,7 @@ impl Engine {
                 logical,
                 physical,
                 kind: e.kind,
+                encoded: e.compression != Compression::None as u8,
                 shared,
             });
         }
