@@ -39,6 +39,9 @@ enum Command {
         /// Overwrite an existing cowfs filesystem
         #[arg(long)]
         force: bool,
+        /// Largest file stored inline in metadata, in bytes (0 disables inline files)
+        #[arg(long, value_parser = size::parse)]
+        inline_limit: Option<u64>,
     },
     /// Check a filesystem; exit 0 when clean. Never writes to the image
     Fsck { image: PathBuf },
@@ -231,7 +234,12 @@ pub type CliResult<T = ExitCode> = Result<T, Box<dyn std::error::Error>>;
 
 fn run(command: Command) -> CliResult {
     match command {
-        Command::Mkfs { image, size, force } => mkfs(&image, size, force),
+        Command::Mkfs {
+            image,
+            size,
+            force,
+            inline_limit,
+        } => mkfs(&image, size, force, inline_limit),
         Command::Fsck { image } => files::fsck(&image),
         Command::Info { image } => files::info(&open(&image, true)?),
         Command::Ls { image, path, long } => files::ls(&open(&image, true)?, &path, long),
@@ -364,7 +372,16 @@ fn done(image: &std::path::Path, f: impl FnOnce(&Filesystem) -> cowfs::Result<()
     Ok(ExitCode::SUCCESS)
 }
 
-fn mkfs(image: &std::path::Path, size: Option<u64>, force: bool) -> CliResult {
+fn mkfs(
+    image: &std::path::Path,
+    size: Option<u64>,
+    force: bool,
+    inline_limit: Option<u64>,
+) -> CliResult {
+    let inline_limit = inline_limit
+        .map(u32::try_from)
+        .transpose()
+        .map_err(|_| "the inline limit is too large")?;
     let existing = image.exists();
     let device: Arc<dyn BlockDevice> = match (existing, size) {
         (true, _) => Arc::new(FileDevice::open(image)?),
@@ -391,6 +408,7 @@ fn mkfs(image: &std::path::Path, size: Option<u64>, force: bool) -> CliResult {
     }
     let opts = MkfsOptions {
         size,
+        inline_limit,
         ..MkfsOptions::default()
     };
     Filesystem::mkfs(device, &opts)?;

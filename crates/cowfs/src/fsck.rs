@@ -110,6 +110,7 @@ impl<'a> Checker<'a> {
         self.free_space(&groups, &extents)?;
         let inodes = self.inodes()?;
         let file_extents = self.file_extents(&inodes)?;
+        self.inline_extents(&file_extents);
         self.reference_counts(&extents, &file_extents);
         self.back_references(&file_extents)?;
         self.namespace(&inodes)?;
@@ -297,6 +298,35 @@ impl<'a> Checker<'a> {
             });
         }
         Ok(rows)
+    }
+
+    /// An inline extent is a file's only extent, at offset 0, and small.
+    fn inline_extents(&mut self, files: &[FileExtentRow]) {
+        let mut per_file: HashMap<InodeId, (usize, bool)> = HashMap::new();
+        for row in files {
+            let entry = per_file.entry(row.owner).or_default();
+            entry.0 += 1;
+            if row.extent.kind != ExtentKind::Inline {
+                continue;
+            }
+            entry.1 = true;
+            if row.offset != 0 || row.extent.len > crate::format::SYMLINK_MAX as u64 {
+                self.report.problem(format!(
+                    "{}: inline extent at {} of {} bytes",
+                    self.engine.path_of(row.owner),
+                    row.offset,
+                    row.extent.len
+                ));
+            }
+        }
+        for (owner, (count, inline)) in per_file {
+            if inline && count > 1 {
+                self.report.problem(format!(
+                    "{}: an inline extent beside other extents",
+                    self.engine.path_of(owner)
+                ));
+            }
+        }
     }
 
     /// Every extent's count equals the file extent records pointing at it.

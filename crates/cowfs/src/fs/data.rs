@@ -160,6 +160,9 @@ impl Engine {
         if data.is_empty() {
             return Ok(0);
         }
+        if end > u64::from(self.state.inline_limit) {
+            self.uninline(id, &inode)?;
+        }
         let (first, last) = (offset / BLOCK_SIZE, end.div_ceil(BLOCK_SIZE));
         let new_pages = (last - first) - self.cache.pages_in(id, first..last).count() as u64;
         self.reserve(new_pages * BLOCK_SIZE)?;
@@ -239,6 +242,7 @@ impl Engine {
         let end = check_range(offset, data.len())?;
         let mut inode = self.regular_inode(id)?;
         self.check_change(id, &inode, Change::Write(offset))?;
+        self.settle_inline(id, &inode)?;
         self.cache
             .discard_range(id, offset / BLOCK_SIZE..end / BLOCK_SIZE);
         self.reserve(data.len() as u64)?;
@@ -251,8 +255,18 @@ impl Engine {
         Ok(data.len())
     }
 
+    /// Moves inline data out to a regular extent now (before direct I/O or fallocate).
+    pub(super) fn settle_inline(&mut self, id: InodeId, inode: &InodeRecord) -> Result<()> {
+        self.uninline(id, inode)?;
+        if self.cache.has_pages_in(id, 0..1) {
+            // Not `writeback`, which would store a small file inline again.
+            self.writeback_pages(id, u64::MAX)?;
+        }
+        Ok(())
+    }
+
     /// Makes page `index` dirty with its stored contents (zeros past the end of the file).
-    fn load_page(&mut self, id: InodeId, inode: &InodeRecord, index: u64) -> Result<()> {
+    pub(super) fn load_page(&mut self, id: InodeId, inode: &InodeRecord, index: u64) -> Result<()> {
         let mut page = [0u8; BS];
         if index * BLOCK_SIZE < inode.size {
             self.read_stored(id, index * BLOCK_SIZE, &mut page)?;

@@ -81,6 +81,12 @@ impl Engine {
                 MIN_FS_SIZE >> 20
             )));
         }
+        let inline_limit = opts.inline_limit.unwrap_or(DEFAULT_INLINE_LIMIT);
+        if inline_limit as u64 >= BLOCK_SIZE {
+            return Err(Error::invalid(format!(
+                "the inline limit must be below {BLOCK_SIZE} bytes"
+            )));
+        }
         if device.len() < size {
             device.resize(size).map_err(io_err("grow the image"))?;
         }

@@ -8,6 +8,7 @@ mod cache;
 mod data;
 pub(crate) mod engine;
 mod extents;
+mod inline;
 mod namespace;
 mod prealloc;
 mod share;

@@ -45,6 +45,7 @@ impl Engine {
             Change::Resize
         };
         self.check_change(id, &inode, change)?;
+        self.settle_inline(id, &inode)?;
         let keep_size = match mode {
             FallocateMode::Allocate { keep_size } => {
                 self.preallocate(

@@ -276,6 +276,9 @@ impl Engine {
 
     /// Writes out the dirty pages of one file as extents, one per run of consecutive pages.
     pub fn writeback(&mut self, id: InodeId) -> Result<()> {
+        if self.writeback_inline(id)? {
+            return Ok(());
+        }
         self.writeback_pages(id, u64::MAX)
     }
 
