@@ -148,6 +148,7 @@ fn engine_runs(size: u64, image: &Path) -> CliResult<(Rate, Rate, bool)> {
         &OpenOptions {
             read_only: false,
             commit_interval: None,
+            ..OpenOptions::default()
         },
     )?;
     let root = fs.root();

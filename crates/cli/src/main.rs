@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use cowfs::device::{BlockDevice, FileDevice};
-use cowfs::{Filesystem, MkfsOptions, OpenOptions};
+use cowfs::{CompressionConfig, Filesystem, MkfsOptions, OpenOptions};
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +39,9 @@ enum Command {
         /// Overwrite an existing cowfs filesystem
         #[arg(long)]
         force: bool,
+        /// Compress all new data: zstd or zstd:LEVEL (1-19)
+        #[arg(long)]
+        compress: Option<String>,
         /// Largest file stored inline in metadata, in bytes (0 disables inline files)
         #[arg(long, value_parser = size::parse)]
         inline_limit: Option<u64>,
@@ -186,6 +189,9 @@ enum Command {
     /// Run commands over one open filesystem (xfs_io style): -c "write /f 0 4k 0xab"
     Io {
         image: PathBuf,
+        /// Mount options: compress=zstd[:LEVEL]
+        #[arg(short = 'o')]
+        options: Option<String>,
         #[arg(short = 'c', required = true)]
         commands: Vec<String>,
     },
@@ -238,8 +244,24 @@ fn run(command: Command) -> CliResult {
             image,
             size,
             force,
+            compress,
             inline_limit,
-        } => mkfs(&image, size, force, inline_limit),
+        } => {
+            let compress = compress
+                .map(|c| CompressionConfig::parse(&c))
+                .transpose()?
+                .flatten();
+            mkfs(
+                &image,
+                MkfsOptions {
+                    size,
+                    compress,
+                    ..MkfsOptions::default()
+                },
+                force,
+                inline_limit,
+            )
+        }
         Command::Fsck { image } => files::fsck(&image),
         Command::Info { image } => files::info(&open(&image, true)?),
         Command::Ls { image, path, long } => files::ls(&open(&image, true)?, &path, long),
@@ -327,7 +349,16 @@ fn run(command: Command) -> CliResult {
             path,
             directory,
         } => files::lsattr(&open(&image, true)?, &path, directory),
-        Command::Io { image, commands } => io_cmd::run(&open(&image, false)?, &commands),
+        Command::Io {
+            image,
+            options,
+            commands,
+        } => {
+            let opts = mount_options(options.as_deref())?;
+            let fs = Filesystem::open_path(&image, &opts)
+                .map_err(|e| format!("{}: {e}", image.display()))?;
+            io_cmd::run(&fs, &commands)
+        }
         Command::Demo { dir } => demo::run(dir),
         Command::Bench { which } => bench::run(which),
     }
@@ -354,6 +385,19 @@ fn subvolume(action: SubvolumeAction) -> CliResult {
     }
 }
 
+/// Parses `-o` options as a mount would: `compress=zstd[:LEVEL]`, `ro`.
+fn mount_options(text: Option<&str>) -> CliResult<OpenOptions> {
+    let mut opts = OpenOptions::default();
+    for option in text.unwrap_or("").split(',').filter(|o| !o.is_empty()) {
+        match option.split_once('=') {
+            Some(("compress", how)) => opts.compress = CompressionConfig::parse(how)?,
+            None if option == "ro" => opts.read_only = true,
+            _ => return Err(format!("unknown option {option:?} (try compress=zstd, ro)").into()),
+        }
+    }
+    Ok(opts)
+}
+
 /// Opens an image; read-only opens never write to it.
 pub fn open(image: &std::path::Path, read_only: bool) -> CliResult<Filesystem> {
     let opts = OpenOptions {
@@ -374,7 +418,7 @@ fn done(image: &std::path::Path, f: impl FnOnce(&Filesystem) -> cowfs::Result<()
 
 fn mkfs(
     image: &std::path::Path,
-    size: Option<u64>,
+    opts: MkfsOptions,
     force: bool,
     inline_limit: Option<u64>,
 ) -> CliResult {
@@ -382,8 +426,12 @@ fn mkfs(
         .map(u32::try_from)
         .transpose()
         .map_err(|_| "the inline limit is too large")?;
+    let opts = MkfsOptions {
+        inline_limit,
+        ..opts
+    };
     let existing = image.exists();
-    let device: Arc<dyn BlockDevice> = match (existing, size) {
+    let device: Arc<dyn BlockDevice> = match (existing, opts.size) {
         (true, _) => Arc::new(FileDevice::open(image)?),
         (false, Some(size)) => Arc::new(FileDevice::create(image, size)?),
         (false, None) => {
@@ -401,16 +449,11 @@ fn mkfs(
         )
         .into());
     }
-    if let Some(size) = size {
+    if let Some(size) = opts.size {
         if device.len() < size {
             device.resize(size)?;
         }
     }
-    let opts = MkfsOptions {
-        size,
-        inline_limit,
-        ..MkfsOptions::default()
-    };
     Filesystem::mkfs(device, &opts)?;
     let fs = open(image, true)?;
     let info = fs.info()?;

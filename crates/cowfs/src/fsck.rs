@@ -11,8 +11,8 @@ use crate::device::{AlignedBuf, BlockDevice};
 use crate::error::Result;
 use crate::format::{
     decode_checksums, decode_len, extent_ref_key, key_part, key_tail, table, BlockGroupRecord,
-    DirEntryRecord, ExtentKind, ExtentRecord, FileExtent, FileKind, InodeRecord, SubvolumeRecord,
-    BLOCK_SIZE, ROOT_INO,
+    Compression, DirEntryRecord, ExtentKind, ExtentRecord, FileExtent, FileKind, InodeRecord,
+    SubvolumeRecord, BLOCK_SIZE, ROOT_INO,
 };
 use crate::fs::engine::Engine;
 use crate::fs::{scan_superblocks, InodeId};
@@ -114,7 +114,8 @@ impl<'a> Checker<'a> {
         self.reference_counts(&extents, &file_extents);
         self.back_references(&file_extents)?;
         self.namespace(&inodes)?;
-        self.checksums(&extents, &file_extents, progress)
+        self.checksums(&extents, &file_extents, progress)?;
+        self.compressed_extents(&file_extents)
     }
 
     fn rows(&self, name: &'static str) -> Result<Vec<crate::meta::Row>> {
@@ -583,6 +584,33 @@ impl<'a> Checker<'a> {
             }
             done += e.len;
             progress(done, total);
+        }
+        Ok(())
+    }
+
+    /// Every compressed extent holds one zstd frame that decodes to its recorded length.
+    fn compressed_extents(&mut self, files: &[FileExtentRow]) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        for row in files
+            .iter()
+            .filter(|r| r.extent.compression != Compression::None as u8)
+        {
+            if !seen.insert(row.extent.disk_start) {
+                continue;
+            }
+            let mut stored = AlignedBuf::zeroed(row.extent.disk_len as usize);
+            let decoded = self
+                .engine
+                .device_read(row.extent.disk_start, &mut stored)
+                .and_then(|()| crate::fs::decompress_extent(&stored, row.extent.ram_len));
+            if let Err(e) = decoded {
+                self.report.problem(format!(
+                    "{} at offset {}: {}",
+                    self.engine.path_of(row.owner),
+                    row.offset,
+                    e.reason()
+                ));
+            }
         }
         Ok(())
     }

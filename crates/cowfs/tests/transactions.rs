@@ -21,6 +21,7 @@ fn the_timer_commits_changes_without_sync() {
     let opts = OpenOptions {
         read_only: false,
         commit_interval: Some(Duration::from_millis(50)),
+        ..OpenOptions::default()
     };
     let fs = Filesystem::open(dev.clone(), &opts).unwrap();
     let f = file(&fs, fs.root(), "timed");

@@ -167,6 +167,25 @@ impl DataAllocator {
         Ok(extent)
     }
 
+    /// Allocates exactly `len` contiguous bytes, or nothing when no free range is that long.
+    pub fn allocate_contiguous(
+        &mut self,
+        meta: Meta<'_>,
+        space: &Mutex<DeviceSpace>,
+        len: u64,
+    ) -> Result<Option<Extent>> {
+        if self.pick(len).is_none_or(|e| e.len < len) {
+            // A new block group may hold it.
+            if self.add_group(meta, space, len).is_err() {
+                return Ok(None);
+            }
+        }
+        match self.pick(len) {
+            Some(e) if e.len == len => self.allocate(meta, space, len).map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// Next fit from the cursor for a range of `want`, else the largest free range.
     fn pick(&self, want: u64) -> Option<Extent> {
         let after = self

@@ -37,6 +37,9 @@ impl ChunkPool {
 
     /// Takes back a buffer nobody else holds.
     pub fn put(&self, buf: Arc<AlignedBuf>) {
+        if buf.len() != CHUNK_BYTES {
+            return;
+        }
         if let Ok(buf) = Arc::try_unwrap(buf) {
             let mut pool = self.0.lock().unwrap();
             if (pool.len() * CHUNK_BYTES) < DIRTY_LIMIT as usize {

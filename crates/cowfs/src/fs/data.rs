@@ -9,7 +9,8 @@ use super::InodeId;
 use crate::device::AlignedBuf;
 use crate::error::{Errno, Error, Result};
 use crate::format::{
-    round_down, round_up, ExtentKind, FileExtent, FileKind, InodeRecord, Timespec, BLOCK_SIZE,
+    round_down, round_up, Compression, ExtentKind, FileExtent, FileKind, InodeRecord, Timespec,
+    BLOCK_SIZE,
 };
 
 /// The largest file size: offsets must fit an i64, as in the kernel.
@@ -71,6 +72,9 @@ impl Engine {
                 ExtentKind::Inline => {
                     dst.copy_from_slice(&e.inline_data[within as usize..][..dst.len()])
                 }
+                ExtentKind::Regular if e.compression != Compression::None as u8 => {
+                    self.read_compressed(id, &e, within, from, dst)?
+                }
                 ExtentKind::Regular => self.read_extent(id, &e, within, from, dst)?,
             }
         }
@@ -101,7 +105,7 @@ impl Engine {
     }
 
     /// Checks blocks read from extent offset `first` against the extent's checksums.
-    fn verify_blocks(
+    pub(super) fn verify_blocks(
         &self,
         id: InodeId,
         e: &FileExtent,

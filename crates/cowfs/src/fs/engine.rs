@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::alloc::DataAllocator;
 use super::cache::PageCache;
+use super::compress::CompressionConfig;
 use super::writer::WriteBehind;
 use super::{InodeId, MkfsOptions};
 use crate::device::{AlignedBuf, BlockDevice, OverlayDevice};
@@ -32,6 +33,8 @@ pub struct Engine {
     pub(crate) dirty: bool,
     pub(crate) last_commit: Instant,
     pub(crate) writer: WriteBehind,
+    /// What new data is compressed with filesystem-wide (files marked `+c` get zstd anyway).
+    pub(crate) compression: Option<CompressionConfig>,
 }
 
 /// Reads every superblock copy of a device.
@@ -133,7 +136,7 @@ impl Engine {
             next_subvolume: FIRST_SUBVOLUME + 1,
             default_subvolume: FIRST_SUBVOLUME,
             inline_limit: opts.inline_limit.unwrap_or(DEFAULT_INLINE_LIMIT),
-            flags: 0,
+            flags: CompressionConfig::to_flags(opts.compress),
         };
         meta.put_fs_state(&state)?;
         let subvol = SubvolumeRecord {
@@ -221,6 +224,7 @@ impl Engine {
             dirty: false,
             last_commit: Instant::now(),
             writer,
+            compression: CompressionConfig::from_flags(state.flags)?,
         })
     }
 

@@ -259,7 +259,9 @@ impl Engine {
             let (logical, physical, shared) = match e.kind {
                 ExtentKind::Inline => (0, 0, false),
                 _ => {
-                    let logical = e.disk_start + e.extent_offset;
+                    // An encoded extent's offset is into its decoded bytes: report its start.
+                    let encoded = e.compression != Compression::None as u8;
+                    let logical = e.disk_start + if encoded { 0 } else { e.extent_offset };
                     let shared = self.extent_shared(e.disk_start, id)?;
                     (logical, self.alloc.physical(logical)?, shared)
                 }

@@ -5,6 +5,7 @@
 mod alloc;
 mod attrs;
 mod cache;
+mod compress;
 mod data;
 pub(crate) mod engine;
 mod extents;
@@ -17,6 +18,7 @@ mod write;
 mod writer;
 
 pub use alloc::{data_chunk_size, metadata_reserve, BlockGroup, Extent};
+pub use compress::{decompress_extent, CompressionConfig, MAX_COMPRESSED_LEN};
 pub use data::{checksum_blocks, MAX_FILE_SIZE};
 pub use engine::scan_superblocks;
 pub use extents::ExtentMapping;
@@ -152,6 +154,8 @@ pub struct MkfsOptions {
     pub size: Option<u64>,
     pub inline_limit: Option<u32>,
     pub uuid: Option<[u8; 16]>,
+    /// Compress all new data (`compress=zstd` as a mkfs option).
+    pub compress: Option<CompressionConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -159,6 +163,8 @@ pub struct OpenOptions {
     pub read_only: bool,
     /// Commit on this interval when there are changes; None: only on sync, fsync and unmount.
     pub commit_interval: Option<Duration>,
+    /// Compress all new data while open, whatever mkfs chose (`compress=zstd:N` mount option).
+    pub compress: Option<CompressionConfig>,
 }
 
 impl Default for OpenOptions {
@@ -166,6 +172,7 @@ impl Default for OpenOptions {
         OpenOptions {
             read_only: false,
             commit_interval: Some(Duration::from_secs(5)),
+            compress: None,
         }
     }
 }
@@ -210,7 +217,10 @@ impl Filesystem {
     }
 
     pub fn open(device: Arc<dyn BlockDevice>, opts: &OpenOptions) -> Result<Filesystem> {
-        let engine = Engine::open(device, opts.read_only)?;
+        let mut engine = Engine::open(device, opts.read_only)?;
+        if opts.compress.is_some() {
+            engine.compression = opts.compress;
+        }
         let shared = Arc::new(Shared {
             engine: Mutex::new(engine),
             committer: Arc::new((Mutex::new(false), Condvar::new())),

@@ -32,7 +32,7 @@ impl<'a> ExtentData<'a> {
     }
 
     /// Takes the first `len` bytes off the front.
-    fn take(&mut self, len: u64) -> ExtentData<'a> {
+    pub(super) fn take(&mut self, len: u64) -> ExtentData<'a> {
         match self {
             ExtentData::Direct(bytes) => {
                 let (head, tail) = bytes.split_at(len as usize);
@@ -43,7 +43,7 @@ impl<'a> ExtentData<'a> {
         }
     }
 
-    fn slices(&self) -> Vec<&[u8]> {
+    pub(super) fn slices(&self) -> Vec<&[u8]> {
         match self {
             ExtentData::Direct(bytes) => vec![bytes],
             ExtentData::Chunks(pieces) => pieces.iter().map(Piece::bytes).collect(),
@@ -112,7 +112,8 @@ impl Engine {
         offset: u64,
         mut data: ExtentData<'_>,
     ) -> Result<()> {
-        let nocow = self.inode(id)?.flags & NOCOW != 0;
+        let inode = self.inode(id)?;
+        let nocow = inode.flags & NOCOW != 0;
         for span in self.plan_write(id, offset, offset + data.len(), nocow)? {
             let part = data.take(span.end - span.start);
             match span.target {
@@ -120,7 +121,12 @@ impl Engine {
                     record_offset,
                     extent,
                 } => self.write_in_place(id, nocow, span.start, record_offset, extent, part)?,
-                Target::New => self.write_new(id, nocow, span.start, part)?,
+                Target::New => match (&part, self.compression_level(&inode)) {
+                    (ExtentData::Chunks(_), Some(level)) => {
+                        self.write_compressed(id, span.start, part, level)?
+                    }
+                    _ => self.write_new(id, nocow, span.start, part)?,
+                },
             }
         }
         Ok(())
@@ -196,7 +202,7 @@ impl Engine {
     }
 
     /// Writes to newly allocated extents, checksummed unless the file is NOCOW.
-    fn write_new(
+    pub(super) fn write_new(
         &mut self,
         id: InodeId,
         nocow: bool,

@@ -13,6 +13,7 @@ pub fn no_timer() -> OpenOptions {
     OpenOptions {
         read_only: false,
         commit_interval: None,
+        ..OpenOptions::default()
     }
 }
 
@@ -20,6 +21,7 @@ pub fn read_only() -> OpenOptions {
     OpenOptions {
         read_only: true,
         commit_interval: None,
+        ..OpenOptions::default()
     }
 }
 
@@ -85,4 +87,15 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+}
+
+/// Pseudo-random bytes: nothing compresses them.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = Rng(seed);
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        out.extend_from_slice(&rng.next().to_le_bytes());
+    }
+    out.truncate(len);
+    out
 }
