@@ -450,6 +450,39 @@ pub fn list_subvolumes(fs: &Filesystem) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Defragments a file, or with `recursive` every regular file under a directory.
+pub fn defrag(fs: &Filesystem, path: &str, recursive: bool, compress: bool) -> cowfs::Result<()> {
+    let id = fs.resolve(path)?;
+    match fs.getattr(id)?.kind {
+        FileKind::Regular => {
+            let s = fs.defrag(id, compress)?;
+            println!(
+                "{path}: {} extents -> {}, {} rewritten",
+                s.extents_before,
+                s.extents_after,
+                human(s.bytes_rewritten)
+            );
+            Ok(())
+        }
+        FileKind::Directory if recursive => {
+            for e in fs.readdir(id, None, usize::MAX)? {
+                if e.kind != FileKind::Symlink && e.id.subvol == id.subvol {
+                    let child = format!(
+                        "{}/{}",
+                        path.trim_end_matches('/'),
+                        String::from_utf8_lossy(&e.name)
+                    );
+                    defrag(fs, &child, true, compress)?;
+                }
+            }
+            Ok(())
+        }
+        _ => Err(Error::invalid(format!(
+            "{path}: not a regular file (use -r for a directory)"
+        ))),
+    }
+}
+
 /// The extent map as `filefrag -v` prints it, in 4 KiB blocks.
 pub fn fiemap(fs: &Filesystem, path: &str) -> CliResult {
     let id = fs.resolve(path)?;

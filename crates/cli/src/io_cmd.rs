@@ -203,6 +203,11 @@ fn execute(fs: &Filesystem, name: &str, args: &[&str]) -> cowfs::Result<()> {
                 read_only,
             )?;
         }
+        "defrag" => {
+            let compress = args.first() == Some(&"-c");
+            let args = if compress { &args[1..] } else { args };
+            files::defrag(fs, arg(args, 0, "path")?, true, compress)?;
+        }
         "fiemap" => {
             files::fiemap(fs, arg(args, 0, "path")?).map_err(|e| Error::invalid(e.to_string()))?;
         }

@@ -168,6 +168,15 @@ enum Command {
         #[arg(short = 'r')]
         read_only: bool,
     },
+    /// Rewrite fragmented files contiguously (-r: a whole tree; -c: compress)
+    Defrag {
+        image: PathBuf,
+        path: String,
+        #[arg(short = 'r')]
+        recursive: bool,
+        #[arg(short = 'c')]
+        compress: bool,
+    },
     /// Show where a file's extents are, like filefrag -v
     Fiemap { image: PathBuf, path: String },
     /// Change file attributes: +C (NOCOW), +c (compress), +i (immutable), +a (append only), ...
@@ -338,6 +347,12 @@ fn run(command: Command) -> CliResult {
             dest,
             read_only,
         } => done(&image, |fs| files::snapshot(fs, &source, &dest, read_only)),
+        Command::Defrag {
+            image,
+            path,
+            recursive,
+            compress,
+        } => done(&image, |fs| files::defrag(fs, &path, recursive, compress)),
         Command::Fiemap { image, path } => files::fiemap(&open(&image, true)?, &path),
         Command::Chattr {
             image,

@@ -7,6 +7,7 @@ mod attrs;
 mod cache;
 mod compress;
 mod data;
+mod defrag;
 pub(crate) mod engine;
 mod extents;
 mod inline;
@@ -20,6 +21,7 @@ mod writer;
 pub use alloc::{data_chunk_size, metadata_reserve, BlockGroup, Extent};
 pub use compress::{decompress_extent, CompressionConfig, MAX_COMPRESSED_LEN};
 pub use data::{checksum_blocks, MAX_FILE_SIZE};
+pub use defrag::DefragStats;
 pub use engine::scan_superblocks;
 pub use extents::ExtentMapping;
 pub use prealloc::FallocateMode;
@@ -319,6 +321,9 @@ impl Filesystem {
         delete_subvolume(&self, dir: InodeId, name: &[u8]) -> ());
     forward!(list_subvolumes(&self) -> Vec<SubvolumeInfo>);
     forward!(set_subvolume_read_only(&self, id: u64, read_only: bool) -> ());
+    forward!(
+        /// Rewrites a file's fragmented data contiguously, compressed if asked.
+        defrag(&self, id: InodeId, compress: bool) -> DefragStats);
     forward!(
         /// Sets an inode's FS_IOC flags (chattr); returns the flags it has afterwards.
         set_flags(&self, id: InodeId, flags: u64) -> u64);
