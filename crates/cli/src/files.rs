@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use cowfs::device::{BlockDevice, FileDevice};
 use cowfs::format::FileKind;
-use cowfs::DedupeOutcome;
 use cowfs::{
     Attr, CreateAttrs, Errno, Error, FallocateMode, Filesystem, InodeId, RenameFlags, SetAttr,
 };
+use cowfs::{BalanceFilter, DedupeOutcome};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::size::human;
@@ -481,6 +481,44 @@ pub fn defrag(fs: &Filesystem, path: &str, recursive: bool, compress: bool) -> c
             "{path}: not a regular file (use -r for a directory)"
         ))),
     }
+}
+
+pub fn balance(fs: &Filesystem, usage: Option<u8>) -> cowfs::Result<()> {
+    let bar = progress(0, "balance");
+    let report = fs.balance(BalanceFilter { usage_below: usage }, &mut |p| {
+        bar.set_length(p.bytes_total);
+        bar.set_position(p.bytes_moved);
+    })?;
+    bar.finish_and_clear();
+    println!(
+        "balance: relocated {} block group(s), moved {}{}",
+        report.relocated.len(),
+        human(report.bytes_moved),
+        if report.cancelled { " (cancelled)" } else { "" }
+    );
+    for (group, why) in &report.skipped {
+        println!("  skipped block group {group}: {why}");
+    }
+    Ok(())
+}
+
+/// Resizes to SIZE, +SIZE or -SIZE.
+pub fn resize(fs: &Filesystem, spec: &str) -> cowfs::Result<()> {
+    let current = fs.info()?.size;
+    let parse = |t: &str| crate::size::parse(t).map_err(Error::invalid);
+    let target = match spec.as_bytes().first() {
+        Some(b'+') => current.saturating_add(parse(&spec[1..])?),
+        Some(b'-') => current.saturating_sub(parse(&spec[1..])?),
+        _ => parse(spec)?,
+    };
+    let bar = progress(0, "relocating");
+    let size = fs.resize(target, &mut |p| {
+        bar.set_length(p.bytes_total.max(p.bytes_moved));
+        bar.set_position(p.bytes_moved);
+    })?;
+    bar.finish_and_clear();
+    println!("resized from {} to {}", human(current), human(size));
+    Ok(())
 }
 
 /// The extent map as `filefrag -v` prints it, in 4 KiB blocks.

@@ -208,6 +208,17 @@ fn execute(fs: &Filesystem, name: &str, args: &[&str]) -> cowfs::Result<()> {
             let args = if compress { &args[1..] } else { args };
             files::defrag(fs, arg(args, 0, "path")?, true, compress)?;
         }
+        "balance" => {
+            let usage = args
+                .first()
+                .map(|u| {
+                    u.parse::<u8>()
+                        .map_err(|_| Error::invalid(format!("usage {u:?} is not a percent")))
+                })
+                .transpose()?;
+            files::balance(fs, usage)?;
+        }
+        "resize" => files::resize(fs, arg(args, 0, "size")?)?,
         "fiemap" => {
             files::fiemap(fs, arg(args, 0, "path")?).map_err(|e| Error::invalid(e.to_string()))?;
         }

@@ -177,6 +177,19 @@ enum Command {
         #[arg(short = 'c')]
         compress: bool,
     },
+    /// Relocate block groups to compact data and return emptied chunks to the device
+    Balance {
+        image: PathBuf,
+        /// Only block groups less than this percent full
+        #[arg(long)]
+        usage: Option<u8>,
+    },
+    /// Grow or shrink the filesystem: SIZE, +SIZE or -SIZE
+    Resize {
+        image: PathBuf,
+        #[arg(allow_hyphen_values = true)]
+        size: String,
+    },
     /// Show where a file's extents are, like filefrag -v
     Fiemap { image: PathBuf, path: String },
     /// Change file attributes: +C (NOCOW), +c (compress), +i (immutable), +a (append only), ...
@@ -353,6 +366,8 @@ fn run(command: Command) -> CliResult {
             recursive,
             compress,
         } => done(&image, |fs| files::defrag(fs, &path, recursive, compress)),
+        Command::Balance { image, usage } => done(&image, |fs| files::balance(fs, usage)),
+        Command::Resize { image, size } => done(&image, |fs| files::resize(fs, &size)),
         Command::Fiemap { image, path } => files::fiemap(&open(&image, true)?, &path),
         Command::Chattr {
             image,

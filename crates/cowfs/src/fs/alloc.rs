@@ -53,6 +53,9 @@ pub struct DataAllocator {
     pinned: Vec<Extent>,
     /// Where the last allocation ended, so consecutive writes land consecutively.
     cursor: u64,
+    /// Block groups being emptied (balance, shrink): their free space, withheld from
+    /// allocation.
+    held: BTreeMap<u64, BTreeMap<u64, u64>>,
 }
 
 /// How much of the device to give a new data block group.
@@ -252,8 +255,68 @@ impl DataAllocator {
     pub fn unpin(&mut self) {
         for e in std::mem::take(&mut self.pinned) {
             let groups = &self.groups;
-            insert_range(&mut self.free, e, |a, b| same_group(groups, a, b));
+            let group = self.group_of(e.start).map(|g| g.logical);
+            let set = match group.and_then(|g| self.held.get_mut(&g)) {
+                Some(held) => held,
+                None => &mut self.free,
+            };
+            insert_range(set, e, |a, b| same_group(groups, a, b));
         }
+    }
+
+    /// Withholds a block group's free space from allocation, so it can be emptied.
+    pub fn hold(&mut self, logical: u64) {
+        let Some(g) = self.groups.get(&logical).copied() else {
+            return;
+        };
+        let inside: Vec<(u64, u64)> = self
+            .free
+            .range(g.logical..g.end())
+            .map(|(s, l)| (*s, *l))
+            .collect();
+        let held = self.held.entry(logical).or_default();
+        for (s, l) in inside {
+            self.free.remove(&s);
+            held.insert(s, l);
+        }
+    }
+
+    /// Gives a held group's free space back to allocation.
+    pub fn release_hold(&mut self, logical: u64) {
+        for (s, l) in self.held.remove(&logical).unwrap_or_default() {
+            let groups = &self.groups;
+            insert_range(&mut self.free, Extent { start: s, len: l }, |a, b| {
+                same_group(groups, a, b)
+            });
+        }
+    }
+
+    /// Removes an empty, held block group from the store and the allocator; returns its
+    /// physical start, to be released from the device once this transaction commits.
+    pub fn remove_group(&mut self, meta: Meta<'_>, logical: u64) -> Result<u64> {
+        let g = *self
+            .groups
+            .get(&logical)
+            .ok_or_else(|| Error::not_found(format!("block group {logical}")))?;
+        if g.record.used != 0 || self.pinned.iter().any(|e| g.contains(e.start)) {
+            return Err(Error::new(
+                rustix::io::Errno::BUSY,
+                format!("block group {logical} is not empty yet"),
+            ));
+        }
+        for (k, _) in meta.range(
+            table::FREE_SPACE,
+            Bound::Included(&key1(g.logical)[..]),
+            Bound::Excluded(&key1(g.end())[..]),
+            usize::MAX,
+            false,
+        )? {
+            meta.remove(table::FREE_SPACE, &k)?;
+        }
+        meta.remove(table::BLOCK_GROUPS, &key1(logical))?;
+        self.groups.remove(&logical);
+        self.held.remove(&logical);
+        Ok(g.record.physical)
     }
 
     fn adjust_used(&mut self, meta: Meta<'_>, extent: Extent, allocated: bool) -> Result<()> {

@@ -35,6 +35,8 @@ pub struct Engine {
     pub(crate) writer: WriteBehind,
     /// What new data is compressed with filesystem-wide (files marked `+c` get zstd anyway).
     pub(crate) compression: Option<CompressionConfig>,
+    /// The exclusive operation (balance, resize) running or paused, if any.
+    pub(crate) exclusive: Option<&'static str>,
 }
 
 /// Reads every superblock copy of a device.
@@ -225,6 +227,7 @@ impl Engine {
             last_commit: Instant::now(),
             writer,
             compression: CompressionConfig::from_flags(state.flags)?,
+            exclusive: None,
         })
     }
 

@@ -4,6 +4,7 @@
 
 mod alloc;
 mod attrs;
+mod balance;
 mod cache;
 mod compress;
 mod data;
@@ -13,12 +14,15 @@ mod extents;
 mod inline;
 mod namespace;
 mod prealloc;
+mod relocate;
+mod resize;
 mod share;
 mod subvol;
 mod write;
 mod writer;
 
 pub use alloc::{data_chunk_size, metadata_reserve, BlockGroup, Extent};
+pub use balance::{BalanceFilter, BalanceProgress, BalanceReport};
 pub use compress::{decompress_extent, CompressionConfig, MAX_COMPRESSED_LEN};
 pub use data::{checksum_blocks, MAX_FILE_SIZE};
 pub use defrag::DefragStats;
@@ -188,6 +192,7 @@ pub struct Filesystem {
 
 struct Shared {
     engine: Mutex<Engine>,
+    control: balance::Control,
     committer: Arc<(Mutex<bool>, Condvar)>,
 }
 
@@ -225,6 +230,7 @@ impl Filesystem {
         }
         let shared = Arc::new(Shared {
             engine: Mutex::new(engine),
+            control: balance::Control::default(),
             committer: Arc::new((Mutex::new(false), Condvar::new())),
         });
         if let (Some(interval), false) = (opts.commit_interval, opts.read_only) {

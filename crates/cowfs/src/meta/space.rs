@@ -32,6 +32,16 @@ impl DeviceSpace {
         self.fs_size
     }
 
+    /// Moves the end of the usable device (resize).
+    pub fn set_fs_size(&mut self, fs_size: u64) {
+        self.fs_size = fs_size;
+    }
+
+    /// Returns a chunk's space to the unallocated pool.
+    pub fn release(&mut self, physical: u64) {
+        self.chunks.remove(&physical);
+    }
+
     /// Records a chunk found on disk; false if it overlaps another.
     pub fn claim(&mut self, physical: u64, len: u64) -> bool {
         let overlaps = self
@@ -46,9 +56,9 @@ impl DeviceSpace {
         true
     }
 
+    /// Free device space below the filesystem's end.
     pub fn unallocated(&self) -> u64 {
-        let used: u64 = self.chunks.values().sum();
-        self.fs_size - SYSTEM_AREA_END - used
+        self.free_ranges().map(|(_, l)| l).sum()
     }
 
     /// The largest free physical range.
@@ -56,15 +66,19 @@ impl DeviceSpace {
         self.free_ranges().map(|(_, l)| l).max().unwrap_or(0)
     }
 
+    /// Gaps between chunks, below the filesystem's end (chunks past it, being moved out by
+    /// a shrink, count as used).
     fn free_ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let limit = self.fs_size;
         let mut cursor = SYSTEM_AREA_END;
         let ends = self
             .chunks
             .iter()
             .map(|(s, l)| (*s, s + l))
-            .chain([(self.fs_size, self.fs_size)]);
+            .chain([(limit, limit)]);
         ends.filter_map(move |(start, end)| {
-            let gap = (cursor < start).then(|| (cursor, start - cursor));
+            let gap_end = start.min(limit);
+            let gap = (cursor < gap_end).then(|| (cursor, gap_end - cursor));
             cursor = cursor.max(end);
             gap
         })
@@ -112,6 +126,11 @@ impl MetaSpace {
 
     pub fn superblock(&self) -> Superblock {
         self.state.lock().unwrap().current.clone()
+    }
+
+    /// Changes the filesystem size the superblock records; written at the next sync.
+    pub fn set_fs_size(&self, fs_size: u64) {
+        self.state.lock().unwrap().current.fs_size = fs_size;
     }
 
     /// Writes every superblock copy, if anything changed since the last write. Each copy is

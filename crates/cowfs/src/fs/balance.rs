@@ -1,0 +1,191 @@
+//! Balance: relocates block groups (all, or those under a usage threshold), compacting data
+//! and returning emptied chunks to the device. It runs as an exclusive operation in steps,
+//! taking the engine lock for one batch of extents at a time, so the filesystem stays usable;
+//! between steps it can be paused, resumed or cancelled from another thread.
+
+use std::sync::{Condvar, Mutex};
+
+use super::{BlockGroup, Filesystem};
+use crate::error::{Errno, Error, Result};
+
+/// Extents moved per step (per turn with the engine lock).
+const EXTENTS_PER_STEP: usize = 32;
+
+/// Which block groups to relocate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BalanceFilter {
+    /// Only groups less than this percent full (btrfs's `-dusage`).
+    pub usage_below: Option<u8>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BalanceReport {
+    /// Logical starts of the groups relocated and removed.
+    pub relocated: Vec<u64>,
+    /// Groups left alone, with the reason.
+    pub skipped: Vec<(u64, String)>,
+    pub bytes_moved: u64,
+    pub cancelled: bool,
+}
+
+/// Where a running balance is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BalanceProgress {
+    pub groups_done: usize,
+    pub groups_total: usize,
+    pub bytes_moved: u64,
+    pub bytes_total: u64,
+}
+
+/// Pause and cancel requests for the running exclusive operation.
+#[derive(Debug, Default)]
+pub(super) struct Control {
+    state: Mutex<ControlState>,
+    wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct ControlState {
+    running: bool,
+    paused: bool,
+    cancel: bool,
+}
+
+impl Control {
+    fn start(&self) {
+        *self.state.lock().unwrap() = ControlState {
+            running: true,
+            paused: false,
+            cancel: false,
+        };
+    }
+
+    fn stop(&self) {
+        self.state.lock().unwrap().running = false;
+        self.wake.notify_all();
+    }
+
+    /// Waits while paused; true when the operation is to stop.
+    fn should_stop(&self) -> bool {
+        let mut state = self.state.lock().unwrap();
+        while state.paused && !state.cancel {
+            state = self.wake.wait(state).unwrap();
+        }
+        state.cancel
+    }
+
+    fn request(&self, change: impl FnOnce(&mut ControlState)) -> Result<()> {
+        let mut state = self.state.lock().unwrap();
+        if !state.running {
+            return Err(Error::new(Errno::INVAL, "no balance is running"));
+        }
+        change(&mut state);
+        self.wake.notify_all();
+        Ok(())
+    }
+}
+
+impl Filesystem {
+    /// Relocates the block groups `filter` selects. Returns what was done; a cancelled
+    /// balance reports what it finished before stopping.
+    pub fn balance(
+        &self,
+        filter: BalanceFilter,
+        progress: &mut dyn FnMut(&BalanceProgress),
+    ) -> Result<BalanceReport> {
+        self.with(|e| e.begin_exclusive("balance"))?;
+        self.shared.control.start();
+        let result = self.run_balance(filter, progress);
+        self.shared.control.stop();
+        self.with(|e| {
+            e.end_exclusive();
+            Ok(())
+        })?;
+        result
+    }
+
+    pub fn pause_balance(&self) -> Result<()> {
+        self.shared.control.request(|s| s.paused = true)
+    }
+
+    pub fn resume_balance(&self) -> Result<()> {
+        self.shared.control.request(|s| s.paused = false)
+    }
+
+    pub fn cancel_balance(&self) -> Result<()> {
+        self.shared.control.request(|s| s.cancel = true)
+    }
+
+    fn run_balance(
+        &self,
+        filter: BalanceFilter,
+        progress: &mut dyn FnMut(&BalanceProgress),
+    ) -> Result<BalanceReport> {
+        let groups: Vec<BlockGroup> = self.with(|e| Ok(e.alloc.groups().copied().collect()))?;
+        let mut report = BalanceReport::default();
+        let chosen: Vec<BlockGroup> = groups
+            .into_iter()
+            .filter(|g| {
+                filter
+                    .usage_below
+                    .is_none_or(|limit| g.record.used * 100 < u64::from(limit) * g.record.length)
+            })
+            .collect();
+        let mut status = BalanceProgress {
+            groups_total: chosen.len(),
+            bytes_total: chosen.iter().map(|g| g.record.used).sum(),
+            ..BalanceProgress::default()
+        };
+        for g in chosen {
+            match self.empty_group(g.logical, &mut status, progress)? {
+                true => report.relocated.push(g.logical),
+                false => {
+                    report.cancelled = true;
+                    break;
+                }
+            }
+            status.groups_done += 1;
+            progress(&status);
+        }
+        report.bytes_moved = status.bytes_moved;
+        Ok(report)
+    }
+
+    /// Moves every extent out of a group and removes it; false if cancelled first.
+    pub(super) fn empty_group(
+        &self,
+        group: u64,
+        status: &mut BalanceProgress,
+        progress: &mut dyn FnMut(&BalanceProgress),
+    ) -> Result<bool> {
+        self.with(|e| {
+            e.alloc.hold(group);
+            Ok(())
+        })?;
+        let moved = loop {
+            if self.shared.control.should_stop() {
+                break Ok(false);
+            }
+            match self.with(|e| e.relocate_some(group, EXTENTS_PER_STEP)) {
+                Ok((bytes, done)) => {
+                    status.bytes_moved += bytes;
+                    progress(status);
+                    if done {
+                        break Ok(true);
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        match moved {
+            Ok(true) => self.with(|e| e.retire_group(group)).map(|()| true),
+            other => {
+                self.with(|e| {
+                    e.alloc.release_hold(group);
+                    Ok(())
+                })?;
+                other
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Relocation: emptying a block group by moving each of its extents elsewhere, for balance
+//! and shrink. An extent is copied to a new contiguous place and every file extent record
+//! pointing at it (found through its back references, in every subvolume and snapshot) is
+//! redirected; counts, checksums and sharing move with it. The group is held meanwhile (no
+//! new allocation lands in it). Once empty it is removed in a committed transaction, and only
+//! then is its device space released, so a crash never finds committed data overwritten.
+
+use std::ops::Bound;
+
+use super::alloc::Extent;
+use super::engine::Engine;
+use super::InodeId;
+use crate::device::AlignedBuf;
+use crate::error::{Errno, Error, Result};
+use crate::format::{extent_ref_key, key1, key3, key_part, table, ExtentRecord, FileExtent};
+
+/// Bytes copied per device read when moving an extent.
+const COPY_CHUNK: u64 = 4 << 20;
+
+impl Engine {
+    /// Starts an exclusive operation (balance, resize); EBUSY while another runs or is paused.
+    pub(crate) fn begin_exclusive(&mut self, name: &'static str) -> Result<()> {
+        self.check_writable()?;
+        if let Some(running) = self.exclusive {
+            return Err(Error::new(
+                Errno::BUSY,
+                format!("{running} is running; {name} must wait"),
+            ));
+        }
+        self.exclusive = Some(name);
+        Ok(())
+    }
+
+    pub(crate) fn end_exclusive(&mut self) {
+        self.exclusive = None;
+    }
+
+    /// Moves up to `max` extents out of block group `group`; returns the bytes moved and
+    /// whether the group is now empty.
+    pub(crate) fn relocate_some(&mut self, group: u64, max: usize) -> Result<(u64, bool)> {
+        let g = *self
+            .alloc
+            .groups()
+            .find(|g| g.logical == group)
+            .ok_or_else(|| Error::not_found(format!("block group {group}")))?;
+        let rows = self.meta().range(
+            table::EXTENTS,
+            Bound::Included(&key1(g.logical)[..]),
+            Bound::Excluded(&key1(g.end())[..]),
+            max,
+            false,
+        )?;
+        let mut moved = 0;
+        for (k, v) in &rows {
+            let record = ExtentRecord::decode(v)?;
+            self.relocate_extent(key_part(k, 0)?, record)?;
+            moved += record.len;
+        }
+        Ok((moved, rows.len() < max))
+    }
+
+    fn relocate_extent(&mut self, old: u64, record: ExtentRecord) -> Result<()> {
+        let new = self
+            .alloc
+            .allocate_contiguous(self.store.meta(), &self.space, record.len)?
+            .ok_or_else(|| {
+                Error::no_space(format!(
+                    "no contiguous {} bytes to move extent {old} to",
+                    record.len
+                ))
+            })?;
+        // The extent may be being written behind right now.
+        self.writer.settle()?;
+        self.copy_blocks(old, new.start, record.len)?;
+        self.dirty = true;
+        let meta = self.store.meta();
+        meta.put(table::EXTENTS, &key1(new.start), &record.encode())?;
+        if let Some(sums) = meta.get(table::CHECKSUMS, &key1(old))? {
+            meta.put(table::CHECKSUMS, &key1(new.start), &sums)?;
+            meta.remove(table::CHECKSUMS, &key1(old))?;
+        }
+        for (k, _) in meta.scan_prefix(table::EXTENT_REFS, &key1(old))? {
+            let owner = InodeId::new(key_part(&k, 1)?, key_part(&k, 2)?);
+            let offset = key_part(&k, 3)?;
+            self.redirect(owner, offset, old, new.start)?;
+        }
+        let meta = self.store.meta();
+        meta.remove(table::EXTENTS, &key1(old))?;
+        self.alloc.free(
+            meta,
+            Extent {
+                start: old,
+                len: record.len,
+            },
+        )
+    }
+
+    /// Points the file extent record at `offset` of `owner` from extent `old` to `new`.
+    fn redirect(&mut self, owner: InodeId, offset: u64, old: u64, new: u64) -> Result<()> {
+        let meta = self.meta();
+        let key = key3(owner.subvol, owner.ino, offset);
+        let raw = meta.get(table::FILE_EXTENTS, &key)?;
+        let mut e = FileExtent::decode(&raw.ok_or_else(|| {
+            Error::corrupt(format!("back reference from {old} to a missing record"))
+        })?)?;
+        if e.disk_start != old {
+            return Err(Error::corrupt(format!(
+                "back reference from {old} to a record of {}",
+                e.disk_start
+            )));
+        }
+        e.disk_start = new;
+        meta.put(table::FILE_EXTENTS, &key, &e.encode())?;
+        meta.remove(
+            table::EXTENT_REFS,
+            &extent_ref_key(old, owner.subvol, owner.ino, offset),
+        )?;
+        meta.put(
+            table::EXTENT_REFS,
+            &extent_ref_key(new, owner.subvol, owner.ino, offset),
+            &[],
+        )
+    }
+
+    /// Copies `len` bytes of data from logical address `from` to `to`.
+    fn copy_blocks(&self, from: u64, to: u64, len: u64) -> Result<()> {
+        let mut buf = AlignedBuf::zeroed(COPY_CHUNK.min(len) as usize);
+        let mut at = 0;
+        while at < len {
+            let n = (len - at).min(COPY_CHUNK) as usize;
+            self.device_read(from + at, &mut buf[..n])?;
+            let physical = self.alloc.physical(to + at)?;
+            self.device
+                .write_at(physical, &buf[..n])
+                .map_err(|e| Error::io("relocation write", &e))?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Removes an emptied, held block group: commits what moved out of it, drops the group
+    /// in a second commit, and only then gives its device space back.
+    pub(crate) fn retire_group(&mut self, group: u64) -> Result<()> {
+        self.commit()?;
+        let physical = self.alloc.remove_group(self.store.meta(), group)?;
+        self.dirty = true;
+        self.commit()?;
+        self.space.lock().unwrap().release(physical);
+        Ok(())
+    }
+}
