@@ -502,6 +502,37 @@ pub fn balance(fs: &Filesystem, usage: Option<u8>) -> cowfs::Result<()> {
     Ok(())
 }
 
+pub fn scrub(fs: &Filesystem) -> CliResult {
+    let bar = progress(0, "scrub");
+    let report = fs.scrub(&mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
+    if let Some(problem) = &report.metadata_problem {
+        println!("metadata: {problem}");
+    }
+    for e in &report.errors {
+        let (path, offset) = e.files.first().cloned().unwrap_or_default();
+        println!(
+            "{}: {path} at offset {offset} (logical {}, physical {})",
+            e.reason, e.logical, e.physical
+        );
+    }
+    let clean = report.metadata_ok && report.errors.is_empty();
+    println!(
+        "scrub: metadata {}, {} of data verified, {} error(s)",
+        if report.metadata_ok { "ok" } else { "DAMAGED" },
+        human(report.data_bytes_verified),
+        report.errors.len()
+    );
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(4)
+    })
+}
+
 /// Resizes to SIZE, +SIZE or -SIZE.
 pub fn resize(fs: &Filesystem, spec: &str) -> cowfs::Result<()> {
     let current = fs.info()?.size;

@@ -219,6 +219,12 @@ fn execute(fs: &Filesystem, name: &str, args: &[&str]) -> cowfs::Result<()> {
             files::balance(fs, usage)?;
         }
         "resize" => files::resize(fs, arg(args, 0, "size")?)?,
+        "scrub" => {
+            let code = files::scrub(fs).map_err(|e| Error::invalid(e.to_string()))?;
+            if code != ExitCode::SUCCESS {
+                return Err(Error::new(Errno::IO, "scrub found damage"));
+            }
+        }
         "fiemap" => {
             files::fiemap(fs, arg(args, 0, "path")?).map_err(|e| Error::invalid(e.to_string()))?;
         }

@@ -190,6 +190,8 @@ enum Command {
         #[arg(allow_hyphen_values = true)]
         size: String,
     },
+    /// Read all metadata and data and verify every checksum; exit 4 if anything is damaged
+    Scrub { image: PathBuf },
     /// Show where a file's extents are, like filefrag -v
     Fiemap { image: PathBuf, path: String },
     /// Change file attributes: +C (NOCOW), +c (compress), +i (immutable), +a (append only), ...
@@ -368,6 +370,7 @@ fn run(command: Command) -> CliResult {
         } => done(&image, |fs| files::defrag(fs, &path, recursive, compress)),
         Command::Balance { image, usage } => done(&image, |fs| files::balance(fs, usage)),
         Command::Resize { image, size } => done(&image, |fs| files::resize(fs, &size)),
+        Command::Scrub { image } => files::scrub(&open(&image, false)?),
         Command::Fiemap { image, path } => files::fiemap(&open(&image, true)?, &path),
         Command::Chattr {
             image,

@@ -16,6 +16,7 @@ mod namespace;
 mod prealloc;
 mod relocate;
 mod resize;
+mod scrub;
 mod share;
 mod subvol;
 mod write;
@@ -29,6 +30,7 @@ pub use defrag::DefragStats;
 pub use engine::scan_superblocks;
 pub use extents::ExtentMapping;
 pub use prealloc::FallocateMode;
+pub use scrub::{ScrubError, ScrubReport};
 pub use share::DedupeOutcome;
 pub use subvol::SubvolumeInfo;
 

@@ -83,6 +83,18 @@ impl Store {
         self.begin()?;
         result
     }
+
+    /// Verifies every page checksum of the committed store. The running transaction must be
+    /// empty (commit first). False when redb found damage and repaired it.
+    pub fn verify(&mut self) -> Result<bool> {
+        self.txn.take();
+        let result = self
+            .db
+            .check_integrity()
+            .map_err(|e| store_error("integrity check", e));
+        self.begin()?;
+        result
+    }
 }
 
 /// redb wants to own its backend; the engine keeps a handle to the same space.

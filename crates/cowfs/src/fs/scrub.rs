@@ -1,0 +1,182 @@
+//! Scrub: reads all metadata and every written data block and checks each checksum, reporting
+//! every error with its location. It works in batches, taking the engine lock for one batch
+//! at a time, so the filesystem stays usable while it runs. There is one copy of everything,
+//! so scrub finds damage but cannot repair data.
+
+use std::ops::Bound;
+
+use super::engine::Engine;
+use super::{Filesystem, InodeId};
+use crate::device::AlignedBuf;
+use crate::error::Result;
+use crate::format::{
+    decode_checksums, key1, key3, key_part, table, ExtentKind, ExtentRecord, FileExtent, BLOCK_SIZE,
+};
+
+/// Extents verified per turn with the engine lock.
+const EXTENTS_PER_STEP: usize = 16;
+
+/// One damaged block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScrubError {
+    /// The files and offsets that hold the block (several when it is shared).
+    pub files: Vec<(String, u64)>,
+    pub logical: u64,
+    pub physical: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScrubReport {
+    /// The metadata store's pages all verified.
+    pub metadata_ok: bool,
+    pub metadata_problem: Option<String>,
+    pub data_bytes_verified: u64,
+    pub errors: Vec<ScrubError>,
+}
+
+impl Filesystem {
+    /// Verifies everything; `progress` gets (bytes of data verified, bytes in all).
+    pub fn scrub(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<ScrubReport> {
+        let mut report = ScrubReport::default();
+        let metadata = self.with(|e| {
+            e.commit()?;
+            e.store.verify()
+        });
+        match metadata {
+            Ok(true) => report.metadata_ok = true,
+            Ok(false) => {
+                report.metadata_problem =
+                    Some("the metadata store was damaged and has been repaired".into())
+            }
+            Err(e) => report.metadata_problem = Some(e.to_string()),
+        }
+        let total = self.with(|e| Ok(e.alloc.groups().map(|g| g.record.used).sum()))?;
+        let mut after = None;
+        let mut done = 0;
+        loop {
+            let (next, bytes) = self.with(|e| e.scrub_step(after, &mut report))?;
+            done += bytes;
+            progress(done, total);
+            match next {
+                Some(last) => after = Some(last),
+                None => return Ok(report),
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// Verifies the extents after `after`; returns the last one done (None at the end) and
+    /// the bytes it covered.
+    fn scrub_step(
+        &mut self,
+        after: Option<u64>,
+        report: &mut ScrubReport,
+    ) -> Result<(Option<u64>, u64)> {
+        self.writer.settle()?;
+        let from = after.map(key1);
+        let bound = from
+            .as_ref()
+            .map_or(Bound::Unbounded, |k| Bound::Excluded(&k[..]));
+        let rows = self.meta().range(
+            table::EXTENTS,
+            bound,
+            Bound::Unbounded,
+            EXTENTS_PER_STEP,
+            false,
+        )?;
+        let mut bytes = 0;
+        let mut last = None;
+        for (k, v) in &rows {
+            let start = key_part(k, 0)?;
+            let record = ExtentRecord::decode(v)?;
+            bytes += record.len;
+            last = Some(start);
+            if let Some(sums) = self.meta().get(table::CHECKSUMS, &key1(start))? {
+                let written = self.written_blocks(start, record.len)?;
+                report.data_bytes_verified += self.scrub_extent(
+                    start,
+                    &decode_checksums(&sums)?,
+                    &written,
+                    &mut report.errors,
+                )?;
+            }
+        }
+        Ok((last.filter(|_| rows.len() == EXTENTS_PER_STEP), bytes))
+    }
+
+    /// Which blocks of an extent hold written data, and the (file, offset) of each.
+    fn written_blocks(&self, start: u64, len: u64) -> Result<Vec<Option<(InodeId, u64)>>> {
+        let mut blocks = vec![None; (len / BLOCK_SIZE) as usize];
+        for (k, _) in self.meta().scan_prefix(table::EXTENT_REFS, &key1(start))? {
+            let owner = InodeId::new(key_part(&k, 1)?, key_part(&k, 2)?);
+            let offset = key_part(&k, 3)?;
+            let Some(raw) = self
+                .meta()
+                .get(table::FILE_EXTENTS, &key3(owner.subvol, owner.ino, offset))?
+            else {
+                continue;
+            };
+            let e = FileExtent::decode(&raw)?;
+            if e.kind != ExtentKind::Regular {
+                continue;
+            }
+            // A compressed extent's blocks are all written; its offsets are into decoded data.
+            let (first, end) = if e.compression != 0 {
+                (0, len)
+            } else {
+                (e.extent_offset, e.extent_offset + e.len)
+            };
+            for b in (first / BLOCK_SIZE)..end.div_ceil(BLOCK_SIZE).min(blocks.len() as u64) {
+                blocks[b as usize].get_or_insert((owner, offset + b * BLOCK_SIZE - first));
+            }
+        }
+        Ok(blocks)
+    }
+
+    /// Reads the written blocks of one extent, a piece at a time, and checks them; returns
+    /// the bytes verified.
+    fn scrub_extent(
+        &self,
+        start: u64,
+        sums: &[u32],
+        written: &[Option<(InodeId, u64)>],
+        errors: &mut Vec<ScrubError>,
+    ) -> Result<u64> {
+        const PIECE: usize = 1024;
+        let mut verified = 0;
+        for (p, owners) in written.chunks(PIECE).enumerate() {
+            if owners.iter().all(Option::is_none) {
+                continue;
+            }
+            let first = p * PIECE;
+            let at = start + first as u64 * BLOCK_SIZE;
+            let mut buf = AlignedBuf::zeroed(owners.len() * BLOCK_SIZE as usize);
+            let read = self.device.read_at(self.alloc.physical(at)?, &mut buf);
+            for (i, owner) in owners.iter().enumerate() {
+                let Some((id, offset)) = owner else { continue };
+                let block = &buf[i * BLOCK_SIZE as usize..][..BLOCK_SIZE as usize];
+                let reason = match &read {
+                    Err(e) => Some(format!("unreadable: {e}")),
+                    Ok(()) if sums.get(first + i) != Some(&crc32c::crc32c(block)) => {
+                        Some("checksum mismatch".to_string())
+                    }
+                    Ok(()) => None,
+                };
+                verified += BLOCK_SIZE;
+                if let Some(reason) = reason {
+                    let logical = at + i as u64 * BLOCK_SIZE;
+                    let physical = self.alloc.physical(logical)?;
+                    errors.push(ScrubError {
+                        files: vec![(self.path_of(*id), *offset)],
+                        logical,
+                        physical,
+                        reason,
+                    });
+                }
+            }
+        }
+        Ok(verified)
+    }
+}
