@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use common::*;
 use cowfs::device::{AlignedBuf, BlockDevice};
+use cowfs::format::inode_flags::{COMPRESS, NOCOW};
 use cowfs::format::FileKind;
 use cowfs::{CreateAttrs, Errno, Filesystem, RenameFlags, SetAttr};
 use proptest::prelude::*;
@@ -43,6 +44,26 @@ enum Op {
     RemoveE,
     Sync,
     Reopen,
+    SetFlags {
+        path: usize,
+        nocow: bool,
+        compress: bool,
+    },
+    Reflink(usize, usize),
+    Dedupe(usize, usize),
+    Snapshot,
+    SnapWrite {
+        path: usize,
+        offset: u64,
+        len: usize,
+        byte: u8,
+    },
+    Defrag {
+        path: usize,
+        compress: bool,
+    },
+    Balance,
+    Resize(u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -54,11 +75,19 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (path.clone(), 0..MAX_OFFSET).prop_map(|(path, size)| Op::Truncate { path, size }),
         2 => path.clone().prop_map(Op::Unlink),
         2 => (path.clone(), path.clone()).prop_map(|(a, b)| Op::Rename(a, b)),
-        1 => (path.clone(), path).prop_map(|(a, b)| Op::Link(a, b)),
+        1 => (path.clone(), path.clone()).prop_map(|(a, b)| Op::Link(a, b)),
         1 => Just(Op::MakeE),
         1 => Just(Op::RemoveE),
         1 => Just(Op::Sync),
         1 => Just(Op::Reopen),
+        1 => (path.clone(), any::<bool>(), any::<bool>()).prop_map(|(path, nocow, compress)| Op::SetFlags { path, nocow, compress }),
+        1 => (path.clone(), path.clone()).prop_map(|(a, b)| Op::Reflink(a, b)),
+        1 => (path.clone(), path.clone()).prop_map(|(a, b)| Op::Dedupe(a, b)),
+        1 => Just(Op::Snapshot),
+        1 => (path.clone(), 0..MAX_OFFSET, 0..20_000usize, any::<u8>()).prop_map(|(path, offset, len, byte)| Op::SnapWrite { path, offset, len, byte }),
+        1 => (path.clone(), any::<bool>()).prop_map(|(path, compress)| Op::Defrag { path, compress }),
+        1 => Just(Op::Balance),
+        1 => (48u64..128).prop_map(|mib| Op::Resize(mib << 20)),
     ]
 }
 
@@ -67,7 +96,11 @@ fn op() -> impl Strategy<Value = Op> {
 struct Model {
     names: BTreeMap<&'static str, usize>,
     files: Vec<Vec<u8>>,
+    /// Per file: (NOCOW, compress).
+    flags: Vec<(bool, bool)>,
     e_exists: bool,
+    /// The snapshot at /snap: path -> content.
+    snap: Option<BTreeMap<&'static str, Vec<u8>>>,
 }
 
 type Outcome = Result<(), Errno>;
@@ -109,6 +142,7 @@ impl Model {
                     return Err(Errno::EXIST);
                 }
                 self.files.push(vec![]);
+                self.flags.push((false, false));
                 self.names.insert(path, self.files.len() - 1);
                 Ok(())
             }
@@ -167,13 +201,85 @@ impl Model {
                 self.e_exists = false;
                 Ok(())
             }
-            Op::Sync | Op::Reopen => Ok(()),
+            Op::Sync | Op::Reopen | Op::Balance => Ok(()),
+            Op::SetFlags {
+                path,
+                nocow,
+                compress,
+            } => {
+                let f = self.file(PATHS[path])?;
+                if nocow && compress {
+                    return Err(Errno::INVAL);
+                }
+                let nocow = if self.files[f].is_empty() {
+                    nocow
+                } else {
+                    self.flags[f].0
+                };
+                if nocow && compress {
+                    return Err(Errno::INVAL);
+                }
+                self.flags[f] = (nocow, compress);
+                Ok(())
+            }
+            Op::Reflink(a, b) => {
+                let (fa, fb) = (self.file(PATHS[a])?, self.file(PATHS[b])?);
+                if fa == fb || self.flags[fa].0 != self.flags[fb].0 {
+                    return Err(Errno::INVAL);
+                }
+                self.files[fb] = self.files[fa].clone();
+                Ok(())
+            }
+            Op::Dedupe(a, b) => {
+                let (fa, fb) = (self.file(PATHS[a])?, self.file(PATHS[b])?);
+                let len = dedupe_len(&self.files[fa], &self.files[fb]);
+                if self.flags[fa].0 != self.flags[fb].0 || (fa == fb && len > 0) {
+                    return Err(Errno::INVAL);
+                }
+                Ok(())
+            }
+            Op::Snapshot => {
+                let files = self
+                    .names
+                    .iter()
+                    .filter(|(p, _)| self.parent_exists(p))
+                    .map(|(p, f)| (*p, self.files[*f].clone()));
+                self.snap = Some(files.collect());
+                Ok(())
+            }
+            Op::SnapWrite {
+                path,
+                offset,
+                len,
+                byte,
+            } => {
+                let content = self
+                    .snap
+                    .as_mut()
+                    .and_then(|s| s.get_mut(PATHS[path]))
+                    .ok_or(Errno::NOENT)?;
+                if len > 0 {
+                    let end = offset as usize + len;
+                    if content.len() < end {
+                        content.resize(end, 0);
+                    }
+                    content[offset as usize..end].fill(byte);
+                }
+                Ok(())
+            }
+            Op::Defrag { path, .. } => self.file(PATHS[path]).map(drop),
+            Op::Resize(_) => Ok(()),
         }
     }
 
     fn nlink(&self, f: usize) -> u32 {
         self.names.values().filter(|g| **g == f).count() as u32
     }
+}
+
+/// The bytes a dedupe of two whole files covers: the shorter length, in whole blocks.
+fn dedupe_len(a: &[u8], b: &[u8]) -> u64 {
+    (a.len().min(b.len()) as u64) / 4096 * 4096
 }
 
 struct Subject {
@@ -273,6 +379,65 @@ impl Subject {
                 self.fs = Some(Filesystem::open(self.dev.clone(), &no_timer()).map_err(errno)?);
                 Ok(())
             }
+            Op::SetFlags {
+                path,
+                nocow,
+                compress,
+            } => {
+                let id = fs.resolve(PATHS[path]).map_err(errno)?;
+                let flags = u64::from(nocow) * NOCOW | u64::from(compress) * COMPRESS;
+                fs.set_flags(id, flags).map(drop).map_err(errno)
+            }
+            Op::Reflink(a, b) => {
+                let (src, dst) = (
+                    fs.resolve(PATHS[a]).map_err(errno)?,
+                    fs.resolve(PATHS[b]).map_err(errno)?,
+                );
+                fs.clone_file(src, dst).map_err(errno)
+            }
+            Op::Dedupe(a, b) => {
+                let (src, dst) = (
+                    fs.resolve(PATHS[a]).map_err(errno)?,
+                    fs.resolve(PATHS[b]).map_err(errno)?,
+                );
+                let len = dedupe_len(&read_all(fs, src), &read_all(fs, dst));
+                fs.dedupe_range(src, 0, dst, 0, len)
+                    .map(drop)
+                    .map_err(errno)
+            }
+            Op::Snapshot => {
+                if fs.resolve("/snap").is_ok() {
+                    fs.delete_subvolume(fs.root(), b"snap").map_err(errno)?;
+                }
+                fs.snapshot(fs.root().subvol, fs.root(), b"snap", false)
+                    .map(drop)
+                    .map_err(errno)
+            }
+            Op::SnapWrite {
+                path,
+                offset,
+                len,
+                byte,
+            } => {
+                let id = fs
+                    .resolve(&format!("/snap{}", PATHS[path]))
+                    .map_err(errno)?;
+                fs.write(id, offset, &vec![byte; len])
+                    .map(drop)
+                    .map_err(errno)
+            }
+            Op::Defrag { path, compress } => {
+                let id = fs.resolve(PATHS[path]).map_err(errno)?;
+                fs.defrag(id, compress).map(drop).map_err(errno)
+            }
+            Op::Balance => fs
+                .balance(cowfs::BalanceFilter::default(), &mut |_| {})
+                .map(drop)
+                .map_err(errno),
+            Op::Resize(size) => match fs.resize(size, &mut |_| {}) {
+                Err(e) if e.errno() == Errno::NOSPC => Ok(()),
+                other => other.map(drop).map_err(errno),
+            },
         }
     }
 }
