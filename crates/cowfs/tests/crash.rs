@@ -28,6 +28,8 @@ struct Workload {
     /// (flushes completed when a commit returned, its generation).
     commit_points: Vec<(usize, u64)>,
     rng: Rng,
+    /// Reflinks, snapshots, defrags, balances and resizes done.
+    moved: [u32; 5],
 }
 
 impl Workload {
@@ -51,6 +53,7 @@ impl Workload {
             committed: fresh,
             commit_points: vec![],
             rng: Rng(seed),
+            moved: [0; 5],
         };
         w.commit();
         w
@@ -84,9 +87,33 @@ impl Workload {
         self.id(path)
     }
 
+    /// One random operation. Commits it makes on its own (balance and resize commit as they
+    /// go; a write short of space commits first to reuse freed space) are recorded with the
+    /// tree they hold.
     fn step(&mut self) {
+        let (generation, before) = (self.fs.generation(), self.tree.clone());
+        let moving = self.operation();
+        for g in generation + 1..=self.fs.generation() {
+            if !self.committed.contains_key(&g) {
+                let tree = if moving {
+                    self.tree.clone()
+                } else {
+                    before.clone()
+                };
+                self.committed.insert(g, tree);
+                self.commit_points.push((self.dev.flush_count(), g));
+            }
+        }
+    }
+
+    /// Runs one operation; true for those that move blocks without changing content.
+    fn operation(&mut self) -> bool {
         let path = NAMES[self.rng.below(NAMES.len() as u64) as usize];
-        match self.rng.below(10) {
+        match self.rng.below(16) {
+            10..=14 => {
+                self.moving_step(path);
+                return true;
+            }
             0..=3 => {
                 let id = self.ensure(path);
                 let max = if path == "/big" { 3 * MIB } else { 200_000 };
@@ -147,6 +174,54 @@ impl Workload {
             }
             _ => self.commit(),
         }
+        false
+    }
+
+    /// Operations that share or move blocks: reflink, snapshot, defrag, balance, resize.
+    fn moving_step(&mut self, path: &'static str) {
+        let other = NAMES[self.rng.below(NAMES.len() as u64) as usize];
+        let kind = self.rng.below(5);
+        self.moved[kind as usize] += 1;
+        match kind {
+            0 if path != other && self.tree.contains_key(path) && self.tree.contains_key(other) => {
+                self.fs.clone_file(self.id(path), self.id(other)).unwrap();
+                let content = self.tree[path].clone();
+                self.tree.insert(other.to_string(), content);
+            }
+            1 => {
+                if self.fs.resolve("/snap").is_ok() {
+                    self.fs.delete_subvolume(self.fs.root(), b"snap").unwrap();
+                }
+                self.fs
+                    .snapshot(self.fs.root().subvol, self.fs.root(), b"snap", false)
+                    .unwrap();
+                self.tree.retain(|p, _| !p.starts_with("/snap/"));
+                let copies: Vec<(String, Vec<u8>)> = self
+                    .tree
+                    .iter()
+                    .map(|(p, c)| (format!("/snap{p}"), c.clone()))
+                    .collect();
+                self.tree.extend(copies);
+            }
+            2 if self.tree.contains_key(path) => {
+                self.fs
+                    .defrag(self.id(path), self.rng.below(2) == 0)
+                    .unwrap();
+            }
+            3 => {
+                self.fs
+                    .balance(cowfs::BalanceFilter::default(), &mut |_| {})
+                    .unwrap();
+            }
+            4 => {
+                let size = (40 + self.rng.below(25)) * MIB;
+                match self.fs.resize(size, &mut |_| {}) {
+                    Err(e) if e.errno() == cowfs::Errno::NOSPC => {}
+                    other => drop(other.unwrap()),
+                }
+            }
+            _ => {}
+        }
     }
 
     /// The newest generation whose commit had returned by the time `flushes` completed.
@@ -166,9 +241,12 @@ fn recover(image: Vec<u8>) -> Result<(u64, Tree), String> {
     let fs = Filesystem::open(dev.clone(), &no_timer()).map_err(|e| format!("open: {e}"))?;
     let generation = fs.generation();
     let mut tree = Tree::new();
-    for path in NAMES {
-        if let Ok(id) = fs.resolve(path) {
-            tree.insert(path.to_string(), read_all(&fs, id));
+    for path in NAMES
+        .iter()
+        .flat_map(|p| [p.to_string(), format!("/snap{p}")])
+    {
+        if let Ok(id) = fs.resolve(&path) {
+            tree.insert(path, read_all(&fs, id));
         }
     }
     // A post-crash transaction must work too: the freed space is really free.
@@ -220,6 +298,11 @@ fn power_cut_at_every_flush_point() {
     let w = run_workload(1, 60);
     let flushes = w.dev.flush_count();
     assert!(flushes > 20, "the workload flushed only {flushes} times");
+    assert!(
+        w.moved.iter().all(|n| *n > 0),
+        "every kind of block-moving operation ran: {:?}",
+        w.moved
+    );
     for k in 0..=flushes {
         check_point(
             &w,

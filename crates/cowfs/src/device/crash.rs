@@ -43,6 +43,8 @@ struct History {
     base: Vec<u8>,
     /// Writes between consecutive flushes; the last epoch is the unflushed one.
     epochs: Vec<Vec<PendingWrite>>,
+    /// Size changes: (epoch, writes of that epoch before it, new length).
+    resizes: Vec<(usize, usize, u64)>,
     live: Vec<u8>,
 }
 
@@ -57,6 +59,7 @@ impl CrashDevice {
                 live: image.clone(),
                 base: image,
                 epochs: vec![vec![]],
+                resizes: vec![],
             }),
         }
     }
@@ -66,19 +69,32 @@ impl CrashDevice {
         self.state.lock().unwrap().epochs.len() - 1
     }
 
-    /// The image a power cut at `point` leaves behind.
+    /// The image a power cut at `point` leaves behind. Size changes count as done when issued
+    /// (a file's size is metadata the host keeps with its own journal).
     pub fn crash_image(&self, point: CrashPoint<'_>) -> Vec<u8> {
         let state = self.state.lock().unwrap();
         let mut image = state.base.clone();
-        for epoch in &state.epochs[..point.flushes.min(state.epochs.len())] {
-            for w in epoch {
-                apply(&mut image, w, Landing::Whole);
+        let resize_at = |image: &mut Vec<u8>, epoch: usize, index: usize| {
+            for &(_, _, len) in state
+                .resizes
+                .iter()
+                .filter(|(e, i, _)| *e == epoch && *i == index)
+            {
+                image.resize(len as usize, 0);
             }
-        }
-        if let Some(inflight) = state.epochs.get(point.flushes) {
-            for (i, w) in inflight.iter().enumerate() {
-                apply(&mut image, w, (point.landed)(i, w));
+        };
+        for (e, epoch) in state.epochs.iter().enumerate().take(point.flushes + 1) {
+            let inflight = e == point.flushes;
+            for (i, w) in epoch.iter().enumerate() {
+                resize_at(&mut image, e, i);
+                let landing = if inflight {
+                    (point.landed)(i, w)
+                } else {
+                    Landing::Whole
+                };
+                apply(&mut image, w, landing);
             }
+            resize_at(&mut image, e, epoch.len());
         }
         image
     }
@@ -150,10 +166,11 @@ impl BlockDevice for CrashDevice {
     }
 
     fn resize(&self, len: u64) -> io::Result<()> {
-        // Size changes are treated as durable at once, as a file's size is after fdatasync.
         let mut state = self.state.lock().unwrap();
         state.live.resize(len as usize, 0);
-        state.base.resize(len as usize, 0);
+        let epoch = state.epochs.len() - 1;
+        let index = state.epochs[epoch].len();
+        state.resizes.push((epoch, index, len));
         Ok(())
     }
 }
