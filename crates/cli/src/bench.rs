@@ -110,7 +110,154 @@ fn fs_bench(size: u64, dir: &Path, rounds: usize) -> CliResult {
     println!(
         "(image opened with O_DIRECT: {o_direct}; writes include the final fdatasync / commit)"
     );
+    let image = dir.join("cowfs-bench.img");
+    let result = sharing_and_moving(size, &image);
+    let _ = std::fs::remove_file(&image);
+    result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Text-like data that compresses about 4:1 with zstd, as logs and source code do.
+fn compressible(len: usize) -> Vec<u8> {
+    let text: &[u8] = b"the quick brown fox jumps over lazy dogs while cowfs writes extents to block groups and checks every crc";
+    let words: Vec<&[u8]> = text.split(|b| *b == b' ').collect();
+    let mut out = Vec::with_capacity(len + 16);
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(words[(x % words.len() as u64) as usize]);
+        out.push(if x % 11 == 0 { b'\n' } else { b' ' });
+    }
+    out.truncate(len);
+    out
+}
+
+/// Compression, snapshots and balance, on one scratch image.
+fn sharing_and_moving(size: u64, image: &Path) -> CliResult<()> {
+    let device = Arc::new(FileDevice::create(image, 3 * size + (256 << 20))?);
+    Filesystem::mkfs(device.clone(), &MkfsOptions::default())?;
+    let fs = Filesystem::open(
+        device,
+        &OpenOptions {
+            commit_interval: None,
+            ..OpenOptions::default()
+        },
+    )?;
+    compression(&fs, size / 2)?;
+    snapshots(&fs)?;
+    balance(&fs, size)?;
+    fs.unmount()?;
+    Ok(())
+}
+
+fn compression(fs: &Filesystem, size: u64) -> CliResult<()> {
+    let data = compressible(BUFFERED_CHUNK);
+    println!("\ncompression: {} of text-like data in buffered 1 MiB writes, beside the same data uncompressed", human(size));
+    println!(
+        "{:<24} {:>12} {:>12} {:>14}",
+        "", "write MB/s", "read MB/s", "stored / data"
+    );
+    for (name, flags) in [
+        ("uncompressed", 0),
+        ("zstd (+c, level 3)", cowfs::format::inode_flags::COMPRESS),
+    ] {
+        fs.sync()?;
+        let before = fs.info()?.data_used;
+        let id = fs.create(
+            fs.root(),
+            name.as_bytes(),
+            FileKind::Regular,
+            CreateAttrs::with_mode(0o644),
+        )?;
+        fs.set_flags(id, flags)?;
+        let t = Instant::now();
+        for off in (0..size).step_by(BUFFERED_CHUNK) {
+            fs.write(id, off, &data)?;
+        }
+        fs.sync()?;
+        let write = mbps(size, t.elapsed().as_secs_f64());
+        let stored = fs.info()?.data_used - before;
+        let mut buf = AlignedBuf::zeroed(BUFFERED_CHUNK);
+        let t = Instant::now();
+        for off in (0..size).step_by(BUFFERED_CHUNK) {
+            fs.read(id, off, &mut buf)?;
+        }
+        let read = mbps(size, t.elapsed().as_secs_f64());
+        println!(
+            "{name:<24} {write:>12.0} {read:>12.0} {:>13.1}%",
+            stored as f64 * 100.0 / size as f64
+        );
+        fs.unlink(fs.root(), name.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Snapshot creation time against the number of files (and extents) in the subvolume.
+fn snapshots(fs: &Filesystem) -> CliResult<()> {
+    println!("\nsnapshot creation (copies the subvolume's metadata; commit included)");
+    println!("{:>10} {:>12} {:>14}", "files", "time ms", "us per file");
+    let vol = fs.create_subvolume(fs.root(), b"vol")?;
+    let dir = fs.resolve("/vol")?;
+    let block = vec![7u8; 8192];
+    let mut files = 0u64;
+    for target in [1_000u64, 10_000, 50_000] {
+        while files < target {
+            let id = fs.create(
+                dir,
+                format!("f{files}").as_bytes(),
+                FileKind::Regular,
+                CreateAttrs::with_mode(0o644),
+            )?;
+            fs.write(id, 0, &block)?;
+            files += 1;
+        }
+        fs.sync()?;
+        let t = Instant::now();
+        fs.snapshot(vol, fs.root(), b"snap", true)?;
+        fs.sync()?;
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        println!(
+            "{target:>10} {ms:>12.1} {:>14.1}",
+            ms * 1000.0 / target as f64
+        );
+        fs.delete_subvolume(fs.root(), b"snap")?;
+    }
+    fs.delete_subvolume(fs.root(), b"vol")?;
+    fs.sync()?;
+    Ok(())
+}
+
+/// Balance throughput: block groups half emptied by deletions, then compacted.
+fn balance(fs: &Filesystem, size: u64) -> CliResult<()> {
+    let chunk = AlignedBuf::from_slice(&compressible(DIRECT_CHUNK));
+    let files = (size / (8 << 20)).max(2);
+    for i in 0..files {
+        let id = fs.create(
+            fs.root(),
+            format!("b{i}").as_bytes(),
+            FileKind::Regular,
+            CreateAttrs::with_mode(0o644),
+        )?;
+        for off in (0..8u64 << 20).step_by(DIRECT_CHUNK) {
+            fs.write_direct(id, off, &chunk)?;
+        }
+    }
+    for i in (0..files).step_by(2) {
+        fs.unlink(fs.root(), format!("b{i}").as_bytes())?;
+    }
+    fs.sync()?;
+    let t = Instant::now();
+    let report = fs.balance(cowfs::BalanceFilter::default(), &mut |_| {})?;
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "\nbalance: relocated {} block groups, {} moved in {secs:.2} s: {:.0} MB/s",
+        report.relocated.len(),
+        human(report.bytes_moved),
+        mbps(report.bytes_moved, secs)
+    );
+    Ok(())
 }
 
 fn raw_direct(size: u64, path: &Path) -> CliResult<Rate> {

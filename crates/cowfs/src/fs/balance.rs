@@ -136,8 +136,34 @@ impl Filesystem {
             bytes_total: chosen.iter().map(|g| g.record.used).sum(),
             ..BalanceProgress::default()
         };
+        // With room for all of it elsewhere, hold every chosen group from the start, so no
+        // data moves into a group that is itself about to be emptied.
+        let room = self.with(|e| Ok(e.unallocated_for_data()))?;
+        if room >= status.bytes_total {
+            self.with(|e| {
+                chosen.iter().for_each(|g| e.alloc.hold(g.logical));
+                Ok(())
+            })?;
+        }
+        let result = self.empty_groups(&chosen, &mut report, &mut status, progress);
+        self.with(|e| {
+            chosen.iter().for_each(|g| e.alloc.release_hold(g.logical));
+            Ok(())
+        })?;
+        result?;
+        report.bytes_moved = status.bytes_moved;
+        Ok(report)
+    }
+
+    fn empty_groups(
+        &self,
+        chosen: &[BlockGroup],
+        report: &mut BalanceReport,
+        status: &mut BalanceProgress,
+        progress: &mut dyn FnMut(&BalanceProgress),
+    ) -> Result<()> {
         for g in chosen {
-            match self.empty_group(g.logical, &mut status, progress)? {
+            match self.empty_group(g.logical, status, progress)? {
                 true => report.relocated.push(g.logical),
                 false => {
                     report.cancelled = true;
@@ -145,10 +171,9 @@ impl Filesystem {
                 }
             }
             status.groups_done += 1;
-            progress(&status);
+            progress(status);
         }
-        report.bytes_moved = status.bytes_moved;
-        Ok(report)
+        Ok(())
     }
 
     /// Moves every extent out of a group and removes it; false if cancelled first.

@@ -35,6 +35,14 @@ impl Engine {
         self.exclusive = None;
     }
 
+    /// Device space new data block groups may still take.
+    pub(crate) fn unallocated_for_data(&self) -> u64 {
+        let space = self.space.lock().unwrap();
+        space
+            .unallocated()
+            .saturating_sub(super::metadata_reserve(space.fs_size()))
+    }
+
     /// Moves up to `max` extents out of block group `group`; returns the bytes moved and
     /// whether the group is now empty.
     pub(crate) fn relocate_some(&mut self, group: u64, max: usize) -> Result<(u64, bool)> {
