@@ -142,6 +142,12 @@ enum Command {
         #[arg(long, value_parser = size::parse)]
         length: Option<u64>,
     },
+    /// Copy a file inside the image, sharing its extents where it can (cp --reflink=auto)
+    Cp {
+        image: PathBuf,
+        src: String,
+        dst: String,
+    },
     /// Share a range of DST with the identical range of SRC (nothing changes if they differ)
     Dedupe {
         image: PathBuf,
@@ -372,6 +378,18 @@ fn run(command: Command) -> CliResult {
         Command::Resize { image, size } => done(&image, |fs| files::resize(fs, &size)),
         Command::Scrub { image } => files::scrub(&open(&image, false)?),
         Command::Fiemap { image, path } => files::fiemap(&open(&image, true)?, &path),
+        Command::Cp { image, src, dst } => done(&image, |fs| {
+            let (from, to) = (fs.resolve(&src)?, files::open_or_create(fs, &dst)?);
+            fs.setattr(
+                to,
+                &cowfs::SetAttr {
+                    size: Some(0),
+                    ..cowfs::SetAttr::default()
+                },
+            )?;
+            fs.copy_file_range(from, 0, to, 0, fs.getattr(from)?.size)
+                .map(drop)
+        }),
         Command::Chattr {
             image,
             path,
