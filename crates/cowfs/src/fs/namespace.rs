@@ -118,15 +118,7 @@ impl Engine {
         kind: FileKind,
         attrs: CreateAttrs,
     ) -> Result<InodeId> {
-        self.check_writable()?;
-        check_name(name)?;
-        if self.lookup_entry(dir, name)?.is_some() {
-            return Err(Error::new(
-                Errno::EXIST,
-                format!("{}: file exists", self.child_path(dir, name)),
-            ));
-        }
-        let dir_inode = self.check(dir, Change::AddEntry)?;
+        let dir_inode = self.check_new_entry(dir, name)?;
         let mut subvol = self.subvolume(dir.subvol)?;
         let id = InodeId::new(dir.subvol, subvol.next_ino);
         subvol.next_ino += 1;
@@ -208,8 +200,6 @@ impl Engine {
     }
 
     pub fn link(&mut self, id: InodeId, dir: InodeId, name: &[u8]) -> Result<()> {
-        self.check_writable()?;
-        check_name(name)?;
         if id.subvol != dir.subvol {
             return Err(Error::new(
                 Errno::XDEV,
@@ -227,13 +217,7 @@ impl Engine {
         if inode.nlink >= u16::MAX as u32 {
             return Err(Error::new(Errno::MLINK, "too many links"));
         }
-        if self.lookup_entry(dir, name)?.is_some() {
-            return Err(Error::new(
-                Errno::EXIST,
-                format!("{}: file exists", self.child_path(dir, name)),
-            ));
-        }
-        self.check(dir, Change::AddEntry)?;
+        self.check_new_entry(dir, name)?;
         self.check(id, Change::Attributes)?;
         self.add_link(dir, name, id, kind)?;
         self.adjust_nlink(id, 1)
@@ -510,6 +494,20 @@ impl Engine {
         inode.ctime = now;
         self.put_inode(id, &inode)?;
         self.getattr(id)
+    }
+
+    /// Checks that `name` may be added to `dir`: a valid name, not taken, in a directory that
+    /// accepts new entries. Returns the directory's inode.
+    pub(super) fn check_new_entry(&self, dir: InodeId, name: &[u8]) -> Result<InodeRecord> {
+        self.check_writable()?;
+        check_name(name)?;
+        if self.lookup_entry(dir, name)?.is_some() {
+            return Err(Error::new(
+                Errno::EXIST,
+                format!("{}: file exists", self.child_path(dir, name)),
+            ));
+        }
+        self.check(dir, Change::AddEntry)
     }
 
     /// The inode, after checking that `change` to it is allowed.

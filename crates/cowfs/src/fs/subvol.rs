@@ -8,7 +8,6 @@ use std::ops::Bound;
 
 use super::attrs::Change;
 use super::engine::{new_inode, Engine};
-use super::namespace::check_name;
 use super::{DirEntry, InodeId};
 use crate::error::{Errno, Error, Result};
 use crate::format::{
@@ -156,18 +155,6 @@ impl Engine {
             self.writeback_all()?;
         }
         self.put_subvolume(id, &record)
-    }
-
-    fn check_new_entry(&self, dir: InodeId, name: &[u8]) -> Result<()> {
-        self.check_writable()?;
-        check_name(name)?;
-        if self.lookup_entry(dir, name)?.is_some() {
-            return Err(Error::new(
-                Errno::EXIST,
-                format!("{}: file exists", self.child_path(dir, name)),
-            ));
-        }
-        self.check(dir, Change::AddEntry).map(drop)
     }
 
     fn next_subvolume_id(&mut self) -> Result<u64> {
