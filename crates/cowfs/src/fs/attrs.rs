@@ -18,6 +18,8 @@ pub(crate) enum Change {
     Resize,
     /// Change mode, owner, times, or the link count.
     Attributes,
+    /// Move or add the file's blocks without changing its bytes (defrag, preallocation).
+    Layout,
     /// Remove or rename this inode's name.
     Unname,
     /// Add an entry to this directory.
@@ -43,6 +45,7 @@ impl Engine {
                 format!("{}: read-only subvolume", self.path_of(id)),
             ));
         }
+        self.swap_guard(id, change)?;
         let refused = |what: &str| {
             Err(Error::new(
                 Errno::PERM,
@@ -96,6 +99,9 @@ impl Engine {
             return Err(Error::invalid(
                 "a file cannot be both compressed (c) and never compressed (m)",
             ));
+        }
+        if self.swapfiles.contains_key(&id) && flags & COMPRESS != 0 && inode.flags & COMPRESS == 0 {
+            return Err(Error::invalid("an active swapfile cannot be compressed"));
         }
         let mut new = flags;
         if inode.kind()? == FileKind::Regular

@@ -123,7 +123,14 @@ impl Filesystem {
     ) -> Result<BalanceReport> {
         let groups: Vec<BlockGroup> = self.with(|e| Ok(e.alloc.groups().copied().collect()))?;
         let mut report = BalanceReport::default();
+        let pinned = self.with(|e| Ok(e.pinned_groups()))?;
+        for g in groups.iter().filter(|g| pinned.contains(&g.logical)) {
+            report.skipped.push((g.logical, "holds an active swapfile".into()));
+        }
         let chosen: Vec<BlockGroup> = groups
+            .into_iter()
+            .filter(|g| !pinned.contains(&g.logical))
+            .collect::<Vec<_>>()
             .into_iter()
             .filter(|g| {
                 filter

@@ -206,7 +206,7 @@ impl Engine {
     /// Makes sure `bytes` of new data can be written out, committing to reuse space the
     /// running transaction freed if that is what it takes. ENOSPC otherwise.
     pub(super) fn reserve(&mut self, bytes: u64) -> Result<()> {
-        let fits = |e: &Engine| e.alloc.available(&e.space) >= e.cache.dirty_page_bytes() + bytes;
+        let fits = |e: &Engine| e.free_for_data() >= e.cache.dirty_page_bytes() + bytes;
         if fits(self) {
             return Ok(());
         }

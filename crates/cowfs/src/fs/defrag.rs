@@ -27,7 +27,7 @@ impl Engine {
     pub fn defrag(&mut self, id: InodeId, compress: bool) -> Result<DefragStats> {
         self.check_writable()?;
         let inode = self.regular_inode(id)?;
-        self.check_change(id, &inode, Change::Attributes)?;
+        self.check_change(id, &inode, Change::Layout)?;
         self.writeback(id)?;
         // NOCOW and `+m` files are never compressed, whatever is asked.
         let compress = compress && inode.flags & (NOCOW | NOCOMPRESS) == 0;

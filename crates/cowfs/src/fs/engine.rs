@@ -37,6 +37,12 @@ pub struct Engine {
     pub(crate) compression: Option<CompressionConfig>,
     /// The exclusive operation (balance, resize) running or paused, if any.
     pub(crate) exclusive: Option<&'static str>,
+    /// Active swap files and their pins.
+    pub(crate) swapfiles: super::swap::SwapFiles,
+    /// Data space reserved for through-filesystem swap files.
+    pub(crate) swap_reserved: u64,
+    /// Bytes of swap pages written since the last commit.
+    pub(crate) swap_written: u64,
 }
 
 /// Reads every superblock copy of a device.
@@ -228,6 +234,9 @@ impl Engine {
             writer,
             compression: CompressionConfig::from_flags(state.flags)?,
             exclusive: None,
+            swapfiles: Default::default(),
+            swap_reserved: 0,
+            swap_written: 0,
         })
     }
 
@@ -287,6 +296,7 @@ impl Engine {
         self.meta().put_fs_state(&self.state)?;
         self.store.commit()?;
         self.alloc.unpin();
+        self.swap_written = 0;
         self.dirty = false;
         self.last_commit = Instant::now();
         Ok(())

@@ -19,6 +19,7 @@ mod resize;
 mod scrub;
 mod share;
 mod subvol;
+mod swap;
 mod write;
 mod writer;
 
@@ -33,6 +34,7 @@ pub use prealloc::FallocateMode;
 pub use scrub::{ScrubError, ScrubReport};
 pub use share::DedupeOutcome;
 pub use subvol::SubvolumeInfo;
+pub use swap::{SwapActivation, SwapExtent, SwapMode};
 
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -333,6 +335,22 @@ impl Filesystem {
         /// Rewrites a file's fragmented data contiguously, compressed if asked.
         defrag(&self, id: InodeId, compress: bool) -> DefragStats);
     forward!(
+        /// swap_activate: checks a file as SWAP-CONTRACT.md section A says and pins it.
+        activate_swap(&self, id: InodeId, mode: SwapMode) -> SwapActivation);
+    forward!(
+        /// swap_deactivate: undoes activation; EINVAL when the file is not active.
+        deactivate_swap(&self, id: InodeId) -> ());
+    /// Whether `id` is an active swap file, and in which mode.
+    pub fn swap_active(&self, id: InodeId) -> Option<SwapMode> {
+        self.engine().swap_active(id)
+    }
+    forward!(
+        /// Writes whole pages of an active through-filesystem swap file.
+        swap_write(&self, id: InodeId, page: u64, data: &[u8]) -> ());
+    forward!(
+        /// Reads whole pages of an active through-filesystem swap file, verifying checksums.
+        swap_read(&self, id: InodeId, page: u64, buf: &mut [u8]) -> ());
+    forward!(
         /// Sets an inode's FS_IOC flags (chattr); returns the flags it has afterwards.
         set_flags(&self, id: InodeId, flags: u64) -> u64);
     forward!(
@@ -395,7 +413,7 @@ impl Engine {
             uuid: sb.uuid,
             generation: self.state.generation,
             size: sb.fs_size,
-            free: self.alloc.available(&self.space),
+            free: self.free_for_data(),
             data_used: groups.iter().map(|g| g.record.used).sum(),
             metadata_bytes: sb.meta_capacity(),
             block_groups: groups,

@@ -40,7 +40,7 @@ impl Engine {
             .ok_or_else(|| Error::new(Errno::FBIG, "file too large"))?;
         let mut inode = self.regular_inode(id)?;
         let change = if matches!(mode, FallocateMode::Allocate { .. }) {
-            Change::Attributes
+            Change::Layout
         } else {
             Change::Resize
         };

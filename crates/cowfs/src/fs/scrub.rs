@@ -33,6 +33,8 @@ pub struct ScrubReport {
     pub metadata_problem: Option<String>,
     pub data_bytes_verified: u64,
     pub errors: Vec<ScrubError>,
+    /// Block groups not read because an active swap file pins them (the swapper owns them).
+    pub skipped_groups: Vec<u64>,
 }
 
 impl Filesystem {
@@ -51,6 +53,7 @@ impl Filesystem {
             }
             Err(e) => report.metadata_problem = Some(e.to_string()),
         }
+        report.skipped_groups = self.with(|e| Ok(e.pinned_groups().into_iter().collect()))?;
         let total = self.with(|e| Ok(e.alloc.groups().map(|g| g.record.used).sum()))?;
         let mut after = None;
         let mut done = 0;
@@ -93,6 +96,10 @@ impl Engine {
             let record = ExtentRecord::decode(v)?;
             bytes += record.len;
             last = Some(start);
+            let group = self.alloc.group_of(start).map(|g| g.logical);
+            if group.is_some_and(|g| report.skipped_groups.contains(&g)) {
+                continue;
+            }
             if let Some(sums) = self.meta().get(table::CHECKSUMS, &key1(start))? {
                 let written = self.written_blocks(start, record.len)?;
                 report.data_bytes_verified += self.scrub_extent(

@@ -64,6 +64,9 @@ impl Engine {
         read_only: bool,
     ) -> Result<u64> {
         self.check_new_entry(dir, name)?;
+        if self.subvolume_has_swap(source, true) {
+            return Err(Error::new(Errno::TXTBSY, "a pinned swapfile is active in the subvolume"));
+        }
         let src = self.subvolume(source)?;
         // The snapshot must hold the source's data as it is now, buffered writes included.
         self.writeback_all()?;
@@ -100,6 +103,9 @@ impl Engine {
             ));
         }
         self.check(dir, Change::RemoveEntry)?;
+        if self.subvolume_has_swap(id, false) {
+            return Err(Error::new(Errno::PERM, "a swapfile is active in the subvolume"));
+        }
         if self.nested_subvolumes(id)?.next().is_some() {
             return Err(Error::new(
                 Errno::NOTEMPTY,

@@ -1,0 +1,265 @@
+//! Swap files (../shared/SWAP-CONTRACT.md). Activation checks a file in the contract's order
+//! (section A), merges its physically contiguous runs into swap extents, and pins it; while
+//! active, every change that would move, share or rewrite its blocks is refused (section B);
+//! deactivation undoes exactly that (section C). Pins live in memory only: no pin survives a
+//! remount, as no swap survives a reboot.
+//!
+//! Two modes:
+//! - **pinned** (Linux 5.0): the file must be NOCOW, unchecksummed and unshared; the caller
+//!   gets the page -> device map and does its own I/O; the engine keeps those blocks in place.
+//! - **through-filesystem** (the 2014 design): swap I/O goes through the engine (`swap_write`,
+//!   `swap_read`), so COW, checksummed and snapshotted files are fine; activation reserves the
+//!   data space that copy-on-write of the whole area can need, so swap-out never meets ENOSPC.
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::attrs::Change;
+use super::engine::Engine;
+use super::write::ExtentData;
+use super::InodeId;
+use crate::error::{Errno, Error, Result};
+use crate::format::inode_flags::{COMPRESS, NOCOW};
+use crate::format::{round_down, Compression, ExtentKind, BLOCK_SIZE, BLOCK_GROUP_READ_ONLY};
+
+/// How swap I/O reaches an active swap file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwapMode {
+    /// The caller writes the device at the pinned physical offsets.
+    Pinned,
+    /// Every swap read and write goes through the engine.
+    ThroughFs,
+}
+
+/// A run of swap pages that is contiguous on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwapExtent {
+    /// The first page of the file in this run.
+    pub page: u64,
+    pub pages: u64,
+    /// Device offset of `page`.
+    pub physical: u64,
+}
+
+/// What activation gives the swap layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwapActivation {
+    pub mode: SwapMode,
+    /// Whole pages of the file (its size rounded down).
+    pub pages: u64,
+    /// The page -> device map (pinned mode: fixed until deactivation).
+    pub extents: Vec<SwapExtent>,
+}
+
+/// An active swap file's pins.
+#[derive(Debug)]
+pub(crate) struct ActiveSwap {
+    mode: SwapMode,
+    pages: u64,
+    /// Block groups holding its extents (pinned mode): never relocated while active.
+    groups: BTreeSet<u64>,
+    /// Data space set aside for its copy-on-write (through-filesystem mode).
+    reserved: u64,
+}
+
+impl ActiveSwap {
+    pub(crate) fn is_pinned(&self) -> bool {
+        self.mode == SwapMode::Pinned
+    }
+}
+
+fn swap_err(errno: Errno, reason: &str) -> Error {
+    Error::new(errno, reason.to_string())
+}
+
+impl Engine {
+    /// swap_activate: checks `id` as the contract's section A says, in its order, and pins it.
+    /// On any failure nothing is pinned.
+    pub fn activate_swap(&mut self, id: InodeId, mode: SwapMode) -> Result<SwapActivation> {
+        self.check_writable()?;
+        let inode = self.inode(id)?;
+        if inode.kind()? != crate::format::FileKind::Regular {
+            return Err(swap_err(Errno::INVAL, "swapfile must be a regular file"));
+        }
+        if self.swapfiles.contains_key(&id) {
+            return Err(swap_err(Errno::BUSY, "swapfile is already active"));
+        }
+        if self.subvolume(id.subvol)?.read_only() {
+            return Err(swap_err(Errno::ROFS, "swapfile is in a read-only subvolume"));
+        }
+        // 1. Activation sees what is on disk.
+        self.writeback(id)?;
+        let pinned = mode == SwapMode::Pinned;
+        if inode.flags & COMPRESS != 0 {
+            return Err(swap_err(Errno::INVAL, "swapfile must not be compressed"));
+        }
+        if pinned && inode.flags & NOCOW == 0 {
+            return Err(swap_err(Errno::INVAL, "swapfile must not be copy-on-write"));
+        }
+        let end = round_down(inode.size, BLOCK_SIZE);
+        let records = self.extents_in(id, 0, end)?;
+        if pinned && self.any_checksummed(&records)? {
+            return Err(swap_err(Errno::INVAL, "swapfile must not be checksummed"));
+        }
+        if let Some(running) = self.exclusive {
+            return Err(Error::new(Errno::BUSY, format!("cannot activate a swapfile while {running} runs")));
+        }
+        let extents = self.swap_extents(id, &records, end, pinned)?;
+        let pages = end / BLOCK_SIZE;
+        if pages == 0 {
+            return Err(swap_err(Errno::INVAL, "swapfile has no whole page"));
+        }
+        let reserved = if pinned { 0 } else { self.reserve_for_swap(end)? };
+        let groups = if pinned { self.groups_of(&extents) } else { BTreeSet::new() };
+        self.swapfiles.insert(id, ActiveSwap { mode, pages, groups, reserved });
+        Ok(SwapActivation { mode, pages, extents })
+    }
+
+    /// swap_deactivate: undoes exactly what activation did. EINVAL when not active.
+    pub fn deactivate_swap(&mut self, id: InodeId) -> Result<()> {
+        let active = self.swapfiles.remove(&id).ok_or_else(|| swap_err(Errno::INVAL, "not an active swapfile"))?;
+        self.swap_reserved -= active.reserved;
+        Ok(())
+    }
+
+    /// Whether `id` is an active swap file.
+    pub fn swap_active(&self, id: InodeId) -> Option<SwapMode> {
+        self.swapfiles.get(&id).map(|a| a.mode)
+    }
+
+    fn any_checksummed(&self, records: &[(u64, crate::format::FileExtent)]) -> Result<bool> {
+        for (_, e) in records.iter().filter(|(_, e)| e.kind != ExtentKind::Inline) {
+            if self.meta().get(crate::format::table::CHECKSUMS, &crate::format::key1(e.disk_start))?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Step 7 and 8: walks the records over `[0, end)` and merges contiguous runs.
+    fn swap_extents(&self, id: InodeId, records: &[(u64, crate::format::FileExtent)], end: u64, pinned: bool) -> Result<Vec<SwapExtent>> {
+        let mut extents: Vec<SwapExtent> = Vec::new();
+        let mut cursor = 0;
+        for (off, e) in records {
+            if *off > cursor {
+                return Err(swap_err(Errno::INVAL, "swapfile must not have holes"));
+            }
+            match e.kind {
+                ExtentKind::Inline => return Err(swap_err(Errno::INVAL, "swapfile must not be inline")),
+                _ if e.compression != Compression::None as u8 => {
+                    return Err(swap_err(Errno::INVAL, "swapfile must not be compressed"))
+                }
+                _ if pinned && self.extent_shared(e.disk_start, id)? => {
+                    return Err(swap_err(Errno::INVAL, "swapfile must not be copy-on-write"))
+                }
+                _ => {}
+            }
+            let logical = e.disk_start + e.extent_offset;
+            let group = self.alloc.group_of(logical).ok_or_else(|| Error::corrupt("swap extent outside every block group"))?;
+            if group.record.flags & BLOCK_GROUP_READ_ONLY != 0 {
+                return Err(swap_err(Errno::INVAL, "swapfile must not be in a read-only block group"));
+            }
+            let len = (off + e.len).min(end) - off;
+            let run = SwapExtent { page: off / BLOCK_SIZE, pages: len / BLOCK_SIZE, physical: self.alloc.physical(logical)? };
+            match extents.last_mut() {
+                Some(last) if last.physical + last.pages * BLOCK_SIZE == run.physical => last.pages += run.pages,
+                _ if run.pages > 0 => extents.push(run),
+                _ => {}
+            }
+            cursor = off + e.len;
+        }
+        if cursor < end {
+            return Err(swap_err(Errno::INVAL, "swapfile must not have holes"));
+        }
+        Ok(extents)
+    }
+
+    fn groups_of(&self, extents: &[SwapExtent]) -> BTreeSet<u64> {
+        let mut groups = BTreeSet::new();
+        for x in extents {
+            for g in self.alloc.groups() {
+                let (start, end) = (g.record.physical, g.record.physical + g.record.length);
+                if x.physical < end && start < x.physical + x.pages * BLOCK_SIZE {
+                    groups.insert(g.logical);
+                }
+            }
+        }
+        groups
+    }
+
+    /// Sets aside data space for copy-on-write of a whole area twice over: once to copy every
+    /// page away from snapshots and clones, once for the copies written between commits.
+    fn reserve_for_swap(&mut self, bytes: u64) -> Result<u64> {
+        let need = 2 * bytes;
+        if self.free_for_data() < need + self.cache.dirty_page_bytes() {
+            return Err(Error::no_space(format!("a through-filesystem swapfile needs {need} bytes of free space reserved")));
+        }
+        self.swap_reserved += need;
+        Ok(need)
+    }
+
+    /// Data space writers may use: what is free, less what swap files have reserved.
+    pub(crate) fn free_for_data(&self) -> u64 {
+        self.alloc.available(&self.space).saturating_sub(self.swap_reserved)
+    }
+
+    /// Section B: what an active swap file refuses.
+    pub(crate) fn swap_guard(&self, id: InodeId, change: Change) -> Result<()> {
+        if !self.swapfiles.contains_key(&id) {
+            return Ok(());
+        }
+        let busy = || Err(Error::new(Errno::TXTBSY, format!("{}: active swapfile", self.path_of(id))));
+        match change {
+            Change::Write(_) | Change::Resize | Change::Layout => busy(),
+            Change::Unname => Err(Error::new(Errno::PERM, format!("{}: active swapfile", self.path_of(id)))),
+            Change::Attributes | Change::AddEntry | Change::RemoveEntry => Ok(()),
+        }
+    }
+
+    /// Refuses to share an active swap file's extents (reflink, dedupe from it).
+    pub(crate) fn check_not_swap(&self, id: InodeId) -> Result<()> {
+        self.swap_guard(id, Change::Write(0))
+    }
+
+    /// The subvolume holds an active swap file (`pinned_only`: a pinned one).
+    pub(crate) fn subvolume_has_swap(&self, subvol: u64, pinned_only: bool) -> bool {
+        self.swapfiles.iter().any(|(id, a)| id.subvol == subvol && (!pinned_only || a.is_pinned()))
+    }
+
+    /// Block groups pinned by active swap files.
+    pub(crate) fn pinned_groups(&self) -> BTreeSet<u64> {
+        self.swapfiles.values().flat_map(|a| a.groups.iter().copied()).collect()
+    }
+
+    /// Writes whole pages of an active through-filesystem swap file, starting at `page`.
+    pub fn swap_write(&mut self, id: InodeId, page: u64, data: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        self.check_swap_io(id, page, data.len())?;
+        let active = &self.swapfiles[&id];
+        // Copies written since the last commit may not outgrow one area's worth: commit, which
+        // frees the copies they replaced.
+        if self.swap_written + data.len() as u64 > active.pages * BLOCK_SIZE {
+            self.commit()?;
+        }
+        self.swap_written += data.len() as u64;
+        self.write_extents(id, page * BLOCK_SIZE, ExtentData::Direct(data))
+    }
+
+    /// Reads whole pages of an active through-filesystem swap file; checksums are verified.
+    pub fn swap_read(&mut self, id: InodeId, page: u64, buf: &mut [u8]) -> Result<()> {
+        self.check_swap_io(id, page, buf.len())?;
+        self.read_stored(id, page * BLOCK_SIZE, buf)
+    }
+
+    fn check_swap_io(&self, id: InodeId, page: u64, len: usize) -> Result<()> {
+        let active = self.swapfiles.get(&id).filter(|a| a.mode == SwapMode::ThroughFs);
+        let active = active.ok_or_else(|| swap_err(Errno::INVAL, "not an active through-filesystem swapfile"))?;
+        let pages = len as u64 / BLOCK_SIZE;
+        if len as u64 % BLOCK_SIZE != 0 || page.checked_add(pages).is_none_or(|end| end > active.pages) {
+            return Err(swap_err(Errno::INVAL, "swap I/O must be whole pages inside the area"));
+        }
+        Ok(())
+    }
+}
+
+/// The active swap files of a filesystem.
+pub(crate) type SwapFiles = HashMap<InodeId, ActiveSwap>;
