@@ -100,7 +100,8 @@ impl Engine {
                 "a file cannot be both compressed (c) and never compressed (m)",
             ));
         }
-        if self.swapfiles.contains_key(&id) && flags & COMPRESS != 0 && inode.flags & COMPRESS == 0 {
+        if self.swapfiles.contains_key(&id) && flags & COMPRESS != 0 && inode.flags & COMPRESS == 0
+        {
             return Err(Error::invalid("an active swapfile cannot be compressed"));
         }
         let mut new = flags;

@@ -125,7 +125,9 @@ impl Filesystem {
         let mut report = BalanceReport::default();
         let pinned = self.with(|e| Ok(e.pinned_groups()))?;
         for g in groups.iter().filter(|g| pinned.contains(&g.logical)) {
-            report.skipped.push((g.logical, "holds an active swapfile".into()));
+            report
+                .skipped
+                .push((g.logical, "holds an active swapfile".into()));
         }
         let chosen: Vec<BlockGroup> = groups
             .into_iter()

@@ -91,8 +91,16 @@ impl Engine {
         }
         let pinned = self.pinned_groups();
         let past_end = |g: &&super::BlockGroup| g.record.physical + g.record.length > new_size;
-        if self.alloc.groups().filter(past_end).any(|g| pinned.contains(&g.logical)) {
-            return Err(Error::new(crate::error::Errno::TXTBSY, "an active swapfile lies past the new end"));
+        if self
+            .alloc
+            .groups()
+            .filter(past_end)
+            .any(|g| pinned.contains(&g.logical))
+        {
+            return Err(Error::new(
+                crate::error::Errno::TXTBSY,
+                "an active swapfile lies past the new end",
+            ));
         }
         self.space.lock().unwrap().set_fs_size(new_size);
         Ok(self

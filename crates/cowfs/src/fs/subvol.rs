@@ -65,7 +65,10 @@ impl Engine {
     ) -> Result<u64> {
         self.check_new_entry(dir, name)?;
         if self.subvolume_has_swap(source, true) {
-            return Err(Error::new(Errno::TXTBSY, "a pinned swapfile is active in the subvolume"));
+            return Err(Error::new(
+                Errno::TXTBSY,
+                "a pinned swapfile is active in the subvolume",
+            ));
         }
         let src = self.subvolume(source)?;
         // The snapshot must hold the source's data as it is now, buffered writes included.
@@ -104,7 +107,10 @@ impl Engine {
         }
         self.check(dir, Change::RemoveEntry)?;
         if self.subvolume_has_swap(id, false) {
-            return Err(Error::new(Errno::PERM, "a swapfile is active in the subvolume"));
+            return Err(Error::new(
+                Errno::PERM,
+                "a swapfile is active in the subvolume",
+            ));
         }
         if self.nested_subvolumes(id)?.next().is_some() {
             return Err(Error::new(

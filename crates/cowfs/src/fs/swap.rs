@@ -19,7 +19,7 @@ use super::write::ExtentData;
 use super::InodeId;
 use crate::error::{Errno, Error, Result};
 use crate::format::inode_flags::{COMPRESS, NOCOW};
-use crate::format::{round_down, Compression, ExtentKind, BLOCK_SIZE, BLOCK_GROUP_READ_ONLY};
+use crate::format::{round_down, Compression, ExtentKind, BLOCK_GROUP_READ_ONLY, BLOCK_SIZE};
 
 /// How swap I/O reaches an active swap file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +84,10 @@ impl Engine {
             return Err(swap_err(Errno::BUSY, "swapfile is already active"));
         }
         if self.subvolume(id.subvol)?.read_only() {
-            return Err(swap_err(Errno::ROFS, "swapfile is in a read-only subvolume"));
+            return Err(swap_err(
+                Errno::ROFS,
+                "swapfile is in a read-only subvolume",
+            ));
         }
         // 1. Activation sees what is on disk.
         self.writeback(id)?;
@@ -101,22 +104,48 @@ impl Engine {
             return Err(swap_err(Errno::INVAL, "swapfile must not be checksummed"));
         }
         if let Some(running) = self.exclusive {
-            return Err(Error::new(Errno::BUSY, format!("cannot activate a swapfile while {running} runs")));
+            return Err(Error::new(
+                Errno::BUSY,
+                format!("cannot activate a swapfile while {running} runs"),
+            ));
         }
         let extents = self.swap_extents(id, &records, end, pinned)?;
         let pages = end / BLOCK_SIZE;
         if pages == 0 {
             return Err(swap_err(Errno::INVAL, "swapfile has no whole page"));
         }
-        let reserved = if pinned { 0 } else { self.reserve_for_swap(end)? };
-        let groups = if pinned { self.groups_of(&extents) } else { BTreeSet::new() };
-        self.swapfiles.insert(id, ActiveSwap { mode, pages, groups, reserved });
-        Ok(SwapActivation { mode, pages, extents })
+        let reserved = if pinned {
+            0
+        } else {
+            self.reserve_for_swap(end)?
+        };
+        let groups = if pinned {
+            self.groups_of(&extents)
+        } else {
+            BTreeSet::new()
+        };
+        self.swapfiles.insert(
+            id,
+            ActiveSwap {
+                mode,
+                pages,
+                groups,
+                reserved,
+            },
+        );
+        Ok(SwapActivation {
+            mode,
+            pages,
+            extents,
+        })
     }
 
     /// swap_deactivate: undoes exactly what activation did. EINVAL when not active.
     pub fn deactivate_swap(&mut self, id: InodeId) -> Result<()> {
-        let active = self.swapfiles.remove(&id).ok_or_else(|| swap_err(Errno::INVAL, "not an active swapfile"))?;
+        let active = self
+            .swapfiles
+            .remove(&id)
+            .ok_or_else(|| swap_err(Errno::INVAL, "not an active swapfile"))?;
         self.swap_reserved -= active.reserved;
         Ok(())
     }
@@ -128,7 +157,14 @@ impl Engine {
 
     fn any_checksummed(&self, records: &[(u64, crate::format::FileExtent)]) -> Result<bool> {
         for (_, e) in records.iter().filter(|(_, e)| e.kind != ExtentKind::Inline) {
-            if self.meta().get(crate::format::table::CHECKSUMS, &crate::format::key1(e.disk_start))?.is_some() {
+            if self
+                .meta()
+                .get(
+                    crate::format::table::CHECKSUMS,
+                    &crate::format::key1(e.disk_start),
+                )?
+                .is_some()
+            {
                 return Ok(true);
             }
         }
@@ -136,7 +172,13 @@ impl Engine {
     }
 
     /// Step 7 and 8: walks the records over `[0, end)` and merges contiguous runs.
-    fn swap_extents(&self, id: InodeId, records: &[(u64, crate::format::FileExtent)], end: u64, pinned: bool) -> Result<Vec<SwapExtent>> {
+    fn swap_extents(
+        &self,
+        id: InodeId,
+        records: &[(u64, crate::format::FileExtent)],
+        end: u64,
+        pinned: bool,
+    ) -> Result<Vec<SwapExtent>> {
         let mut extents: Vec<SwapExtent> = Vec::new();
         let mut cursor = 0;
         for (off, e) in records {
@@ -144,7 +186,9 @@ impl Engine {
                 return Err(swap_err(Errno::INVAL, "swapfile must not have holes"));
             }
             match e.kind {
-                ExtentKind::Inline => return Err(swap_err(Errno::INVAL, "swapfile must not be inline")),
+                ExtentKind::Inline => {
+                    return Err(swap_err(Errno::INVAL, "swapfile must not be inline"))
+                }
                 _ if e.compression != Compression::None as u8 => {
                     return Err(swap_err(Errno::INVAL, "swapfile must not be compressed"))
                 }
@@ -154,14 +198,26 @@ impl Engine {
                 _ => {}
             }
             let logical = e.disk_start + e.extent_offset;
-            let group = self.alloc.group_of(logical).ok_or_else(|| Error::corrupt("swap extent outside every block group"))?;
+            let group = self
+                .alloc
+                .group_of(logical)
+                .ok_or_else(|| Error::corrupt("swap extent outside every block group"))?;
             if group.record.flags & BLOCK_GROUP_READ_ONLY != 0 {
-                return Err(swap_err(Errno::INVAL, "swapfile must not be in a read-only block group"));
+                return Err(swap_err(
+                    Errno::INVAL,
+                    "swapfile must not be in a read-only block group",
+                ));
             }
             let len = (off + e.len).min(end) - off;
-            let run = SwapExtent { page: off / BLOCK_SIZE, pages: len / BLOCK_SIZE, physical: self.alloc.physical(logical)? };
+            let run = SwapExtent {
+                page: off / BLOCK_SIZE,
+                pages: len / BLOCK_SIZE,
+                physical: self.alloc.physical(logical)?,
+            };
             match extents.last_mut() {
-                Some(last) if last.physical + last.pages * BLOCK_SIZE == run.physical => last.pages += run.pages,
+                Some(last) if last.physical + last.pages * BLOCK_SIZE == run.physical => {
+                    last.pages += run.pages
+                }
                 _ if run.pages > 0 => extents.push(run),
                 _ => {}
             }
@@ -191,7 +247,9 @@ impl Engine {
     fn reserve_for_swap(&mut self, bytes: u64) -> Result<u64> {
         let need = 2 * bytes;
         if self.free_for_data() < need + self.cache.dirty_page_bytes() {
-            return Err(Error::no_space(format!("a through-filesystem swapfile needs {need} bytes of free space reserved")));
+            return Err(Error::no_space(format!(
+                "a through-filesystem swapfile needs {need} bytes of free space reserved"
+            )));
         }
         self.swap_reserved += need;
         Ok(need)
@@ -199,7 +257,9 @@ impl Engine {
 
     /// Data space writers may use: what is free, less what swap files have reserved.
     pub(crate) fn free_for_data(&self) -> u64 {
-        self.alloc.available(&self.space).saturating_sub(self.swap_reserved)
+        self.alloc
+            .available(&self.space)
+            .saturating_sub(self.swap_reserved)
     }
 
     /// Section B: what an active swap file refuses.
@@ -207,10 +267,18 @@ impl Engine {
         if !self.swapfiles.contains_key(&id) {
             return Ok(());
         }
-        let busy = || Err(Error::new(Errno::TXTBSY, format!("{}: active swapfile", self.path_of(id))));
+        let busy = || {
+            Err(Error::new(
+                Errno::TXTBSY,
+                format!("{}: active swapfile", self.path_of(id)),
+            ))
+        };
         match change {
             Change::Write(_) | Change::Resize | Change::Layout => busy(),
-            Change::Unname => Err(Error::new(Errno::PERM, format!("{}: active swapfile", self.path_of(id)))),
+            Change::Unname => Err(Error::new(
+                Errno::PERM,
+                format!("{}: active swapfile", self.path_of(id)),
+            )),
             Change::Attributes | Change::AddEntry | Change::RemoveEntry => Ok(()),
         }
     }
@@ -222,12 +290,17 @@ impl Engine {
 
     /// The subvolume holds an active swap file (`pinned_only`: a pinned one).
     pub(crate) fn subvolume_has_swap(&self, subvol: u64, pinned_only: bool) -> bool {
-        self.swapfiles.iter().any(|(id, a)| id.subvol == subvol && (!pinned_only || a.is_pinned()))
+        self.swapfiles
+            .iter()
+            .any(|(id, a)| id.subvol == subvol && (!pinned_only || a.is_pinned()))
     }
 
     /// Block groups pinned by active swap files.
     pub(crate) fn pinned_groups(&self) -> BTreeSet<u64> {
-        self.swapfiles.values().flat_map(|a| a.groups.iter().copied()).collect()
+        self.swapfiles
+            .values()
+            .flat_map(|a| a.groups.iter().copied())
+            .collect()
     }
 
     /// Writes whole pages of an active through-filesystem swap file, starting at `page`.
@@ -251,11 +324,20 @@ impl Engine {
     }
 
     fn check_swap_io(&self, id: InodeId, page: u64, len: usize) -> Result<()> {
-        let active = self.swapfiles.get(&id).filter(|a| a.mode == SwapMode::ThroughFs);
-        let active = active.ok_or_else(|| swap_err(Errno::INVAL, "not an active through-filesystem swapfile"))?;
+        let active = self
+            .swapfiles
+            .get(&id)
+            .filter(|a| a.mode == SwapMode::ThroughFs);
+        let active = active
+            .ok_or_else(|| swap_err(Errno::INVAL, "not an active through-filesystem swapfile"))?;
         let pages = len as u64 / BLOCK_SIZE;
-        if len as u64 % BLOCK_SIZE != 0 || page.checked_add(pages).is_none_or(|end| end > active.pages) {
-            return Err(swap_err(Errno::INVAL, "swap I/O must be whole pages inside the area"));
+        if len as u64 % BLOCK_SIZE != 0
+            || page.checked_add(pages).is_none_or(|end| end > active.pages)
+        {
+            return Err(swap_err(
+                Errno::INVAL,
+                "swap I/O must be whole pages inside the area",
+            ));
         }
         Ok(())
     }

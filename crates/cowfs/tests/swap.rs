@@ -1,0 +1,581 @@
+//! The swap-file contract (../shared/SWAP-CONTRACT.md), rule by rule. Tests are named after
+//! the xfstests case each mirrors, where there is one.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use cowfs::device::{AlignedBuf, BlockDevice};
+use cowfs::format::inode_flags::{COMPRESS, NOCOW};
+use cowfs::{
+    BalanceFilter, DedupeOutcome, Errno, FallocateMode, Filesystem, InodeId, RenameFlags, SetAttr,
+    SwapMode,
+};
+
+const AREA: u64 = 4 * MIB;
+
+/// A swap file as `mkswapfile` makes one: empty, NOCOW, preallocated.
+fn swapfile(fs: &Filesystem, name: &str, size: u64) -> InodeId {
+    let f = file(fs, fs.root(), name);
+    fs.set_flags(f, NOCOW).unwrap();
+    fs.fallocate(f, FallocateMode::Allocate { keep_size: false }, 0, size)
+        .unwrap();
+    f
+}
+
+fn errno<T: std::fmt::Debug>(r: cowfs::Result<T>) -> Errno {
+    r.unwrap_err().errno()
+}
+
+fn reason<T: std::fmt::Debug>(r: cowfs::Result<T>) -> String {
+    r.unwrap_err().reason().to_string()
+}
+
+// ---- A. Activation ----
+
+#[test]
+fn a_swapfile_activates_with_a_contiguous_map() {
+    let (_dev, fs) = memory_fs(64 * MIB);
+    let f = swapfile(&fs, "swap", AREA + 1000);
+    let act = fs.activate_swap(f, SwapMode::Pinned).unwrap();
+    assert_eq!(act.pages, AREA / 4096, "rounded down to whole pages");
+    assert_eq!(act.extents.len(), 1, "contiguous runs are merged");
+    assert_eq!(act.extents[0].pages, act.pages);
+    assert_eq!(fs.swap_active(f), Some(SwapMode::Pinned));
+    assert_eq!(
+        errno(fs.activate_swap(f, SwapMode::Pinned)),
+        Errno::BUSY,
+        "activate again"
+    );
+}
+
+#[test]
+fn a_compressed_file_is_refused() {
+    let (_dev, fs) = memory_fs(64 * MIB);
+    let f = file(&fs, fs.root(), "c");
+    fs.set_flags(f, COMPRESS).unwrap();
+    fs.write(f, 0, &vec![1u8; 1 << 20]).unwrap();
+    assert_eq!(
+        reason(fs.activate_swap(f, SwapMode::Pinned)),
+        "swapfile must not be compressed"
+    );
+    assert_eq!(
+        reason(fs.activate_swap(f, SwapMode::ThroughFs)),
+        "swapfile must not be compressed"
+    );
+    fs.set_flags(f, 0).unwrap();
+    let r = fs.activate_swap(f, SwapMode::ThroughFs);
+    assert_eq!(
+        (errno(r.clone()), reason(r)),
+        (Errno::INVAL, "swapfile must not be compressed".into()),
+        "compressed extents too"
+    );
+}
+
+#[test]
+fn a_copy_on_write_file_is_refused_when_pinned() {
+    let (_dev, fs) = memory_fs(64 * MIB);
+    let f = file(&fs, fs.root(), "cow");
+    fs.fallocate(f, FallocateMode::Allocate { keep_size: false }, 0, AREA)
+        .unwrap();
+    let r = fs.activate_swap(f, SwapMode::Pinned);
+    assert_eq!(
+        (errno(r.clone()), reason(r)),
+        (Errno::INVAL, "swapfile must not be copy-on-write".into())
+    );
+    fs.activate_swap(f, SwapMode::ThroughFs).unwrap();
+}
+
+#[test]
+fn generic_495_holes_are_refused() {
+    let (_dev, fs) = memory_fs(64 * MIB);
+    let f = file(&fs, fs.root(), "sparse");
+    fs.set_flags(f, NOCOW).unwrap();
+    fs.setattr(
+        f,
+        &SetAttr {
+            size: Some(AREA),
+            ..SetAttr::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        reason(fs.activate_swap(f, SwapMode::Pinned)),
+        "swapfile must not have holes"
+    );
+    fs.fallocate(f, FallocateMode::Allocate { keep_size: true }, 0, AREA / 2)
+        .unwrap();
+    assert_eq!(
+        reason(fs.activate_swap(f, SwapMode::Pinned)),
+        "swapfile must not have holes"
+    );
+    fs.fallocate(
+        f,
+        FallocateMode::Allocate { keep_size: true },
+        AREA / 2,
+        AREA / 2,
+    )
+    .unwrap();
+    fs.activate_swap(f, SwapMode::Pinned).unwrap();
+}
+
+#[test]
+fn an_inline_file_is_refused() {
+    let (_dev, fs) = memory_fs(64 * MIB);
+    let f = file(&fs, fs.root(), "tiny");
+    fs.write(f, 0, &[0u8; 4096]).unwrap();
+    fs.setattr(
+        f,
+        &SetAttr {
+            size: Some(1000),
+            ..SetAttr::default()
+        },
+    )
+    .unwrap();
+    let g = file(&fs, fs.root(), "inline");
+    fs.write(g, 0, &[1u8; 100]).unwrap();
+    fs.sync().unwrap();
+    fs.setattr(
+        g,
+        &SetAttr {
+            size: Some(8192),
+            ..SetAttr::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        reason(fs.activate_swap(g, SwapMode::ThroughFs)),
+        "swapfile must not be inline"
+    );
+    assert_eq!(
+        reason(fs.activate_swap(f, SwapMode::ThroughFs)),
+        "swapfile has no whole page"
+    );
+}
+
+#[test]
+fn generic_357_a_reflinked_file_is_refused_and_generic_370_accepted_once_alone() {
+    let (_dev, fs) = memory_fs(64 * MIB);
+    let f = swapfile(&fs, "swap", AREA);
+    fs.write_direct(f, 0, &AlignedBuf::zeroed(AREA as usize))
+        .unwrap();
+    let clone = file(&fs, fs.root(), "clone");
+    fs.set_flags(clone, NOCOW).unwrap();
+    fs.clone_file(f, clone).unwrap();
+    assert_eq!(
+        reason(fs.activate_swap(f, SwapMode::Pinned)),
+        "swapfile must not be copy-on-write"
+    );
+    fs.unlink(fs.root(), b"clone").unwrap();
+    fs.activate_swap(f, SwapMode::Pinned).unwrap();
+}
+
+#[test]
+fn btrfs_293_a_snapshotted_file_is_refused_until_the_snapshot_goes() {
+    let (_dev, fs) = memory_fs(64 * MIB);
+    let vol = fs.create_subvolume(fs.root(), b"vol").unwrap();
+    let f = file(&fs, fs.resolve("/vol").unwrap(), "swap");
+    fs.set_flags(f, NOCOW).unwrap();
+    fs.fallocate(f, FallocateMode::Allocate { keep_size: false }, 0, AREA)
+        .unwrap();
+    fs.snapshot(vol, fs.root(), b"ro", true).unwrap();
+    assert_eq!(
+        reason(fs.activate_swap(f, SwapMode::Pinned)),
+        "swapfile must not be copy-on-write"
+    );
+    fs.delete_subvolume(fs.root(), b"ro").unwrap();
+    fs.activate_swap(f, SwapMode::Pinned).unwrap();
+}
+
+#[test]
+fn generic_496_preallocated_extents_are_accepted() {
+    let (_dev, fs) = memory_fs(64 * MIB);
+    let f = swapfile(&fs, "swap", AREA);
+    let act = fs.activate_swap(f, SwapMode::Pinned).unwrap();
+    assert_eq!(act.pages, AREA / 4096);
+}
+
+#[test]
+fn an_exclusive_operation_makes_activation_busy() {
+    let (_dev, fs) = memory_fs(96 * MIB);
+    for i in 0..6 {
+        fs.write(
+            file(&fs, fs.root(), &format!("f{i}")),
+            0,
+            &noise(i, 3 << 20),
+        )
+        .unwrap();
+        fs.sync().unwrap();
+    }
+    let f = swapfile(&fs, "swap", AREA);
+    let other = fs.clone();
+    let mut outcome = None;
+    fs.balance(BalanceFilter::default(), &mut |_| {
+        if outcome.is_none() {
+            fs.pause_balance().unwrap();
+            let other = other.clone();
+            outcome = Some(std::thread::spawn(move || {
+                let busy = other.activate_swap(f, SwapMode::Pinned).map(drop);
+                other.cancel_balance().unwrap();
+                busy
+            }));
+        }
+    })
+    .unwrap();
+    assert_eq!(errno(outcome.unwrap().join().unwrap()), Errno::BUSY);
+    fs.activate_swap(f, SwapMode::Pinned).unwrap();
+}
+
+#[test]
+fn a_failed_activation_pins_nothing() {
+    let (dev, fs) = memory_fs(64 * MIB);
+    let f = file(&fs, fs.root(), "holey");
+    fs.set_flags(f, NOCOW).unwrap();
+    fs.setattr(
+        f,
+        &SetAttr {
+            size: Some(AREA),
+            ..SetAttr::default()
+        },
+    )
+    .unwrap();
+    assert!(fs.activate_swap(f, SwapMode::Pinned).is_err());
+    assert_eq!(fs.swap_active(f), None);
+    fs.snapshot(fs.root().subvol, fs.root(), b"snap", false)
+        .unwrap();
+    fs.balance(BalanceFilter::default(), &mut |_| {}).unwrap();
+    fs.unlink(fs.root(), b"holey").unwrap();
+    fs.unmount().unwrap();
+    assert_clean(&dev);
+}
+
+// ---- B. While active ----
+
+/// An active pinned swap file, and a plain file beside it.
+fn active() -> (Arc<dyn BlockDevice>, Filesystem, InodeId, InodeId) {
+    let (dev, fs) = memory_fs(96 * MIB);
+    let f = swapfile(&fs, "swap", AREA);
+    let other = file(&fs, fs.root(), "other");
+    fs.set_flags(other, NOCOW).unwrap();
+    fs.write(other, 0, &[5u8; 8192]).unwrap();
+    fs.activate_swap(f, SwapMode::Pinned).unwrap();
+    (dev, fs, f, other)
+}
+
+#[test]
+fn generic_493_reads_and_copies_from_it_are_allowed() {
+    let (_dev, fs, f, _) = active();
+    assert_eq!(read_all(&fs, f).len() as u64, AREA);
+    let copy = file(&fs, fs.root(), "copy");
+    fs.set_flags(copy, NOCOW).unwrap();
+    assert_eq!(fs.copy_file_range(f, 0, copy, 0, AREA).unwrap(), AREA);
+    assert!(
+        fs.extent_map(copy).unwrap().iter().all(|m| !m.shared),
+        "copied, not shared"
+    );
+}
+
+#[test]
+fn generic_569_writes_are_text_file_busy() {
+    let (_dev, fs, f, _) = active();
+    assert_eq!(errno(fs.write(f, 0, b"x")), Errno::TXTBSY);
+    assert_eq!(
+        errno(fs.write_direct(f, 0, &AlignedBuf::zeroed(4096))),
+        Errno::TXTBSY
+    );
+}
+
+#[test]
+fn generic_494_truncate_and_fallocate_are_text_file_busy() {
+    let (_dev, fs, f, _) = active();
+    for size in [AREA, AREA / 2, AREA * 2] {
+        assert_eq!(
+            errno(fs.setattr(
+                f,
+                &SetAttr {
+                    size: Some(size),
+                    ..SetAttr::default()
+                }
+            )),
+            Errno::TXTBSY
+        );
+    }
+    for mode in [
+        FallocateMode::Allocate { keep_size: false },
+        FallocateMode::Allocate { keep_size: true },
+        FallocateMode::PunchHole,
+        FallocateMode::ZeroRange { keep_size: true },
+    ] {
+        assert_eq!(
+            errno(fs.fallocate(f, mode, 0, 4096)),
+            Errno::TXTBSY,
+            "{mode:?}"
+        );
+    }
+}
+
+#[test]
+fn generic_356_and_554_sharing_into_or_out_of_it_is_text_file_busy() {
+    let (_dev, fs, f, other) = active();
+    assert_eq!(errno(fs.clone_range(other, 0, f, 0, 4096)), Errno::TXTBSY);
+    assert_eq!(errno(fs.clone_range(f, 0, other, 0, 4096)), Errno::TXTBSY);
+    assert_eq!(errno(fs.dedupe_range(other, 0, f, 0, 4096)), Errno::TXTBSY);
+    assert_eq!(errno(fs.dedupe_range(f, 0, other, 0, 4096)), Errno::TXTBSY);
+    assert_eq!(
+        errno(fs.copy_file_range(other, 0, f, 0, 4096)),
+        Errno::TXTBSY
+    );
+}
+
+#[test]
+fn unlink_and_rename_are_not_permitted() {
+    let (_dev, fs, _f, _) = active();
+    let root = fs.root();
+    assert_eq!(errno(fs.unlink(root, b"swap")), Errno::PERM);
+    assert_eq!(
+        errno(fs.rename(root, b"swap", root, b"moved", RenameFlags::default())),
+        Errno::PERM
+    );
+    assert_eq!(
+        errno(fs.rename(root, b"other", root, b"swap", RenameFlags::default())),
+        Errno::PERM,
+        "as the replaced target"
+    );
+}
+
+#[test]
+fn btrfs_174_chattr_plus_c_is_invalid_and_minus_c_changes_nothing() {
+    let (_dev, fs, f, _) = active();
+    assert_eq!(errno(fs.set_flags(f, NOCOW | COMPRESS)), Errno::INVAL);
+    assert_eq!(
+        fs.set_flags(f, 0).unwrap(),
+        NOCOW,
+        "-C succeeds and changes nothing"
+    );
+    assert_eq!(fs.getattr(f).unwrap().flags, NOCOW);
+}
+
+#[test]
+fn btrfs_174_snapshot_defrag_and_btrfs_274_subvolume_delete() {
+    let (_dev, fs) = memory_fs(96 * MIB);
+    let vol = fs.create_subvolume(fs.root(), b"vol").unwrap();
+    let f = file(&fs, fs.resolve("/vol").unwrap(), "swap");
+    fs.set_flags(f, NOCOW).unwrap();
+    fs.fallocate(f, FallocateMode::Allocate { keep_size: false }, 0, AREA)
+        .unwrap();
+    fs.activate_swap(f, SwapMode::Pinned).unwrap();
+    assert_eq!(
+        errno(fs.snapshot(vol, fs.root(), b"snap", false)),
+        Errno::TXTBSY
+    );
+    assert_eq!(errno(fs.defrag(f, false)), Errno::TXTBSY);
+    assert_eq!(errno(fs.delete_subvolume(fs.root(), b"vol")), Errno::PERM);
+    fs.deactivate_swap(f).unwrap();
+    fs.snapshot(vol, fs.root(), b"snap", false).unwrap();
+}
+
+#[test]
+fn btrfs_177_balance_skips_pinned_block_groups_and_shrink_refuses() {
+    let (dev, fs) = memory_fs(96 * MIB);
+    let filler = file(&fs, fs.root(), "filler");
+    fs.write(filler, 0, &noise(1, 40 << 20)).unwrap();
+    fs.sync().unwrap();
+    let f = swapfile(&fs, "swap", AREA);
+    fs.unlink(fs.root(), b"filler").unwrap();
+    fs.sync().unwrap();
+    fs.activate_swap(f, SwapMode::Pinned).unwrap();
+    let report = fs.balance(BalanceFilter::default(), &mut |_| {}).unwrap();
+    assert_eq!(report.skipped.len(), 1, "{report:?}");
+    assert!(report.skipped[0].1.contains("swapfile"));
+    assert_eq!(
+        errno(fs.resize(24 * MIB, &mut |_| {})),
+        Errno::TXTBSY,
+        "shrinking would move the swapfile"
+    );
+    fs.resize(128 * MIB, &mut |_| {}).unwrap();
+    let scrub = fs.scrub(&mut |_, _| {}).unwrap();
+    assert_eq!(scrub.skipped_groups.len(), 1);
+    fs.deactivate_swap(f).unwrap();
+    fs.resize(24 * MIB, &mut |_| {}).unwrap();
+    fs.unmount().unwrap();
+    assert_clean(&dev);
+}
+
+// ---- C. After deactivation ----
+
+#[test]
+fn deactivation_restores_everything() {
+    let (dev, fs, f, other) = active();
+    fs.deactivate_swap(f).unwrap();
+    assert_eq!(errno(fs.deactivate_swap(f)), Errno::INVAL, "not active");
+    fs.write_direct(f, 0, &AlignedBuf::zeroed(4096)).unwrap();
+    fs.clone_range(f, 0, other, 0, 4096).unwrap();
+    fs.defrag(f, false).unwrap();
+    fs.rename(
+        fs.root(),
+        b"swap",
+        fs.root(),
+        b"was-swap",
+        RenameFlags::default(),
+    )
+    .unwrap();
+    fs.unlink(fs.root(), b"was-swap").unwrap();
+    fs.unmount().unwrap();
+    assert_clean(&dev);
+}
+
+// ---- The two modes at work ----
+
+#[test]
+fn pinned_pages_survive_everything_else_the_filesystem_does() {
+    let (dev, fs) = memory_fs(128 * MIB);
+    let f = swapfile(&fs, "swap", AREA);
+    for i in 0..4 {
+        fs.write(
+            file(&fs, fs.root(), &format!("busy{i}")),
+            0,
+            &noise(i, 2 << 20),
+        )
+        .unwrap();
+    }
+    let act = fs.activate_swap(f, SwapMode::Pinned).unwrap();
+    let page_at = |page: u64| {
+        let x = act
+            .extents
+            .iter()
+            .find(|x| (x.page..x.page + x.pages).contains(&page))
+            .unwrap();
+        x.physical + (page - x.page) * 4096
+    };
+    for page in 0..act.pages {
+        dev.write_at(page_at(page), &noise(1000 + page, 4096))
+            .unwrap();
+    }
+    for i in 0..4 {
+        fs.write(
+            fs.resolve(&format!("/busy{i}")).unwrap(),
+            4096,
+            &noise(50 + i, 1 << 20),
+        )
+        .unwrap();
+        fs.defrag(fs.resolve(&format!("/busy{i}")).unwrap(), true)
+            .unwrap();
+    }
+    fs.unlink(fs.root(), b"busy0").unwrap();
+    fs.balance(BalanceFilter::default(), &mut |_| {}).unwrap();
+    let _ = fs.resize(40 * MIB, &mut |_| {});
+    assert!(fs
+        .snapshot(fs.root().subvol, fs.root(), b"s", true)
+        .is_err());
+    fs.sync().unwrap();
+    let mut page = vec![0u8; 4096];
+    for p in 0..act.pages {
+        dev.read_at(page_at(p), &mut page).unwrap();
+        assert_eq!(page, noise(1000 + p, 4096), "swap page {p}");
+    }
+    fs.deactivate_swap(f).unwrap();
+    fs.unmount().unwrap();
+    assert_clean(&dev);
+}
+
+#[test]
+fn a_copy_on_write_swapfile_works_through_the_filesystem() {
+    let (dev, fs) = memory_fs(96 * MIB);
+    let f = file(&fs, fs.root(), "cowswap");
+    fs.fallocate(f, FallocateMode::Allocate { keep_size: false }, 0, AREA)
+        .unwrap();
+    fs.activate_swap(f, SwapMode::ThroughFs).unwrap();
+    fs.snapshot(fs.root().subvol, fs.root(), b"snap", true)
+        .unwrap();
+    let pages = AREA / 4096;
+    let mut shadow = vec![None; pages as usize];
+    let mut rng = Rng(5);
+    for round in 0..3000u64 {
+        let page = rng.below(pages);
+        let data = noise(round, 4096);
+        fs.swap_write(f, page, &data).unwrap();
+        shadow[page as usize] = Some(data);
+        if round % 500 == 0 {
+            let mut buf = vec![0u8; 4096];
+            for (p, want) in shadow.iter().enumerate() {
+                if let Some(want) = want {
+                    fs.swap_read(f, p as u64, &mut buf).unwrap();
+                    assert_eq!(&buf, want);
+                }
+            }
+        }
+    }
+    assert_eq!(
+        errno(fs.swap_write(f, pages, &[0u8; 4096])),
+        Errno::INVAL,
+        "outside the area"
+    );
+    fs.deactivate_swap(f).unwrap();
+    fs.unmount().unwrap();
+    assert_clean(&dev);
+}
+
+#[test]
+fn the_through_filesystem_reservation_holds_when_the_disk_fills() {
+    let (_dev, fs) = memory_fs(64 * MIB);
+    let f = file(&fs, fs.root(), "cowswap");
+    fs.fallocate(f, FallocateMode::Allocate { keep_size: false }, 0, AREA)
+        .unwrap();
+    fs.activate_swap(f, SwapMode::ThroughFs).unwrap();
+    let filler = file(&fs, fs.root(), "filler");
+    let chunk = vec![9u8; 1 << 20];
+    let mut at = 0;
+    while fs.write(filler, at, &chunk).is_ok() {
+        at += chunk.len() as u64;
+    }
+    fs.sync().unwrap();
+    for round in 0..(3 * AREA / 4096) {
+        fs.swap_write(f, round % (AREA / 4096), &noise(round, 4096))
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_corrupted_swapped_page_is_detected() {
+    let (dev, fs) = memory_fs(64 * MIB);
+    let f = file(&fs, fs.root(), "cowswap");
+    fs.fallocate(f, FallocateMode::Allocate { keep_size: false }, 0, AREA)
+        .unwrap();
+    fs.activate_swap(f, SwapMode::ThroughFs).unwrap();
+    fs.swap_write(f, 3, &noise(3, 4096)).unwrap();
+    fs.sync().unwrap();
+    let physical = fs
+        .extent_map(f)
+        .unwrap()
+        .iter()
+        .find(|m| m.file_offset == 3 * 4096)
+        .unwrap()
+        .physical;
+    let mut block = vec![0u8; 4096];
+    dev.read_at(physical, &mut block).unwrap();
+    block[7] ^= 1;
+    dev.write_at(physical, &block).unwrap();
+    assert_eq!(errno(fs.swap_read(f, 3, &mut [0u8; 4096])), Errno::IO);
+}
+
+#[test]
+fn no_pin_survives_a_remount() {
+    let (dev, fs) = memory_fs(64 * MIB);
+    let f = swapfile(&fs, "swap", AREA);
+    fs.activate_swap(f, SwapMode::Pinned).unwrap();
+    fs.sync().unwrap();
+    let crashed: Arc<dyn BlockDevice> = Arc::new(cowfs::device::MemoryDevice::from_image({
+        let mut image = vec![0u8; dev.len() as usize];
+        dev.read_at(0, &mut image).unwrap();
+        image
+    }));
+    drop(fs);
+    let fs = Filesystem::open(crashed.clone(), &no_timer()).unwrap();
+    let f = fs.resolve("/swap").unwrap();
+    assert_eq!(fs.swap_active(f), None);
+    fs.unlink(fs.root(), b"swap").unwrap();
+    drop(fs);
+    assert_clean(&crashed);
+    let _ = DedupeOutcome::Differs;
+}
