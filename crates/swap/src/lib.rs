@@ -1,0 +1,7 @@
+//! Swap areas over cowfs files, host files and block devices, in the Linux `SWAPSPACE2`
+//! format, so areas made here work with util-linux `swapon` and the kernel, and the other way
+//! round.
+
+pub mod header;
+
+pub use header::{HeaderError, SwapHeader, PAGE_SIZE};
