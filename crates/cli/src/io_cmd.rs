@@ -225,6 +225,45 @@ fn execute(fs: &Filesystem, name: &str, args: &[&str]) -> cowfs::Result<()> {
                 return Err(Error::new(Errno::IO, "scrub found damage"));
             }
         }
+        "mkswapfile" => {
+            swap::mkswapfile(
+                fs,
+                arg(args, 0, "path")?,
+                num(args, 1, "size")?,
+                "",
+                swap::random_uuid(),
+            )?;
+        }
+        "mkswap" => {
+            let id = fs.resolve(arg(args, 0, "path")?)?;
+            let pages = fs.getattr(id)?.size / swap::PAGE_SIZE as u64;
+            let header = swap::SwapHeader::new(pages, swap::random_uuid(), "")?;
+            fs.write(id, 0, &header.encode())?;
+        }
+        "map-swapfile" | "map_swapfile" => {
+            let (physical, resume) = swap::map_swapfile(fs, fs.resolve(arg(args, 0, "path")?)?)?;
+            println!("physical start {physical}, resume offset {resume}");
+        }
+        "swapon" => {
+            let id = fs.resolve(arg(args, 0, "path")?)?;
+            let mode = match args
+                .iter()
+                .position(|a| *a == "--mode")
+                .map(|i| args.get(i + 1).copied())
+            {
+                None | Some(Some("pinned")) => cowfs::SwapMode::Pinned,
+                Some(Some("fs")) => cowfs::SwapMode::ThroughFs,
+                Some(other) => return Err(Error::invalid(format!("mode {other:?}: pinned or fs"))),
+            };
+            let act = fs.activate_swap(id, mode)?;
+            println!(
+                "swapon {}: {} pages in {} extent(s), {mode:?}",
+                args[0],
+                act.pages,
+                act.extents.len()
+            );
+        }
+        "swapoff" => fs.deactivate_swap(fs.resolve(arg(args, 0, "path")?)?)?,
         "fiemap" => {
             files::fiemap(fs, arg(args, 0, "path")?).map_err(|e| Error::invalid(e.to_string()))?;
         }

@@ -198,6 +198,32 @@ enum Command {
     },
     /// Read all metadata and data and verify every checksum; exit 4 if anything is damaged
     Scrub { image: PathBuf },
+    /// Write a swap header to a host file or block device (--create --size: make the file)
+    Mkswap {
+        path: PathBuf,
+        #[arg(long, default_value = "")]
+        label: String,
+        #[arg(long)]
+        uuid: Option<String>,
+        /// Create the file (NOCOW where supported, preallocated, mode 0600)
+        #[arg(long, requires = "size")]
+        create: bool,
+        #[arg(long, value_parser = size::parse)]
+        size: Option<u64>,
+    },
+    /// Make a swap file inside an image: empty, NOCOW, preallocated, with a header, mode 0600
+    Mkswapfile {
+        image: PathBuf,
+        path: String,
+        #[arg(long, value_parser = size::parse)]
+        size: u64,
+        #[arg(long, default_value = "")]
+        label: String,
+        #[arg(long)]
+        uuid: Option<String>,
+    },
+    /// Check a swap file as activation would; print its physical start and resume offset
+    MapSwapfile { image: PathBuf, path: String },
     /// Show where a file's extents are, like filefrag -v
     Fiemap { image: PathBuf, path: String },
     /// Change file attributes: +C (NOCOW), +c (compress), +i (immutable), +a (append only), ...
@@ -377,6 +403,48 @@ fn run(command: Command) -> CliResult {
         Command::Balance { image, usage } => done(&image, |fs| files::balance(fs, usage)),
         Command::Resize { image, size } => done(&image, |fs| files::resize(fs, &size)),
         Command::Scrub { image } => files::scrub(&open(&image, false)?),
+        Command::Mkswap {
+            path,
+            label,
+            uuid,
+            create,
+            size,
+        } => {
+            let uuid = uuid
+                .map(|u| swap::parse_uuid(&u))
+                .transpose()?
+                .unwrap_or_else(swap::random_uuid);
+            let header = swap::mkswap(&path, if create { size } else { None }, &label, uuid)?;
+            println!(
+                "Setting up swapspace version 1, size = {} ({} bytes), uuid {}",
+                size::human((header.pages - 1) * 4096),
+                (header.pages - 1) * 4096,
+                files::uuid_string(&header.uuid)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Mkswapfile {
+            image,
+            path,
+            size,
+            label,
+            uuid,
+        } => {
+            let uuid = uuid
+                .map(|u| swap::parse_uuid(&u))
+                .transpose()?
+                .unwrap_or_else(swap::random_uuid);
+            done(&image, |fs| {
+                swap::mkswapfile(fs, &path, size, &label, uuid).map(drop)
+            })
+        }
+        Command::MapSwapfile { image, path } => {
+            let fs = open(&image, false)?;
+            let (physical, resume) = swap::map_swapfile(&fs, fs.resolve(&path)?)?;
+            println!("Physical start: {physical:>12}");
+            println!("Resume offset:  {resume:>12}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Fiemap { image, path } => files::fiemap(&open(&image, true)?, &path),
         Command::Cp { image, src, dst } => done(&image, |fs| {
             let (from, to) = (fs.resolve(&src)?, files::open_or_create(fs, &dst)?);

@@ -3,5 +3,7 @@
 //! round.
 
 pub mod header;
+pub mod make;
 
 pub use header::{HeaderError, SwapHeader, PAGE_SIZE};
+pub use make::{map_swapfile, mkswap, mkswapfile, parse_uuid, random_uuid};
