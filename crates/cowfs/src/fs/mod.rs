@@ -340,6 +340,11 @@ impl Filesystem {
     forward!(
         /// swap_deactivate: undoes activation; EINVAL when the file is not active.
         deactivate_swap(&self, id: InodeId) -> ());
+    /// The device the filesystem is on (pinned swap I/O writes it directly).
+    pub fn device(&self) -> Arc<dyn BlockDevice> {
+        self.engine().device.clone()
+    }
+
     /// Whether `id` is an active swap file, and in which mode.
     pub fn swap_active(&self, id: InodeId) -> Option<SwapMode> {
         self.engine().swap_active(id)
