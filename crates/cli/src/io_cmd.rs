@@ -18,10 +18,11 @@ const DEFAULT_FILL: u8 = 0xcd;
 
 pub fn run(fs: &Filesystem, commands: &[String]) -> CliResult {
     let mut failed = false;
+    let mut swaps = swap::SwapSystem::new();
     for line in commands {
         let words: Vec<&str> = line.split_whitespace().collect();
         let Some(&name) = words.first() else { continue };
-        if let Err(e) = execute(fs, name, &words[1..]) {
+        if let Err(e) = execute(fs, &mut swaps, name, &words[1..]) {
             failed = true;
             eprintln!("{name}: {}", e.strerror());
             eprintln!("  ({e})");
@@ -67,7 +68,12 @@ fn byte(args: &[&str], i: usize) -> cowfs::Result<u8> {
     }
 }
 
-fn execute(fs: &Filesystem, name: &str, args: &[&str]) -> cowfs::Result<()> {
+fn execute(
+    fs: &Filesystem,
+    swaps: &mut swap::SwapSystem,
+    name: &str,
+    args: &[&str],
+) -> cowfs::Result<()> {
     match name {
         "write" | "dwrite" => {
             let id = files::open_or_create(fs, arg(args, 0, "path")?)?;
@@ -145,7 +151,36 @@ fn execute(fs: &Filesystem, name: &str, args: &[&str]) -> cowfs::Result<()> {
             let mode = files::fallocate_mode(keep_size, name == "fpunch", name == "fzero");
             fs.fallocate(id, mode, offset, len)?;
         }
-        "reflink" | "copy_range" => {
+        "fallocate" => {
+            let id = files::open_or_create(fs, arg(args, 0, "path")?)?;
+            let (offset, len) = (num(args, 1, "offset")?, num(args, 2, "length")?);
+            let mode = match args.get(3).copied() {
+                None => cowfs::FallocateMode::Allocate { keep_size: false },
+                Some("keep") => cowfs::FallocateMode::Allocate { keep_size: true },
+                Some("punch") => cowfs::FallocateMode::PunchHole,
+                Some("zero") => cowfs::FallocateMode::ZeroRange { keep_size: false },
+                Some(other) => {
+                    return Err(Error::invalid(format!(
+                        "fallocate mode {other:?}: keep, punch or zero"
+                    )))
+                }
+            };
+            fs.fallocate(id, mode, offset, len)?;
+        }
+        "subvol" => {
+            let rest = &args[1.min(args.len())..];
+            match args.first().copied() {
+                Some("create") => return execute(fs, swaps, "subvol_create", rest),
+                Some("delete") => return execute(fs, swaps, "subvol_delete", rest),
+                Some("list") => return execute(fs, swaps, "subvol_list", rest),
+                other => {
+                    return Err(Error::invalid(format!(
+                        "subvol {other:?}: create, delete or list"
+                    )))
+                }
+            }
+        }
+        "reflink" | "copy_range" | "copy-range" => {
             let (src, dst) = (
                 fs.resolve(arg(args, 0, "source")?)?,
                 files::open_or_create(fs, arg(args, 1, "target")?)?,
@@ -209,6 +244,11 @@ fn execute(fs: &Filesystem, name: &str, args: &[&str]) -> cowfs::Result<()> {
             files::defrag(fs, arg(args, 0, "path")?, true, compress)?;
         }
         "balance" => {
+            let args = if args.first() == Some(&"--usage") {
+                &args[1..]
+            } else {
+                args
+            };
             let usage = args
                 .first()
                 .map(|u| {
@@ -245,25 +285,64 @@ fn execute(fs: &Filesystem, name: &str, args: &[&str]) -> cowfs::Result<()> {
             println!("physical start {physical}, resume offset {resume}");
         }
         "swapon" => {
-            let id = fs.resolve(arg(args, 0, "path")?)?;
-            let mode = match args
-                .iter()
-                .position(|a| *a == "--mode")
-                .map(|i| args.get(i + 1).copied())
-            {
-                None | Some(Some("pinned")) => cowfs::SwapMode::Pinned,
-                Some(Some("fs")) => cowfs::SwapMode::ThroughFs,
+            let path = arg(args, 0, "path")?;
+            let option = |flag: &str| {
+                args.iter()
+                    .position(|a| *a == flag)
+                    .and_then(|i| args.get(i + 1).copied())
+            };
+            let mode = match option("--mode") {
+                None | Some("pinned") => cowfs::SwapMode::Pinned,
+                Some("fs") => cowfs::SwapMode::ThroughFs,
                 Some(other) => return Err(Error::invalid(format!("mode {other:?}: pinned or fs"))),
             };
-            let act = fs.activate_swap(id, mode)?;
-            println!(
-                "swapon {}: {} pages in {} extent(s), {mode:?}",
-                args[0],
-                act.pages,
-                act.extents.len()
-            );
+            let priority = option("--prio")
+                .map(|p| {
+                    p.parse::<i32>()
+                        .map_err(|_| Error::invalid(format!("priority {p:?}")))
+                })
+                .transpose()?;
+            swaps.swapon(Box::new(swap::CowfsFile::new(fs, path, mode)?), priority)?;
         }
-        "swapoff" => fs.deactivate_swap(fs.resolve(arg(args, 0, "path")?)?)?,
+        "swapoff" => {
+            let path = arg(args, 0, "path")?;
+            let area = swaps
+                .find(path)
+                .ok_or_else(|| Error::invalid(format!("{path}: not an active swap area")))?;
+            swaps.swapoff(
+                area,
+                Some(&mut |s: &mut swap::SwapSystem, slot| s.free(slot)),
+            )?;
+        }
+        "swaps" => print!("{}", swaps.proc_swaps()),
+        "swapwrite" | "swapread" => {
+            let path = arg(args, 0, "path")?;
+            let area = swaps
+                .find(path)
+                .ok_or_else(|| Error::invalid(format!("{path}: not an active swap area")))?;
+            let (first, count, fill) = (
+                num(args, 1, "slot")?,
+                num(args, 2, "count")?,
+                byte(args, 3)?,
+            );
+            let slots: Vec<swap::Slot> = (first..first + count)
+                .map(|page| swap::Slot { area, page })
+                .collect();
+            if name == "swapwrite" {
+                for s in &slots {
+                    if !swaps.in_use(*s) {
+                        swaps.claim(*s)?;
+                    }
+                }
+                swaps.write(&slots, &vec![fill; slots.len() * swap::PAGE_SIZE])?;
+                println!("wrote {count} pages at slot {first}");
+            } else {
+                let mut buf = vec![0u8; slots.len() * swap::PAGE_SIZE];
+                swaps.read(&slots, &mut buf)?;
+                check_fill(&buf, fill, first * swap::PAGE_SIZE as u64, true)?;
+                println!("read {count} pages at slot {first}: all {fill:#04x}");
+            }
+        }
         "fiemap" => {
             files::fiemap(fs, arg(args, 0, "path")?).map_err(|e| Error::invalid(e.to_string()))?;
         }

@@ -249,3 +249,88 @@ fn subvolumes_snapshots_reflinks_and_fiemap() {
     assert!(!ok(&["subvolume", "list", &img]).contains("/snap"));
     assert!(ok(&["fsck", &img]).contains("clean"));
 }
+
+#[test]
+fn swap_files_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("s.img").to_str().unwrap().to_string();
+    ok(&["mkfs", &img, "--size", "128M"]);
+    ok(&[
+        "mkswapfile",
+        &img,
+        "/swapfile",
+        "--size",
+        "16M",
+        "--label",
+        "cli",
+    ]);
+    assert!(ok(&["lsattr", &img, "/swapfile"]).starts_with("---------------C------"));
+    assert!(ok(&["stat", &img, "/swapfile"]).contains("(0600/"));
+    let map = ok(&["map-swapfile", &img, "/swapfile"]);
+    assert!(
+        map.contains("Physical start:") && map.contains("Resume offset:"),
+        "{map}"
+    );
+    let out = cowfs(&[
+        "io",
+        &img,
+        "-c",
+        "swapon /swapfile --prio 3",
+        "-c",
+        "swaps",
+        "-c",
+        "swapwrite /swapfile 1 64 0x77",
+        "-c",
+        "swapread /swapfile 1 64 0x77",
+        "-c",
+        "write /swapfile 0 4k",
+        "-c",
+        "rm /swapfile",
+        "-c",
+        "snapshot / /snap",
+        "-c",
+        "chattr /swapfile +c",
+        "-c",
+        "fallocate /swapfile 0 4k punch",
+        "-c",
+        "swapoff /swapfile",
+        "-c",
+        "swapoff /swapfile",
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        stdout.contains("/swapfile") && stdout.contains("cowfs") && stdout.contains("3"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("read 64 pages at slot 1: all 0x77"),
+        "{stdout}"
+    );
+    for refusal in [
+        "write: Text file busy",
+        "rm: Operation not permitted",
+        "snapshot: Text file busy",
+        "chattr: Invalid argument",
+        "fallocate: Text file busy",
+        "swapoff: Invalid argument",
+    ] {
+        assert!(stderr.contains(refusal), "{refusal} missing from: {stderr}");
+    }
+    assert!(ok(&["fsck", &img]).contains("clean"));
+    let host = dir.path().join("host.swap");
+    let made = ok(&[
+        "mkswap",
+        host.to_str().unwrap(),
+        "--create",
+        "--size",
+        "8M",
+        "--label",
+        "h",
+    ]);
+    assert!(made.contains("Setting up swapspace version 1"));
+    let page = std::fs::read(&host).unwrap();
+    assert_eq!(&page[4096 - 10..4096], b"SWAPSPACE2");
+}

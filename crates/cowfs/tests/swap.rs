@@ -579,3 +579,42 @@ fn no_pin_survives_a_remount() {
     assert_clean(&crashed);
     let _ = DedupeOutcome::Differs;
 }
+
+#[test]
+fn power_cuts_while_a_swapfile_is_active_leave_no_pin_and_a_clean_filesystem() {
+    use cowfs::device::{CrashDevice, MemoryDevice};
+    let fresh = Arc::new(MemoryDevice::new(64 * MIB));
+    Filesystem::mkfs(fresh.clone(), &cowfs::MkfsOptions::default()).unwrap();
+    let dev = Arc::new(CrashDevice::from_image(fresh.image()));
+    let fs = Filesystem::open(dev.clone(), &no_timer()).unwrap();
+    let f = file(&fs, fs.root(), "cowswap");
+    fs.fallocate(f, FallocateMode::Allocate { keep_size: false }, 0, AREA)
+        .unwrap();
+    fs.sync().unwrap();
+    let pinned = swapfile(&fs, "swap", AREA);
+    fs.sync().unwrap();
+    fs.activate_swap(f, SwapMode::ThroughFs).unwrap();
+    fs.activate_swap(pinned, SwapMode::Pinned).unwrap();
+    for round in 0..400u64 {
+        fs.swap_write(f, round % (AREA / 4096), &noise(round, 4096))
+            .unwrap();
+        if round % 50 == 0 {
+            fs.sync().unwrap();
+        }
+    }
+    fs.deactivate_swap(f).unwrap();
+    fs.deactivate_swap(pinned).unwrap();
+    fs.sync().unwrap();
+    for k in 0..=dev.flush_count() {
+        let image: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::from_image(dev.image_at_flush(k)));
+        let fs = Filesystem::open(image.clone(), &no_timer()).unwrap();
+        for name in ["/cowswap", "/swap"] {
+            if let Ok(id) = fs.resolve(name) {
+                assert_eq!(fs.swap_active(id), None, "cut {k}: no pin survives");
+                fs.unlink(fs.root(), &name.as_bytes()[1..]).unwrap();
+            }
+        }
+        drop(fs);
+        assert_clean(&image);
+    }
+}

@@ -111,6 +111,15 @@ impl SlotMap {
         self.used += 1;
     }
 
+    /// Takes a particular free slot; false when it is in use or unusable.
+    pub fn claim(&mut self, slot: u64) -> bool {
+        if self.counts.get(slot as usize) != Some(&0) {
+            return false;
+        }
+        self.take(slot);
+        true
+    }
+
     /// Another reference to a slot in use; false when it is not in use or the count is full.
     pub fn duplicate(&mut self, slot: u64) -> bool {
         match self.counts.get_mut(slot as usize) {

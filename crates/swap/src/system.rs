@@ -198,6 +198,23 @@ impl SwapSystem {
         Some(equals[self.turn % equals.len()])
     }
 
+    /// Takes a particular free slot (for tools that address pages directly).
+    pub fn claim(&mut self, slot: Slot) -> Result<()> {
+        if !self.area_mut(slot.area)?.slots.claim(slot.page) {
+            return Err(Error::new(
+                Errno::BUSY,
+                format!("slot {slot:?} is in use or unusable"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a slot is in use.
+    pub fn in_use(&self, slot: Slot) -> bool {
+        self.area(slot.area)
+            .is_ok_and(|a| a.slots.in_use(slot.page))
+    }
+
     /// Another reference to a slot (a page shared by two owners).
     pub fn duplicate(&mut self, slot: Slot) -> Result<()> {
         if !self.area_mut(slot.area)?.slots.duplicate(slot.page) {
