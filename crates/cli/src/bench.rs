@@ -30,6 +30,15 @@ pub enum Which {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// 4 KiB swap page I/O through swap areas (pinned, through the filesystem, host file)
+    /// against raw O_DIRECT on a plain file
+    SwapIo {
+        /// Swap area size
+        #[arg(long, default_value = "256M", value_parser = size::parse)]
+        size: u64,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 /// I/O size of each call, for the engine and the raw peer alike.
@@ -39,6 +48,7 @@ const BUFFERED_CHUNK: usize = 1 << 20;
 pub fn run(which: Which) -> CliResult {
     match which {
         Which::Fs { size, dir, rounds } => fs_bench(size, &dir, rounds.max(1)),
+        Which::SwapIo { size, dir } => crate::bench_swap::run(size, &dir),
     }
 }
 

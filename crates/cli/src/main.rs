@@ -4,6 +4,7 @@
 
 mod attrs;
 mod bench;
+mod bench_swap;
 mod demo;
 mod files;
 mod io_cmd;
