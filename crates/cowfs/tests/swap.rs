@@ -51,7 +51,7 @@ fn a_swapfile_activates_with_a_contiguous_map() {
 }
 
 #[test]
-fn a_compressed_file_is_refused() {
+fn btrfs_173_a_compressed_file_is_refused() {
     let (_dev, fs) = memory_fs(64 * MIB);
     let f = file(&fs, fs.root(), "c");
     fs.set_flags(f, COMPRESS).unwrap();
@@ -74,7 +74,7 @@ fn a_compressed_file_is_refused() {
 }
 
 #[test]
-fn a_copy_on_write_file_is_refused_when_pinned() {
+fn btrfs_173_a_copy_on_write_file_is_refused_when_pinned() {
     let (_dev, fs) = memory_fs(64 * MIB);
     let f = file(&fs, fs.root(), "cow");
     fs.fallocate(f, FallocateMode::Allocate { keep_size: false }, 0, AREA)

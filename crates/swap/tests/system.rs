@@ -165,7 +165,7 @@ fn priorities_and_turns() {
 }
 
 #[test]
-fn the_header_decides_the_area_size_and_a_bad_header_leaves_nothing_active() {
+fn generic_643_the_header_decides_the_area_size_and_a_bad_header_leaves_nothing_active() {
     let fs = fs();
     let id = mkswapfile(&fs, "/long", 8 * MIB, "", [4; 16]).unwrap();
     fs.sync().unwrap();
@@ -250,4 +250,55 @@ fn a_host_file_made_by_mkswap_create() {
         .swapon(Box::new(HostFile::new(&sparse)), None)
         .unwrap_err();
     assert!(err.reason().contains("holes"), "{err}");
+}
+
+#[test]
+fn generic_472_the_smallest_area_and_a_header_larger_than_the_file() {
+    let fs = fs();
+    mkswapfile(&fs, "/three", 3 * PAGE_SIZE as u64, "", [7; 16]).unwrap();
+    let mut system = SwapSystem::new();
+    system
+        .swapon(
+            Box::new(CowfsFile::new(&fs, "/three", SwapMode::Pinned).unwrap()),
+            None,
+        )
+        .unwrap();
+    assert_eq!(
+        system.list()[0].size_kib,
+        8,
+        "three pages: the header and two to swap to"
+    );
+    let big = fs
+        .create(
+            fs.root(),
+            b"liar",
+            FileKind::Regular,
+            CreateAttrs::with_mode(0o600),
+        )
+        .unwrap();
+    fs.set_flags(big, cowfs::format::inode_flags::NOCOW)
+        .unwrap();
+    fs.fallocate(big, FallocateMode::Allocate { keep_size: false }, 0, MIB)
+        .unwrap();
+    fs.write(
+        big,
+        0,
+        &SwapHeader::new(1000, [8; 16], "").unwrap().encode(),
+    )
+    .unwrap();
+    let err = system
+        .swapon(
+            Box::new(CowfsFile::new(&fs, "/liar", SwapMode::Pinned).unwrap()),
+            None,
+        )
+        .unwrap_err();
+    assert!(
+        err.reason()
+            .contains("Swap area shorter than signature indicates"),
+        "{err}"
+    );
+    assert!(
+        mkswapfile(&fs, "/two", 2 * PAGE_SIZE as u64, "", [9; 16]).is_err(),
+        "too small to make"
+    );
 }
