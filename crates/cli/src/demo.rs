@@ -127,12 +127,19 @@ pub fn run(dir: Option<PathBuf>) -> CliResult {
         3,
         "copy-on-write: overwrite a range, then rename, truncate and unlink",
     );
+    fs.sync()?;
     let before = fs.extent_map(big)?;
     let mut patch = vec![0u8; 64 << 10];
     pattern(3, 1 << 20, &mut patch);
     fs.write(big, 1 << 20, &patch)?;
+    fs.fsync(big)?;
     let after = fs.extent_map(big)?;
-    println!("    overwrote 64 KiB at 1 MiB of big.bin: {} extents before, {} after; the old blocks stay intact until the commit", before.len(), after.len());
+    println!(
+        "    overwrote 64 KiB at 1 MiB of big.bin and fsync'd: {} extents before, {} after \
+         (the new data went to new blocks; the committed ones were never overwritten)",
+        before.len(),
+        after.len()
+    );
     fs.rename(
         data,
         b"direct.bin",

@@ -13,6 +13,14 @@ use crate::format::{
     BLOCK_SIZE,
 };
 
+/// Part of a read: file bytes `[from, to)`, found at `within` of `extent`'s bytes.
+struct Piece {
+    from: u64,
+    to: u64,
+    within: u64,
+    extent: FileExtent,
+}
+
 /// The largest file size: offsets must fit an i64, as in the kernel.
 pub const MAX_FILE_SIZE: u64 = i64::MAX as u64 & !(BLOCK_SIZE - 1);
 
@@ -59,24 +67,82 @@ impl Engine {
     pub(super) fn read_stored(&self, id: InodeId, offset: u64, buf: &mut [u8]) -> Result<()> {
         buf.fill(0);
         let end = offset + buf.len() as u64;
-        for (off, e) in self.extents_in(id, offset, end)? {
-            let from = off.max(offset);
-            let to = (off + e.len).min(end);
-            if from >= to {
+        let pieces: Vec<Piece> = self
+            .extents_in(id, offset, end)?
+            .into_iter()
+            .filter_map(|(off, e)| {
+                let (from, to) = (off.max(offset), (off + e.len).min(end));
+                (from < to).then(|| Piece {
+                    from,
+                    to,
+                    within: e.extent_offset + (from - off),
+                    extent: e,
+                })
+            })
+            .collect();
+        let mut i = 0;
+        while i < pieces.len() {
+            let run = self.device_run(&pieces[i..])?;
+            if run > 1 {
+                self.read_run(
+                    id,
+                    &pieces[i..i + run],
+                    &mut buf[(pieces[i].from - offset) as usize..],
+                )?;
+                i += run;
                 continue;
             }
-            let dst = &mut buf[(from - offset) as usize..(to - offset) as usize];
-            let within = e.extent_offset + (from - off);
-            match e.kind {
+            let p = &pieces[i];
+            let dst = &mut buf[(p.from - offset) as usize..(p.to - offset) as usize];
+            match p.extent.kind {
                 ExtentKind::Prealloc => {}
                 ExtentKind::Inline => {
-                    dst.copy_from_slice(&e.inline_data[within as usize..][..dst.len()])
+                    dst.copy_from_slice(&p.extent.inline_data[p.within as usize..][..dst.len()])
                 }
-                ExtentKind::Regular if e.compression != Compression::None as u8 => {
-                    self.read_compressed(id, &e, within, from, dst)?
+                ExtentKind::Regular if p.extent.compression != Compression::None as u8 => {
+                    self.read_compressed(id, &p.extent, p.within, p.from, dst)?
                 }
-                ExtentKind::Regular => self.read_extent(id, &e, within, from, dst)?,
+                ExtentKind::Regular => self.read_extent(id, &p.extent, p.within, p.from, dst)?,
             }
+            i += 1;
+        }
+        Ok(())
+    }
+
+    /// How many pieces from the first are whole blocks of plain data, consecutive both in the
+    /// file and on the device (so one device read serves them).
+    fn device_run(&self, pieces: &[Piece]) -> Result<usize> {
+        let mut next: Option<(u64, u64)> = None;
+        for (n, p) in pieces.iter().enumerate() {
+            let plain = p.extent.kind == ExtentKind::Regular
+                && p.extent.compression == Compression::None as u8;
+            if !plain || p.within % BLOCK_SIZE != 0 || (p.to - p.from) % BLOCK_SIZE != 0 {
+                return Ok(n);
+            }
+            let at = self.alloc.physical(p.extent.disk_start + p.within)?;
+            if next.is_some_and(|(file, device)| file != p.from || device != at) {
+                return Ok(n);
+            }
+            next = Some((p.to, at + (p.to - p.from)));
+        }
+        Ok(pieces.len())
+    }
+
+    /// Reads a run of pieces with one device read into `buf` (which starts at the first
+    /// piece), then checks each piece against its own extent's checksums.
+    fn read_run(&self, id: InodeId, run: &[Piece], buf: &mut [u8]) -> Result<()> {
+        let first = &run[0];
+        let len = (run[run.len() - 1].to - first.from) as usize;
+        self.device_read(first.extent.disk_start + first.within, &mut buf[..len])?;
+        for p in run {
+            let at = (p.from - first.from) as usize;
+            self.verify_blocks(
+                id,
+                &p.extent,
+                p.within,
+                p.from,
+                &buf[at..at + (p.to - p.from) as usize],
+            )?;
         }
         Ok(())
     }

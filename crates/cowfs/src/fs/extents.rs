@@ -223,14 +223,34 @@ impl Engine {
     }
 
     /// Whether a data extent is referenced by any file other than `owner` (another file, a
-    /// clone, a snapshot). A file referencing one extent twice does not share it.
+    /// clone, a snapshot). A file referencing one extent twice does not share it. Back
+    /// references sort by owner, so two bounded lookups answer: is the first one someone
+    /// else's, and is there one after `owner`'s?
     pub fn extent_shared(&self, extent: u64, owner: InodeId) -> Result<bool> {
-        for (k, _) in self.meta().scan_prefix(table::EXTENT_REFS, &key1(extent))? {
-            if InodeId::new(key_part(&k, 1)?, key_part(&k, 2)?) != owner {
-                return Ok(true);
-            }
+        let meta = self.meta();
+        let (start, end) = (key1(extent), key1(extent + 1));
+        let first = meta.range(
+            table::EXTENT_REFS,
+            Bound::Included(&start[..]),
+            Bound::Excluded(&end[..]),
+            1,
+            false,
+        )?;
+        let Some((k, _)) = first.first() else {
+            return Ok(false);
+        };
+        if InodeId::new(key_part(k, 1)?, key_part(k, 2)?) != owner {
+            return Ok(true);
         }
-        Ok(false)
+        let past_owner = extent_ref_key(extent, owner.subvol, owner.ino, u64::MAX);
+        let next = meta.range(
+            table::EXTENT_REFS,
+            Bound::Excluded(&past_owner[..]),
+            Bound::Excluded(&end[..]),
+            1,
+            false,
+        )?;
+        Ok(!next.is_empty())
     }
 
     /// Bytes of data space a file references (for `st_blocks`), dirty pages included.

@@ -102,9 +102,9 @@ fn take_pieces(pieces: &mut Vec<Piece>, mut len: usize) -> Vec<Piece> {
 }
 
 impl Engine {
-    /// Writes `data` at `offset` of a file. Ranges over preallocated space, and over any
-    /// unshared data of a NOCOW file, are overwritten in place; the rest is copy-on-write to
-    /// new extents. Direct data is on the device when this returns; dirty chunks going to new
+    /// Writes `data` at `offset` of a file. Ranges over preallocated space, over any unshared
+    /// data of a NOCOW file, and over unshared extents the running transaction allocated, are
+    /// overwritten in place; the rest is copy-on-write to new extents. Direct data is on the device when this returns; dirty chunks going to new
     /// extents are written behind, overlapping whatever the caller does next.
     pub(super) fn write_extents(
         &mut self,
@@ -114,22 +114,49 @@ impl Engine {
     ) -> Result<()> {
         let inode = self.inode(id)?;
         let nocow = inode.flags & NOCOW != 0;
-        for span in self.plan_write(id, offset, offset + data.len(), nocow)? {
-            let part = data.take(span.end - span.start);
-            match span.target {
-                Target::InPlace {
-                    record_offset,
-                    extent,
-                } => self.write_in_place(id, nocow, span.start, record_offset, extent, part)?,
-                Target::New => match (&part, self.compression_level(&inode)) {
+        let spans = self.plan_write(id, offset, offset + data.len(), nocow)?;
+        let mut i = 0;
+        while i < spans.len() {
+            if let Target::New = spans[i].target {
+                let part = data.take(spans[i].end - spans[i].start);
+                match (&part, self.compression_level(&inode)) {
                     (ExtentData::Chunks(_), Some(level)) => {
-                        self.write_compressed(id, span.start, part, level)?
+                        self.write_compressed(id, spans[i].start, part, level)?
                     }
-                    _ => self.write_new(id, nocow, span.start, part)?,
-                },
+                    _ => self.write_new(id, nocow, spans[i].start, part)?,
+                }
+                i += 1;
+                continue;
             }
+            let run = self.contiguous_in_place(&spans[i..])?;
+            let len = spans[i + run - 1].end - spans[i].start;
+            let part = data.take(len);
+            self.write_in_place(id, nocow, &spans[i..i + run], part)?;
+            i += run;
         }
         Ok(())
+    }
+
+    /// How many spans from the first, all in place, follow each other on the device.
+    fn contiguous_in_place(&self, spans: &[Span]) -> Result<usize> {
+        let mut next = None;
+        for (n, span) in spans.iter().enumerate() {
+            let Target::InPlace {
+                record_offset,
+                extent,
+            } = &span.target
+            else {
+                return Ok(n);
+            };
+            let at = self.alloc.physical(
+                extent.disk_start + extent.extent_offset + (span.start - record_offset),
+            )?;
+            if next.is_some_and(|end| end != at) {
+                return Ok(n);
+            }
+            next = Some(at + (span.end - span.start));
+        }
+        Ok(spans.len())
     }
 
     /// Splits `[start, end)` by where each range may be written.
@@ -149,9 +176,12 @@ impl Engine {
             if cursor < from {
                 push(cursor, from, Target::New);
             }
+            let plain = e.compression == Compression::None as u8;
             let overwritable = match e.kind {
                 ExtentKind::Prealloc => true,
-                ExtentKind::Regular => nocow && e.compression == Compression::None as u8,
+                ExtentKind::Regular => {
+                    plain && (nocow || self.allocated_in_running_transaction(e.disk_start)?)
+                }
                 ExtentKind::Inline => false,
             };
             let target = if overwritable && !self.extent_shared(e.disk_start, id)? {
@@ -171,32 +201,60 @@ impl Engine {
         Ok(spans)
     }
 
-    /// Overwrites part of an existing extent; a preallocated range becomes written data.
+    /// Whether an extent was allocated by the running transaction: no committed state refers
+    /// to it, so overwriting it in place is as crash-safe as copying (a crash frees it).
+    fn allocated_in_running_transaction(&self, extent: u64) -> Result<bool> {
+        let raw = self.meta().get(table::EXTENTS, &key1(extent))?;
+        let record = ExtentRecord::decode(
+            &raw.ok_or_else(|| Error::corrupt(format!("extent {extent} is missing")))?,
+        )?;
+        Ok(record.generation == self.state.generation)
+    }
+
+    /// Overwrites existing extents, consecutive on the device, with one write; then records
+    /// each span's checksums, and preallocated ranges become written data.
     fn write_in_place(
         &mut self,
         id: InodeId,
         nocow: bool,
-        start: u64,
-        record_offset: u64,
-        extent: FileExtent,
-        data: ExtentData<'_>,
+        spans: &[Span],
+        mut data: ExtentData<'_>,
     ) -> Result<()> {
-        let within = extent.extent_offset + (start - record_offset);
-        let physical = self.alloc.physical(extent.disk_start + within)?;
+        let Target::InPlace {
+            record_offset,
+            extent,
+        } = &spans[0].target
+        else {
+            unreachable!("in-place spans")
+        };
+        let physical = self.alloc.physical(
+            extent.disk_start + extent.extent_offset + (spans[0].start - record_offset),
+        )?;
         // An earlier write of the same blocks may still be in flight behind us.
         self.writer.settle()?;
         self.device
             .write_vectored_at(physical, &data.slices())
             .map_err(|e| Error::io("data write", &e))?;
         self.dirty = true;
-        if !nocow {
-            self.update_checksums(extent.disk_start, within, &data.checksums())?;
-        }
-        if extent.kind == ExtentKind::Prealloc {
-            let from = start - record_offset;
-            let mut written = extent.slice(from, from + data.len());
-            written.kind = ExtentKind::Regular;
-            self.replace_range(id, start, start + data.len(), Some(written))?;
+        for span in spans {
+            let Target::InPlace {
+                record_offset,
+                extent,
+            } = &span.target
+            else {
+                unreachable!("in-place spans")
+            };
+            let part = data.take(span.end - span.start);
+            let within = extent.extent_offset + (span.start - record_offset);
+            if !nocow {
+                self.update_checksums(extent.disk_start, within, &part.checksums())?;
+            }
+            if extent.kind == ExtentKind::Prealloc {
+                let from = span.start - record_offset;
+                let mut written = extent.slice(from, from + part.len());
+                written.kind = ExtentKind::Regular;
+                self.replace_range(id, span.start, span.end, Some(written))?;
+            }
         }
         Ok(())
     }
