@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use common::*;
-use cowfs::device::{BlockDevice, CrashDevice, CrashPoint, Landing, MemoryDevice};
+use cowfs::device::{AlignedBuf, BlockDevice, CrashDevice, CrashPoint, Landing, MemoryDevice};
 use cowfs::format::FileKind;
 use cowfs::{CreateAttrs, Filesystem, MkfsOptions, RenameFlags, SetAttr};
 
@@ -161,6 +161,22 @@ impl Workload {
                     .unwrap();
                 let content = self.tree.remove(path).unwrap();
                 self.tree.insert(to.to_string(), content);
+            }
+            9 => {
+                // Direct writes of blocks a previous direct write in the same transaction
+                // allocated are overwritten in place; a cut must still leave committed data.
+                let id = self.ensure(path);
+                let off = self.rng.below(48) * 4096;
+                let len = (1 + self.rng.below(16) as usize) * 4096;
+                let data = pattern(self.rng.below(256) as u8, len);
+                self.fs
+                    .write_direct(id, off, &AlignedBuf::from_slice(&data))
+                    .unwrap();
+                let content = self.tree.get_mut(path).unwrap();
+                if content.len() < off as usize + len {
+                    content.resize(off as usize + len, 0);
+                }
+                content[off as usize..off as usize + len].copy_from_slice(&data);
             }
             7 | 8 => {
                 if self.tree.contains_key(path) {

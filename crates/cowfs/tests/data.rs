@@ -65,6 +65,44 @@ fn overwrite_is_copy_on_write_and_frees_the_old_extent_after_commit() {
 }
 
 #[test]
+fn blocks_the_running_transaction_allocated_are_overwritten_in_place_unless_shared() {
+    let (dev, fs) = memory_fs(32 * MIB);
+    let f = file(&fs, fs.root(), "f");
+    fs.write_direct(f, 0, &AlignedBuf::from_slice(&pattern(1, 64 << 10)))
+        .unwrap();
+    let first = fs.extent_map(f).unwrap();
+    fs.write_direct(f, 0, &AlignedBuf::from_slice(&pattern(2, 64 << 10)))
+        .unwrap();
+    assert_eq!(
+        fs.extent_map(f).unwrap()[0].physical,
+        first[0].physical,
+        "no committed state refers to these blocks: rewritten in place"
+    );
+    let clone = file(&fs, fs.root(), "clone");
+    fs.clone_file(f, clone).unwrap();
+    fs.write_direct(f, 0, &AlignedBuf::from_slice(&pattern(3, 64 << 10)))
+        .unwrap();
+    assert_ne!(
+        fs.extent_map(f).unwrap()[0].physical,
+        first[0].physical,
+        "a clone shares them now: copy-on-write"
+    );
+    assert_eq!(read_all(&fs, clone), pattern(2, 64 << 10));
+    assert_eq!(read_all(&fs, f), pattern(3, 64 << 10));
+    fs.sync().unwrap();
+    let committed = fs.extent_map(clone).unwrap();
+    fs.write_direct(clone, 0, &AlignedBuf::from_slice(&pattern(4, 64 << 10)))
+        .unwrap();
+    assert_ne!(
+        fs.extent_map(clone).unwrap()[0].physical,
+        committed[0].physical,
+        "committed blocks are never overwritten"
+    );
+    fs.unmount().unwrap();
+    assert_clean(&dev);
+}
+
+#[test]
 fn partial_overwrite_splits_and_keeps_the_rest() {
     let (dev, fs) = memory_fs(32 * MIB);
     let f = file(&fs, fs.root(), "f");
