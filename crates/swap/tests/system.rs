@@ -22,6 +22,23 @@ fn fs() -> Filesystem {
     .unwrap()
 }
 
+/// A NOCOW, preallocated file of `len` bytes starting with `header`.
+fn nocow_file(fs: &Filesystem, name: &str, len: u64, header: &[u8]) -> cowfs::InodeId {
+    let id = fs
+        .create(
+            fs.root(),
+            name.as_bytes(),
+            FileKind::Regular,
+            CreateAttrs::with_mode(0o600),
+        )
+        .unwrap();
+    fs.set_flags(id, cowfs::format::inode_flags::NOCOW).unwrap();
+    fs.fallocate(id, FallocateMode::Allocate { keep_size: false }, 0, len)
+        .unwrap();
+    fs.write(id, 0, header).unwrap();
+    id
+}
+
 fn page(seed: u64) -> Vec<u8> {
     (0..PAGE_SIZE as u64)
         .map(|i| (i.wrapping_mul(31) ^ seed.wrapping_mul(0x9e37)) as u8)
@@ -172,29 +189,12 @@ fn generic_643_the_header_decides_the_area_size_and_a_bad_header_leaves_nothing_
     let mut system = SwapSystem::new();
     let swapfile = CowfsFile::new(&fs, "/long", SwapMode::Pinned).unwrap();
     drop(swapfile);
-    let short = fs
-        .create(
-            fs.root(),
-            b"short",
-            FileKind::Regular,
-            CreateAttrs::with_mode(0o600),
-        )
-        .unwrap();
-    fs.set_flags(short, cowfs::format::inode_flags::NOCOW)
-        .unwrap();
-    fs.fallocate(
-        short,
-        FallocateMode::Allocate { keep_size: false },
-        0,
+    nocow_file(
+        &fs,
+        "short",
         8 * MIB,
-    )
-    .unwrap();
-    fs.write(
-        short,
-        0,
         &SwapHeader::new(100, [5; 16], "").unwrap().encode(),
-    )
-    .unwrap();
+    );
     system
         .swapon(
             Box::new(CowfsFile::new(&fs, "/short", SwapMode::Pinned).unwrap()),
@@ -206,18 +206,7 @@ fn generic_643_the_header_decides_the_area_size_and_a_bad_header_leaves_nothing_
         99 * 4,
         "the header's size, not the file's"
     );
-    let blank = fs
-        .create(
-            fs.root(),
-            b"blank",
-            FileKind::Regular,
-            CreateAttrs::with_mode(0o600),
-        )
-        .unwrap();
-    fs.set_flags(blank, cowfs::format::inode_flags::NOCOW)
-        .unwrap();
-    fs.fallocate(blank, FallocateMode::Allocate { keep_size: false }, 0, MIB)
-        .unwrap();
+    let blank = nocow_file(&fs, "blank", MIB, &[]);
     let err = system
         .swapon(
             Box::new(CowfsFile::new(&fs, "/blank", SwapMode::Pinned).unwrap()),
@@ -268,24 +257,12 @@ fn generic_472_the_smallest_area_and_a_header_larger_than_the_file() {
         8,
         "three pages: the header and two to swap to"
     );
-    let big = fs
-        .create(
-            fs.root(),
-            b"liar",
-            FileKind::Regular,
-            CreateAttrs::with_mode(0o600),
-        )
-        .unwrap();
-    fs.set_flags(big, cowfs::format::inode_flags::NOCOW)
-        .unwrap();
-    fs.fallocate(big, FallocateMode::Allocate { keep_size: false }, 0, MIB)
-        .unwrap();
-    fs.write(
-        big,
-        0,
+    nocow_file(
+        &fs,
+        "liar",
+        MIB,
         &SwapHeader::new(1000, [8; 16], "").unwrap().encode(),
-    )
-    .unwrap();
+    );
     let err = system
         .swapon(
             Box::new(CowfsFile::new(&fs, "/liar", SwapMode::Pinned).unwrap()),
@@ -301,4 +278,23 @@ fn generic_472_the_smallest_area_and_a_header_larger_than_the_file() {
         mkswapfile(&fs, "/two", 2 * PAGE_SIZE as u64, "", [9; 16]).is_err(),
         "too small to make"
     );
+}
+
+#[test]
+fn generic_636_a_file_of_only_a_header_is_an_empty_swap_file() {
+    let fs = fs();
+    let mut header = SwapHeader::new(10, [6; 16], "").unwrap().encode();
+    header[1028..1032].copy_from_slice(&0u32.to_ne_bytes());
+    let id = nocow_file(&fs, "empty", PAGE_SIZE as u64, &header);
+    let mut system = SwapSystem::new();
+    let err = system
+        .swapon(
+            Box::new(CowfsFile::new(&fs, "/empty", SwapMode::Pinned).unwrap()),
+            None,
+        )
+        .unwrap_err();
+    assert_eq!(err.errno(), Errno::INVAL);
+    assert!(err.reason().contains("Empty swap-file"), "{err}");
+    assert!(system.list().is_empty());
+    assert_eq!(fs.swap_active(id), None, "nothing stays pinned");
 }
