@@ -20,6 +20,28 @@ pub struct FileDevice {
     block_device: bool,
 }
 
+/// One writer or many readers per image: two engines writing one image would each commit
+/// over the other's metadata. The lock goes with the file and is dropped when it closes, so
+/// `cowfs umount` knows a daemon has finished its last commit when it can take the lock.
+fn lock(file: &File, write: bool) -> io::Result<()> {
+    use rustix::fs::{flock, FlockOperation};
+    let op = if write {
+        FlockOperation::NonBlockingLockExclusive
+    } else {
+        FlockOperation::NonBlockingLockShared
+    };
+    flock(file, op).map_err(|e| {
+        if e == rustix::io::Errno::WOULDBLOCK {
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "the image is in use (mounted, or open in another cowfs process)",
+            )
+        } else {
+            e.into()
+        }
+    })
+}
+
 impl FileDevice {
     /// Opens an existing image file or block device for reading and writing.
     pub fn open(path: &Path) -> io::Result<Self> {
@@ -64,6 +86,7 @@ impl FileDevice {
             }
             Err(e) => return Err(e),
         };
+        lock(&file, write)?;
         let block_device = file.metadata()?.file_type().is_block_device();
         let len = (&file).seek(SeekFrom::End(0))?;
         Ok(FileDevice {

@@ -1,0 +1,89 @@
+//! A mount in the foreground until it is unmounted: by `umount`, by `cowfs umount`, or by
+//! SIGINT, SIGTERM or SIGHUP to the daemon, which unmount it. Either way the session ends,
+//! and the filesystem commits everything before the daemon exits.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use cowfs::Filesystem;
+
+use crate::{spawn_mount, MountOptions};
+
+const STOP_SIGNALS: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+fn stop_signal_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset and sigaddset initialise and fill a set on our own stack.
+    unsafe {
+        let mut set = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&mut set);
+        for signal in STOP_SIGNALS {
+            libc::sigaddset(&mut set, signal);
+        }
+        set
+    }
+}
+
+/// Blocks the stop signals in this thread and every thread it starts from now on, so that
+/// only the waiter in [`serve`] receives them. Call it before opening the filesystem: its
+/// commit thread must not be the one a signal kills.
+pub fn block_stop_signals() -> io::Result<()> {
+    let set = stop_signal_set();
+    // SAFETY: the set is initialised; a null old set is allowed.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// Mounts `fs` and serves it until the mount goes away; then commits. `ready` runs once the
+/// mount is visible.
+pub fn serve(
+    fs: Filesystem,
+    mountpoint: &Path,
+    options: &MountOptions,
+    ready: impl FnOnce(),
+) -> io::Result<()> {
+    let mount = spawn_mount(fs, mountpoint, options)?;
+    ready();
+    let target = mountpoint.to_path_buf();
+    std::thread::Builder::new()
+        .name("cowfs-signals".into())
+        .spawn(move || unmount_on_signal(target))?;
+    mount.join()
+}
+
+fn unmount_on_signal(mountpoint: PathBuf) {
+    let set = stop_signal_set();
+    let mut signal = 0;
+    // SAFETY: the set is initialised and the signals in it are blocked in every thread.
+    if unsafe { libc::sigwait(&set, &mut signal) } == 0 {
+        if let Err(e) = unmount(&mountpoint) {
+            eprintln!(
+                "cowfs: unmounting {} on signal {signal}: {e}",
+                mountpoint.display()
+            );
+        }
+    }
+}
+
+/// Unmounts a mount point; when something still uses it, detaches it so the session ends as
+/// soon as the last user lets go.
+pub fn unmount(mountpoint: &Path) -> io::Result<()> {
+    let path = CString::new(mountpoint.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: `path` is a valid NUL-terminated string.
+    if unsafe { libc::umount2(path.as_ptr(), 0) } == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EBUSY) {
+        return Err(err);
+    }
+    // SAFETY: as above.
+    if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return Ok(());
+    }
+    Err(io::Error::last_os_error())
+}

@@ -1,0 +1,88 @@
+//! ioctls on files of the mount. The kernel turns `chattr`/`lsattr` (FS_IOC_GETFLAGS and
+//! SETFLAGS, and the FS_IOC_FSGETXATTR pair) into FUSE ioctl requests; the flags are the
+//! engine's own, which use the same bit values.
+
+use cowfs::format::inode_flags as flags;
+use cowfs::{Filesystem, InodeId};
+use fuser::Errno;
+
+use crate::ops::errno;
+
+/// `_IOR('f', 1, long)` and its 32-bit twin; the kernel's fileattr code sends the latter size.
+const FS_IOC_GETFLAGS: u32 = 0x8008_6601;
+const FS_IOC32_GETFLAGS: u32 = 0x8004_6601;
+const FS_IOC_SETFLAGS: u32 = 0x4008_6602;
+const FS_IOC32_SETFLAGS: u32 = 0x4004_6602;
+/// `struct fsxattr` (28 bytes) in and out.
+const FS_IOC_FSGETXATTR: u32 = 0x801c_581f;
+const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
+const FSXATTR_LEN: usize = 28;
+
+/// FS_XFLAG_* bits and the inode flags they stand for.
+const XFLAGS: [(u32, u64); 5] = [
+    (0x08, flags::IMMUTABLE),
+    (0x10, flags::APPEND),
+    (0x20, flags::SYNC),
+    (0x40, flags::NOATIME),
+    (0x80, flags::NODUMP),
+];
+
+/// Runs one ioctl; the bytes returned are the output argument.
+pub fn handle(
+    fs: &Filesystem,
+    id: InodeId,
+    cmd: u32,
+    input: &[u8],
+    out_len: usize,
+) -> Result<Vec<u8>, Errno> {
+    match cmd {
+        FS_IOC_GETFLAGS | FS_IOC32_GETFLAGS => {
+            let current = fs.getattr(id).map_err(errno)?.flags as u32;
+            Ok(sized(&current.to_ne_bytes(), out_len))
+        }
+        FS_IOC_SETFLAGS | FS_IOC32_SETFLAGS => {
+            let wanted = read_u32(input)?;
+            fs.set_flags(id, wanted.into()).map_err(errno)?;
+            Ok(Vec::new())
+        }
+        FS_IOC_FSGETXATTR => {
+            let current = fs.getattr(id).map_err(errno)?.flags;
+            let xflags = XFLAGS
+                .iter()
+                .filter(|(_, f)| current & f != 0)
+                .fold(0, |x, (bit, _)| x | bit);
+            let mut out = vec![0u8; FSXATTR_LEN];
+            out[..4].copy_from_slice(&xflags.to_ne_bytes());
+            Ok(sized(&out, out_len))
+        }
+        FS_IOC_FSSETXATTR => {
+            let xflags = read_u32(input)?;
+            let mut wanted = fs.getattr(id).map_err(errno)?.flags;
+            for (bit, flag) in XFLAGS {
+                if xflags & bit != 0 {
+                    wanted |= flag;
+                } else {
+                    wanted &= !flag;
+                }
+            }
+            fs.set_flags(id, wanted).map_err(errno)?;
+            Ok(Vec::new())
+        }
+        _ => Err(Errno::ENOTTY),
+    }
+}
+
+fn read_u32(input: &[u8]) -> Result<u32, Errno> {
+    let bytes: [u8; 4] = input
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(Errno::EINVAL)?;
+    Ok(u32::from_ne_bytes(bytes))
+}
+
+/// `value` cut or zero-padded to the size the caller's argument has.
+fn sized(value: &[u8], len: usize) -> Vec<u8> {
+    let mut out = value.to_vec();
+    out.resize(len, 0);
+    out
+}
