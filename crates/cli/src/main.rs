@@ -8,6 +8,7 @@ mod bench_swap;
 mod demo;
 mod files;
 mod io_cmd;
+mod mount;
 mod size;
 
 use std::path::PathBuf;
@@ -252,6 +253,20 @@ enum Command {
         #[arg(short = 'c', required = true)]
         commands: Vec<String>,
     },
+    /// Mount an image with FUSE (as a daemon unless --foreground); umount or cowfs umount
+    /// commits everything
+    Mount {
+        image: PathBuf,
+        mountpoint: PathBuf,
+        /// Options: ro, allow_other, compress=zstd[:LEVEL]
+        #[arg(short = 'o')]
+        options: Option<String>,
+        /// Serve in this process until unmounted (SIGINT or SIGTERM unmount too)
+        #[arg(short = 'f', long)]
+        foreground: bool,
+    },
+    /// Unmount a cowfs mount and wait until its daemon has committed everything
+    Umount { mountpoint: PathBuf },
     /// The guided tour: make a scratch image, write, read back, check
     Demo {
         /// Where to make the scratch image (a temporary directory by default)
@@ -319,6 +334,13 @@ fn run(command: Command) -> CliResult {
                 inline_limit,
             )
         }
+        Command::Mount {
+            image,
+            mountpoint,
+            options,
+            foreground,
+        } => mount::mount(&image, &mountpoint, options.as_deref(), foreground),
+        Command::Umount { mountpoint } => mount::umount(&mountpoint),
         Command::Fsck { image } => files::fsck(&image),
         Command::Info { image } => files::info(&open(&image, true)?),
         Command::Ls { image, path, long } => files::ls(&open(&image, true)?, &path, long),

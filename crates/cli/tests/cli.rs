@@ -334,3 +334,34 @@ fn swap_files_from_the_command_line() {
     let page = std::fs::read(&host).unwrap();
     assert_eq!(&page[4096 - 10..4096], b"SWAPSPACE2");
 }
+
+#[test]
+fn mount_serves_the_image_and_umount_waits_for_the_commit() {
+    let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    if !root || !Path::new("/dev/fuse").exists() {
+        let why = "mounting needs root and /dev/fuse";
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "required in CI: {why}"
+        );
+        return eprintln!("skipped: {why}");
+    }
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let img = image(dir.path());
+    let at = dir.path().join("mnt");
+    std::fs::create_dir(&at).unwrap();
+    let at = at.to_str().unwrap();
+    let said = ok(&["mount", &img, at]);
+    assert!(said.contains("mounted at"), "{said}");
+    std::fs::write(Path::new(at).join("hello"), b"through the mount").unwrap();
+    let busy = cowfs(&["fsck", &img]);
+    assert!(
+        !busy.status.success() && String::from_utf8_lossy(&busy.stderr).contains("in use"),
+        "a mounted image is not opened a second time"
+    );
+    ok(&["umount", at]);
+    assert_eq!(ok(&["cat", &img, "/hello"]), "through the mount");
+    assert!(ok(&["fsck", &img]).contains("clean"));
+    let not_mounted = cowfs(&["umount", at]);
+    assert!(String::from_utf8_lossy(&not_mounted.stderr).contains("not a cowfs mount"));
+}

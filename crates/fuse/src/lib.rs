@@ -31,7 +31,8 @@ impl MountOptions {
     fn config(&self) -> Config {
         let mut mount_options = vec![
             MountOption::FSName(self.source.clone()),
-            MountOption::Subtype("cowfs".into()),
+            // As a kernel option, so /proc/mounts shows the type as fuse.cowfs.
+            MountOption::CUSTOM("subtype=cowfs".into()),
             MountOption::DefaultPermissions,
         ];
         mount_options.push(if self.read_only {

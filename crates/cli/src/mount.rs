@@ -1,0 +1,184 @@
+//! `cowfs mount` and `cowfs umount`: serve an image over FUSE, in the foreground or as a
+//! daemon, and take it down again only once everything is committed.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use cowfs::Filesystem;
+use cowfs_fuse::{daemon, MountOptions};
+
+use crate::CliResult;
+
+/// How long a daemon may take to mount, and `cowfs umount` to see its final commit.
+const WAIT: Duration = Duration::from_secs(30);
+/// Tells a daemon where its output goes.
+const LOG_ENV: &str = "COWFS_DAEMON_LOG";
+
+/// Options only the mount takes; the rest are the engine's open options.
+fn split_options(text: Option<&str>) -> (bool, String) {
+    let mut allow_other = false;
+    let mut engine = Vec::new();
+    for option in text.unwrap_or("").split(',').filter(|o| !o.is_empty()) {
+        match option {
+            "allow_other" => allow_other = true,
+            "rw" | "default_permissions" => {}
+            _ => engine.push(option),
+        }
+    }
+    (allow_other, engine.join(","))
+}
+
+pub fn mount(
+    image: &Path,
+    mountpoint: &Path,
+    options: Option<&str>,
+    foreground: bool,
+) -> CliResult {
+    if !foreground {
+        return spawn_daemon(image, mountpoint, options);
+    }
+    let (allow_other, engine_options) = split_options(options);
+    let opts = crate::mount_options(Some(&engine_options))?;
+    // Before the filesystem starts its commit thread, which must not take a stop signal.
+    daemon::block_stop_signals()?;
+    let fs =
+        Filesystem::open_path(image, &opts).map_err(|e| format!("{}: {e}", image.display()))?;
+    let mount_options = MountOptions {
+        source: std::fs::canonicalize(image)?.display().to_string(),
+        read_only: opts.read_only,
+        allow_other,
+    };
+    daemon::serve(fs, mountpoint, &mount_options, || {
+        eprintln!(
+            "cowfs: {} mounted at {}",
+            image.display(),
+            mountpoint.display()
+        )
+    })
+    .map_err(|e| format!("{}: {e}", mountpoint.display()))?;
+    // A daemon that ended cleanly leaves no log behind; one that failed keeps it.
+    if let Some(log) = std::env::var_os(LOG_ENV) {
+        let _ = std::fs::remove_file(log);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts `cowfs mount --foreground` in a new session, its output in a log file, and returns
+/// once the mount is there (or with the daemon's own error if it failed).
+fn spawn_daemon(image: &Path, mountpoint: &Path, options: Option<&str>) -> CliResult {
+    let mountpoint = std::fs::canonicalize(mountpoint)?;
+    let log_path = std::env::temp_dir().join(format!("cowfs-mount-{}.log", std::process::id()));
+    let log = File::create(&log_path)?;
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .arg("mount")
+        .arg(image)
+        .arg(&mountpoint)
+        .arg("--foreground");
+    if let Some(options) = options {
+        command.arg("-o").arg(options);
+    }
+    command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; the child leaves our session and terminal.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| rustix::process::setsid().map(drop).map_err(Into::into));
+    }
+    let mut child = command.spawn()?;
+    let start = Instant::now();
+    while start.elapsed() < WAIT {
+        if let Some(status) = child.try_wait()? {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let _ = std::fs::remove_file(&log_path);
+            return Err(format!("mount failed ({status}): {}", log.trim()).into());
+        }
+        if mounted_source(&mountpoint)?.is_some() {
+            println!(
+                "{} mounted at {} (daemon pid {}, log {})",
+                image.display(),
+                mountpoint.display(),
+                child.id(),
+                log_path.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!(
+        "the daemon did not mount within {WAIT:?}; see {}",
+        log_path.display()
+    )
+    .into())
+}
+
+/// The image a cowfs mount at `mountpoint` serves, from /proc/self/mountinfo.
+fn mounted_source(mountpoint: &Path) -> CliResult<Option<PathBuf>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let target = mountpoint.display().to_string();
+    for line in info.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(dash) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let (Some(mount), Some(fstype), Some(source)) =
+            (fields.get(4), fields.get(dash + 1), fields.get(dash + 2))
+        else {
+            continue;
+        };
+        if unescape(mount) == target && fstype.ends_with(".cowfs") {
+            return Ok(Some(PathBuf::from(unescape(source))));
+        }
+    }
+    Ok(None)
+}
+
+/// mountinfo writes space, tab, newline and backslash as octal escapes.
+fn unescape(field: &str) -> String {
+    let mut out = String::new();
+    let mut rest = field;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        match rest
+            .get(i + 1..i + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok())
+        {
+            Some(byte) => {
+                out.push(byte as char);
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out + rest
+}
+
+/// Unmounts a cowfs mount and waits for its daemon's final commit: the daemon holds the
+/// image's lock until it has committed and closed it.
+pub fn umount(mountpoint: &Path) -> CliResult {
+    let mountpoint = std::fs::canonicalize(mountpoint)?;
+    let image = mounted_source(&mountpoint)?
+        .ok_or_else(|| format!("{}: not a cowfs mount", mountpoint.display()))?;
+    daemon::unmount(&mountpoint).map_err(|e| format!("{}: {e}", mountpoint.display()))?;
+    let start = Instant::now();
+    loop {
+        match cowfs::device::FileDevice::open_read_only(&image) {
+            Ok(_) => return Ok(ExitCode::SUCCESS),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && start.elapsed() < WAIT => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => {
+                return Err(
+                    format!("{}: waiting for the final commit: {e}", image.display()).into(),
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! cowfs mounted with FUSE and used through the kernel: std::fs calls and real tools (cp,
+//! chattr, lsattr, fallocate, stat), the swap-file rules as those tools see them, then
+//! unmount and fsck. Mounting needs root and /dev/fuse: under CI=true a missing capability
+//! fails the test, elsewhere it is skipped with the reason.
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use cowfs::device::{BlockDevice, FileDevice};
+use cowfs::{Filesystem, MkfsOptions, OpenOptions, SwapMode};
+use cowfs_fuse::{spawn_mount, Mount, MountOptions};
+
+const MIB: u64 = 1 << 20;
+
+fn capability_missing(why: &str) -> bool {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("required in CI: {why}");
+    }
+    eprintln!("skipped: {why}");
+    true
+}
+
+struct Mounted {
+    _dir: tempfile::TempDir,
+    image: PathBuf,
+    at: PathBuf,
+    fs: Filesystem,
+    mount: Mount,
+}
+
+/// A fresh image mounted in a temporary directory; None when this machine cannot mount.
+fn mounted() -> Option<Mounted> {
+    if !rustix::process::geteuid().is_root() && capability_missing("mounting needs root") {
+        return None;
+    }
+    if !Path::new("/dev/fuse").exists() && capability_missing("no /dev/fuse") {
+        return None;
+    }
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let image = dir.path().join("fs.img");
+    let at = dir.path().join("mnt");
+    fs::create_dir(&at).unwrap();
+    let device: Arc<dyn BlockDevice> = Arc::new(FileDevice::create(&image, 256 * MIB).unwrap());
+    Filesystem::mkfs(device.clone(), &MkfsOptions::default()).unwrap();
+    let fs = Filesystem::open(device, &OpenOptions::default()).unwrap();
+    let options = MountOptions {
+        source: image.display().to_string(),
+        read_only: false,
+        allow_other: true,
+    };
+    let mount = spawn_mount(fs.clone(), &at, &options).unwrap();
+    Some(Mounted {
+        _dir: dir,
+        image,
+        at,
+        fs,
+        mount,
+    })
+}
+
+impl Mounted {
+    fn path(&self, name: &str) -> PathBuf {
+        self.at.join(name)
+    }
+
+    /// Unmounts, closes the filesystem, and checks the image.
+    fn finish(self) {
+        self.mount.unmount().unwrap();
+        drop(self.fs);
+        let device: Arc<dyn BlockDevice> =
+            Arc::new(FileDevice::open_read_only(&self.image).unwrap());
+        let report = cowfs::fsck::check(device, &mut |_, _| {});
+        assert!(
+            report.is_clean(),
+            "fsck after unmount: {:?}",
+            report.problems
+        );
+    }
+}
+
+/// Runs a tool; returns (success, stdout + stderr).
+fn run(program: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect()
+}
+
+#[test]
+fn namespace_and_data_through_the_mount() {
+    let Some(m) = mounted() else { return };
+    fs::create_dir_all(m.path("a/b/c")).unwrap();
+    let data = pattern(1, 3 * MIB as usize + 123);
+    fs::write(m.path("a/b/c/file"), &data).unwrap();
+    assert_eq!(fs::read(m.path("a/b/c/file")).unwrap(), data);
+
+    // Overwrite in the middle, append, truncate: what a reader sees is what was written.
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.path("a/b/c/file"))
+        .unwrap();
+    f.seek(SeekFrom::Start(MIB)).unwrap();
+    f.write_all(&[0xee; 10_000]).unwrap();
+    f.sync_all().unwrap();
+    let mut expect = data.clone();
+    expect[MIB as usize..MIB as usize + 10_000].fill(0xee);
+    f.set_len(2 * MIB).unwrap();
+    expect.truncate(2 * MIB as usize);
+    let mut back = Vec::new();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f.read_to_end(&mut back).unwrap();
+    assert!(back == expect, "read after overwrite and truncate");
+    drop(f);
+
+    fs::hard_link(m.path("a/b/c/file"), m.path("a/link")).unwrap();
+    assert_eq!(fs::metadata(m.path("a/link")).unwrap().nlink(), 2);
+    std::os::unix::fs::symlink("b/c/file", m.path("a/sym")).unwrap();
+    assert_eq!(
+        fs::read_link(m.path("a/sym")).unwrap(),
+        Path::new("b/c/file")
+    );
+    assert_eq!(
+        fs::read(m.path("a/sym")).unwrap(),
+        expect,
+        "the symlink resolves"
+    );
+    fs::rename(m.path("a/link"), m.path("moved")).unwrap();
+    fs::set_permissions(m.path("moved"), fs::Permissions::from_mode(0o640)).unwrap();
+    assert_eq!(
+        fs::metadata(m.path("moved")).unwrap().mode() & 0o7777,
+        0o640
+    );
+    fs::remove_file(m.path("a/sym")).unwrap();
+    assert_eq!(
+        fs::remove_dir(m.path("a/b")).unwrap_err().raw_os_error(),
+        Some(libc_enotempty())
+    );
+
+    let mut names: Vec<String> = fs::read_dir(m.path("a"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["b"]);
+    let many = m.path("many");
+    fs::create_dir(&many).unwrap();
+    for i in 0..3000 {
+        fs::write(many.join(format!("f{i:05}")), i.to_string()).unwrap();
+    }
+    assert_eq!(
+        fs::read_dir(&many).unwrap().count(),
+        3000,
+        "a directory larger than one batch lists whole"
+    );
+
+    let (ok, out) = run("df", &["-B1", m.at.to_str().unwrap()]);
+    assert!(
+        ok && out.contains(&(256 * MIB).to_string()),
+        "df shows the filesystem size: {out}"
+    );
+    m.finish();
+}
+
+fn libc_enotempty() -> i32 {
+    rustix::io::Errno::NOTEMPTY.raw_os_error()
+}
+
+#[test]
+fn tools_see_flags_preallocation_and_copies() {
+    let Some(m) = mounted() else { return };
+    let dir = m.path("vm");
+    fs::create_dir(&dir).unwrap();
+    let (ok, out) = run("chattr", &["+C", dir.to_str().unwrap()]);
+    assert!(ok, "chattr +C: {out}");
+    let disk = dir.join("disk.raw");
+    fs::write(&disk, b"").unwrap();
+    let (_, out) = run("lsattr", &[disk.to_str().unwrap()]);
+    assert!(
+        out.split_whitespace().next().unwrap().contains('C'),
+        "new files inherit NOCOW: {out}"
+    );
+    let (ok, out) = run("chattr", &["+c", disk.to_str().unwrap()]);
+    assert!(
+        !ok && out.contains("Invalid argument"),
+        "compress and NOCOW exclude each other: {out}"
+    );
+
+    let (ok, out) = run("fallocate", &["-l", "8M", disk.to_str().unwrap()]);
+    assert!(ok, "fallocate: {out}");
+    assert_eq!(fs::metadata(&disk).unwrap().len(), 8 * MIB);
+    assert!(
+        fs::read(&disk).unwrap().iter().all(|b| *b == 0),
+        "preallocated space reads zeros"
+    );
+    fs::write(m.path("data"), pattern(2, 4 * MIB as usize)).unwrap();
+    let (ok, out) = run(
+        "fallocate",
+        &[
+            "-p",
+            "-o",
+            "1048576",
+            "-l",
+            "1048576",
+            m.path("data").to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "punch: {out}");
+    let back = fs::read(m.path("data")).unwrap();
+    assert!(
+        back[MIB as usize..2 * MIB as usize].iter().all(|b| *b == 0),
+        "the punched range reads zeros"
+    );
+    assert_eq!(
+        back[..MIB as usize],
+        pattern(2, 4 * MIB as usize)[..MIB as usize]
+    );
+
+    // cp uses copy_file_range, which shares the extents.
+    let whole = pattern(3, 4 * MIB as usize);
+    fs::write(m.path("whole"), &whole).unwrap();
+    let (ok, out) = run(
+        "cp",
+        &[
+            m.path("whole").to_str().unwrap(),
+            m.path("copy").to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "cp: {out}");
+    assert!(fs::read(m.path("copy")).unwrap() == whole);
+    let copy = m.fs.resolve("/copy").unwrap();
+    m.fs.fsync(copy).unwrap();
+    assert!(
+        m.fs.extent_map(copy).unwrap().iter().any(|e| e.shared),
+        "the copy shares extents"
+    );
+    m.finish();
+}
+
+#[test]
+fn an_active_swap_file_keeps_its_rules_through_the_mount() {
+    let Some(m) = mounted() else { return };
+    let swapfile = swap::mkswapfile(&m.fs, "/swapfile", 16 * MIB, "", [3; 16]).unwrap();
+    m.fs.activate_swap(swapfile, SwapMode::Pinned).unwrap();
+    let path = m.path("swapfile");
+    let p = path.to_str().unwrap();
+    let errno = |e: std::io::Error| e.raw_os_error().unwrap();
+    let busy = rustix::io::Errno::TXTBSY.raw_os_error();
+    let write = fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(b"x"));
+    assert_eq!(write.map_err(errno), Err(busy), "write");
+    assert_eq!(
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .map_err(errno),
+        Err(busy),
+        "truncate"
+    );
+    let (ok, out) = run("rm", &["-f", p]);
+    assert!(!ok && out.contains("Operation not permitted"), "rm: {out}");
+    let (ok, out) = run("mv", &[p, m.path("elsewhere").to_str().unwrap()]);
+    assert!(!ok && out.contains("Operation not permitted"), "mv: {out}");
+    let (ok, out) = run("chattr", &["+c", p]);
+    assert!(!ok && out.contains("Invalid argument"), "chattr +c: {out}");
+    let (ok, out) = run("fallocate", &["-l", "32M", p]);
+    assert!(!ok && out.contains("Text file busy"), "fallocate: {out}");
+    let (ok, _) = run("cp", &[p, m.path("copy").to_str().unwrap()]);
+    assert!(ok, "reading and copying from it is allowed");
+    m.fs.deactivate_swap(swapfile).unwrap();
+    let (ok, out) = run("rm", &["-f", p]);
+    assert!(ok, "after deactivation rm works: {out}");
+    m.finish();
+}
