@@ -81,6 +81,7 @@ fn spawn_daemon(image: &Path, mountpoint: &Path, options: Option<&str>) -> CliRe
         command.arg("-o").arg(options);
     }
     command
+        .env(LOG_ENV, &log_path)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
