@@ -239,6 +239,14 @@ fn fallocate_mode(mode: i32) -> Result<FallocateMode, Errno> {
     }
 }
 
+/// Replies to a request that names an inode (lookup, mknod, mkdir, ...) with its attributes.
+fn entry(reply: ReplyEntry, attr: Result<FileAttr, Errno>) {
+    match attr {
+        Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+        Err(e) => reply.error(e),
+    }
+}
+
 /// Replies with the value or the errno.
 macro_rules! answer {
     ($reply:ident, $result:expr, |$v:ident| $ok:expr) => {
@@ -335,18 +343,15 @@ impl fuser::Filesystem for CowfsFuse {
             // cowfs stores regular files, directories and symlinks only.
             return reply.error(Errno::EOPNOTSUPP);
         }
-        answer!(
-            reply,
-            self.make(
-                req,
-                parent,
-                self::name(name),
-                FileKind::Regular,
-                mode,
-                umask
-            ),
-            |attr| { reply.entry(&TTL, &attr, Generation(0)) }
-        )
+        let made = self.make(
+            req,
+            parent,
+            self::name(name),
+            FileKind::Regular,
+            mode,
+            umask,
+        );
+        entry(reply, made)
     }
 
     fn mkdir(
@@ -358,18 +363,15 @@ impl fuser::Filesystem for CowfsFuse {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        answer!(
-            reply,
-            self.make(
-                req,
-                parent,
-                self::name(name),
-                FileKind::Directory,
-                mode,
-                umask
-            ),
-            |attr| { reply.entry(&TTL, &attr, Generation(0)) }
-        )
+        let made = self.make(
+            req,
+            parent,
+            self::name(name),
+            FileKind::Directory,
+            mode,
+            umask,
+        );
+        entry(reply, made)
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -611,17 +613,14 @@ impl fuser::Filesystem for CowfsFuse {
 
     fn fsyncdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
+        fh: FileHandle,
+        datasync: bool,
         reply: ReplyEmpty,
     ) {
-        answer!(
-            reply,
-            self.fs.fsync(self.inode(ino)?).map_err(errno),
-            |_v| reply.ok()
-        )
+        // One commit makes the whole namespace durable, directories included.
+        fuser::Filesystem::fsync(self, req, ino, fh, datasync, reply)
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
