@@ -8,6 +8,8 @@ mod bench_swap;
 mod demo;
 mod files;
 mod io_cmd;
+mod kswap;
+mod memload;
 mod mount;
 mod size;
 
@@ -264,9 +266,40 @@ enum Command {
         /// Serve in this process until unmounted (SIGINT or SIGTERM unmount too)
         #[arg(short = 'f', long)]
         foreground: bool,
+        /// Mount as fuseblk over a loop device, so the kernel can swap to files on it (the
+        /// default as root)
+        #[arg(long, conflicts_with = "no_blkdev")]
+        blkdev: bool,
+        /// Mount as plain fuse even as root
+        #[arg(long)]
+        no_blkdev: bool,
     },
     /// Unmount a cowfs mount and wait until its daemon has committed everything
     Umount { mountpoint: PathBuf },
+    /// Let the Linux kernel swap to a file on a cowfs mount (fuseblk): pin it, then swapon(2)
+    Swapon {
+        #[arg(required_unless_present = "show")]
+        path: Option<PathBuf>,
+        /// Higher is used first, as swapon(8) -p
+        #[arg(short = 'p', long, allow_hyphen_values = true)]
+        priority: Option<i32>,
+        /// List the kernel's swap areas on cowfs mounts
+        #[arg(long, conflicts_with = "path")]
+        show: bool,
+    },
+    /// swapoff(2) a file on a cowfs mount, then unpin it
+    Swapoff { path: PathBuf },
+    /// Use SIZE of memory in a memory cgroup limited to LIMIT, so the kernel swaps, and check
+    /// every page (the kernel-swap test and benchmark run it)
+    #[command(hide = true)]
+    Memload {
+        #[arg(long, value_parser = size::parse)]
+        size: u64,
+        #[arg(long, value_parser = size::parse)]
+        limit: Option<u64>,
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+    },
     /// The guided tour: make a scratch image, write, read back, check
     Demo {
         /// Where to make the scratch image (a temporary directory by default)
@@ -339,8 +372,29 @@ fn run(command: Command) -> CliResult {
             mountpoint,
             options,
             foreground,
-        } => mount::mount(&image, &mountpoint, options.as_deref(), foreground),
+            blkdev,
+            no_blkdev,
+        } => {
+            let blkdev = match (blkdev, no_blkdev) {
+                (true, _) => mount::Blkdev::Always,
+                (_, true) => mount::Blkdev::Never,
+                _ => mount::Blkdev::Auto,
+            };
+            mount::mount(&image, &mountpoint, options.as_deref(), blkdev, foreground)
+        }
         Command::Umount { mountpoint } => mount::umount(&mountpoint),
+        Command::Swapon {
+            path: Some(path),
+            priority,
+            ..
+        } => kswap::swapon(&path, priority),
+        Command::Swapon { path: None, .. } => kswap::show(),
+        Command::Swapoff { path } => kswap::swapoff(&path),
+        Command::Memload {
+            size,
+            limit,
+            threads,
+        } => memload::run(size, limit, threads),
         Command::Fsck { image } => files::fsck(&image),
         Command::Info { image } => files::info(&open(&image, true)?),
         Command::Ls { image, path, long } => files::ls(&open(&image, true)?, &path, long),

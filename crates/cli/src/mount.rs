@@ -30,14 +30,42 @@ fn split_options(text: Option<&str>) -> (bool, String) {
     (allow_other, engine.join(","))
 }
 
+/// How to mount: as `fuseblk` over a loop device (what the kernel can swap to), or plain.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Blkdev {
+    /// fuseblk when running as root, plain otherwise.
+    Auto,
+    Always,
+    Never,
+}
+
+impl Blkdev {
+    fn flag(self) -> Option<&'static str> {
+        match self {
+            Blkdev::Auto => None,
+            Blkdev::Always => Some("--blkdev"),
+            Blkdev::Never => Some("--no-blkdev"),
+        }
+    }
+
+    fn wanted(self) -> bool {
+        match self {
+            Blkdev::Auto => rustix::process::geteuid().is_root(),
+            Blkdev::Always => true,
+            Blkdev::Never => false,
+        }
+    }
+}
+
 pub fn mount(
     image: &Path,
     mountpoint: &Path,
     options: Option<&str>,
+    blkdev: Blkdev,
     foreground: bool,
 ) -> CliResult {
     if !foreground {
-        return spawn_daemon(image, mountpoint, options);
+        return spawn_daemon(image, mountpoint, options, blkdev);
     }
     let (allow_other, engine_options) = split_options(options);
     let opts = crate::mount_options(Some(&engine_options))?;
@@ -49,6 +77,7 @@ pub fn mount(
         source: std::fs::canonicalize(image)?.display().to_string(),
         read_only: opts.read_only,
         allow_other,
+        block_device: blkdev.wanted(),
     };
     daemon::serve(fs, mountpoint, &mount_options, || {
         eprintln!(
@@ -67,7 +96,12 @@ pub fn mount(
 
 /// Starts `cowfs mount --foreground` in a new session, its output in a log file, and returns
 /// once the mount is there (or with the daemon's own error if it failed).
-fn spawn_daemon(image: &Path, mountpoint: &Path, options: Option<&str>) -> CliResult {
+fn spawn_daemon(
+    image: &Path,
+    mountpoint: &Path,
+    options: Option<&str>,
+    blkdev: Blkdev,
+) -> CliResult {
     let mountpoint = std::fs::canonicalize(mountpoint)?;
     let log_path = std::env::temp_dir().join(format!("cowfs-mount-{}.log", std::process::id()));
     let log = File::create(&log_path)?;
@@ -80,6 +114,7 @@ fn spawn_daemon(image: &Path, mountpoint: &Path, options: Option<&str>) -> CliRe
     if let Some(options) = options {
         command.arg("-o").arg(options);
     }
+    command.args(blkdev.flag());
     command
         .env(LOG_ENV, &log_path)
         .stdin(Stdio::null())
@@ -117,10 +152,16 @@ fn spawn_daemon(image: &Path, mountpoint: &Path, options: Option<&str>) -> CliRe
     .into())
 }
 
-/// The image a cowfs mount at `mountpoint` serves, from /proc/self/mountinfo.
-fn mounted_source(mountpoint: &Path) -> CliResult<Option<PathBuf>> {
+/// A cowfs mount: where it is and the image it serves.
+pub struct CowfsMount {
+    pub mountpoint: PathBuf,
+    pub image: PathBuf,
+}
+
+/// Every cowfs mount, from /proc/self/mountinfo.
+pub fn cowfs_mounts() -> CliResult<Vec<CowfsMount>> {
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let target = mountpoint.display().to_string();
+    let mut mounts = Vec::new();
     for line in info.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
         let Some(dash) = fields.iter().position(|f| *f == "-") else {
@@ -131,15 +172,40 @@ fn mounted_source(mountpoint: &Path) -> CliResult<Option<PathBuf>> {
         else {
             continue;
         };
-        if unescape(mount) == target && fstype.ends_with(".cowfs") {
-            return Ok(Some(PathBuf::from(unescape(source))));
+        if fstype.ends_with(".cowfs") {
+            mounts.push(CowfsMount {
+                mountpoint: PathBuf::from(unescape(mount)),
+                image: backing_file(PathBuf::from(unescape(source))),
+            });
         }
     }
-    Ok(None)
+    Ok(mounts)
+}
+
+/// The image a cowfs mount at `mountpoint` serves.
+fn mounted_source(mountpoint: &Path) -> CliResult<Option<PathBuf>> {
+    Ok(cowfs_mounts()?
+        .into_iter()
+        .find(|m| m.mountpoint == mountpoint)
+        .map(|m| m.image))
+}
+
+/// The image behind a loop device (a `fuseblk` mount's source), or the path itself.
+fn backing_file(source: PathBuf) -> PathBuf {
+    let loop_name = source
+        .strip_prefix("/dev")
+        .ok()
+        .and_then(|n| n.to_str())
+        .filter(|n| n.starts_with("loop"));
+    let Some(name) = loop_name else { return source };
+    match std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")) {
+        Ok(path) => PathBuf::from(path.trim_end()),
+        Err(_) => source,
+    }
 }
 
 /// mountinfo writes space, tab, newline and backslash as octal escapes.
-fn unescape(field: &str) -> String {
+pub fn unescape(field: &str) -> String {
     let mut out = String::new();
     let mut rest = field;
     while let Some(i) = rest.find('\\') {
@@ -167,6 +233,17 @@ pub fn umount(mountpoint: &Path) -> CliResult {
     let mountpoint = std::fs::canonicalize(mountpoint)?;
     let image = mounted_source(&mountpoint)?
         .ok_or_else(|| format!("{}: not a cowfs mount", mountpoint.display()))?;
+    if let Some(active) = crate::kswap::on_cowfs()?
+        .into_iter()
+        .find(|s| s.name.starts_with(&mountpoint))
+    {
+        return Err(format!(
+            "{}: busy: {} is an active swap file (cowfs swapoff it first)",
+            mountpoint.display(),
+            active.name.display()
+        )
+        .into());
+    }
     daemon::unmount(&mountpoint).map_err(|e| format!("{}: {e}", mountpoint.display()))?;
     let start = Instant::now();
     loop {

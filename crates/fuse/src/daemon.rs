@@ -55,33 +55,42 @@ pub fn serve(
     mount.join()
 }
 
+/// A signal unmounts; when something still uses the mount (an open file, an active swap
+/// file) it is detached instead, and the session ends, with its commit, when the last user
+/// lets go.
 fn unmount_on_signal(mountpoint: PathBuf) {
     let set = stop_signal_set();
     let mut signal = 0;
     // SAFETY: the set is initialised and the signals in it are blocked in every thread.
-    if unsafe { libc::sigwait(&set, &mut signal) } == 0 {
-        if let Err(e) = unmount(&mountpoint) {
-            eprintln!(
-                "cowfs: unmounting {} on signal {signal}: {e}",
-                mountpoint.display()
-            );
-        }
+    if unsafe { libc::sigwait(&set, &mut signal) } != 0 {
+        return;
+    }
+    let result = unmount(&mountpoint).or_else(|e| match e.raw_os_error() {
+        Some(libc::EBUSY) => unmount_lazily(&mountpoint),
+        _ => Err(e),
+    });
+    if let Err(e) = result {
+        eprintln!(
+            "cowfs: unmounting {} on signal {signal}: {e}",
+            mountpoint.display()
+        );
     }
 }
 
-/// Unmounts a mount point; when something still uses it, detaches it so the session ends as
-/// soon as the last user lets go.
+/// Unmounts a mount point; EBUSY while something uses it, as umount(8) says.
 pub fn unmount(mountpoint: &Path) -> io::Result<()> {
     let path = CString::new(mountpoint.as_os_str().as_bytes()).map_err(io::Error::other)?;
     // SAFETY: `path` is a valid NUL-terminated string.
     if unsafe { libc::umount2(path.as_ptr(), 0) } == 0 {
         return Ok(());
     }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() != Some(libc::EBUSY) {
-        return Err(err);
-    }
-    // SAFETY: as above.
+    Err(io::Error::last_os_error())
+}
+
+/// Detaches a mount now; the session ends when its last user lets go.
+pub fn unmount_lazily(mountpoint: &Path) -> io::Result<()> {
+    let path = CString::new(mountpoint.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: `path` is a valid NUL-terminated string.
     if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } == 0 {
         return Ok(());
     }

@@ -3,76 +3,124 @@
 //! inodes of every subvolume one node id space (`nodes`), passes file-flag ioctls through
 //! (`ioctl`), and runs the mount until it is unmounted or the daemon is told to stop (`daemon`).
 
+pub mod control;
 pub mod daemon;
 mod ioctl;
+mod kernel_mount;
+mod loopdev;
 mod nodes;
 mod ops;
+mod swapfile;
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use cowfs::Filesystem;
-use fuser::{Config, MountOption, SessionACL};
+use fuser::{Config, SessionACL};
 
+use kernel_mount::KernelMount;
+pub use loopdev::LoopDevice;
 pub use ops::CowfsFuse;
 
 /// How a mount looks to the rest of the system.
 #[derive(Debug, Clone)]
 pub struct MountOptions {
-    /// The source column of /proc/mounts: the image or device path.
+    /// The image or device path (the source column of /proc/mounts for a `fuse` mount).
     pub source: String,
     pub read_only: bool,
     /// Let users other than the one mounting use the mount (the kernel checks permissions
     /// from each inode's mode and owner either way).
     pub allow_other: bool,
+    /// Attach the image to a loop device and mount as `fuseblk`, so the kernel can swap to
+    /// pinned files on it.
+    pub block_device: bool,
 }
 
-impl MountOptions {
-    fn config(&self) -> Config {
-        let mut mount_options = vec![
-            MountOption::FSName(self.source.clone()),
-            // As a kernel option, so /proc/mounts shows the type as fuse.cowfs.
-            MountOption::CUSTOM("subtype=cowfs".into()),
-            MountOption::DefaultPermissions,
-        ];
-        mount_options.push(if self.read_only {
-            MountOption::RO
-        } else {
-            MountOption::RW
-        });
-        let mut config = Config::default();
-        config.mount_options = mount_options;
-        config.acl = if self.allow_other {
-            SessionACL::All
-        } else {
-            SessionACL::Owner
-        };
-        config
-    }
-}
-
-/// A mount served by a background thread. Dropping it unmounts.
+/// A mount served by a background thread. Dropping it without [`Mount::unmount`] detaches
+/// the mount lazily.
 pub struct Mount {
-    session: fuser::BackgroundSession,
+    session: Option<fuser::BackgroundSession>,
     fs: Filesystem,
+    mountpoint: PathBuf,
+    loop_device: Option<LoopDevice>,
 }
 
 impl Mount {
+    /// The loop device under a `fuseblk` mount.
+    pub fn loop_device(&self) -> Option<&Path> {
+        self.loop_device.as_ref().map(LoopDevice::path)
+    }
+
     /// Unmounts, waits for the session to end, and commits everything.
-    pub fn unmount(self) -> io::Result<()> {
-        self.session.umount_and_join()?;
-        self.fs.sync().map_err(io::Error::other)
+    pub fn unmount(mut self) -> io::Result<()> {
+        daemon::unmount(&self.mountpoint)?;
+        self.join_session()
     }
 
     /// Waits until something else unmounts the mount, then commits everything.
-    pub fn join(self) -> io::Result<()> {
-        self.session.join()?;
+    pub fn join(mut self) -> io::Result<()> {
+        self.join_session()
+    }
+
+    fn join_session(&mut self) -> io::Result<()> {
+        if let Some(session) = self.session.take() {
+            session.join()?;
+        }
         self.fs.sync().map_err(io::Error::other)
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if self.session.is_some() {
+            let _ = daemon::unmount_lazily(&self.mountpoint);
+        }
     }
 }
 
 /// Mounts `fs` at `mountpoint` and serves it from a background thread.
 pub fn spawn_mount(fs: Filesystem, mountpoint: &Path, options: &MountOptions) -> io::Result<Mount> {
-    let session = fuser::spawn_mount(CowfsFuse::new(fs.clone()), mountpoint, &options.config())?;
-    Ok(Mount { session, fs })
+    let loop_device = match options.block_device {
+        true => Some(LoopDevice::attach(
+            Path::new(&options.source),
+            options.read_only,
+        )?),
+        false => None,
+    };
+    let source = match &loop_device {
+        Some(device) => device.path().display().to_string(),
+        None => options.source.clone(),
+    };
+    let kernel = KernelMount {
+        source: &source,
+        block_device: loop_device.is_some(),
+        read_only: options.read_only,
+        allow_other: options.allow_other,
+    };
+    let connection = kernel.mount(mountpoint)?;
+    let acl = if options.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    let session = fuser::Session::from_fd(
+        CowfsFuse::new(fs.clone()),
+        connection,
+        acl,
+        Config::default(),
+    )
+    .and_then(fuser::Session::spawn);
+    let session = match session {
+        Ok(session) => session,
+        Err(e) => {
+            let _ = daemon::unmount_lazily(mountpoint);
+            return Err(e);
+        }
+    };
+    Ok(Mount {
+        session: Some(session),
+        fs,
+        mountpoint: mountpoint.to_path_buf(),
+        loop_device,
+    })
 }

@@ -6,16 +6,16 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cowfs::format::{FileKind, Timespec};
-use cowfs::{Attr, CreateAttrs, FallocateMode, Filesystem, InodeId, SetAttr};
+use cowfs::{Attr, CreateAttrs, FallocateMode, Filesystem, InodeId, SetAttr, SwapActivation};
 use fuser::{
     CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo,
-    IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyBmap, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::ioctl;
@@ -31,8 +31,10 @@ const READDIR_BATCH: usize = 1024;
 
 /// A cowfs filesystem served over FUSE.
 pub struct CowfsFuse {
-    fs: Filesystem,
+    pub(crate) fs: Filesystem,
     nodes: NodeTable,
+    /// Files pinned for the kernel's swap, and their maps (bmap answers from these).
+    swap_maps: Mutex<HashMap<InodeId, SwapActivation>>,
     /// Open directories: their entries as listed at opendir, served by index.
     dirs: Mutex<HashMap<u64, Vec<Listed>>>,
     next_handle: AtomicU64,
@@ -107,8 +109,13 @@ impl CowfsFuse {
             fs,
             nodes: NodeTable::new(root),
             dirs: Mutex::new(HashMap::new()),
+            swap_maps: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
         }
+    }
+
+    pub(crate) fn swap_maps(&self) -> MutexGuard<'_, HashMap<InodeId, SwapActivation>> {
+        self.swap_maps.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn inode(&self, node: INodeNo) -> Result<InodeId, Errno> {
@@ -713,7 +720,7 @@ impl fuser::Filesystem for CowfsFuse {
 
     fn ioctl(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         _flags: IoctlFlags,
@@ -724,8 +731,22 @@ impl fuser::Filesystem for CowfsFuse {
     ) {
         answer!(
             reply,
-            ioctl::handle(&self.fs, self.inode(ino)?, cmd, in_data, out_size as usize),
+            {
+                let id = self.inode(ino)?;
+                match self.control(req, id, cmd) {
+                    Some(out) => Ok(out),
+                    None => ioctl::handle(&self.fs, id, cmd, in_data, out_size as usize),
+                }
+            },
             |out| { reply.ioctl(0, &out) }
+        )
+    }
+
+    fn bmap(&self, _req: &Request, ino: INodeNo, blocksize: u32, idx: u64, reply: ReplyBmap) {
+        answer!(
+            reply,
+            Ok(self.swap_block(self.inode(ino)?, blocksize, idx)),
+            |block| { reply.bmap(block) }
         )
     }
 

@@ -51,6 +51,7 @@ fn mounted() -> Option<Mounted> {
         source: image.display().to_string(),
         read_only: false,
         allow_other: true,
+        block_device: false,
     };
     let mount = spawn_mount(fs.clone(), &at, &options).unwrap();
     Some(Mounted {

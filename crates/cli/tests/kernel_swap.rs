@@ -1,0 +1,172 @@
+//! The Linux kernel swapping to a file on a mounted cowfs, end to end, with the `cowfs`
+//! binary as a user runs it: mount (fuseblk over a loop device), `cowfs swapon`, a process in
+//! a memory cgroup that touches four times its limit and checks every page, the active-file
+//! rules checked with real tools meanwhile, then swapoff, unmount and fsck. Needs root,
+//! /dev/fuse, loop devices and a memory cgroup: under CI=true a missing one fails the test,
+//! elsewhere it is skipped with the reason.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const COWFS: &str = env!("CARGO_BIN_EXE_cowfs");
+
+fn cowfs(args: &[&str]) -> Output {
+    Command::new(COWFS).args(args).output().expect("run cowfs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = cowfs(args);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "cowfs {args:?} failed: {text}");
+    text
+}
+
+fn missing_capability() -> Option<String> {
+    let root = Command::new("id").arg("-u").output().ok()?.stdout == b"0\n";
+    let needs = [
+        (root, "root"),
+        (Path::new("/dev/fuse").exists(), "/dev/fuse"),
+        (Path::new("/dev/loop-control").exists(), "loop devices"),
+        (
+            Path::new("/sys/fs/cgroup/memory").exists()
+                || Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
+            "a memory cgroup",
+        ),
+    ];
+    needs
+        .iter()
+        .find(|(have, _)| !have)
+        .map(|(_, what)| format!("kernel swap needs {what}"))
+}
+
+fn vmstat(field: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/vmstat").unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.trim().parse().ok())
+        .unwrap()
+}
+
+/// KiB of `swapfile` in use, from /proc/swaps (None when it is not a swap area).
+fn swap_used(swapfile: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/swaps").unwrap();
+    text.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (Path::new(fields[0]) == swapfile).then(|| fields[3].parse().unwrap())
+    })
+}
+
+/// Leaves the machine as it was even when an assertion fails: swap off, mount gone.
+struct Cleanup {
+    swapfile: PathBuf,
+    mountpoint: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if swap_used(&self.swapfile).is_some() {
+            let _ = Command::new("swapoff").arg(&self.swapfile).status();
+        }
+        let _ = cowfs(&["umount", self.mountpoint.to_str().unwrap()]);
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.mountpoint)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Runs a tool on the swap file; returns what it printed when it failed.
+fn refused(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        !out.status.success(),
+        "{program} {args:?} succeeded on an active swap file"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn the_kernel_swaps_to_a_pinned_cowfs_file() {
+    if let Some(why) = missing_capability() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "required in CI: {why}"
+        );
+        return eprintln!("skipped: {why}");
+    }
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let image = dir.path().join("swap.img");
+    let mountpoint = dir.path().join("mnt");
+    std::fs::create_dir(&mountpoint).unwrap();
+    let (img, mnt) = (image.to_str().unwrap(), mountpoint.to_str().unwrap());
+    ok(&["mkfs", img, "--size", "768M"]);
+    ok(&["mkswapfile", img, "/swapfile", "--size", "256M"]);
+    ok(&["mount", img, mnt, "--blkdev"]);
+    let swapfile = mountpoint.join("swapfile");
+    let _cleanup = Cleanup {
+        swapfile: swapfile.clone(),
+        mountpoint: mountpoint.clone(),
+    };
+    let plain = std::fs::File::create(mountpoint.join("plain")).unwrap();
+    plain.set_len(1 << 20).unwrap();
+    let unpinned = Command::new("swapon")
+        .arg(mountpoint.join("plain"))
+        .output()
+        .unwrap();
+    assert!(
+        !unpinned.status.success(),
+        "the kernel cannot map a file that is not pinned"
+    );
+    let sf = swapfile.to_str().unwrap();
+    assert!(ok(&["swapon", sf, "-p", "10"]).contains("swapping"));
+    assert!(ok(&["swapon", "--show"]).contains(sf));
+
+    let swapped_out = vmstat("pswpout ");
+    let mut load = Command::new(COWFS)
+        .args([
+            "memload",
+            "--size",
+            "128M",
+            "--limit",
+            "32M",
+            "--threads",
+            "2",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The active-file rules, with real tools, while the kernel swaps.
+    assert!(refused("rm", &["-f", sf]).contains("Operation not permitted"));
+    assert!(refused("chattr", &["+c", sf]).contains("Invalid argument"));
+    assert!(refused("truncate", &["-s", "0", sf]).contains("Text file busy"));
+    let busy = cowfs(&["umount", mnt]);
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("active swap file"),
+        "umount refuses"
+    );
+    let mut most_used = 0;
+    let start = Instant::now();
+    while load.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(300) {
+        most_used = most_used.max(swap_used(&swapfile).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = load.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("verified 32768 pages"),
+        "memload: {said}"
+    );
+    assert!(
+        vmstat("pswpout ") > swapped_out + 16384,
+        "the kernel swapped out at least 64 MiB"
+    );
+    assert!(most_used > 0, "/proc/swaps showed the area in use");
+
+    ok(&["swapoff", sf]);
+    assert_eq!(swap_used(&swapfile), None);
+    drop(plain);
+    ok(&["umount", mnt]);
+    assert!(ok(&["fsck", img]).contains("clean"));
+}

@@ -1,0 +1,88 @@
+//! Swap files for the kernel. `cowfs swapon` pins a file through a control ioctl; the kernel's
+//! swapon then maps every page with bmap, which this daemon answers from the pinned map and
+//! only for files pinned this way. For any other file bmap says "no mapping" (block 0), so a
+//! plain swapon fails in the kernel ("swapfile has holes") and cannot write over blocks the
+//! filesystem may move.
+
+use cowfs::{InodeId, SwapActivation, SwapMode};
+use fuser::Request;
+
+use crate::control::{self, Refusal};
+use crate::ops::CowfsFuse;
+
+fn refusal(e: cowfs::Error) -> Refusal {
+    Refusal {
+        errno: e.errno().raw_os_error(),
+        reason: e.reason().to_string(),
+    }
+}
+
+impl CowfsFuse {
+    /// Runs a control ioctl; None when `cmd` is not one.
+    pub(crate) fn control(&self, req: &Request, id: InodeId, cmd: u32) -> Option<Vec<u8>> {
+        let result = match cmd {
+            control::SWAP_ACTIVATE => self.pin_swapfile(req, id),
+            control::SWAP_DEACTIVATE => self.unpin_swapfile(req, id),
+            _ => return None,
+        };
+        Some(control::encode(result))
+    }
+
+    fn pin_swapfile(&self, req: &Request, id: InodeId) -> Result<String, Refusal> {
+        require_root(req)?;
+        let activation = self
+            .fs
+            .activate_swap(id, SwapMode::Pinned)
+            .map_err(refusal)?;
+        let text = format!(
+            "{} pages in {} extent(s)",
+            activation.pages,
+            activation.extents.len()
+        );
+        self.swap_maps().insert(id, activation);
+        Ok(text)
+    }
+
+    fn unpin_swapfile(&self, req: &Request, id: InodeId) -> Result<String, Refusal> {
+        require_root(req)?;
+        if self.swap_maps().remove(&id).is_none() {
+            return Err(Refusal {
+                errno: libc::EINVAL,
+                reason: "not a swapfile pinned for the kernel".into(),
+            });
+        }
+        self.fs.deactivate_swap(id).map_err(refusal)?;
+        Ok(String::new())
+    }
+
+    /// The device block holding byte `index * block_size` of a pinned swap file, or 0.
+    pub(crate) fn swap_block(&self, id: InodeId, block_size: u32, index: u64) -> u64 {
+        let maps = self.swap_maps();
+        let Some(activation) = maps.get(&id) else {
+            return 0;
+        };
+        physical(activation, index * u64::from(block_size))
+            .map_or(0, |at| at / u64::from(block_size))
+    }
+}
+
+/// Device offset of a byte of an activated file, from its swap extents.
+fn physical(activation: &SwapActivation, offset: u64) -> Option<u64> {
+    let page = offset / cowfs::format::BLOCK_SIZE;
+    let extent = activation
+        .extents
+        .iter()
+        .find(|e| (e.page..e.page + e.pages).contains(&page))?;
+    Some(extent.physical + (offset - extent.page * cowfs::format::BLOCK_SIZE))
+}
+
+/// Only root may hand a file to the kernel as swap (swapon(2) needs CAP_SYS_ADMIN anyway).
+fn require_root(req: &Request) -> Result<(), Refusal> {
+    match req.uid() {
+        0 => Ok(()),
+        _ => Err(Refusal {
+            errno: libc::EPERM,
+            reason: "only root may pin a swapfile".into(),
+        }),
+    }
+}
