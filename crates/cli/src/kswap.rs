@@ -5,12 +5,13 @@
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use cowfs_fuse::control;
+use cowfs_fuse::swaps::{self, SwapArea};
 
-use crate::mount::{cowfs_mounts, unescape};
+use crate::mount::cowfs_mounts;
 use crate::CliResult;
 
 /// swapon(2) flags: use the priority given, in its low 15 bits.
@@ -54,39 +55,10 @@ pub fn swapoff(path: &Path) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One line of /proc/swaps.
-pub struct KernelSwap {
-    pub name: PathBuf,
-    pub kind: String,
-    pub size_kib: u64,
-    pub used_kib: u64,
-    pub priority: i32,
-}
-
-/// The kernel's active swap areas.
-pub fn kernel_swaps() -> CliResult<Vec<KernelSwap>> {
-    let text = std::fs::read_to_string("/proc/swaps")?;
-    let mut swaps = Vec::new();
-    for line in text.lines().skip(1) {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let [name, kind, size, used, priority] = fields[..] else {
-            continue;
-        };
-        swaps.push(KernelSwap {
-            name: PathBuf::from(unescape(name)),
-            kind: kind.to_string(),
-            size_kib: size.parse()?,
-            used_kib: used.parse()?,
-            priority: priority.parse()?,
-        });
-    }
-    Ok(swaps)
-}
-
 /// The kernel's swap areas that are files on cowfs mounts.
-pub fn on_cowfs() -> CliResult<Vec<KernelSwap>> {
+pub fn on_cowfs() -> CliResult<Vec<SwapArea>> {
     let mounts = cowfs_mounts()?;
-    Ok(kernel_swaps()?
+    Ok(swaps::areas()?
         .into_iter()
         .filter(|s| mounts.iter().any(|m| s.name.starts_with(&m.mountpoint)))
         .collect())

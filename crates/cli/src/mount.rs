@@ -7,6 +7,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use cowfs::Filesystem;
+use cowfs_fuse::swaps::unescape;
 use cowfs_fuse::{daemon, MountOptions};
 
 use crate::CliResult;
@@ -204,39 +205,13 @@ fn backing_file(source: PathBuf) -> PathBuf {
     }
 }
 
-/// mountinfo writes space, tab, newline and backslash as octal escapes.
-pub fn unescape(field: &str) -> String {
-    let mut out = String::new();
-    let mut rest = field;
-    while let Some(i) = rest.find('\\') {
-        out.push_str(&rest[..i]);
-        match rest
-            .get(i + 1..i + 4)
-            .and_then(|o| u8::from_str_radix(o, 8).ok())
-        {
-            Some(byte) => {
-                out.push(byte as char);
-                rest = &rest[i + 4..];
-            }
-            None => {
-                out.push('\\');
-                rest = &rest[i + 1..];
-            }
-        }
-    }
-    out + rest
-}
-
 /// Unmounts a cowfs mount and waits for its daemon's final commit: the daemon holds the
 /// image's lock until it has committed and closed it.
 pub fn umount(mountpoint: &Path) -> CliResult {
     let mountpoint = std::fs::canonicalize(mountpoint)?;
     let image = mounted_source(&mountpoint)?
         .ok_or_else(|| format!("{}: not a cowfs mount", mountpoint.display()))?;
-    if let Some(active) = crate::kswap::on_cowfs()?
-        .into_iter()
-        .find(|s| s.name.starts_with(&mountpoint))
-    {
+    if let Some(active) = cowfs_fuse::swaps::under(&mountpoint)?.first() {
         return Err(format!(
             "{}: busy: {} is an active swap file (cowfs swapoff it first)",
             mountpoint.display(),

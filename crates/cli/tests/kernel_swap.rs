@@ -170,3 +170,53 @@ fn the_kernel_swaps_to_a_pinned_cowfs_file() {
     ok(&["umount", mnt]);
     assert!(ok(&["fsck", img]).contains("clean"));
 }
+
+#[test]
+fn swapoff_works_after_the_daemon_is_killed() {
+    if let Some(why) = missing_capability() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "required in CI: {why}"
+        );
+        return eprintln!("skipped: {why}");
+    }
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let image = dir.path().join("swap.img");
+    let mountpoint = dir.path().join("mnt");
+    std::fs::create_dir(&mountpoint).unwrap();
+    let (img, mnt) = (image.to_str().unwrap(), mountpoint.to_str().unwrap());
+    ok(&["mkfs", img, "--size", "256M"]);
+    ok(&["mkswapfile", img, "/swapfile", "--size", "64M"]);
+    let said = ok(&["mount", img, mnt, "--blkdev"]);
+    let pid: i32 = said
+        .split("daemon pid ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let swapfile = mountpoint.join("swapfile");
+    let _cleanup = Cleanup {
+        swapfile: swapfile.clone(),
+        mountpoint: mountpoint.clone(),
+    };
+    ok(&["swapon", swapfile.to_str().unwrap()]);
+    // Past the attribute cache of an ordinary file: nothing may need the daemon from here.
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill(2) on the daemon's pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let off = Command::new("swapoff").arg(&swapfile).output().unwrap();
+    assert!(
+        off.status.success(),
+        "swapoff without a daemon: {}",
+        String::from_utf8_lossy(&off.stderr)
+    );
+    assert_eq!(swap_used(&swapfile), None);
+    let _ = Command::new("umount").arg("-l").arg(&mountpoint).status();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        ok(&["fsck", img]).contains("clean"),
+        "the image is at its last commit"
+    );
+}

@@ -55,26 +55,41 @@ pub fn serve(
     mount.join()
 }
 
-/// A signal unmounts; when something still uses the mount (an open file, an active swap
-/// file) it is detached instead, and the session ends, with its commit, when the last user
-/// lets go.
+/// A signal unmounts. When something still uses the mount (an open file) it is detached
+/// instead, and the session ends, with its commit, when the last user lets go; but never while
+/// the kernel swaps to a file on it: a detached swap file has no path left for swapoff.
 fn unmount_on_signal(mountpoint: PathBuf) {
     let set = stop_signal_set();
     let mut signal = 0;
     // SAFETY: the set is initialised and the signals in it are blocked in every thread.
-    if unsafe { libc::sigwait(&set, &mut signal) } != 0 {
-        return;
+    while unsafe { libc::sigwait(&set, &mut signal) } == 0 {
+        match unmount_for_signal(&mountpoint) {
+            Ok(()) => return,
+            Err(e) => eprintln!(
+                "cowfs: not unmounting {} on signal {signal}: {e}",
+                mountpoint.display()
+            ),
+        }
     }
-    let result = unmount(&mountpoint).or_else(|e| match e.raw_os_error() {
-        Some(libc::EBUSY) => unmount_lazily(&mountpoint),
-        _ => Err(e),
-    });
-    if let Err(e) = result {
-        eprintln!(
-            "cowfs: unmounting {} on signal {signal}: {e}",
-            mountpoint.display()
-        );
+}
+
+fn unmount_for_signal(mountpoint: &Path) -> io::Result<()> {
+    let Err(e) = unmount(mountpoint) else {
+        return Ok(());
+    };
+    if e.raw_os_error() != Some(libc::EBUSY) {
+        return Err(e);
     }
+    if let Some(area) = crate::swaps::under(mountpoint)?.first() {
+        return Err(io::Error::new(
+            io::ErrorKind::ResourceBusy,
+            format!(
+                "{} is an active swap file; swapoff it first",
+                area.name.display()
+            ),
+        ));
+    }
+    unmount_lazily(mountpoint)
 }
 
 /// Unmounts a mount point; EBUSY while something uses it, as umount(8) says.

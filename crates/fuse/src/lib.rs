@@ -11,9 +11,11 @@ mod loopdev;
 mod nodes;
 mod ops;
 mod swapfile;
+pub mod swaps;
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use cowfs::Filesystem;
 use fuser::{Config, SessionACL};
@@ -103,13 +105,10 @@ pub fn spawn_mount(fs: Filesystem, mountpoint: &Path, options: &MountOptions) ->
     } else {
         SessionACL::Owner
     };
-    let session = fuser::Session::from_fd(
-        CowfsFuse::new(fs.clone()),
-        connection,
-        acl,
-        Config::default(),
-    )
-    .and_then(fuser::Session::spawn);
+    let notifier = Arc::new(OnceLock::new());
+    let served = CowfsFuse::new(fs.clone(), notifier.clone());
+    let session = fuser::Session::from_fd(served, connection, acl, Config::default())
+        .and_then(fuser::Session::spawn);
     let session = match session {
         Ok(session) => session,
         Err(e) => {
@@ -117,6 +116,7 @@ pub fn spawn_mount(fs: Filesystem, mountpoint: &Path, options: &MountOptions) ->
             return Err(e);
         }
     };
+    let _ = notifier.set(session.notifier());
     Ok(Mount {
         session: Some(session),
         fs,

@@ -6,24 +6,29 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cowfs::format::{FileKind, Timespec};
 use cowfs::{Attr, CreateAttrs, FallocateMode, Filesystem, InodeId, SetAttr, SwapActivation};
 use fuser::{
     CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo,
-    IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyBmap, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    IoctlFlags, KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyBmap,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::ioctl;
 use crate::nodes::NodeTable;
 
-/// How long the kernel may cache attributes and names. Only this daemon changes the image
-/// while it is mounted, and it answers every change, so a short cache is safe.
+/// How long the kernel may cache attributes. Only this daemon changes the image while it is
+/// mounted and it answers every change, so a short cache is safe.
 const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may trust a name it looked up. Names change only through this mount,
+/// and the kernel updates its own cache on every create, unlink and rename, so a name stays
+/// right until then. Trusting it for good also keeps a swap file reachable if the daemon dies:
+/// swapoff(2) walks the path, and must not need a daemon to answer the lookup.
+const ENTRY_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The largest write the kernel sends in one request.
 const MAX_WRITE: u32 = 1 << 20;
 /// Entries read from the engine per call while listing a directory.
@@ -33,6 +38,8 @@ const READDIR_BATCH: usize = 1024;
 pub struct CowfsFuse {
     pub(crate) fs: Filesystem,
     nodes: NodeTable,
+    /// Set once the session runs: tells the kernel to drop what it cached.
+    notifier: Arc<OnceLock<Notifier>>,
     /// Files pinned for the kernel's swap, and their maps (bmap answers from these).
     swap_maps: Mutex<HashMap<InodeId, SwapActivation>>,
     /// Open directories: their entries as listed at opendir, served by index.
@@ -103,13 +110,14 @@ fn name(name: &OsStr) -> &[u8] {
 }
 
 impl CowfsFuse {
-    pub fn new(fs: Filesystem) -> Self {
+    pub fn new(fs: Filesystem, notifier: Arc<OnceLock<Notifier>>) -> Self {
         let root = fs.root();
         CowfsFuse {
             fs,
             nodes: NodeTable::new(root),
             dirs: Mutex::new(HashMap::new()),
             swap_maps: Mutex::new(HashMap::new()),
+            notifier,
             next_handle: AtomicU64::new(1),
         }
     }
@@ -139,6 +147,40 @@ impl CowfsFuse {
             rdev: 0,
             blksize: cowfs::format::BLOCK_SIZE as u32,
             flags: 0,
+        }
+    }
+
+    /// How long the kernel may cache `attr`. Directories change only through this mount (the
+    /// kernel drops its copy on every change it makes), and a swap file pinned for the kernel
+    /// cannot change at all: both are kept, so that swapoff(2), whose permission checks read
+    /// them, works without a daemon. Other files' attributes (their allocated size, say)
+    /// also change when their data is written back, so they are kept briefly.
+    fn attr_ttl(&self, attr: &FileAttr) -> Duration {
+        let pinned = || {
+            self.inode(attr.ino)
+                .is_ok_and(|id| self.swap_maps().contains_key(&id))
+        };
+        if attr.kind == FileType::Directory || pinned() {
+            ENTRY_TTL
+        } else {
+            TTL
+        }
+    }
+
+    /// Replies to a request that names an inode (lookup, mknod, mkdir, ...) with its attributes.
+    fn entry(&self, reply: ReplyEntry, attr: Result<FileAttr, Errno>) {
+        match attr {
+            Ok(attr) => {
+                reply.entry_with_ttls(&self.attr_ttl(&attr), &ENTRY_TTL, &attr, Generation(0))
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    /// Makes the kernel drop its cached attributes of `id`, so the next use asks again.
+    pub(crate) fn forget_attrs(&self, id: InodeId) {
+        if let Some(notifier) = self.notifier.get() {
+            let _ = notifier.inval_inode(self.nodes.node(id), -1, 0);
         }
     }
 
@@ -246,14 +288,6 @@ fn fallocate_mode(mode: i32) -> Result<FallocateMode, Errno> {
     }
 }
 
-/// Replies to a request that names an inode (lookup, mknod, mkdir, ...) with its attributes.
-fn entry(reply: ReplyEntry, attr: Result<FileAttr, Errno>) {
-    match attr {
-        Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-        Err(e) => reply.error(e),
-    }
-}
-
 /// Replies with the value or the errno.
 macro_rules! answer {
     ($reply:ident, $result:expr, |$v:ident| $ok:expr) => {
@@ -286,13 +320,13 @@ impl fuser::Filesystem for CowfsFuse {
                     .map_err(errno)?;
                 self.attr(id)
             },
-            |attr| reply.entry(&TTL, &attr, Generation(0))
+            |attr| self.entry(reply, Ok(attr))
         )
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         answer!(reply, self.attr(self.inode(ino)?), |attr| reply
-            .attr(&TTL, &attr))
+            .attr(&self.attr_ttl(&attr), &attr))
     }
 
     fn setattr(
@@ -324,7 +358,7 @@ impl fuser::Filesystem for CowfsFuse {
         answer!(
             reply,
             self.setattr_inner(self.inode(ino)?, set, None),
-            |attr| reply.attr(&TTL, &attr)
+            |attr| reply.attr(&self.attr_ttl(&attr), &attr)
         )
     }
 
@@ -358,7 +392,7 @@ impl fuser::Filesystem for CowfsFuse {
             mode,
             umask,
         );
-        entry(reply, made)
+        self.entry(reply, made)
     }
 
     fn mkdir(
@@ -378,7 +412,7 @@ impl fuser::Filesystem for CowfsFuse {
             mode,
             umask,
         );
-        entry(reply, made)
+        self.entry(reply, made)
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -429,7 +463,7 @@ impl fuser::Filesystem for CowfsFuse {
                     .map_err(errno)?;
                 self.attr(id)
             },
-            |attr| reply.entry(&TTL, &attr, Generation(0))
+            |attr| self.entry(reply, Ok(attr))
         )
     }
 
@@ -479,13 +513,15 @@ impl fuser::Filesystem for CowfsFuse {
                     .map_err(errno)?;
                 self.attr(id)
             },
-            |attr| reply.entry(&TTL, &attr, Generation(0))
+            |attr| self.entry(reply, Ok(attr))
         )
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        answer!(reply, self.attr(self.inode(ino)?), |_a| reply
-            .opened(FileHandle(0), FopenFlags::empty()))
+    /// Files need no open state here (every request names its inode), so the kernel is told
+    /// to stop asking: after the first ENOSYS it opens files without the daemon. That is also
+    /// what lets swapoff(2) open a swap file when the daemon has died.
+    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        reply.error(Errno::ENOSYS)
     }
 
     fn read(

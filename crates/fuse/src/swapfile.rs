@@ -40,6 +40,9 @@ impl CowfsFuse {
             activation.extents.len()
         );
         self.swap_maps().insert(id, activation);
+        // Its attributes are kept for good from now on (see `attr_ttl`); the kernel must ask
+        // once more to learn that.
+        self.forget_attrs(id);
         Ok(text)
     }
 
