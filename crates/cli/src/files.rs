@@ -14,6 +14,7 @@ use cowfs::{
 use cowfs::{BalanceFilter, DedupeOutcome};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::output::{say, Output};
 use crate::size::human;
 use crate::CliResult;
 
@@ -434,7 +435,7 @@ pub fn snapshot(fs: &Filesystem, source: &str, dest: &str, read_only: bool) -> c
         .map(drop)
 }
 
-pub fn list_subvolumes(fs: &Filesystem) -> CliResult {
+pub fn list_subvolumes(fs: &Filesystem, out: &mut Output) -> cowfs::Result<()> {
     for s in fs.list_subvolumes()? {
         let ro = if s.read_only { " readonly" } else { "" };
         let of = if s.snapshot_of != 0 {
@@ -442,21 +443,32 @@ pub fn list_subvolumes(fs: &Filesystem) -> CliResult {
         } else {
             String::new()
         };
-        println!(
+        say!(
+            out,
             "ID {} gen {} parent {}{of}{ro} path {}",
-            s.id, s.generation, s.parent, s.path
+            s.id,
+            s.generation,
+            s.parent,
+            s.path
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Defragments a file, or with `recursive` every regular file under a directory.
-pub fn defrag(fs: &Filesystem, path: &str, recursive: bool, compress: bool) -> cowfs::Result<()> {
+pub fn defrag(
+    fs: &Filesystem,
+    path: &str,
+    recursive: bool,
+    compress: bool,
+    out: &mut Output,
+) -> cowfs::Result<()> {
     let id = fs.resolve(path)?;
     match fs.getattr(id)?.kind {
         FileKind::Regular => {
             let s = fs.defrag(id, compress)?;
-            println!(
+            say!(
+                out,
                 "{path}: {} extents -> {}, {} rewritten",
                 s.extents_before,
                 s.extents_after,
@@ -472,7 +484,7 @@ pub fn defrag(fs: &Filesystem, path: &str, recursive: bool, compress: bool) -> c
                         path.trim_end_matches('/'),
                         String::from_utf8_lossy(&e.name)
                     );
-                    defrag(fs, &child, true, compress)?;
+                    defrag(fs, &child, true, compress, out)?;
                 }
             }
             Ok(())
@@ -483,26 +495,28 @@ pub fn defrag(fs: &Filesystem, path: &str, recursive: bool, compress: bool) -> c
     }
 }
 
-pub fn balance(fs: &Filesystem, usage: Option<u8>) -> cowfs::Result<()> {
+pub fn balance(fs: &Filesystem, usage: Option<u8>, out: &mut Output) -> cowfs::Result<()> {
     let bar = progress(0, "balance");
     let report = fs.balance(BalanceFilter { usage_below: usage }, &mut |p| {
         bar.set_length(p.bytes_total);
         bar.set_position(p.bytes_moved);
     })?;
     bar.finish_and_clear();
-    println!(
+    say!(
+        out,
         "balance: relocated {} block group(s), moved {}{}",
         report.relocated.len(),
         human(report.bytes_moved),
         if report.cancelled { " (cancelled)" } else { "" }
     );
     for (group, why) in &report.skipped {
-        println!("  skipped block group {group}: {why}");
+        say!(out, "  skipped block group {group}: {why}");
     }
     Ok(())
 }
 
-pub fn scrub(fs: &Filesystem) -> CliResult {
+/// Returns whether everything verified.
+pub fn scrub(fs: &Filesystem, out: &mut Output) -> cowfs::Result<bool> {
     let bar = progress(0, "scrub");
     let report = fs.scrub(&mut |done, total| {
         bar.set_length(total);
@@ -510,31 +524,31 @@ pub fn scrub(fs: &Filesystem) -> CliResult {
     })?;
     bar.finish_and_clear();
     if let Some(problem) = &report.metadata_problem {
-        println!("metadata: {problem}");
+        say!(out, "metadata: {problem}");
     }
     for e in &report.errors {
         let (path, offset) = e.files.first().cloned().unwrap_or_default();
-        println!(
+        say!(
+            out,
             "{}: {path} at offset {offset} (logical {}, physical {})",
-            e.reason, e.logical, e.physical
+            e.reason,
+            e.logical,
+            e.physical
         );
     }
     let clean = report.metadata_ok && report.errors.is_empty();
-    println!(
+    say!(
+        out,
         "scrub: metadata {}, {} of data verified, {} error(s)",
         if report.metadata_ok { "ok" } else { "DAMAGED" },
         human(report.data_bytes_verified),
         report.errors.len()
     );
-    Ok(if clean {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(4)
-    })
+    Ok(clean)
 }
 
 /// Resizes to SIZE, +SIZE or -SIZE.
-pub fn resize(fs: &Filesystem, spec: &str) -> cowfs::Result<()> {
+pub fn resize(fs: &Filesystem, spec: &str, out: &mut Output) -> cowfs::Result<()> {
     let current = fs.info()?.size;
     let parse = |t: &str| crate::size::parse(t).map_err(Error::invalid);
     let target = match spec.as_bytes().first() {
@@ -548,21 +562,25 @@ pub fn resize(fs: &Filesystem, spec: &str) -> cowfs::Result<()> {
         bar.set_position(p.bytes_moved);
     })?;
     bar.finish_and_clear();
-    println!("resized from {} to {}", human(current), human(size));
+    say!(out, "resized from {} to {}", human(current), human(size));
     Ok(())
 }
 
 /// The extent map as `filefrag -v` prints it, in 4 KiB blocks.
-pub fn fiemap(fs: &Filesystem, path: &str) -> CliResult {
+pub fn fiemap(fs: &Filesystem, path: &str, out: &mut Output) -> cowfs::Result<()> {
     let id = fs.resolve(path)?;
     let size = fs.getattr(id)?.size;
     let map = fs.extent_map(id)?;
     let blocks = |bytes: u64| bytes / 4096;
-    println!(
+    say!(
+        out,
         "File size of {path} is {size} ({} blocks of 4096 bytes)",
         size.div_ceil(4096)
     );
-    println!(" ext:     logical_offset:        physical_offset: length:   flags:");
+    say!(
+        out,
+        " ext:     logical_offset:        physical_offset: length:   flags:"
+    );
     for (i, m) in map.iter().enumerate() {
         let mut flags = m.flag_names();
         if i + 1 == map.len() {
@@ -570,7 +588,8 @@ pub fn fiemap(fs: &Filesystem, path: &str) -> CliResult {
         }
         let last = blocks(m.len.div_ceil(4096) * 4096) - 1;
         let (lo, po) = (blocks(m.file_offset), blocks(m.physical));
-        println!(
+        say!(
+            out,
             "{i:4}: {lo:10}..{:10}: {po:10}..{:10}: {:6}:   {}",
             lo + last,
             po + last,
@@ -578,12 +597,13 @@ pub fn fiemap(fs: &Filesystem, path: &str) -> CliResult {
             flags.join(",")
         );
     }
-    println!(
+    say!(
+        out,
         "{path}: {} extent{} found",
         map.len(),
         if map.len() == 1 { "" } else { "s" }
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 pub fn chattr(fs: &Filesystem, path: &str, changes: &[String]) -> cowfs::Result<()> {

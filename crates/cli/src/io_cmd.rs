@@ -8,6 +8,7 @@ use cowfs::device::AlignedBuf;
 use cowfs::{Errno, Error, Filesystem, SetAttr};
 
 use crate::files;
+use crate::output::{say, Output};
 use crate::size;
 use crate::CliResult;
 
@@ -22,7 +23,7 @@ pub fn run(fs: &Filesystem, commands: &[String]) -> CliResult {
     for line in commands {
         let words: Vec<&str> = line.split_whitespace().collect();
         let Some(&name) = words.first() else { continue };
-        if let Err(e) = execute(fs, &mut swaps, name, &words[1..]) {
+        if let Err(e) = execute(fs, &mut swaps, name, &words[1..], &mut Output::Terminal) {
             failed = true;
             eprintln!("{name}: {}", e.strerror());
             eprintln!("  ({e})");
@@ -68,11 +69,12 @@ fn byte(args: &[&str], i: usize) -> cowfs::Result<u8> {
     }
 }
 
-fn execute(
+pub fn execute(
     fs: &Filesystem,
     swaps: &mut swap::SwapSystem,
     name: &str,
     args: &[&str],
+    out: &mut Output,
 ) -> cowfs::Result<()> {
     match name {
         "write" | "dwrite" => {
@@ -92,7 +94,7 @@ fn execute(
                 }
                 .map(|_| n)
             })?;
-            println!("wrote {len}/{len} bytes at offset {offset}");
+            say!(out, "wrote {len}/{len} bytes at offset {offset}");
         }
         "read" | "dread" | "verify" => {
             let id = fs.resolve(arg(args, 0, "path")?)?;
@@ -116,8 +118,11 @@ fn execute(
                 Ok(got as u64)
             })?;
             match expect {
-                Some(b) => println!("verified {total} bytes at offset {offset}: all {b:#04x}"),
-                None => println!("read {total}/{len} bytes at offset {offset}"),
+                Some(b) => say!(
+                    out,
+                    "verified {total} bytes at offset {offset}: all {b:#04x}"
+                ),
+                None => say!(out, "read {total}/{len} bytes at offset {offset}"),
             }
         }
         "truncate" => {
@@ -138,9 +143,16 @@ fn execute(
         "stat" => {
             let path = arg(args, 0, "path")?;
             let a = fs.getattr(fs.resolve(path)?)?;
-            println!(
+            say!(
+                out,
                 "{path}: ino {} subvol {} {:?} mode {:04o} nlink {} size {} allocated {}",
-                a.id.ino, a.id.subvol, a.kind, a.perm, a.nlink, a.size, a.allocated
+                a.id.ino,
+                a.id.subvol,
+                a.kind,
+                a.perm,
+                a.nlink,
+                a.size,
+                a.allocated
             );
         }
         "falloc" | "fpunch" | "fzero" => {
@@ -170,9 +182,9 @@ fn execute(
         "subvol" => {
             let rest = &args[1.min(args.len())..];
             match args.first().copied() {
-                Some("create") => return execute(fs, swaps, "subvol_create", rest),
-                Some("delete") => return execute(fs, swaps, "subvol_delete", rest),
-                Some("list") => return execute(fs, swaps, "subvol_list", rest),
+                Some("create") => return execute(fs, swaps, "subvol_create", rest, out),
+                Some("delete") => return execute(fs, swaps, "subvol_delete", rest, out),
+                Some("list") => return execute(fs, swaps, "subvol_list", rest, out),
                 other => {
                     return Err(Error::invalid(format!(
                         "subvol {other:?}: create, delete or list"
@@ -198,7 +210,8 @@ fn execute(
                     fs.copy_file_range(src, src_off, dst, dst_off, len)?
                 }
             };
-            println!(
+            say!(
+                out,
                 "{} {n} bytes",
                 if name == "reflink" {
                     "linked"
@@ -226,7 +239,7 @@ fn execute(
             fs.delete_subvolume(dir, name.as_bytes())?;
         }
         "subvol_list" => {
-            files::list_subvolumes(fs).map_err(|e| Error::invalid(e.to_string()))?;
+            files::list_subvolumes(fs, out)?;
         }
         "snapshot" => {
             let read_only = args.first() == Some(&"-r");
@@ -241,7 +254,7 @@ fn execute(
         "defrag" => {
             let compress = args.first() == Some(&"-c");
             let args = if compress { &args[1..] } else { args };
-            files::defrag(fs, arg(args, 0, "path")?, true, compress)?;
+            files::defrag(fs, arg(args, 0, "path")?, true, compress, out)?;
         }
         "balance" => {
             let args = if args.first() == Some(&"--usage") {
@@ -256,13 +269,12 @@ fn execute(
                         .map_err(|_| Error::invalid(format!("usage {u:?} is not a percent")))
                 })
                 .transpose()?;
-            files::balance(fs, usage)?;
+            files::balance(fs, usage, out)?;
         }
-        "resize" => files::resize(fs, arg(args, 0, "size")?)?,
+        "resize" => files::resize(fs, arg(args, 0, "size")?, out)?,
         "scrub" => {
-            let code = files::scrub(fs).map_err(|e| Error::invalid(e.to_string()))?;
-            if code != ExitCode::SUCCESS {
-                return Err(Error::new(Errno::IO, "scrub found damage"));
+            if !files::scrub(fs, out)? {
+                return Err(Error::new(Errno::UCLEAN, "scrub found damage"));
             }
         }
         "mkswapfile" => {
@@ -282,7 +294,7 @@ fn execute(
         }
         "map-swapfile" | "map_swapfile" => {
             let (physical, resume) = swap::map_swapfile(fs, fs.resolve(arg(args, 0, "path")?)?)?;
-            println!("physical start {physical}, resume offset {resume}");
+            say!(out, "physical start {physical}, resume offset {resume}");
         }
         "swapon" => {
             let path = arg(args, 0, "path")?;
@@ -314,7 +326,7 @@ fn execute(
                 Some(&mut |s: &mut swap::SwapSystem, slot| s.free(slot)),
             )?;
         }
-        "swaps" => print!("{}", swaps.proc_swaps()),
+        "swaps" => say!(out, "{}", swaps.proc_swaps().trim_end()),
         "swapwrite" | "swapread" => {
             let path = arg(args, 0, "path")?;
             let area = swaps
@@ -335,16 +347,16 @@ fn execute(
                     }
                 }
                 swaps.write(&slots, &vec![fill; slots.len() * swap::PAGE_SIZE])?;
-                println!("wrote {count} pages at slot {first}");
+                say!(out, "wrote {count} pages at slot {first}");
             } else {
                 let mut buf = vec![0u8; slots.len() * swap::PAGE_SIZE];
                 swaps.read(&slots, &mut buf)?;
                 check_fill(&buf, fill, first * swap::PAGE_SIZE as u64, true)?;
-                println!("read {count} pages at slot {first}: all {fill:#04x}");
+                say!(out, "read {count} pages at slot {first}: all {fill:#04x}");
             }
         }
         "fiemap" => {
-            files::fiemap(fs, arg(args, 0, "path")?).map_err(|e| Error::invalid(e.to_string()))?;
+            files::fiemap(fs, arg(args, 0, "path")?, out)?;
         }
         "chattr" => {
             let changes: Vec<String> = args.iter().skip(1).map(|s| s.to_string()).collect();
@@ -353,12 +365,12 @@ fn execute(
         "lsattr" => {
             let path = arg(args, 0, "path")?;
             let flags = fs.getattr(fs.resolve(path)?)?.flags;
-            println!("{} {path}", crate::attrs::lsattr_string(flags));
+            say!(out, "{} {path}", crate::attrs::lsattr_string(flags));
         }
         "ls" => {
             let dir = fs.resolve(args.first().copied().unwrap_or("/"))?;
             for e in fs.readdir(dir, None, usize::MAX)? {
-                println!("{}", String::from_utf8_lossy(&e.name));
+                say!(out, "{}", String::from_utf8_lossy(&e.name));
             }
         }
         _ => {

@@ -24,7 +24,7 @@ fn c_path(path: &Path) -> CliResult<CString> {
 
 /// Runs a control ioctl; the daemon's refusal becomes the error, reason included.
 fn control(path: &Path, cmd: u32) -> CliResult<String> {
-    let reply = control::call(path, cmd).map_err(|e| format!("{}: {e}", path.display()))?;
+    let reply = control::call(path, cmd, &[]).map_err(|e| format!("{}: {e}", path.display()))?;
     reply.map_err(|refusal| format!("{}: {refusal}", path.display()).into())
 }
 

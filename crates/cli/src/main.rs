@@ -11,6 +11,8 @@ mod io_cmd;
 mod kswap;
 mod memload;
 mod mount;
+mod mounted;
+mod output;
 mod size;
 
 use std::path::PathBuf;
@@ -20,6 +22,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use cowfs::device::{BlockDevice, FileDevice};
 use cowfs::{CompressionConfig, Filesystem, MkfsOptions, OpenOptions};
+use output::Output;
 
 #[derive(Parser)]
 #[command(
@@ -169,19 +172,20 @@ enum Command {
         #[command(subcommand)]
         action: SubvolumeAction,
     },
-    /// Snapshot a subvolume (SOURCE must be a subvolume's root) as DEST
+    /// Snapshot a subvolume (SOURCE must be a subvolume's root) as DEST: IMAGE SOURCE DEST, or
+    /// SOURCE DEST inside a mount
     Snapshot {
-        image: PathBuf,
-        source: String,
-        dest: String,
+        #[arg(required = true, value_names = ["IMAGE", "SOURCE", "DEST"])]
+        args: Vec<String>,
         /// Make the snapshot read-only
         #[arg(short = 'r')]
         read_only: bool,
     },
-    /// Rewrite fragmented files contiguously (-r: a whole tree; -c: compress)
+    /// Rewrite fragmented files contiguously (-r: a whole tree; -c: compress): IMAGE PATH, or a
+    /// PATH inside a mount (a tree there is always walked)
     Defrag {
-        image: PathBuf,
-        path: String,
+        #[arg(required = true, value_names = ["IMAGE", "PATH"])]
+        args: Vec<String>,
         #[arg(short = 'r')]
         recursive: bool,
         #[arg(short = 'c')]
@@ -189,19 +193,24 @@ enum Command {
     },
     /// Relocate block groups to compact data and return emptied chunks to the device
     Balance {
-        image: PathBuf,
+        /// An image, or any path inside a mount
+        target: String,
         /// Only block groups less than this percent full
         #[arg(long)]
         usage: Option<u8>,
     },
     /// Grow or shrink the filesystem: SIZE, +SIZE or -SIZE
     Resize {
-        image: PathBuf,
+        /// An image, or any path inside a mount
+        target: String,
         #[arg(allow_hyphen_values = true)]
         size: String,
     },
     /// Read all metadata and data and verify every checksum; exit 4 if anything is damaged
-    Scrub { image: PathBuf },
+    Scrub {
+        /// An image, or any path inside a mount
+        target: String,
+    },
     /// Write a swap header to a host file or block device (--create --size: make the file)
     Mkswap {
         path: PathBuf,
@@ -228,8 +237,11 @@ enum Command {
     },
     /// Check a swap file as activation would; print its physical start and resume offset
     MapSwapfile { image: PathBuf, path: String },
-    /// Show where a file's extents are, like filefrag -v
-    Fiemap { image: PathBuf, path: String },
+    /// Show where a file's extents are, like filefrag -v: IMAGE PATH, or a PATH inside a mount
+    Fiemap {
+        #[arg(required = true, value_names = ["IMAGE", "PATH"])]
+        args: Vec<String>,
+    },
     /// Change file attributes: +C (NOCOW), +c (compress), +i (immutable), +a (append only), ...
     Chattr {
         image: PathBuf,
@@ -315,12 +327,18 @@ enum Command {
 
 #[derive(Subcommand)]
 enum SubvolumeAction {
-    /// Make an empty subvolume at PATH
-    Create { image: PathBuf, path: String },
-    /// Delete the subvolume at PATH and everything in it
-    Delete { image: PathBuf, path: String },
-    /// List every subvolume
-    List { image: PathBuf },
+    /// Make an empty subvolume at PATH: IMAGE PATH, or a PATH inside a mount
+    Create {
+        #[arg(required = true, value_names = ["IMAGE", "PATH"])]
+        args: Vec<String>,
+    },
+    /// Delete the subvolume at PATH and everything in it: IMAGE PATH, or a PATH inside a mount
+    Delete {
+        #[arg(required = true, value_names = ["IMAGE", "PATH"])]
+        args: Vec<String>,
+    },
+    /// List every subvolume (of an image, or of the mount a path is in)
+    List { target: String },
     /// Make the subvolume at PATH read-only (true) or writable (false)
     Readonly {
         image: PathBuf,
@@ -465,21 +483,51 @@ fn run(command: Command) -> CliResult {
             files::dedupe(fs, &src, &dst, src_offset, dst_offset, length)
         }),
         Command::Subvolume { action } => subvolume(action),
-        Command::Snapshot {
-            image,
-            source,
-            dest,
-            read_only,
-        } => done(&image, |fs| files::snapshot(fs, &source, &dest, read_only)),
+        Command::Snapshot { args, read_only } => {
+            let flag = if read_only { "-r " } else { "" };
+            on_paths(
+                &args,
+                2,
+                |p| format!("snapshot {flag}{} {}", p[0], p[1]),
+                |image, p| done(image, |fs| files::snapshot(fs, &p[0], &p[1], read_only)),
+            )
+        }
         Command::Defrag {
-            image,
-            path,
+            args,
             recursive,
             compress,
-        } => done(&image, |fs| files::defrag(fs, &path, recursive, compress)),
-        Command::Balance { image, usage } => done(&image, |fs| files::balance(fs, usage)),
-        Command::Resize { image, size } => done(&image, |fs| files::resize(fs, &size)),
-        Command::Scrub { image } => files::scrub(&open(&image, false)?),
+        } => {
+            let flag = if compress { "-c " } else { "" };
+            on_paths(
+                &args,
+                1,
+                |p| format!("defrag {flag}{}", p[0]),
+                |image, p| {
+                    done(image, |fs| {
+                        files::defrag(fs, &p[0], recursive, compress, &mut Output::Terminal)
+                    })
+                },
+            )
+        }
+        Command::Balance { target, usage } => {
+            let filter = usage.map(|u| format!(" --usage {u}")).unwrap_or_default();
+            on_target(&target, &format!("balance{filter}"), |image| {
+                done(image, |fs| files::balance(fs, usage, &mut Output::Terminal))
+            })
+        }
+        Command::Resize { target, size } => {
+            on_target(&target, &format!("resize {size}"), |image| {
+                done(image, |fs| files::resize(fs, &size, &mut Output::Terminal))
+            })
+        }
+        Command::Scrub { target } => on_target(&target, "scrub", |image| {
+            let clean = files::scrub(&open(image, false)?, &mut Output::Terminal)?;
+            Ok(if clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(4)
+            })
+        }),
         Command::Mkswap {
             path,
             label,
@@ -522,7 +570,15 @@ fn run(command: Command) -> CliResult {
             println!("Resume offset:  {resume:>12}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Fiemap { image, path } => files::fiemap(&open(&image, true)?, &path),
+        Command::Fiemap { args } => on_paths(
+            &args,
+            1,
+            |p| format!("fiemap {}", p[0]),
+            |image, p| {
+                files::fiemap(&open(image, true)?, &p[0], &mut Output::Terminal)?;
+                Ok(ExitCode::SUCCESS)
+            },
+        ),
         Command::Cp { image, src, dst } => done(&image, |fs| {
             let (from, to) = (fs.resolve(&src)?, files::open_or_create(fs, &dst)?);
             fs.setattr(
@@ -562,15 +618,32 @@ fn run(command: Command) -> CliResult {
 
 fn subvolume(action: SubvolumeAction) -> CliResult {
     match action {
-        SubvolumeAction::Create { image, path } => done(&image, |fs| {
-            let (dir, name) = fs.resolve_parent(&path)?;
-            fs.create_subvolume(dir, name.as_bytes()).map(drop)
+        SubvolumeAction::Create { args } => on_paths(
+            &args,
+            1,
+            |p| format!("subvol create {}", p[0]),
+            |image, p| {
+                done(image, |fs| {
+                    let (dir, name) = fs.resolve_parent(&p[0])?;
+                    fs.create_subvolume(dir, name.as_bytes()).map(drop)
+                })
+            },
+        ),
+        SubvolumeAction::Delete { args } => on_paths(
+            &args,
+            1,
+            |p| format!("subvol delete {}", p[0]),
+            |image, p| {
+                done(image, |fs| {
+                    let (dir, name) = fs.resolve_parent(&p[0])?;
+                    fs.delete_subvolume(dir, name.as_bytes())
+                })
+            },
+        ),
+        SubvolumeAction::List { target } => on_target(&target, "subvol list", |image| {
+            files::list_subvolumes(&open(image, true)?, &mut Output::Terminal)?;
+            Ok(ExitCode::SUCCESS)
         }),
-        SubvolumeAction::Delete { image, path } => done(&image, |fs| {
-            let (dir, name) = fs.resolve_parent(&path)?;
-            fs.delete_subvolume(dir, name.as_bytes())
-        }),
-        SubvolumeAction::List { image } => files::list_subvolumes(&open(&image, true)?),
         SubvolumeAction::Readonly {
             image,
             path,
@@ -578,6 +651,57 @@ fn subvolume(action: SubvolumeAction) -> CliResult {
         } => done(&image, |fs| {
             fs.set_subvolume_read_only(files::subvolume_at(fs, &path)?, read_only)
         }),
+    }
+}
+
+/// Runs a command whose arguments are `paths` paths: after an image (IMAGE PATH...), or, with
+/// the image left out, paths inside one cowfs mount, whose daemon then runs `line(paths)`.
+fn on_paths(
+    args: &[String],
+    paths: usize,
+    line: impl FnOnce(&[String]) -> String,
+    offline: impl FnOnce(&std::path::Path, &[String]) -> CliResult,
+) -> CliResult {
+    if args.len() == paths + 1 {
+        return offline(std::path::Path::new(&args[0]), &args[1..]);
+    }
+    if args.len() != paths {
+        return Err(format!(
+            "expected {paths} path(s) inside a mount, or an image and {paths} path(s) in it; got {} argument(s)",
+            args.len()
+        )
+        .into());
+    }
+    let mut root = None;
+    let mut inside = Vec::new();
+    for arg in args {
+        match mounted::place(arg)? {
+            mounted::Place::Mounted { root: r, path } if root.as_ref().is_none_or(|p| *p == r) => {
+                root = Some(r);
+                inside.push(path);
+            }
+            mounted::Place::Mounted { .. } => return Err(format!("{arg}: on another mount").into()),
+            mounted::Place::Image(_) => {
+                return Err(
+                    format!("{arg}: not inside a cowfs mount (or give the image first)").into(),
+                )
+            }
+        }
+    }
+    let root = root.ok_or("no path given")?;
+    mounted::run(&root, &line(&inside))
+}
+
+/// Runs a whole-filesystem command on an image, or through the daemon of the mount `target`
+/// is in.
+fn on_target(
+    target: &str,
+    line: &str,
+    offline: impl FnOnce(&std::path::Path) -> CliResult,
+) -> CliResult {
+    match mounted::place(target)? {
+        mounted::Place::Mounted { root, .. } => mounted::run(&root, line),
+        mounted::Place::Image(image) => offline(&image),
     }
 }
 

@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cowfs::Filesystem;
@@ -80,13 +81,19 @@ pub fn mount(
         allow_other,
         block_device: blkdev.wanted(),
     };
-    daemon::serve(fs, mountpoint, &mount_options, || {
-        eprintln!(
-            "cowfs: {} mounted at {}",
-            image.display(),
-            mountpoint.display()
-        )
-    })
+    daemon::serve(
+        fs,
+        mountpoint,
+        &mount_options,
+        Some(Arc::new(crate::mounted::Interpreter)),
+        || {
+            eprintln!(
+                "cowfs: {} mounted at {}",
+                image.display(),
+                mountpoint.display()
+            )
+        },
+    )
     .map_err(|e| format!("{}: {e}", mountpoint.display()))?;
     // A daemon that ended cleanly leaves no log behind; one that failed keeps it.
     if let Some(log) = std::env::var_os(LOG_ENV) {

@@ -365,3 +365,60 @@ fn mount_serves_the_image_and_umount_waits_for_the_commit() {
     let not_mounted = cowfs(&["umount", at]);
     assert!(String::from_utf8_lossy(&not_mounted.stderr).contains("not a cowfs mount"));
 }
+
+#[test]
+fn whole_filesystem_commands_take_paths_inside_a_mount() {
+    let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    if !root || !Path::new("/dev/fuse").exists() {
+        let why = "mounting needs root and /dev/fuse";
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "required in CI: {why}"
+        );
+        return eprintln!("skipped: {why}");
+    }
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let img = image(dir.path());
+    let at = dir.path().join("mnt");
+    std::fs::create_dir(&at).unwrap();
+    let p = |rel: &str| at.join(rel).to_str().unwrap().to_string();
+    ok(&["mount", &img, &p("")]);
+    ok(&["subvolume", "create", &p("vol")]);
+    std::fs::write(at.join("vol/f"), vec![7u8; 3 << 20]).unwrap();
+    ok(&["snapshot", "-r", &p("vol"), &p("snap")]);
+    assert_eq!(
+        std::fs::read(at.join("snap/f")).unwrap(),
+        vec![7u8; 3 << 20],
+        "the snapshot shows through the mount"
+    );
+    let snap_write = std::fs::write(at.join("snap/g"), b"x").unwrap_err();
+    assert_eq!(
+        snap_write.raw_os_error(),
+        Some(30),
+        "a read-only snapshot is EROFS"
+    );
+    let listed = ok(&["subvolume", "list", &p("")]);
+    assert!(
+        listed.contains("path /vol") && listed.contains("readonly path /snap"),
+        "{listed}"
+    );
+    assert!(
+        ok(&["fiemap", &p("vol/f")]).contains("shared"),
+        "the snapshot shares the file's extents"
+    );
+    assert!(ok(&["defrag", &p("vol/f")]).contains("/vol/f:"));
+    assert!(ok(&["balance", &p("vol")]).contains("balance: relocated"));
+    assert!(ok(&["resize", &p(""), "+16M"]).contains("resized from 64.0 MiB to 80.0 MiB"));
+    assert!(ok(&["scrub", &p("")]).contains("0 error(s)"));
+    let refused = cowfs(&["subvolume", "delete", &p("vol/f")]);
+    assert!(!refused.status.success(), "a file is not a subvolume");
+    ok(&["subvolume", "delete", &p("snap")]);
+    assert!(
+        !at.join("snap").exists(),
+        "the kernel forgot the deleted subvolume"
+    );
+    let other = cowfs(&["snapshot", &p("vol"), "/tmp/elsewhere"]);
+    assert!(String::from_utf8_lossy(&other.stderr).contains("not inside a cowfs mount"));
+    ok(&["umount", &p("")]);
+    assert!(ok(&["fsck", &img]).contains("clean"));
+}

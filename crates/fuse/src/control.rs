@@ -3,11 +3,14 @@
 //! defrag, balance and the rest). Both ends live here: the numbers and the reply format,
 //! and the client calls the `cowfs` subcommands make.
 //!
-//! Every control ioctl is `_IOR(0xCF, nr, 256)`: FUSE forwards an ioctl with the argument size
-//! its number encodes, so the reply has a fixed size. It holds a native-endian i32 errno (0 on
-//! success) and then a NUL-terminated text: the engine's reason on failure, the output on
-//! success. The ioctl itself succeeds whenever the daemon answered, so the reason reaches the
-//! caller, which errno alone would not.
+//! FUSE forwards an ioctl with the argument size its number encodes, so every argument has a
+//! fixed size: `_IOR(0xCF, nr, 256)` for the swap pins, `_IOWR(0xCF, 3, 0x3fff)` for a command
+//! (a NUL-terminated `cowfs io` command line in, with paths from the filesystem's root; at most
+//! 16 KiB of output comes back, the rest is cut and says so). The
+//! reply, in the same buffer, holds a native-endian i32 errno (0 on success) and then a
+//! NUL-terminated text: the engine's reason on failure, the output on success. The ioctl
+//! itself succeeds whenever the daemon answered, so the reason reaches the caller, which
+//! errno alone would not.
 
 use std::fmt;
 use std::fs::File;
@@ -15,18 +18,36 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-/// Bytes of every reply.
+/// Bytes of a swap pin's reply.
 pub const REPLY_LEN: usize = 256;
+/// Bytes of a command's argument: the command line in, the reply out (the most an ioctl
+/// number can encode).
+pub const COMMAND_LEN: usize = 0x3fff;
 const TYPE: u32 = 0xCF;
+const READ: u32 = 2;
+const READ_WRITE: u32 = 3;
 
-const fn ior(nr: u32) -> u32 {
-    (2 << 30) | ((REPLY_LEN as u32) << 16) | (TYPE << 8) | nr
+const fn ioctl(direction: u32, nr: u32, size: usize) -> u32 {
+    (direction << 30) | ((size as u32) << 16) | (TYPE << 8) | nr
+}
+
+/// The argument size a command number encodes.
+pub const fn arg_len(cmd: u32) -> usize {
+    ((cmd >> 16) & 0x3fff) as usize
 }
 
 /// Activate the file as a pinned swap file, so the kernel's swapon can map it.
-pub const SWAP_ACTIVATE: u32 = ior(1);
+pub const SWAP_ACTIVATE: u32 = ioctl(READ, 1, REPLY_LEN);
 /// Undo [`SWAP_ACTIVATE`] (after the kernel's swapoff).
-pub const SWAP_DEACTIVATE: u32 = ior(2);
+pub const SWAP_DEACTIVATE: u32 = ioctl(READ, 2, REPLY_LEN);
+/// Run one whole-filesystem command: snapshot, subvol, defrag, balance, resize, scrub, fiemap.
+pub const COMMAND: u32 = ioctl(READ_WRITE, 3, COMMAND_LEN);
+
+/// Runs the commands [`COMMAND`] carries; the `cowfs` binary gives its `cowfs io` interpreter.
+pub trait CommandRunner: Send + Sync {
+    /// Runs one command line over the mounted filesystem; the output on success.
+    fn run(&self, fs: &cowfs::Filesystem, line: &str) -> Result<String, Refusal>;
+}
 
 /// A refusal from the daemon: the errno and the engine's reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,25 +65,47 @@ impl fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
-/// The reply bytes for a result.
-pub fn encode(result: Result<String, Refusal>) -> Vec<u8> {
+impl From<cowfs::Error> for Refusal {
+    fn from(e: cowfs::Error) -> Self {
+        Refusal {
+            errno: e.errno().raw_os_error(),
+            reason: e.reason().to_string(),
+        }
+    }
+}
+
+/// The reply bytes for a result, `len` long.
+pub fn encode(result: Result<String, Refusal>, len: usize) -> Vec<u8> {
     let (errno, text) = match result {
         Ok(text) => (0, text),
         Err(r) => (r.errno, r.reason),
     };
-    let mut reply = vec![0u8; REPLY_LEN];
+    let mut reply = vec![0u8; len];
     reply[..4].copy_from_slice(&errno.to_ne_bytes());
-    let text = text.as_bytes();
-    let n = text.len().min(REPLY_LEN - 5);
-    reply[4..4 + n].copy_from_slice(&text[..n]);
+    let room = len - 5;
+    let text = if text.len() <= room {
+        text
+    } else {
+        const CUT: &str = "\n[output cut]\n";
+        let mut end = room - CUT.len();
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}{CUT}", &text[..end])
+    };
+    reply[4..4 + text.len()].copy_from_slice(text.as_bytes());
     reply
 }
 
-fn decode(reply: &[u8; REPLY_LEN]) -> Result<String, Refusal> {
+/// The NUL-terminated text at the start of `bytes`.
+pub fn text(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn decode(reply: &[u8]) -> Result<String, Refusal> {
     let errno = i32::from_ne_bytes([reply[0], reply[1], reply[2], reply[3]]);
-    let text = &reply[4..];
-    let end = text.iter().position(|b| *b == 0).unwrap_or(text.len());
-    let text = String::from_utf8_lossy(&text[..end]).into_owned();
+    let text = text(&reply[4..]);
     match errno {
         0 => Ok(text),
         errno => Err(Refusal {
@@ -72,13 +115,21 @@ fn decode(reply: &[u8; REPLY_LEN]) -> Result<String, Refusal> {
     }
 }
 
-/// Runs a control ioctl on `path`. The outer error is the call itself failing (ENOTTY: not
-/// on a cowfs mount); the inner one is the daemon's refusal.
-pub fn call(path: &Path, cmd: u32) -> io::Result<Result<String, Refusal>> {
+/// Runs a control ioctl on `path` with `input` as the start of its argument. The outer error
+/// is the call itself failing (ENOTTY: not on a cowfs mount); the inner one is the daemon's
+/// refusal.
+pub fn call(path: &Path, cmd: u32, input: &[u8]) -> io::Result<Result<String, Refusal>> {
+    let mut arg = vec![0u8; arg_len(cmd)];
+    if input.len() >= arg.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "control argument too long",
+        ));
+    }
+    arg[..input.len()].copy_from_slice(input);
     let file = File::open(path)?;
-    let mut reply = [0u8; REPLY_LEN];
     // SAFETY: the argument is a writable buffer of the size the command encodes.
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), cmd as libc::c_ulong, reply.as_mut_ptr()) };
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), cmd as libc::c_ulong, arg.as_mut_ptr()) };
     if rc < 0 {
         let e = io::Error::last_os_error();
         if e.raw_os_error() == Some(libc::ENOTTY) {
@@ -89,5 +140,5 @@ pub fn call(path: &Path, cmd: u32) -> io::Result<Result<String, Refusal>> {
         }
         return Err(e);
     }
-    Ok(decode(&reply))
+    Ok(decode(&arg))
 }

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use cowfs::Filesystem;
 
-use crate::{spawn_mount, MountOptions};
+use crate::{spawn_mount, CommandRunner, MountOptions};
+use std::sync::Arc;
 
 const STOP_SIGNALS: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
@@ -44,9 +45,10 @@ pub fn serve(
     fs: Filesystem,
     mountpoint: &Path,
     options: &MountOptions,
+    runner: Option<Arc<dyn CommandRunner>>,
     ready: impl FnOnce(),
 ) -> io::Result<()> {
-    let mount = spawn_mount(fs, mountpoint, options)?;
+    let mount = spawn_mount(fs, mountpoint, options, runner)?;
     ready();
     let target = mountpoint.to_path_buf();
     std::thread::Builder::new()

@@ -3,6 +3,7 @@
 //! inodes of every subvolume one node id space (`nodes`), passes file-flag ioctls through
 //! (`ioctl`), and runs the mount until it is unmounted or the daemon is told to stop (`daemon`).
 
+mod commands;
 pub mod control;
 pub mod daemon;
 mod ioctl;
@@ -20,6 +21,7 @@ use std::sync::{Arc, OnceLock};
 use cowfs::Filesystem;
 use fuser::{Config, SessionACL};
 
+pub use control::CommandRunner;
 use kernel_mount::KernelMount;
 pub use loopdev::LoopDevice;
 pub use ops::CowfsFuse;
@@ -80,8 +82,14 @@ impl Drop for Mount {
     }
 }
 
-/// Mounts `fs` at `mountpoint` and serves it from a background thread.
-pub fn spawn_mount(fs: Filesystem, mountpoint: &Path, options: &MountOptions) -> io::Result<Mount> {
+/// Mounts `fs` at `mountpoint` and serves it from a background thread; `runner` runs the
+/// whole-filesystem commands that arrive as control ioctls (none without it).
+pub fn spawn_mount(
+    fs: Filesystem,
+    mountpoint: &Path,
+    options: &MountOptions,
+    runner: Option<Arc<dyn CommandRunner>>,
+) -> io::Result<Mount> {
     let loop_device = match options.block_device {
         true => Some(LoopDevice::attach(
             Path::new(&options.source),
@@ -106,7 +114,7 @@ pub fn spawn_mount(fs: Filesystem, mountpoint: &Path, options: &MountOptions) ->
         SessionACL::Owner
     };
     let notifier = Arc::new(OnceLock::new());
-    let served = CowfsFuse::new(fs.clone(), notifier.clone());
+    let served = CowfsFuse::new(fs.clone(), notifier.clone(), runner);
     let session = fuser::Session::from_fd(served, connection, acl, Config::default())
         .and_then(fuser::Session::spawn);
     let session = match session {

@@ -18,6 +18,7 @@ use fuser::{
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use crate::control::CommandRunner;
 use crate::ioctl;
 use crate::nodes::NodeTable;
 
@@ -38,6 +39,8 @@ const READDIR_BATCH: usize = 1024;
 pub struct CowfsFuse {
     pub(crate) fs: Filesystem,
     nodes: NodeTable,
+    /// Runs the whole-filesystem commands of the COMMAND control ioctl.
+    pub(crate) runner: Option<Arc<dyn CommandRunner>>,
     /// Set once the session runs: tells the kernel to drop what it cached.
     notifier: Arc<OnceLock<Notifier>>,
     /// Files pinned for the kernel's swap, and their maps (bmap answers from these).
@@ -110,7 +113,11 @@ fn name(name: &OsStr) -> &[u8] {
 }
 
 impl CowfsFuse {
-    pub fn new(fs: Filesystem, notifier: Arc<OnceLock<Notifier>>) -> Self {
+    pub fn new(
+        fs: Filesystem,
+        notifier: Arc<OnceLock<Notifier>>,
+        runner: Option<Arc<dyn CommandRunner>>,
+    ) -> Self {
         let root = fs.root();
         CowfsFuse {
             fs,
@@ -118,6 +125,7 @@ impl CowfsFuse {
             dirs: Mutex::new(HashMap::new()),
             swap_maps: Mutex::new(HashMap::new()),
             notifier,
+            runner,
             next_handle: AtomicU64::new(1),
         }
     }
@@ -175,6 +183,15 @@ impl CowfsFuse {
             }
             Err(e) => reply.error(e),
         }
+    }
+
+    /// Makes the kernel forget `name` in `dir` and `dir`'s attributes (the engine added or
+    /// removed it without the kernel seeing).
+    pub(crate) fn forget_name(&self, dir: InodeId, name: &str) {
+        if let Some(notifier) = self.notifier.get() {
+            let _ = notifier.inval_entry(self.nodes.node(dir), OsStr::new(name));
+        }
+        self.forget_attrs(dir);
     }
 
     /// Makes the kernel drop its cached attributes of `id`, so the next use asks again.
@@ -769,7 +786,7 @@ impl fuser::Filesystem for CowfsFuse {
             reply,
             {
                 let id = self.inode(ino)?;
-                match self.control(req, id, cmd) {
+                match self.control(req, id, cmd, in_data) {
                     Some(out) => Ok(out),
                     None => ioctl::handle(&self.fs, id, cmd, in_data, out_size as usize),
                 }

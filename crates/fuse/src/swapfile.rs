@@ -7,33 +7,13 @@
 use cowfs::{InodeId, SwapActivation, SwapMode};
 use fuser::Request;
 
-use crate::control::{self, Refusal};
+use crate::control::Refusal;
 use crate::ops::CowfsFuse;
 
-fn refusal(e: cowfs::Error) -> Refusal {
-    Refusal {
-        errno: e.errno().raw_os_error(),
-        reason: e.reason().to_string(),
-    }
-}
-
 impl CowfsFuse {
-    /// Runs a control ioctl; None when `cmd` is not one.
-    pub(crate) fn control(&self, req: &Request, id: InodeId, cmd: u32) -> Option<Vec<u8>> {
-        let result = match cmd {
-            control::SWAP_ACTIVATE => self.pin_swapfile(req, id),
-            control::SWAP_DEACTIVATE => self.unpin_swapfile(req, id),
-            _ => return None,
-        };
-        Some(control::encode(result))
-    }
-
-    fn pin_swapfile(&self, req: &Request, id: InodeId) -> Result<String, Refusal> {
+    pub(crate) fn pin_swapfile(&self, req: &Request, id: InodeId) -> Result<String, Refusal> {
         require_root(req)?;
-        let activation = self
-            .fs
-            .activate_swap(id, SwapMode::Pinned)
-            .map_err(refusal)?;
+        let activation = self.fs.activate_swap(id, SwapMode::Pinned)?;
         let text = format!(
             "{} pages in {} extent(s)",
             activation.pages,
@@ -46,7 +26,7 @@ impl CowfsFuse {
         Ok(text)
     }
 
-    fn unpin_swapfile(&self, req: &Request, id: InodeId) -> Result<String, Refusal> {
+    pub(crate) fn unpin_swapfile(&self, req: &Request, id: InodeId) -> Result<String, Refusal> {
         require_root(req)?;
         if self.swap_maps().remove(&id).is_none() {
             return Err(Refusal {
@@ -54,7 +34,7 @@ impl CowfsFuse {
                 reason: "not a swapfile pinned for the kernel".into(),
             });
         }
-        self.fs.deactivate_swap(id).map_err(refusal)?;
+        self.fs.deactivate_swap(id)?;
         Ok(String::new())
     }
 
@@ -80,7 +60,7 @@ fn physical(activation: &SwapActivation, offset: u64) -> Option<u64> {
 }
 
 /// Only root may hand a file to the kernel as swap (swapon(2) needs CAP_SYS_ADMIN anyway).
-fn require_root(req: &Request) -> Result<(), Refusal> {
+pub(crate) fn require_root(req: &Request) -> Result<(), Refusal> {
     match req.uid() {
         0 => Ok(()),
         _ => Err(Refusal {

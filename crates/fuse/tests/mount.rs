@@ -53,7 +53,7 @@ fn mounted() -> Option<Mounted> {
         allow_other: true,
         block_device: false,
     };
-    let mount = spawn_mount(fs.clone(), &at, &options).unwrap();
+    let mount = spawn_mount(fs.clone(), &at, &options, None).unwrap();
     Some(Mounted {
         _dir: dir,
         image,
