@@ -57,6 +57,11 @@ fn invalid_names_are_refused() {
         )
         .unwrap_err();
     assert_eq!(err.errno(), Errno::NAMETOOLONG);
+    assert_eq!(
+        fs.lookup(root, &long).unwrap_err().errno(),
+        Errno::NAMETOOLONG,
+        "looking up a name too long to exist says so"
+    );
 }
 
 #[test]

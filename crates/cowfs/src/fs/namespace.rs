@@ -63,6 +63,13 @@ impl Engine {
 
     pub(super) fn lookup_entry(&self, dir: InodeId, name: &[u8]) -> Result<Option<DirEntry>> {
         self.dir_inode(dir)?;
+        if name.len() > NAME_MAX {
+            // No such name can exist; POSIX says so with ENAMETOOLONG, not ENOENT.
+            return Err(Error::new(
+                Errno::NAMETOOLONG,
+                format!("name longer than {NAME_MAX} bytes"),
+            ));
+        }
         let raw = self
             .meta()
             .get(table::DIR_ENTRIES, &dirent_key(dir, name))?;
