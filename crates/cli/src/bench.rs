@@ -39,6 +39,18 @@ pub enum Which {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
+    /// The kernel swapping a memory cgroup to a swap file on cowfs, btrfs and ext4, and file
+    /// I/O through the mount against btrfs (root)
+    KernelSwap {
+        /// Memory the workload touches
+        #[arg(long, default_value = "1G", value_parser = size::parse)]
+        size: u64,
+        /// The workload's memory cgroup limit
+        #[arg(long, default_value = "256M", value_parser = size::parse)]
+        limit: u64,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 /// I/O size of each call, for the engine and the raw peer alike.
@@ -49,6 +61,7 @@ pub fn run(which: Which) -> CliResult {
     match which {
         Which::Fs { size, dir, rounds } => fs_bench(size, &dir, rounds.max(1)),
         Which::SwapIo { size, dir } => crate::bench_swap::run(size, &dir),
+        Which::KernelSwap { size, limit, dir } => crate::bench_kswap::run(&dir, size, limit),
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod attrs;
 mod bench;
+mod bench_kswap;
 mod bench_swap;
 mod demo;
 mod files;
@@ -349,6 +350,10 @@ enum SubvolumeAction {
 }
 
 fn main() -> ExitCode {
+    // Like every Unix tool: output into a closed pipe (`cowfs info | head`) ends the process
+    // quietly instead of failing a print.
+    // SAFETY: setting a signal's disposition to the default before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(code) => code,

@@ -318,6 +318,8 @@ macro_rules! answer {
 impl fuser::Filesystem for CowfsFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(MAX_WRITE);
+        // Sequential reads come in requests as large as writes may be (the kernel caps it).
+        let _ = config.set_max_readahead(MAX_WRITE);
         Ok(())
     }
 

@@ -1,0 +1,334 @@
+//! `cowfs bench kernel-swap`: the Linux kernel swapping a process in a memory cgroup to a
+//! swap file on a mounted cowfs (fuseblk over a loop device), and in the same run to swap
+//! files on the kernel's own btrfs and ext4 (each on a loop device with direct I/O, as cowfs
+//! is): sequential fill, sequential read back, random page reads on one and on four threads.
+//! Then file I/O through the cowfs mount against the same on btrfs. Needs root; installs
+//! btrfs-progs when it is missing.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Instant;
+
+use cowfs::device::AlignedBuf;
+use cowfs_fuse::LoopDevice;
+
+use crate::size::human;
+use crate::CliResult;
+
+/// What memload reports, in its order: MB/s, MB/s, pages/s, pages/s.
+const FIGURES: [&str; 4] = [
+    "fill:",
+    "sequential read:",
+    "random reads, 1 thread(s):",
+    "random reads, 4 thread(s):",
+];
+const LABELS: [&str; 4] = [
+    "swap-out (fill) MB/s",
+    "sequential swap-in MB/s",
+    "random swap-in, 1 thread, pages/s",
+    "random swap-in, 4 threads, pages/s",
+];
+const PRIORITY: &str = "10";
+/// The file the file I/O figures write and read.
+const FILE_IO_LEN: u64 = 512 << 20;
+
+/// A filesystem holding a swap file, mounted for the run.
+struct SwapHost {
+    kind: &'static str,
+    mountpoint: PathBuf,
+    swapfile: PathBuf,
+    _loop: Option<LoopDevice>,
+}
+
+fn cowfs_binary() -> CliResult<PathBuf> {
+    Ok(std::env::current_exe()?)
+}
+
+fn ok(command: &mut Command) -> CliResult<String> {
+    let out = command.output()?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("{command:?}: {text}").into());
+    }
+    Ok(text)
+}
+
+fn ensure_btrfs_progs() -> CliResult<()> {
+    if Command::new("mkfs.btrfs").arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    let install = || ok(Command::new("apt-get").args(["install", "-y", "-q", "btrfs-progs"]));
+    install()
+        .or_else(|_| ok(Command::new("apt-get").args(["update", "-q"])).and_then(|_| install()))?;
+    Ok(())
+}
+
+impl SwapHost {
+    /// cowfs: mkfs and mkswapfile in the image, then `cowfs mount --blkdev` and `cowfs swapon`.
+    fn cowfs(dir: &Path, image_len: u64, swap_len: u64) -> CliResult<SwapHost> {
+        let (image, mountpoint) = (dir.join("kswap-cowfs.img"), dir.join("kswap-cowfs"));
+        fs::create_dir_all(&mountpoint)?;
+        let cowfs = cowfs_binary()?;
+        let (img, mnt) = (
+            image.to_str().ok_or("path")?,
+            mountpoint.to_str().ok_or("path")?,
+        );
+        ok(Command::new(&cowfs).args(["mkfs", img, "--force", "--size", &image_len.to_string()]))?;
+        ok(Command::new(&cowfs).args([
+            "mkswapfile",
+            img,
+            "/swapfile",
+            "--size",
+            &swap_len.to_string(),
+        ]))?;
+        ok(Command::new(&cowfs).args(["mount", img, mnt, "--blkdev"]))?;
+        let swapfile = mountpoint.join("swapfile");
+        ok(Command::new(&cowfs)
+            .arg("swapon")
+            .arg(&swapfile)
+            .args(["-p", PRIORITY]))?;
+        Ok(SwapHost {
+            kind: "cowfs (fuseblk)",
+            mountpoint,
+            swapfile,
+            _loop: None,
+        })
+    }
+
+    /// The kernel's btrfs or ext4 on a loop device with direct I/O.
+    fn kernel(
+        kind: &'static str,
+        dir: &Path,
+        image_len: u64,
+        swap_len: u64,
+    ) -> CliResult<SwapHost> {
+        let (image, mountpoint) = (
+            dir.join(format!("kswap-{kind}.img")),
+            dir.join(format!("kswap-{kind}")),
+        );
+        fs::create_dir_all(&mountpoint)?;
+        File::create(&image)?.set_len(image_len)?;
+        let device = LoopDevice::attach(&image, false)
+            .map_err(|e| format!("loop device for {}: {e}", image.display()))?;
+        let dev = device.path().to_str().ok_or("path")?.to_string();
+        match kind {
+            "btrfs" => ok(Command::new("mkfs.btrfs").args(["-q", "-f", &dev]))?,
+            _ => ok(Command::new("mkfs.ext4").args(["-q", "-F", &dev]))?,
+        };
+        ok(Command::new("mount")
+            .args(["-t", kind, &dev])
+            .arg(&mountpoint))?;
+        let swapfile = mountpoint.join("swapfile");
+        let size = swap_len.to_string();
+        if kind == "btrfs" {
+            ok(Command::new("btrfs")
+                .args(["filesystem", "mkswapfile", "--size", &size])
+                .arg(&swapfile))?;
+        } else {
+            ok(Command::new("fallocate").args(["-l", &size]).arg(&swapfile))?;
+            fs::set_permissions(
+                &swapfile,
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )?;
+            ok(Command::new("mkswap").arg(&swapfile))?;
+        }
+        ok(Command::new("swapon").args(["-p", PRIORITY]).arg(&swapfile))?;
+        Ok(SwapHost {
+            kind,
+            mountpoint,
+            swapfile,
+            _loop: Some(device),
+        })
+    }
+
+    /// Takes the swap file off and unmounts (the loop device detaches with the last close).
+    fn finish(self) -> CliResult<()> {
+        if self.kind.starts_with("cowfs") {
+            let cowfs = cowfs_binary()?;
+            ok(Command::new(&cowfs).arg("swapoff").arg(&self.swapfile))?;
+            ok(Command::new(&cowfs).arg("umount").arg(&self.mountpoint))?;
+        } else {
+            ok(Command::new("swapoff").arg(&self.swapfile))?;
+            ok(Command::new("umount").arg(&self.mountpoint))?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs memload in its memory cgroup and returns its four figures.
+fn workload(size: u64, limit: u64) -> CliResult<[f64; 4]> {
+    let text = ok(Command::new(cowfs_binary()?)
+        .args([
+            "memload",
+            "--size",
+            &size.to_string(),
+            "--limit",
+            &limit.to_string(),
+            "--threads",
+            "4",
+        ])
+        .stdin(Stdio::null()))?;
+    let mut figures = [0.0; 4];
+    for (figure, prefix) in figures.iter_mut().zip(FIGURES) {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .ok_or_else(|| format!("memload said: {text}"))?;
+        *figure = line[prefix.len()..]
+            .split_whitespace()
+            .next()
+            .ok_or("figure")?
+            .parse()?;
+    }
+    Ok(figures)
+}
+
+fn drop_caches() -> CliResult<()> {
+    rustix::fs::sync();
+    fs::write("/proc/sys/vm/drop_caches", "3")?;
+    Ok(())
+}
+
+/// fio-style file I/O on `dir`: sequential write and read of `len` bytes in 1 MiB calls, then
+/// 4 KiB O_DIRECT random reads and writes. MB/s, MB/s, IOPS, IOPS.
+fn file_io(dir: &Path, len: u64) -> CliResult<[f64; 4]> {
+    let path = dir.join("bench-file");
+    let chunk = AlignedBuf::from_slice(&(0..1 << 20).map(|i| (i * 7) as u8).collect::<Vec<u8>>());
+    let mb = |t: Instant| len as f64 / t.elapsed().as_secs_f64() / 1e6;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)?;
+    let t = Instant::now();
+    for at in (0..len).step_by(chunk.len()) {
+        file.write_all_at(&chunk, at)?;
+    }
+    file.sync_all()?;
+    let write = mb(t);
+    drop_caches()?;
+    let mut buf = AlignedBuf::zeroed(chunk.len());
+    let t = Instant::now();
+    for at in (0..len).step_by(chunk.len()) {
+        file.read_exact_at(&mut buf, at)?;
+    }
+    let read = mb(t);
+    let direct = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)?;
+    let mut page = AlignedBuf::zeroed(4096);
+    let blocks = len / 4096;
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % blocks * 4096
+    };
+    let ops = 8192;
+    let t = Instant::now();
+    for _ in 0..ops {
+        direct.read_exact_at(&mut page, next())?;
+    }
+    let random_read = ops as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for _ in 0..ops {
+        direct.write_all_at(&page, next())?;
+    }
+    direct.sync_all()?;
+    let random_write = ops as f64 / t.elapsed().as_secs_f64();
+    fs::remove_file(&path)?;
+    Ok([write, read, random_read, random_write])
+}
+
+fn table(title: &str, labels: &[&str], peer: &str, rows: &[(&str, [f64; 4])]) {
+    println!("\n{title}");
+    print!("{:<38}", "");
+    for (name, _) in rows {
+        print!("{name:>16}");
+    }
+    println!("{:>12}", format!("cowfs/{peer}"));
+    let peer = rows
+        .iter()
+        .position(|(n, _)| n.starts_with(peer))
+        .unwrap_or(0);
+    for (i, label) in labels.iter().enumerate() {
+        print!("{label:<38}");
+        for (_, figures) in rows {
+            print!("{:>16.0}", figures[i]);
+        }
+        println!("{:>11.0}%", rows[0].1[i] / rows[peer].1[i] * 100.0);
+    }
+}
+
+pub fn run(dir: &Path, size: u64, limit: u64) -> CliResult {
+    if !rustix::process::geteuid().is_root() {
+        return Err(
+            "cowfs bench kernel-swap needs root (loop devices, mounts, swapon, memory cgroups)"
+                .into(),
+        );
+    }
+    ensure_btrfs_progs()?;
+    let dir = fs::canonicalize(dir)?;
+    let swap_len = (size - limit) * 2;
+    let image_len = swap_len + (2 << 30);
+    println!(
+        "cowfs bench kernel-swap: {} touched under a {} memory cgroup, {} swap files, in {}",
+        human(size),
+        human(limit),
+        human(swap_len),
+        dir.display()
+    );
+    let mut swap_rows = Vec::new();
+    let mut io_rows = Vec::new();
+    for kind in ["cowfs", "btrfs", "ext4"] {
+        let host = match kind {
+            "cowfs" => SwapHost::cowfs(&dir, image_len, swap_len)?,
+            _ => SwapHost::kernel(kind, &dir, image_len, swap_len)?,
+        };
+        let figures = workload(size, limit);
+        // File I/O beside the swap file, on the two copy-on-write filesystems.
+        let io = match kind {
+            "ext4" => None,
+            _ => Some(
+                file_io(&host.mountpoint, FILE_IO_LEN)
+                    .map_err(|e| format!("file I/O on {kind}: {e}")),
+            ),
+        };
+        let name = host.kind;
+        host.finish()?;
+        swap_rows.push((name, figures?));
+        if let Some(io) = io {
+            io_rows.push((name, io?));
+        }
+    }
+    for kind in ["cowfs", "btrfs", "ext4"] {
+        let _ = fs::remove_file(dir.join(format!("kswap-{kind}.img")));
+        let _ = fs::remove_dir(dir.join(format!("kswap-{kind}")));
+    }
+    table(
+        "kernel swap (memory cgroup, swap file on each)",
+        &LABELS,
+        "btrfs",
+        &swap_rows,
+    );
+    let io_labels = [
+        "sequential write MB/s",
+        "sequential read MB/s",
+        "4 KiB random read IOPS",
+        "4 KiB random write IOPS",
+    ];
+    table(
+        "file I/O through the mount (512 MiB file)",
+        &io_labels,
+        "btrfs",
+        &io_rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
