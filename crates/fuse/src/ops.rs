@@ -179,9 +179,20 @@ impl CowfsFuse {
     fn entry(&self, reply: ReplyEntry, attr: Result<FileAttr, Errno>) {
         match attr {
             Ok(attr) => {
+                self.referenced(attr.ino);
                 reply.entry_with_ttls(&self.attr_ttl(&attr), &ENTRY_TTL, &attr, Generation(0))
             }
             Err(e) => reply.error(e),
+        }
+    }
+
+    /// The kernel is given a reference to `node` (it may open the inode): hold it in the
+    /// engine from the first, so its data outlives an unlink while the kernel has it.
+    fn referenced(&self, node: INodeNo) {
+        if node != INodeNo::ROOT && self.nodes.looked_up(node) {
+            if let Ok(id) = self.inode(node) {
+                self.fs.hold(id);
+            }
         }
     }
 
@@ -341,6 +352,14 @@ impl fuser::Filesystem for CowfsFuse {
             },
             |attr| self.entry(reply, Ok(attr))
         )
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        if let Some(id) = self.nodes.forgotten(ino, nlookup) {
+            if let Err(e) = self.fs.release(id) {
+                eprintln!("cowfs: freeing an unlinked file: {e}");
+            }
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -762,6 +781,7 @@ impl fuser::Filesystem for CowfsFuse {
                 umask
             ),
             |attr| {
+                self.referenced(attr.ino);
                 reply.created(
                     &TTL,
                     &attr,

@@ -146,6 +146,12 @@ fn namespace_and_data_through_the_mount() {
         0o640
     );
     fs::remove_file(m.path("a/sym")).unwrap();
+    let mut open_unlinked = fs::File::open(m.path("moved")).unwrap();
+    fs::remove_file(m.path("moved")).unwrap();
+    let mut kept = Vec::new();
+    open_unlinked.read_to_end(&mut kept).unwrap();
+    assert!(kept == expect, "an open file outlives its unlink");
+    drop(open_unlinked);
     assert_eq!(
         fs::remove_dir(m.path("a/b")).unwrap_err().raw_os_error(),
         Some(libc_enotempty())

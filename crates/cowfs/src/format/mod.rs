@@ -15,7 +15,7 @@ pub use superblock::*;
 pub const BLOCK_SIZE: u64 = crate::device::BLOCK_SIZE;
 
 /// The format version this code writes and the only one it reads.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Space before the first chunk: boot area and superblock copies.
 pub const SYSTEM_AREA_END: u64 = 1 << 20;

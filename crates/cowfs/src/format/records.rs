@@ -16,6 +16,7 @@ pub mod table {
     pub const CHECKSUMS: &str = "checksums";
     pub const FREE_SPACE: &str = "free_space";
     pub const BLOCK_GROUPS: &str = "block_groups";
+    pub const ORPHANS: &str = "orphans";
 }
 
 /// The only key of the fs_state table.

@@ -43,6 +43,8 @@ pub struct Engine {
     pub(crate) swap_reserved: u64,
     /// Bytes of swap pages written since the last commit.
     pub(crate) swap_written: u64,
+    /// Inodes front ends hold open, and how many times (see `orphans`).
+    pub(crate) held: std::collections::HashMap<InodeId, u32>,
 }
 
 /// Reads every superblock copy of a device.
@@ -173,8 +175,9 @@ impl Engine {
             return Ok(checked);
         }
         drop(checked);
-        let engine = Self::open_on(device, false, false)?;
+        let mut engine = Self::open_on(device, false, false)?;
         engine.repair_superblocks()?;
+        engine.free_orphans()?;
         Ok(engine)
     }
 
@@ -237,6 +240,7 @@ impl Engine {
             swapfiles: Default::default(),
             swap_reserved: 0,
             swap_written: 0,
+            held: Default::default(),
         })
     }
 

@@ -13,6 +13,7 @@ pub(crate) mod engine;
 mod extents;
 mod inline;
 mod namespace;
+mod orphans;
 mod prealloc;
 mod relocate;
 mod resize;
@@ -207,7 +208,7 @@ impl Drop for Shared {
         wake.notify_all();
         let engine = self.engine.get_mut().unwrap_or_else(|p| p.into_inner());
         if engine.check_writable().is_ok() {
-            let _ = engine.commit();
+            let _ = engine.free_orphans().and_then(|()| engine.commit());
         }
     }
 }
@@ -254,9 +255,9 @@ impl Filesystem {
         Self::open(Arc::new(device), opts)
     }
 
-    /// Commits everything and closes.
+    /// Commits everything and closes; open-unlinked files go now.
     pub fn unmount(self) -> Result<()> {
-        let result = self.sync();
+        let result = self.with(|e| e.free_orphans()).and_then(|()| self.sync());
         drop(self);
         result
     }
@@ -344,6 +345,14 @@ impl Filesystem {
     pub fn device(&self) -> Arc<dyn BlockDevice> {
         self.engine().device.clone()
     }
+
+    /// A front end holds `id` open: unlinking its last name keeps it until [`Self::release`].
+    pub fn hold(&self, id: InodeId) {
+        self.engine().hold(id)
+    }
+    forward!(
+        /// Drops one hold; an unlinked file nobody holds any more is freed.
+        release(&self, id: InodeId) -> ());
 
     /// Whether `id` is an active swap file, and in which mode.
     pub fn swap_active(&self, id: InodeId) -> Option<SwapMode> {

@@ -214,6 +214,10 @@ impl Engine {
             ));
         }
         let inode = self.inode(id)?;
+        if inode.nlink == 0 {
+            // An open-unlinked file has no name to be linked again from.
+            return Err(Error::not_found(format!("inode {} (unlinked)", id.ino)));
+        }
         let kind = inode.kind()?;
         if kind == FileKind::Directory {
             return Err(Error::new(
@@ -465,12 +469,15 @@ impl Engine {
     fn drop_link(&mut self, id: InodeId) -> Result<()> {
         let inode = self.inode(id)?;
         if inode.nlink <= 1 {
-            return self.free_inode(id);
+            return match self.is_held(id) {
+                true => self.make_orphan(id),
+                false => self.free_inode(id),
+            };
         }
         self.adjust_nlink(id, -1)
     }
 
-    fn free_inode(&mut self, id: InodeId) -> Result<()> {
+    pub(super) fn free_inode(&mut self, id: InodeId) -> Result<()> {
         self.cache.discard_from(id, 0);
         self.punch_extents(id, 0, u64::MAX)?;
         self.remove_inode(id)

@@ -20,11 +20,14 @@ use crate::meta::Row;
 const BATCH: usize = 4096;
 
 /// The tables whose keys start with a subvolume id.
-const PER_SUBVOLUME: [&str; 4] = [
+/// A snapshot copies these rows; its copies of orphans are not held, so they go at the next
+/// open or close, as a crash's would.
+const PER_SUBVOLUME: [&str; 5] = [
     table::INODES,
     table::DIR_ENTRIES,
     table::INODE_REFS,
     table::FILE_EXTENTS,
+    table::ORPHANS,
 ];
 
 /// A subvolume as `subvolume list` shows it.

@@ -16,7 +16,7 @@ use crate::format::{key2, table, FsState, InodeRecord, FS_STATE_KEY};
 
 type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
-pub(crate) const ALL_TABLES: [&str; 11] = [
+pub(crate) const ALL_TABLES: [&str; 12] = [
     table::FS_STATE,
     table::SUBVOLUMES,
     table::INODES,
@@ -28,6 +28,7 @@ pub(crate) const ALL_TABLES: [&str; 11] = [
     table::CHECKSUMS,
     table::FREE_SPACE,
     table::BLOCK_GROUPS,
+    table::ORPHANS,
 ];
 
 fn def(name: &'static str) -> Def {
