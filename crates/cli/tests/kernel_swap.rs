@@ -141,6 +141,11 @@ fn the_kernel_swaps_to_a_pinned_cowfs_file() {
     assert!(refused("rm", &["-f", sf]).contains("Operation not permitted"));
     assert!(refused("chattr", &["+c", sf]).contains("Invalid argument"));
     assert!(refused("truncate", &["-s", "0", sf]).contains("Text file busy"));
+    let snapshot = cowfs(&["snapshot", mnt, &format!("{mnt}/snap")]);
+    assert!(
+        String::from_utf8_lossy(&snapshot.stderr).contains("Text file busy"),
+        "cowfs snapshot refuses"
+    );
     let busy = cowfs(&["umount", mnt]);
     assert!(
         String::from_utf8_lossy(&busy.stderr).contains("active swap file"),
