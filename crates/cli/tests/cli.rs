@@ -1,31 +1,10 @@
 //! The `cowfs` binary, run as a user would run it.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn cowfs(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cowfs"))
-        .args(args)
-        .output()
-        .expect("run cowfs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = cowfs(args);
-    assert!(
-        out.status.success(),
-        "cowfs {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn image(dir: &Path) -> String {
-    let img = dir.join("t.img").to_str().unwrap().to_string();
-    ok(&["mkfs", &img, "--size", "64M"]);
-    img
-}
+use common::*;
 
 #[test]
 fn mkfs_refuses_to_overwrite_without_force() {
@@ -337,20 +316,12 @@ fn swap_files_from_the_command_line() {
 
 #[test]
 fn mount_serves_the_image_and_umount_waits_for_the_commit() {
-    let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
-    if !root || !Path::new("/dev/fuse").exists() {
-        let why = "mounting needs root and /dev/fuse";
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "required in CI: {why}"
-        );
-        return eprintln!("skipped: {why}");
+    if !can_mount() {
+        return;
     }
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let img = image(dir.path());
-    let at = dir.path().join("mnt");
-    std::fs::create_dir(&at).unwrap();
-    let at = at.to_str().unwrap();
+    let scratch = Scratch::new();
+    let (img, at) = (&scratch.image, scratch.mnt());
+    ok(&["mkfs", img, "--size", "64M"]);
     let said = ok(&["mount", &img, at]);
     assert!(said.contains("mounted at"), "{said}");
     std::fs::write(Path::new(at).join("hello"), b"through the mount").unwrap();
@@ -368,21 +339,15 @@ fn mount_serves_the_image_and_umount_waits_for_the_commit() {
 
 #[test]
 fn whole_filesystem_commands_take_paths_inside_a_mount() {
-    let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
-    if !root || !Path::new("/dev/fuse").exists() {
-        let why = "mounting needs root and /dev/fuse";
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "required in CI: {why}"
-        );
-        return eprintln!("skipped: {why}");
+    if !can_mount() {
+        return;
     }
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let img = image(dir.path());
-    let at = dir.path().join("mnt");
-    std::fs::create_dir(&at).unwrap();
-    let p = |rel: &str| at.join(rel).to_str().unwrap().to_string();
-    ok(&["mount", &img, &p("")]);
+    let scratch = Scratch::new();
+    let img = &scratch.image;
+    ok(&["mkfs", img, "--size", "64M"]);
+    let at = &scratch.mountpoint;
+    let p = |rel: &str| scratch.at(rel);
+    ok(&["mount", img, &p("")]);
     ok(&["subvolume", "create", &p("vol")]);
     std::fs::write(at.join("vol/f"), vec![7u8; 3 << 20]).unwrap();
     ok(&["snapshot", "-r", &p("vol"), &p("snap")]);

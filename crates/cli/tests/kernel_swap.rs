@@ -5,40 +5,31 @@
 //! /dev/fuse, loop devices and a memory cgroup: under CI=true a missing one fails the test,
 //! elsewhere it is skipped with the reason.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const COWFS: &str = env!("CARGO_BIN_EXE_cowfs");
+use common::*;
 
-fn cowfs(args: &[&str]) -> Output {
-    Command::new(COWFS).args(args).output().expect("run cowfs")
+/// Everything the kernel swapping to a cowfs mount needs.
+fn can_swap_to_a_mount() -> bool {
+    let cgroup = Path::new("/sys/fs/cgroup/memory").exists()
+        || Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    can_mount()
+        && capable(&[
+            (Path::new("/dev/loop-control").exists(), "loop devices"),
+            (cgroup, "a memory cgroup"),
+        ])
 }
 
-fn ok(args: &[&str]) -> String {
-    let out = cowfs(args);
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "cowfs {args:?} failed: {text}");
-    text
-}
-
-fn missing_capability() -> Option<String> {
-    let root = Command::new("id").arg("-u").output().ok()?.stdout == b"0\n";
-    let needs = [
-        (root, "root"),
-        (Path::new("/dev/fuse").exists(), "/dev/fuse"),
-        (Path::new("/dev/loop-control").exists(), "loop devices"),
-        (
-            Path::new("/sys/fs/cgroup/memory").exists()
-                || Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
-            "a memory cgroup",
-        ),
-    ];
-    needs
-        .iter()
-        .find(|(have, _)| !have)
-        .map(|(_, what)| format!("kernel swap needs {what}"))
+/// A scratch image of `size` with a swap file of `swap` in it, mounted as fuseblk; what the
+/// mount command printed.
+fn mounted_swapfile(scratch: &Scratch, size: &str, swap: &str) -> String {
+    ok(&["mkfs", &scratch.image, "--size", size]);
+    ok(&["mkswapfile", &scratch.image, "/swapfile", "--size", swap]);
+    ok(&["mount", &scratch.image, scratch.mnt(), "--blkdev"])
 }
 
 fn vmstat(field: &str) -> u64 {
@@ -89,21 +80,12 @@ fn refused(program: &str, args: &[&str]) -> String {
 
 #[test]
 fn the_kernel_swaps_to_a_pinned_cowfs_file() {
-    if let Some(why) = missing_capability() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "required in CI: {why}"
-        );
-        return eprintln!("skipped: {why}");
+    if !can_swap_to_a_mount() {
+        return;
     }
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let image = dir.path().join("swap.img");
-    let mountpoint = dir.path().join("mnt");
-    std::fs::create_dir(&mountpoint).unwrap();
-    let (img, mnt) = (image.to_str().unwrap(), mountpoint.to_str().unwrap());
-    ok(&["mkfs", img, "--size", "768M"]);
-    ok(&["mkswapfile", img, "/swapfile", "--size", "256M"]);
-    ok(&["mount", img, mnt, "--blkdev"]);
+    let scratch = Scratch::new();
+    let (img, mnt, mountpoint) = (scratch.image.as_str(), scratch.mnt(), &scratch.mountpoint);
+    mounted_swapfile(&scratch, "768M", "256M");
     let swapfile = mountpoint.join("swapfile");
     let _cleanup = Cleanup {
         swapfile: swapfile.clone(),
@@ -178,21 +160,12 @@ fn the_kernel_swaps_to_a_pinned_cowfs_file() {
 
 #[test]
 fn swapoff_works_after_the_daemon_is_killed() {
-    if let Some(why) = missing_capability() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "required in CI: {why}"
-        );
-        return eprintln!("skipped: {why}");
+    if !can_swap_to_a_mount() {
+        return;
     }
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let image = dir.path().join("swap.img");
-    let mountpoint = dir.path().join("mnt");
-    std::fs::create_dir(&mountpoint).unwrap();
-    let (img, mnt) = (image.to_str().unwrap(), mountpoint.to_str().unwrap());
-    ok(&["mkfs", img, "--size", "256M"]);
-    ok(&["mkswapfile", img, "/swapfile", "--size", "64M"]);
-    let said = ok(&["mount", img, mnt, "--blkdev"]);
+    let scratch = Scratch::new();
+    let (img, mountpoint) = (scratch.image.as_str(), &scratch.mountpoint);
+    let said = mounted_swapfile(&scratch, "256M", "64M");
     let pid: i32 = said
         .split("daemon pid ")
         .nth(1)

@@ -7,14 +7,11 @@
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
-use std::sync::Arc;
 
-use cowfs::device::{BlockDevice, FileDevice};
-use cowfs::{Filesystem, MkfsOptions, OpenOptions as FsOptions};
-use cowfs_fuse::{spawn_mount, Mount, MountOptions};
+mod common;
 
-const MIB: u64 = 1 << 20;
+use common::{Scratch, MIB};
+
 const MAX_SIZE: u64 = 4 * MIB;
 const OPERATIONS: usize = 4000;
 
@@ -27,24 +24,6 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0 % n.max(1)
     }
-}
-
-fn mount(image: &Path, at: &Path) -> (Filesystem, Mount) {
-    let device: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(image).unwrap());
-    let fs = Filesystem::open(device, &FsOptions::default()).unwrap();
-    let options = MountOptions {
-        source: image.display().to_string(),
-        read_only: false,
-        allow_other: false,
-        block_device: false,
-    };
-    let mount = spawn_mount(fs.clone(), at, &options, None).unwrap();
-    (fs, mount)
-}
-
-fn unmount(fs: Filesystem, mount: Mount) {
-    mount.unmount().unwrap();
-    fs.unmount().unwrap();
 }
 
 /// One random operation on `file`, mirrored on `model`; returns its name for messages.
@@ -188,24 +167,11 @@ fn mapped(file: &File, at: u64, len: u64, f: impl FnOnce(&mut [u8])) {
 
 #[test]
 fn random_io_through_the_kernel_matches_a_reference_copy() {
-    let root = rustix::process::geteuid().is_root();
-    if !root || !Path::new("/dev/fuse").exists() {
-        let why = "mounting needs root and /dev/fuse";
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "required in CI: {why}"
-        );
-        return eprintln!("skipped: {why}");
-    }
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let (image, at) = (dir.path().join("fsx.img"), dir.path().join("mnt"));
-    fs::create_dir(&at).unwrap();
-    let device: Arc<dyn BlockDevice> = Arc::new(FileDevice::create(&image, 256 * MIB).unwrap());
-    Filesystem::mkfs(device, &MkfsOptions::default()).unwrap();
-    drop(FileDevice::open(&image).unwrap());
-
-    let (fs, mounted) = mount(&image, &at);
-    let path = at.join("fsx");
+    let Some(scratch) = Scratch::new(256 * MIB) else {
+        return;
+    };
+    let mounted = scratch.mount();
+    let path = scratch.path("fsx");
     let mut model = Vec::new();
     let mut rng = Rng(0x5eed_f5c5);
     let mut file = OpenOptions::new()
@@ -251,12 +217,9 @@ fn random_io_through_the_kernel_matches_a_reference_copy() {
             "{kind} ran {runs} times: the run did not exercise it"
         );
     }
-    unmount(fs, mounted);
-
-    let device: Arc<dyn BlockDevice> = Arc::new(FileDevice::open_read_only(&image).unwrap());
-    let report = cowfs::fsck::check(device, &mut |_, _| {});
-    assert!(report.is_clean(), "fsck: {:?}", report.problems);
-    let (fs, mounted) = mount(&image, &at);
+    mounted.unmount();
+    scratch.assert_clean();
+    let mounted = scratch.mount();
     assert!(fs::read(&path).unwrap() == model, "after a remount");
-    unmount(fs, mounted);
+    mounted.unmount();
 }

@@ -8,78 +8,39 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
-use cowfs::device::{BlockDevice, FileDevice};
-use cowfs::{Filesystem, MkfsOptions, OpenOptions, SwapMode};
-use cowfs_fuse::{spawn_mount, Mount, MountOptions};
+mod common;
 
-const MIB: u64 = 1 << 20;
+use common::{Scratch, MIB};
+use cowfs::{Filesystem, SwapMode};
 
-fn capability_missing(why: &str) -> bool {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("required in CI: {why}");
-    }
-    eprintln!("skipped: {why}");
-    true
+/// A fresh image mounted in a scratch directory; None when this machine cannot mount.
+fn mounted() -> Option<Mounted> {
+    let scratch = Scratch::new(256 * MIB)?;
+    let served = scratch.mount();
+    Some(Mounted {
+        fs: served.fs.clone(),
+        served,
+        scratch,
+    })
 }
 
 struct Mounted {
-    _dir: tempfile::TempDir,
-    image: PathBuf,
-    at: PathBuf,
+    scratch: Scratch,
+    served: common::Mounted,
     fs: Filesystem,
-    mount: Mount,
-}
-
-/// A fresh image mounted in a temporary directory; None when this machine cannot mount.
-fn mounted() -> Option<Mounted> {
-    if !rustix::process::geteuid().is_root() && capability_missing("mounting needs root") {
-        return None;
-    }
-    if !Path::new("/dev/fuse").exists() && capability_missing("no /dev/fuse") {
-        return None;
-    }
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let image = dir.path().join("fs.img");
-    let at = dir.path().join("mnt");
-    fs::create_dir(&at).unwrap();
-    let device: Arc<dyn BlockDevice> = Arc::new(FileDevice::create(&image, 256 * MIB).unwrap());
-    Filesystem::mkfs(device.clone(), &MkfsOptions::default()).unwrap();
-    let fs = Filesystem::open(device, &OpenOptions::default()).unwrap();
-    let options = MountOptions {
-        source: image.display().to_string(),
-        read_only: false,
-        allow_other: true,
-        block_device: false,
-    };
-    let mount = spawn_mount(fs.clone(), &at, &options, None).unwrap();
-    Some(Mounted {
-        _dir: dir,
-        image,
-        at,
-        fs,
-        mount,
-    })
 }
 
 impl Mounted {
     fn path(&self, name: &str) -> PathBuf {
-        self.at.join(name)
+        self.scratch.path(name)
     }
 
     /// Unmounts, closes the filesystem, and checks the image.
     fn finish(self) {
-        self.mount.unmount().unwrap();
         drop(self.fs);
-        let device: Arc<dyn BlockDevice> =
-            Arc::new(FileDevice::open_read_only(&self.image).unwrap());
-        let report = cowfs::fsck::check(device, &mut |_, _| {});
-        assert!(
-            report.is_clean(),
-            "fsck after unmount: {:?}",
-            report.problems
-        );
+        self.served.unmount();
+        self.scratch.assert_clean();
     }
 }
 
@@ -174,7 +135,7 @@ fn namespace_and_data_through_the_mount() {
         "a directory larger than one batch lists whole"
     );
 
-    let (ok, out) = run("df", &["-B1", m.at.to_str().unwrap()]);
+    let (ok, out) = run("df", &["-B1", m.scratch.at.to_str().unwrap()]);
     assert!(
         ok && out.contains(&(256 * MIB).to_string()),
         "df shows the filesystem size: {out}"

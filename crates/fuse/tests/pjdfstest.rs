@@ -9,14 +9,13 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
-use cowfs::device::{BlockDevice, FileDevice};
-use cowfs::{Filesystem, MkfsOptions, OpenOptions, SetAttr};
-use cowfs_fuse::{spawn_mount, MountOptions};
+mod common;
+
+use common::{Scratch, MIB};
+use cowfs::SetAttr;
 
 const VERSION: &str = "0.2.2";
-const MIB: u64 = 1 << 20;
 
 /// Tests cowfs does not pass, by the end of their name or a prefix, and why.
 const EXCLUSIONS: &[(&str, &str)] = &[
@@ -101,27 +100,13 @@ fn pjdfstest() -> PathBuf {
 
 #[test]
 fn pjdfstest_passes_but_for_the_listed_exclusions() {
-    let root = rustix::process::geteuid().is_root();
-    if !root || !Path::new("/dev/fuse").exists() {
-        let why = "pjdfstest needs root and /dev/fuse";
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "required in CI: {why}"
-        );
-        return eprintln!("skipped: {why}");
-    }
+    let Some(scratch) = Scratch::new(512 * MIB) else {
+        return;
+    };
     let binary = pjdfstest();
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let (image, at, config) = (
-        dir.path().join("posix.img"),
-        dir.path().join("mnt"),
-        dir.path().join("pjdfstest.toml"),
-    );
-    std::fs::create_dir(&at).unwrap();
+    let config = scratch.path("../pjdfstest.toml");
     std::fs::write(&config, CONFIG).unwrap();
-    let device: Arc<dyn BlockDevice> = Arc::new(FileDevice::create(&image, 512 * MIB).unwrap());
-    Filesystem::mkfs(device.clone(), &MkfsOptions::default()).unwrap();
-    let fs = Filesystem::open(device, &OpenOptions::default()).unwrap();
+    let fs = scratch.open();
     // The unprivileged users make their own files in the suite's directories.
     fs.setattr(
         fs.root(),
@@ -131,13 +116,8 @@ fn pjdfstest_passes_but_for_the_listed_exclusions() {
         },
     )
     .unwrap();
-    let options = MountOptions {
-        source: image.display().to_string(),
-        read_only: false,
-        allow_other: true,
-        block_device: false,
-    };
-    let mount = spawn_mount(fs.clone(), &at, &options, None).unwrap();
+    let mounted = scratch.serve(fs);
+    let at = &scratch.at;
     let out = Command::new(&binary)
         .arg("-c")
         .arg(&config)
@@ -147,8 +127,7 @@ fn pjdfstest_passes_but_for_the_listed_exclusions() {
         .unwrap();
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    mount.unmount().unwrap();
-    fs.unmount().unwrap();
+    mounted.unmount();
 
     let outcome = |word: &str| -> BTreeSet<String> {
         text.lines()
@@ -168,11 +147,5 @@ fn pjdfstest_passes_but_for_the_listed_exclusions() {
         "only {} tests passed:\n{text}",
         passed.len()
     );
-    let device: Arc<dyn BlockDevice> = Arc::new(FileDevice::open_read_only(&image).unwrap());
-    let report = cowfs::fsck::check(device, &mut |_, _| {});
-    assert!(
-        report.is_clean(),
-        "fsck after pjdfstest: {:?}",
-        report.problems
-    );
+    scratch.assert_clean();
 }
