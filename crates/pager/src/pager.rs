@@ -1,0 +1,505 @@
+//! The pager: regions registered with userfaultfd, a handler thread that serves their faults
+//! from swap (or zeros), and eviction that keeps resident memory within the budget.
+//!
+//! One thread serves every fault and does every eviction, so a page is never faulted in and
+//! evicted at once, and the page table below is only touched under one lock. Its states:
+//!
+//! - not resident, no slot: never written (or only zeros): a fault fills it with zeros;
+//! - not resident, slot: its data is in the slot: a fault reads it back;
+//! - resident, clean: installed write-protected; with a slot, the slot still holds it, and
+//!   eviction just drops it; without one it is all zeros, and eviction drops it too;
+//! - resident, dirty: written since it came in (the write-protect fault told us, and the
+//!   stale slot was freed): eviction writes it to new slots, contiguous for the batch.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use swap::{Slot, SwapSystem};
+
+use crate::stats::Stats;
+use crate::uffd::{self, Message, Userfaultfd};
+
+pub const PAGE: usize = 4096;
+
+/// How the pager runs.
+#[derive(Debug, Clone)]
+pub struct PagerConfig {
+    /// Resident memory the regions may use, in bytes.
+    pub budget: u64,
+    /// The most pages one fault brings in (a sequential stream doubles its window up to it).
+    pub max_prefetch: usize,
+    /// Pages evicted at a time once over budget (written with one call when contiguous).
+    pub evict_batch: usize,
+}
+
+impl PagerConfig {
+    pub fn with_budget(budget: u64) -> Self {
+        PagerConfig {
+            budget,
+            max_prefetch: 256,
+            evict_batch: 64,
+        }
+    }
+
+    /// Pages the resident set may pass the budget by: one fault's pages, before the eviction
+    /// that follows it.
+    pub fn slack_pages(&self) -> usize {
+        self.max_prefetch
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct PageState {
+    slot: Option<Slot>,
+    resident: bool,
+    dirty: bool,
+    /// Written since it was last looked at by the clock: gets a second chance.
+    referenced: bool,
+}
+
+/// What the access stream of a region looks like to prefetch.
+#[derive(Debug, Clone, Copy, Default)]
+struct Stream {
+    /// The page a sequential stream would fault on next.
+    next: usize,
+    window: usize,
+    /// Pages the last window brought in ahead of the fault.
+    ahead: usize,
+}
+
+struct RegionPages {
+    pages: Vec<PageState>,
+    stream: Stream,
+}
+
+struct State {
+    swap: SwapSystem,
+    regions: BTreeMap<usize, RegionPages>,
+    /// Resident pages in the order they came in: (region base, page).
+    clock: VecDeque<(usize, usize)>,
+    /// Pages the regions hold, which swap plus the budget must be able to take.
+    region_pages: u64,
+    swap_capacity: u64,
+    fault_buf: Vec<u8>,
+    evict_buf: Vec<u8>,
+    stats: Stats,
+}
+
+pub(crate) struct Inner {
+    uffd: Userfaultfd,
+    state: Mutex<State>,
+    config: PagerConfig,
+    budget_pages: usize,
+    stop: AtomicBool,
+}
+
+/// A pager: regions larger than its budget, paged to the swap areas it was given.
+pub struct Pager {
+    inner: Arc<Inner>,
+    handler: Option<JoinHandle<()>>,
+}
+
+/// Whole pages of `len` bytes.
+fn pages_of(len: usize) -> usize {
+    len.div_ceil(PAGE)
+}
+
+fn swap_io(e: cowfs::Error) -> io::Error {
+    io::Error::from_raw_os_error(e.errno().raw_os_error())
+}
+
+impl Pager {
+    /// A pager over `swap` (its areas all active). Memory for faults and swap-out is taken
+    /// now, so serving a fault never allocates.
+    pub fn new(config: PagerConfig, swap: SwapSystem) -> io::Result<Pager> {
+        let uffd = Userfaultfd::open(uffd::FEATURE_PAGEFAULT_FLAG_WP | uffd::FEATURE_POISON)?;
+        if uffd.features & uffd::FEATURE_POISON == 0 {
+            // Without it a swap-in error could only hang the access or hand it wrong data.
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "userfaultfd poison (Linux 6.6) is needed",
+            ));
+        }
+        let swap_capacity = swap.list().iter().map(|a| a.size_kib / 4).sum();
+        let state = State {
+            swap,
+            regions: BTreeMap::new(),
+            clock: VecDeque::new(),
+            region_pages: 0,
+            swap_capacity,
+            fault_buf: vec![0u8; config.max_prefetch.max(1) * PAGE],
+            evict_buf: vec![0u8; config.evict_batch.max(1) * PAGE],
+            stats: Stats::default(),
+        };
+        let inner = Arc::new(Inner {
+            uffd,
+            state: Mutex::new(state),
+            budget_pages: (config.budget as usize / PAGE).max(1),
+            config,
+            stop: AtomicBool::new(false),
+        });
+        let served = inner.clone();
+        let handler = std::thread::Builder::new()
+            .name("pager-faults".into())
+            .spawn(move || served.serve())?;
+        Ok(Pager {
+            inner,
+            handler: Some(handler),
+        })
+    }
+
+    /// Whether kernel accesses to evicted pages (read(2) into a region) are served too.
+    pub fn serves_kernel_faults(&self) -> bool {
+        self.inner.uffd.access == uffd::Access::All
+    }
+
+    /// A new region of `len` bytes, zero-filled. ENOSPC when the regions would need more swap
+    /// than there is (so no fault can ever find swap full).
+    pub fn region(&self, len: usize) -> io::Result<crate::Region> {
+        let pages = pages_of(len);
+        {
+            let mut state = self.inner.lock();
+            let needed = (state.region_pages + pages as u64)
+                .saturating_sub(self.inner.budget_pages as u64)
+                + self.inner.config.evict_batch as u64;
+            if needed > state.swap_capacity {
+                return Err(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    format!(
+                        "regions of {} pages need {needed} pages of swap; there are {}",
+                        state.region_pages + pages as u64,
+                        state.swap_capacity
+                    ),
+                ));
+            }
+            state.region_pages += pages as u64;
+        }
+        crate::Region::map(self.inner.clone(), pages)
+            .inspect_err(|_| self.inner.lock().region_pages -= pages as u64)
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.inner.lock().stats.clone()
+    }
+
+    pub fn config(&self) -> &PagerConfig {
+        &self.inner.config
+    }
+
+    /// The swap areas, as /proc/swaps would show them.
+    pub fn swaps(&self) -> String {
+        self.inner.lock().swap.proc_swaps()
+    }
+}
+
+impl Drop for Pager {
+    fn drop(&mut self) {
+        self.inner.stop.store(true, Ordering::Relaxed);
+        if let Some(handler) = self.handler.take() {
+            let _ = handler.join();
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn register(&self, base: usize, pages: usize) -> io::Result<()> {
+        self.uffd.register(base, pages * PAGE)?;
+        let region = RegionPages {
+            pages: vec![PageState::default(); pages],
+            stream: Stream::default(),
+        };
+        self.lock().regions.insert(base, region);
+        Ok(())
+    }
+
+    /// Forgets a region: its slots are freed and its pages leave the resident count.
+    pub(crate) fn unregister(&self, base: usize, pages: usize) {
+        let _ = self.uffd.unregister(base, pages * PAGE);
+        let mut state = self.lock();
+        let Some(region) = state.regions.remove(&base) else {
+            return;
+        };
+        for page in &region.pages {
+            if let Some(slot) = page.slot {
+                let _ = state.swap.free(slot);
+            }
+            if page.resident {
+                state.stats.resident -= 1;
+            }
+        }
+        state.region_pages -= pages as u64;
+        state.clock.retain(|(b, _)| *b != base);
+    }
+
+    /// The fault loop: until the pager is dropped.
+    fn serve(&self) {
+        let mut messages = [Message::default(); 64];
+        while !self.stop.load(Ordering::Relaxed) {
+            let n = match self.uffd.read(&mut messages, 50) {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("pager: reading faults: {e}");
+                    return;
+                }
+            };
+            for m in &messages[..n] {
+                if m.event == uffd::EVENT_PAGEFAULT {
+                    let started = Instant::now();
+                    let mut state = self.lock();
+                    self.fault(&mut state, m.address as usize & !(PAGE - 1), m.flags);
+                    state.stats.latency.record(started.elapsed());
+                }
+            }
+        }
+    }
+
+    fn fault(&self, state: &mut State, address: usize, flags: u64) {
+        let Some((&base, region)) = state.regions.range(..=address).next_back() else {
+            let _ = self.uffd.wake(address, PAGE);
+            return;
+        };
+        let index = (address - base) / PAGE;
+        if index >= region.pages.len() {
+            let _ = self.uffd.wake(address, PAGE);
+            return;
+        }
+        if flags & uffd::PAGEFAULT_FLAG_WP != 0 {
+            self.first_write(state, base, index);
+            return;
+        }
+        if region.pages[index].resident {
+            // Brought in meanwhile (by prefetch): the access only has to retry.
+            let _ = self.uffd.wake(address, PAGE);
+            return;
+        }
+        if let Err(e) = self.bring_in(state, base, index) {
+            eprintln!("pager: page {index} of region {base:#x}: {e}");
+            state.stats.poisoned += 1;
+            let _ = self.uffd.poison(address, PAGE);
+            return;
+        }
+        if flags & uffd::PAGEFAULT_FLAG_WRITE != 0 {
+            self.first_write(state, base, index);
+        }
+        while state.stats.resident as usize > self.budget_pages {
+            if !self.evict(state) {
+                break;
+            }
+        }
+    }
+
+    /// A write to a write-protected page: it is dirty now, and its slot no longer holds it.
+    fn first_write(&self, state: &mut State, base: usize, index: usize) {
+        let address = base + index * PAGE;
+        let page = &mut state.regions.get_mut(&base).expect("found").pages[index];
+        if !page.resident {
+            // Evicted while the write waited: it faults again, as a missing page.
+            let _ = self.uffd.wake(address, PAGE);
+            return;
+        }
+        if !page.dirty {
+            page.dirty = true;
+            page.referenced = true;
+            if let Some(slot) = page.slot.take() {
+                let _ = state.swap.free(slot);
+            }
+            state.stats.write_faults += 1;
+        }
+        let _ = self.uffd.write_protect(address, PAGE, false);
+    }
+
+    /// Serves a missing page, and the pages after it a sequential stream will want, with one
+    /// read and one copy.
+    fn bring_in(&self, state: &mut State, base: usize, index: usize) -> io::Result<()> {
+        let max = self.config.max_prefetch.max(1);
+        let region = state.regions.get_mut(&base).expect("found");
+        let stream = &mut region.stream;
+        if index == stream.next && stream.window > 0 {
+            state.stats.prefetch_hits += stream.ahead as u64;
+            stream.window = (stream.window * 2).min(max);
+        } else {
+            stream.window = 1;
+        }
+        let run = run_from(&region.pages, index, stream.window);
+        stream.next = index + run;
+        stream.ahead = run - 1;
+        let slots: Vec<Slot> = region.pages[index..index + run]
+            .iter()
+            .filter_map(|p| p.slot)
+            .collect();
+        let bytes = run * PAGE;
+        let buf = &mut state.fault_buf[..bytes];
+        if slots.is_empty() {
+            buf.fill(0);
+            state.stats.zero_faults += 1;
+        } else {
+            state.swap.read(&slots, buf).map_err(swap_io)?;
+            state.stats.major_faults += 1;
+            state.stats.pages_in += run as u64;
+            state.stats.bytes_in += bytes as u64;
+        }
+        self.install(base + index * PAGE, buf)?;
+        state.stats.prefetched += run as u64 - 1;
+        let region = state.regions.get_mut(&base).expect("found");
+        for (i, page) in region.pages[index..index + run].iter_mut().enumerate() {
+            page.resident = true;
+            page.dirty = false;
+            page.referenced = false;
+            state.clock.push_back((base, index + i));
+        }
+        state.stats.resident += run as u64;
+        state.stats.peak_resident = state.stats.peak_resident.max(state.stats.resident);
+        Ok(())
+    }
+
+    /// UFFDIO_COPY of whole pages; a page already there (EEXIST) is left as it is.
+    fn install(&self, address: usize, data: &[u8]) -> io::Result<()> {
+        match self.uffd.copy(address, data) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                for (i, page) in data.chunks(PAGE).enumerate() {
+                    match self.uffd.copy(address + i * PAGE, page) {
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                            let _ = self.uffd.wake(address + i * PAGE, PAGE);
+                        }
+                        other => other?,
+                    }
+                }
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Evicts a batch: clock order, a second chance for pages written since the last pass.
+    /// Dirty victims are write-protected first (so no write can slip in after they are
+    /// copied), written to fresh contiguous slots with one call, then dropped. False when
+    /// nothing could be evicted.
+    fn evict(&self, state: &mut State) -> bool {
+        let victims = self.pick_victims(state);
+        if victims.is_empty() {
+            return false;
+        }
+        let dirty: Vec<(usize, usize)> = victims
+            .iter()
+            .copied()
+            .filter(|(b, i)| state.regions[b].pages[*i].dirty)
+            .collect();
+        let slots = match self.write_out(state, &dirty) {
+            Ok(slots) => slots,
+            Err(e) => {
+                // Keep them: over budget beats losing data. They stay dirty and protected.
+                eprintln!("pager: swap-out: {e}");
+                state.stats.swap_full += 1;
+                for (base, index) in victims {
+                    state.clock.push_back((base, index));
+                }
+                return false;
+            }
+        };
+        let mut written = dirty.iter().zip(slots);
+        for &(base, index) in &victims {
+            let page = &mut state.regions.get_mut(&base).expect("victim").pages[index];
+            if page.dirty {
+                let (_, slot) = written.next().expect("a slot per dirty victim");
+                page.slot = Some(slot);
+                page.dirty = false;
+            } else if page.slot.is_some() {
+                state.stats.clean_drops += 1;
+            } else {
+                state.stats.zero_drops += 1;
+            }
+            page.resident = false;
+            drop_page(base + index * PAGE);
+        }
+        state.stats.evicted += victims.len() as u64;
+        state.stats.resident -= victims.len() as u64;
+        true
+    }
+
+    fn pick_victims(&self, state: &mut State) -> Vec<(usize, usize)> {
+        let want = self.config.evict_batch.max(1);
+        let mut victims = Vec::with_capacity(want);
+        let mut looked = 0;
+        while victims.len() < want && looked < 2 * state.clock.len() + 1 {
+            let Some((base, index)) = state.clock.pop_front() else {
+                break;
+            };
+            looked += 1;
+            let Some(region) = state.regions.get_mut(&base) else {
+                continue;
+            };
+            let page = &mut region.pages[index];
+            if !page.resident {
+                continue;
+            }
+            if page.referenced {
+                page.referenced = false;
+                state.clock.push_back((base, index));
+                continue;
+            }
+            victims.push((base, index));
+        }
+        victims
+    }
+
+    /// Copies the dirty victims out (after write-protecting them) and writes them to new slots.
+    fn write_out(&self, state: &mut State, dirty: &[(usize, usize)]) -> io::Result<Vec<Slot>> {
+        if dirty.is_empty() {
+            return Ok(Vec::new());
+        }
+        for &(base, index) in dirty {
+            self.uffd.write_protect(base + index * PAGE, PAGE, true)?;
+        }
+        for (n, &(base, index)) in dirty.iter().enumerate() {
+            // SAFETY: the page is resident and write-protected: nobody changes it now.
+            let page =
+                unsafe { std::slice::from_raw_parts((base + index * PAGE) as *const u8, PAGE) };
+            state.evict_buf[n * PAGE..(n + 1) * PAGE].copy_from_slice(page);
+        }
+        let slots = state.swap.allocate(dirty.len()).map_err(swap_io)?;
+        let bytes = dirty.len() * PAGE;
+        if let Err(e) = state.swap.write(&slots, &state.evict_buf[..bytes]) {
+            for slot in &slots {
+                let _ = state.swap.free(*slot);
+            }
+            return Err(swap_io(e));
+        }
+        state.stats.pages_out += dirty.len() as u64;
+        state.stats.bytes_out += bytes as u64;
+        Ok(slots)
+    }
+}
+
+/// How many pages from `index` (at most `window`) one read and one copy can serve: pages
+/// not resident, either all never written or with consecutive slots of one area.
+fn run_from(pages: &[PageState], index: usize, window: usize) -> usize {
+    let first = pages[index].slot;
+    let mut run = 1;
+    while run < window && index + run < pages.len() {
+        let page = &pages[index + run];
+        let follows = match (first, page.slot) {
+            (None, None) => true,
+            (Some(a), Some(b)) => b.area == a.area && b.page == a.page + run as u64,
+            _ => false,
+        };
+        if page.resident || !follows {
+            break;
+        }
+        run += 1;
+    }
+    run
+}
+
+/// Gives a page back to the kernel: the next access faults as missing.
+fn drop_page(address: usize) {
+    // SAFETY: the page lies inside a region this pager mapped.
+    unsafe { libc::madvise(address as *mut libc::c_void, PAGE, libc::MADV_DONTNEED) };
+}

@@ -1,0 +1,325 @@
+//! The pager over cowfs swap: regions several times the budget, used from many threads and by
+//! the kernel, every byte checked; each page state takes its path; the budget holds; swap-in
+//! errors become SIGBUS, never wrong data or a hang. userfaultfd needs /dev/userfaultfd or
+//! privilege: under CI=true a missing capability fails the tests, elsewhere they are skipped.
+
+use std::io::{Seek, Write};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::Arc;
+
+use cowfs::device::{BlockDevice, MemoryDevice};
+use cowfs::{Filesystem, MkfsOptions, OpenOptions, SwapMode};
+use pager::{Pager, PagerConfig, PAGE};
+use swap::{mkswapfile, CowfsFile, SwapSystem};
+
+const MIB: usize = 1 << 20;
+
+/// A swap system over one swap file of `swap` bytes on an in-memory cowfs.
+fn swap_on_cowfs(swap: usize, mode: SwapMode) -> (Filesystem, SwapSystem) {
+    let dev: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new((swap + 64 * MIB) as u64));
+    Filesystem::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+    let fs = Filesystem::open(
+        dev,
+        &OpenOptions {
+            commit_interval: None,
+            ..OpenOptions::default()
+        },
+    )
+    .unwrap();
+    mkswapfile(&fs, "/swap", swap as u64, "", [1; 16]).unwrap();
+    let mut system = SwapSystem::new();
+    system
+        .swapon(Box::new(CowfsFile::new(&fs, "/swap", mode).unwrap()), None)
+        .unwrap();
+    (fs, system)
+}
+
+/// A pager with `budget` over a cowfs swap file of `swap`; None (after saying why) when this
+/// machine gives no userfaultfd.
+fn pager(budget: usize, swap: usize) -> Option<(Filesystem, Pager)> {
+    let (fs, system) = swap_on_cowfs(swap, SwapMode::Pinned);
+    match Pager::new(PagerConfig::with_budget(budget as u64), system) {
+        Ok(p) => Some((fs, p)),
+        Err(e) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "required in CI: {e}"
+            );
+            eprintln!("skipped: {e}");
+            None
+        }
+    }
+}
+
+/// The byte at `offset` of a region filled with `seed`.
+fn byte(seed: u64, offset: usize) -> u8 {
+    ((offset as u64).wrapping_mul(0x9E37_79B9) ^ seed ^ (offset as u64 >> 12)) as u8
+}
+
+fn fill(buf: &mut [u8], seed: u64) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = byte(seed, i);
+    }
+}
+
+fn verify(buf: &[u8], seed: u64) {
+    for (i, b) in buf.iter().enumerate() {
+        assert_eq!(*b, byte(seed, i), "byte {i} (page {})", i / PAGE);
+    }
+}
+
+#[test]
+fn a_region_eight_times_the_budget_round_trips_in_order() {
+    let Some((_fs, pager)) = pager(4 * MIB, 64 * MIB) else {
+        return;
+    };
+    let mut region = pager.region(32 * MIB).unwrap();
+    fill(region.as_mut_slice(), 1);
+    verify(region.as_slice(), 1);
+    verify(region.as_slice(), 1);
+    let s = pager.stats();
+    assert!(
+        s.pages_out >= (28 * MIB / PAGE) as u64,
+        "dirty pages went out: {s:?}"
+    );
+    assert!(s.major_faults > 0 && s.pages_in > 0, "and came back: {s:?}");
+    assert!(
+        s.prefetch_hits > s.major_faults,
+        "sequential reads were prefetched: {s:?}"
+    );
+    assert!(
+        s.clean_drops > 0,
+        "the second pass dropped clean pages without writing: {s:?}"
+    );
+    let limit = (4 * MIB / PAGE + pager.config().slack_pages()) as u64;
+    assert!(
+        s.peak_resident <= limit,
+        "resident {} pages, limit {limit}",
+        s.peak_resident
+    );
+    assert_eq!(s.poisoned, 0);
+}
+
+#[test]
+fn zero_pages_are_never_written() {
+    let Some((_fs, pager)) = pager(2 * MIB, 32 * MIB) else {
+        return;
+    };
+    let region = pager.region(16 * MIB).unwrap();
+    assert!(region.as_slice().iter().all(|b| *b == 0));
+    assert!(region.as_slice().iter().all(|b| *b == 0));
+    let s = pager.stats();
+    assert_eq!(s.pages_out, 0, "nothing but zeros: nothing to write");
+    assert!(s.zero_drops > 0 && s.zero_faults > 0, "{s:?}");
+    assert_eq!(s.major_faults, 0);
+}
+
+#[test]
+fn many_threads_at_random_pages() {
+    let Some((_fs, pager)) = pager(4 * MIB, 64 * MIB) else {
+        return;
+    };
+    let region = pager.region(24 * MIB).unwrap();
+    let pages = region.len() / PAGE;
+    let threads = 4;
+    let base = region.as_ptr() as usize;
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            scope.spawn(move || {
+                // Each thread owns the pages congruent to it, so it knows what each holds.
+                let mut mine = vec![0u64; pages];
+                let mut x = 0x1234_5678_u64 + t as u64;
+                for _ in 0..20_000 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let page = (x as usize % (pages / threads)) * threads + t;
+                    let at = (base + page * PAGE) as *mut u64;
+                    // SAFETY: page `page` lies in the region and only this thread uses it.
+                    let first = unsafe { at.read_volatile() };
+                    assert_eq!(first, mine[page], "thread {t} page {page}");
+                    if x % 3 == 0 {
+                        mine[page] = x;
+                        // SAFETY: as above.
+                        unsafe { at.write_volatile(x) };
+                    }
+                }
+            });
+        }
+    });
+    let s = pager.stats();
+    assert!(s.major_faults > 100 && s.write_faults > 100, "{s:?}");
+    let limit = (4 * MIB / PAGE + pager.config().slack_pages()) as u64;
+    assert!(s.peak_resident <= limit);
+}
+
+#[test]
+fn the_kernel_reads_into_an_evicted_page() {
+    let Some((_fs, pager)) = pager(MIB, 16 * MIB) else {
+        return;
+    };
+    assert!(
+        pager.serves_kernel_faults(),
+        "the test runs where /dev/userfaultfd is open to it"
+    );
+    let mut region = pager.region(8 * MIB).unwrap();
+    fill(region.as_mut_slice(), 3);
+    // Everything after the first megabyte pushed the first pages out.
+    assert!(pager.stats().evicted > 0);
+    let mut file = tempfile::tempfile().unwrap();
+    file.write_all(&[0x5a; 3 * PAGE]).unwrap();
+    file.rewind().unwrap();
+    // SAFETY: read(2) into the region's first three pages.
+    let n = unsafe { libc::read(file.as_raw_fd(), region.as_ptr().cast(), 3 * PAGE) };
+    assert_eq!(
+        n,
+        3 * PAGE as isize,
+        "read(2): {}",
+        std::io::Error::last_os_error()
+    );
+    assert!(region.as_slice()[..3 * PAGE].iter().all(|b| *b == 0x5a));
+    let rest = &region.as_slice()[3 * PAGE..];
+    assert!(
+        rest.iter()
+            .enumerate()
+            .all(|(i, b)| *b == byte(3, 3 * PAGE + i)),
+        "the rest is untouched"
+    );
+}
+
+#[test]
+fn regions_larger_than_budget_and_swap_are_refused() {
+    let Some((_fs, pager)) = pager(MIB, 8 * MIB) else {
+        return;
+    };
+    let err = pager.region(64 * MIB).err().expect("no room for it");
+    assert_eq!(err.kind(), std::io::ErrorKind::StorageFull);
+    let fits = pager.region(4 * MIB).unwrap();
+    drop(fits);
+    assert!(
+        pager.region(8 * MIB).is_ok(),
+        "a dropped region gives its room back"
+    );
+}
+
+#[test]
+fn dropping_a_region_frees_its_slots() {
+    let Some((_fs, pager)) = pager(MIB, 16 * MIB) else {
+        return;
+    };
+    let mut region = pager.region(8 * MIB).unwrap();
+    fill(region.as_mut_slice(), 4);
+    assert!(pager.swaps().lines().nth(1).is_some_and(|l| !l
+        .split_whitespace()
+        .nth(3)
+        .unwrap_or("0")
+        .eq("0")));
+    drop(region);
+    let used: u64 = pager
+        .swaps()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(used, 0, "{}", pager.swaps());
+}
+
+/// Run in a child process: a corrupted page on swap-in must kill the access with SIGBUS.
+#[test]
+fn a_corrupted_page_on_swap_in_is_sigbus() {
+    if std::env::var("PAGER_SIGBUS_CHILD").is_ok() {
+        return corrupted_swap_in();
+    }
+    if Pager::new(
+        PagerConfig::with_budget(MIB as u64),
+        swap_on_cowfs(4 * MIB, SwapMode::Pinned).1,
+    )
+    .is_err()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "required in CI: userfaultfd"
+        );
+        return eprintln!("skipped: no userfaultfd");
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_corrupted_page_on_swap_in_is_sigbus",
+            "--nocapture",
+        ])
+        .env("PAGER_SIGBUS_CHILD", "1")
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGBUS),
+        "the child should die of SIGBUS: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn corrupted_swap_in() {
+    // Through the filesystem, so every page read is checked against its checksum.
+    let dev = Arc::new(MemoryDevice::new(96 * MIB as u64));
+    Filesystem::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+    let fs = Filesystem::open(
+        dev.clone(),
+        &OpenOptions {
+            commit_interval: None,
+            ..OpenOptions::default()
+        },
+    )
+    .unwrap();
+    let id = fs
+        .create(
+            fs.root(),
+            b"swap",
+            cowfs::format::FileKind::Regular,
+            cowfs::CreateAttrs::with_mode(0o600),
+        )
+        .unwrap();
+    fs.fallocate(
+        id,
+        cowfs::FallocateMode::Allocate { keep_size: false },
+        0,
+        16 * MIB as u64,
+    )
+    .unwrap();
+    fs.write(
+        id,
+        0,
+        &swap::SwapHeader::new((16 * MIB / PAGE) as u64, [2; 16], "")
+            .unwrap()
+            .encode(),
+    )
+    .unwrap();
+    fs.sync().unwrap();
+    let mut system = SwapSystem::new();
+    system
+        .swapon(
+            Box::new(CowfsFile::new(&fs, "/swap", SwapMode::ThroughFs).unwrap()),
+            None,
+        )
+        .unwrap();
+    let pager = Pager::new(PagerConfig::with_budget(MIB as u64), system).unwrap();
+    let mut region = pager.region(4 * MIB).unwrap();
+    fill(region.as_mut_slice(), 5);
+    fs.sync().unwrap();
+    // Damage every data block of the swap file behind the filesystem's back.
+    for m in fs.extent_map(id).unwrap() {
+        let mut junk = vec![0xffu8; m.len as usize];
+        junk[0] = 1;
+        dev.write_at(m.physical, &junk).unwrap();
+    }
+    // The first page was evicted long ago: touching it must not return wrong data.
+    let first = region.as_slice()[0];
+    panic!("read {first:#x} from a corrupted page instead of dying of SIGBUS");
+}
