@@ -229,11 +229,11 @@ fn dropping_a_region_frees_its_slots() {
     assert_eq!(used, 0, "{}", pager.swaps());
 }
 
-/// Run in a child process: a corrupted page on swap-in must kill the access with SIGBUS.
-#[test]
-fn a_corrupted_page_on_swap_in_is_sigbus() {
+/// Runs `scenario` in a child process (this test binary again), which must die of SIGBUS.
+fn dies_of_sigbus(test: &str, scenario: fn()) {
     if std::env::var("PAGER_SIGBUS_CHILD").is_ok() {
-        return corrupted_swap_in();
+        scenario();
+        panic!("the access returned instead of dying of SIGBUS");
     }
     if Pager::new(
         PagerConfig::with_budget(MIB as u64),
@@ -248,11 +248,7 @@ fn a_corrupted_page_on_swap_in_is_sigbus() {
         return eprintln!("skipped: no userfaultfd");
     }
     let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "a_corrupted_page_on_swap_in_is_sigbus",
-            "--nocapture",
-        ])
+        .args(["--exact", test, "--nocapture"])
         .env("PAGER_SIGBUS_CHILD", "1")
         .output()
         .unwrap();
@@ -266,12 +262,25 @@ fn a_corrupted_page_on_swap_in_is_sigbus() {
     );
 }
 
-fn corrupted_swap_in() {
-    // Through the filesystem, so every page read is checked against its checksum.
-    let dev = Arc::new(MemoryDevice::new(96 * MIB as u64));
+#[test]
+fn a_corrupted_page_on_swap_in_is_sigbus() {
+    dies_of_sigbus("a_corrupted_page_on_swap_in_is_sigbus", corrupted_swap_in);
+}
+
+#[test]
+fn an_io_error_on_swap_in_is_sigbus() {
+    dies_of_sigbus("an_io_error_on_swap_in_is_sigbus", failed_swap_in);
+}
+
+/// A filesystem on `dev` with a COW, checksummed swap file of `swap` bytes used through the
+/// filesystem.
+fn through_fs_swap(
+    dev: Arc<dyn BlockDevice>,
+    swap: usize,
+) -> (Filesystem, cowfs::InodeId, SwapSystem) {
     Filesystem::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
     let fs = Filesystem::open(
-        dev.clone(),
+        dev,
         &OpenOptions {
             commit_interval: None,
             ..OpenOptions::default()
@@ -290,13 +299,13 @@ fn corrupted_swap_in() {
         id,
         cowfs::FallocateMode::Allocate { keep_size: false },
         0,
-        16 * MIB as u64,
+        swap as u64,
     )
     .unwrap();
     fs.write(
         id,
         0,
-        &swap::SwapHeader::new((16 * MIB / PAGE) as u64, [2; 16], "")
+        &swap::SwapHeader::new((swap / PAGE) as u64, [2; 16], "")
             .unwrap()
             .encode(),
     )
@@ -309,17 +318,114 @@ fn corrupted_swap_in() {
             None,
         )
         .unwrap();
+    (fs, id, system)
+}
+
+fn corrupted_swap_in() {
+    let dev: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(96 * MIB as u64));
+    let (fs, id, system) = through_fs_swap(dev.clone(), 16 * MIB);
     let pager = Pager::new(PagerConfig::with_budget(MIB as u64), system).unwrap();
     let mut region = pager.region(4 * MIB).unwrap();
     fill(region.as_mut_slice(), 5);
     fs.sync().unwrap();
     // Damage every data block of the swap file behind the filesystem's back.
     for m in fs.extent_map(id).unwrap() {
-        let mut junk = vec![0xffu8; m.len as usize];
-        junk[0] = 1;
-        dev.write_at(m.physical, &junk).unwrap();
+        dev.write_at(m.physical, &vec![0xa5u8; m.len as usize])
+            .unwrap();
     }
     // The first page was evicted long ago: touching it must not return wrong data.
-    let first = region.as_slice()[0];
-    panic!("read {first:#x} from a corrupted page instead of dying of SIGBUS");
+    std::hint::black_box(region.as_slice()[0]);
+}
+
+fn failed_swap_in() {
+    let faulty = Arc::new(cowfs::device::FaultyDevice::new(Arc::new(
+        MemoryDevice::new(96 * MIB as u64),
+    )));
+    let (fs, _, system) = through_fs_swap(faulty.clone(), 16 * MIB);
+    let pager = Pager::new(PagerConfig::with_budget(MIB as u64), system).unwrap();
+    let mut region = pager.region(4 * MIB).unwrap();
+    fill(region.as_mut_slice(), 6);
+    fs.sync().unwrap();
+    faulty.fail_reads(true);
+    std::hint::black_box(region.as_slice()[0]);
+}
+
+#[test]
+fn every_backing_and_mode_round_trips() {
+    // A COW, checksummed file through the filesystem.
+    let dev: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(192 * MIB as u64));
+    let (_fs, _, system) = through_fs_swap(dev, 32 * MIB);
+    let Ok(pager) = Pager::new(PagerConfig::with_budget(2 * MIB as u64), system) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "required in CI: userfaultfd"
+        );
+        return eprintln!("skipped: no userfaultfd");
+    };
+    round_trip(&pager, 7);
+    // A host file made by mkswap --create, read and written with O_DIRECT.
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let host = dir.path().join("swap");
+    swap::mkswap(&host, Some(32 * MIB as u64), "", [3; 16]).unwrap();
+    let mut system = SwapSystem::new();
+    system
+        .swapon(Box::new(swap::HostFile::new(&host)), None)
+        .unwrap();
+    let pager = Pager::new(PagerConfig::with_budget(2 * MIB as u64), system).unwrap();
+    round_trip(&pager, 8);
+}
+
+fn round_trip(pager: &Pager, seed: u64) {
+    let mut region = pager.region(12 * MIB).unwrap();
+    fill(region.as_mut_slice(), seed);
+    verify(region.as_slice(), seed);
+    let s = pager.stats();
+    assert!(
+        s.pages_out > 0 && s.major_faults > 0 && s.poisoned == 0,
+        "{s:?}"
+    );
+}
+
+#[test]
+fn eviction_races_faults_from_many_threads_for_a_bounded_time() {
+    let Some((_fs, pager)) = pager(MIB, 32 * MIB) else {
+        return;
+    };
+    let region = pager.region(16 * MIB).unwrap();
+    let (base, pages) = (region.as_ptr() as usize, region.len() / PAGE);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    std::thread::scope(|scope| {
+        for t in 0..6usize {
+            scope.spawn(move || {
+                let mut x = 0xfeed_u64 + t as u64;
+                let mut version = vec![0u64; pages];
+                let mut ops = 0u64;
+                while std::time::Instant::now() < deadline {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Thread t owns word t of every page: all threads share every page.
+                    let page = x as usize % pages;
+                    let word = (base + page * PAGE + t * 8) as *mut u64;
+                    // SAFETY: word t of a page of the region; only thread t touches it.
+                    let seen = unsafe { word.read_volatile() };
+                    assert_eq!(
+                        seen, version[page],
+                        "thread {t}, page {page}, after {ops} operations"
+                    );
+                    if x % 2 == 0 {
+                        version[page] = x;
+                        // SAFETY: as above.
+                        unsafe { word.write_volatile(x) };
+                    }
+                    ops += 1;
+                }
+            });
+        }
+    });
+    let s = pager.stats();
+    assert!(
+        s.evicted > 1000 && s.write_faults > 1000 && s.poisoned == 0,
+        "{s:?}"
+    );
 }
