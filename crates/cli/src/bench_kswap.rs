@@ -35,10 +35,10 @@ const PRIORITY: &str = "10";
 const FILE_IO_LEN: u64 = 512 << 20;
 
 /// A filesystem holding a swap file, mounted for the run.
-struct SwapHost {
+pub(crate) struct SwapHost {
     kind: &'static str,
-    mountpoint: PathBuf,
-    swapfile: PathBuf,
+    pub mountpoint: PathBuf,
+    pub swapfile: PathBuf,
     _loop: Option<LoopDevice>,
 }
 
@@ -68,7 +68,7 @@ fn ensure_btrfs_progs() -> CliResult<()> {
 
 impl SwapHost {
     /// cowfs: mkfs and mkswapfile in the image, then `cowfs mount --blkdev` and `cowfs swapon`.
-    fn cowfs(dir: &Path, image_len: u64, swap_len: u64) -> CliResult<SwapHost> {
+    pub(crate) fn cowfs(dir: &Path, image_len: u64, swap_len: u64) -> CliResult<SwapHost> {
         let (image, mountpoint) = (dir.join("kswap-cowfs.img"), dir.join("kswap-cowfs"));
         fs::create_dir_all(&mountpoint)?;
         let cowfs = cowfs_binary()?;
@@ -145,7 +145,7 @@ impl SwapHost {
     }
 
     /// Takes the swap file off and unmounts (the loop device detaches with the last close).
-    fn finish(self) -> CliResult<()> {
+    pub(crate) fn finish(self) -> CliResult<()> {
         if self.kind.starts_with("cowfs") {
             let cowfs = cowfs_binary()?;
             ok(Command::new(&cowfs).arg("swapoff").arg(&self.swapfile))?;
@@ -159,7 +159,7 @@ impl SwapHost {
 }
 
 /// Runs memload in its memory cgroup and returns its four figures.
-fn workload(size: u64, limit: u64) -> CliResult<[f64; 4]> {
+pub(crate) fn workload(size: u64, limit: u64) -> CliResult<[f64; 4]> {
     let text = ok(Command::new(cowfs_binary()?)
         .args([
             "memload",

@@ -1,211 +1,183 @@
-//! `cowfs demo`: the guided tour. Makes a scratch image, writes files every way the engine
-//! can, reads them back across a remount, shows a checksum catching corruption, and runs
-//! fsck, printing what each step did.
+//! `cowfs demo`: the main job. On a scratch image: files of every kind, swap activation and
+//! its refusals, a pager region four times its memory budget paged to a cowfs swap file with
+//! every byte checked, an active swap file's rules, and fsck. With `--kernel` (root, FUSE), the
+//! Linux kernel swaps a memory-limited process to a cowfs file too.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use cowfs::device::{AlignedBuf, BlockDevice, FileDevice, MemoryDevice};
-use cowfs::format::FileKind;
-use cowfs::{CreateAttrs, Filesystem, MkfsOptions, OpenOptions, RenameFlags, SetAttr};
+use cowfs::device::FileDevice;
+use cowfs::format::{inode_flags, FileKind};
+use cowfs::{CreateAttrs, Filesystem, InodeId, MkfsOptions, OpenOptions, SwapMode};
+use pager::{Pager, PagerConfig, PAGE};
+use swap::{CowfsFile, SwapSystem};
 
-use crate::files::{progress, uuid_string};
+use crate::files::progress;
 use crate::size::human;
 use crate::CliResult;
 
-const IMAGE_SIZE: u64 = 256 << 20;
-const BIG_FILE: u64 = 48 << 20;
-const DIRECT_FILE: u64 = 16 << 20;
-const README_LINE: &[u8] =
-    b"cowfs keeps every block it overwrites until the new one is committed.\n";
-
-fn pattern(seed: u64, offset: u64, buf: &mut [u8]) {
-    for (i, b) in buf.iter_mut().enumerate() {
-        let x = (offset + i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seed;
-        *b = (x >> 29) as u8;
-    }
-}
+const IMAGE_SIZE: u64 = 768 << 20;
+const SWAP_FILE: u64 = 384 << 20;
+const BUDGET: u64 = 64 << 20;
+const REGION: usize = 256 << 20;
+const RANDOM_READS: usize = 16384;
 
 fn step(n: u32, what: &str) {
     println!("\n[{n}] {what}");
 }
 
-pub fn run(dir: Option<PathBuf>) -> CliResult {
+/// The byte at `offset` of the pager's region.
+fn byte(offset: usize) -> u8 {
+    ((offset as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 29) as u8 ^ (offset >> 12) as u8
+}
+
+pub fn run(dir: Option<PathBuf>, kernel: bool) -> CliResult {
     let started = Instant::now();
     let tmp;
     let dir = match dir {
         Some(d) => d,
         None => {
-            tmp = tempfile::Builder::new().prefix("cowfs-demo-").tempdir()?;
+            tmp = tempfile::Builder::new()
+                .prefix("cowfs-demo-")
+                .tempdir_in(scratch_parent())?;
             tmp.path().to_path_buf()
         }
     };
     let image = dir.join("demo.img");
-    println!("cowfs demo: a copy-on-write filesystem in one image file");
+    println!("cowfs demo: swap files done right on a copy-on-write filesystem");
     println!("scratch image: {} ({})", image.display(), human(IMAGE_SIZE));
 
     step(1, "mkfs");
     let device = Arc::new(FileDevice::create(&image, IMAGE_SIZE)?);
-    let direct_io = device.is_direct();
     Filesystem::mkfs(device.clone(), &MkfsOptions::default())?;
-    let opts = OpenOptions::default();
-    let fs = Filesystem::open(device.clone(), &opts)?;
-    let info = fs.info()?;
+    let fs = Filesystem::open(device.clone(), &OpenOptions::default())?;
     println!(
-        "    format v{}, uuid {}, {} free, O_DIRECT {}",
-        info.format_version,
-        uuid_string(&info.uuid),
-        human(info.free),
-        if direct_io {
-            "on"
-        } else {
-            "unavailable here (page cache + fdatasync)"
-        }
+        "    format v{}, {} free",
+        fs.info()?.format_version,
+        human(fs.info()?.free)
     );
 
-    step(
-        2,
-        "write files: small buffered writes, a large buffered file, direct I/O, links",
-    );
+    step(2, "files of every kind, and lsattr");
     let root = fs.root();
-    let make = |dir, name: &str, kind| {
-        let mode = if kind == FileKind::Directory {
-            0o755
-        } else {
-            0o644
-        };
-        fs.create(dir, name.as_bytes(), kind, CreateAttrs::with_mode(mode))
+    let make = |name: &str, flags: u64| -> CliResult<InodeId> {
+        let id = fs.create(
+            root,
+            name.as_bytes(),
+            FileKind::Regular,
+            CreateAttrs::with_mode(0o644),
+        )?;
+        if flags != 0 {
+            fs.set_flags(id, flags)?;
+        }
+        Ok(id)
     };
-    let docs = make(root, "docs", FileKind::Directory)?;
-    let data = make(root, "data", FileKind::Directory)?;
-    let readme = make(docs, "readme.txt", FileKind::Regular)?;
-    let text = README_LINE;
-    for i in 0..100u64 {
-        fs.write(readme, i * text.len() as u64, text)?;
-    }
-    println!(
-        "    /docs/readme.txt: 100 small writes of {} bytes -> {} extent(s)",
-        text.len(),
-        fs.extent_map(readme)?.len()
-    );
-    let big = make(data, "big.bin", FileKind::Regular)?;
-    let bar = progress(BIG_FILE, "    /data/big.bin");
-    let mut buf = vec![0u8; 1 << 20];
-    for off in (0..BIG_FILE).step_by(buf.len()) {
-        pattern(1, off, &mut buf);
-        fs.write(big, off, &buf)?;
-        bar.set_position(off + buf.len() as u64);
-    }
-    bar.finish_and_clear();
-    println!(
-        "    /data/big.bin: {} buffered -> {} extent(s)",
-        human(BIG_FILE),
-        fs.extent_map(big)?.len()
-    );
-    let direct = make(data, "direct.bin", FileKind::Regular)?;
-    let mut abuf = AlignedBuf::zeroed(4 << 20);
-    for off in (0..DIRECT_FILE).step_by(abuf.len()) {
-        pattern(2, off, &mut abuf);
-        fs.write_direct(direct, off, &abuf)?;
-    }
-    println!(
-        "    /data/direct.bin: {} with direct I/O (4 KiB-aligned, straight to the device)",
-        human(DIRECT_FILE)
-    );
-    fs.link(readme, root, b"README")?;
-    fs.symlink(
-        root,
-        b"latest",
-        b"data/big.bin",
-        CreateAttrs::with_mode(0o777),
-    )?;
-    println!("    /README is a hard link to /docs/readme.txt; /latest -> data/big.bin");
-
-    step(
-        3,
-        "copy-on-write: overwrite a range, then rename, truncate and unlink",
-    );
+    let logs = make("logs.txt", inode_flags::COMPRESS)?;
+    let text: Vec<u8> = b"a line of a log that compresses well\n".repeat(30_000);
+    fs.write(logs, 0, &text)?;
+    let note = make("note.txt", 0)?;
+    fs.write(note, 0, b"small files live inline, in the metadata\n")?;
+    let vm = make("vm.raw", inode_flags::NOCOW)?;
+    fs.write(vm, 0, &vec![0x42; 8 << 20])?;
+    let cow = make("cow.bin", 0)?;
+    fs.write(cow, 0, &vec![0x17; 4 << 20])?;
     fs.sync()?;
-    let before = fs.extent_map(big)?;
-    let mut patch = vec![0u8; 64 << 10];
-    pattern(3, 1 << 20, &mut patch);
-    fs.write(big, 1 << 20, &patch)?;
-    fs.fsync(big)?;
-    let after = fs.extent_map(big)?;
-    println!(
-        "    overwrote 64 KiB at 1 MiB of big.bin and fsync'd: {} extents before, {} after \
-         (the new data went to new blocks; the committed ones were never overwritten)",
-        before.len(),
-        after.len()
-    );
-    fs.rename(
-        data,
-        b"direct.bin",
-        data,
-        b"direct-renamed.bin",
-        RenameFlags::default(),
-    )?;
-    fs.setattr(
-        direct,
-        &SetAttr {
-            size: Some(DIRECT_FILE / 2),
-            ..SetAttr::default()
-        },
-    )?;
-    let scratch = make(root, "scratch", FileKind::Regular)?;
-    fs.write(scratch, 0, &[7u8; 100_000])?;
-    fs.unlink(root, b"scratch")?;
-    println!(
-        "    renamed direct.bin, truncated it to {}, created and unlinked /scratch",
-        human(DIRECT_FILE / 2)
-    );
+    for (name, id) in [
+        ("logs.txt", logs),
+        ("note.txt", note),
+        ("vm.raw", vm),
+        ("cow.bin", cow),
+    ] {
+        let map = fs.extent_map(id)?;
+        let kinds: Vec<&str> = map.iter().flat_map(|m| m.flag_names()).collect();
+        println!(
+            "    {} /{name:<9} {:>9}, {} extent(s) {}",
+            crate::attrs::lsattr_string(fs.getattr(id)?.flags),
+            human(fs.getattr(id)?.size),
+            map.len(),
+            if kinds.is_empty() {
+                String::new()
+            } else {
+                format!("({})", dedup(kinds).join(","))
+            }
+        );
+    }
 
-    step(4, "commit, unmount, reopen, and read everything back");
-    let generation = fs.generation();
-    fs.unmount()?;
-    let fs = Filesystem::open(device.clone(), &opts)?;
+    step(3, "activation checks what a swap file must be");
+    for (name, id) in [("logs.txt", logs), ("cow.bin", cow)] {
+        match fs.activate_swap(id, SwapMode::Pinned) {
+            Err(e) => println!("    swapon /{name}: {e}"),
+            Ok(_) => return Err(format!("/{name} was accepted as a swap file").into()),
+        }
+    }
+    swap::mkswapfile(&fs, "/swapfile", SWAP_FILE, "demo", swap::random_uuid())?;
+    let swapfile = fs.resolve("/swapfile")?;
     println!(
-        "    reopened at generation {} (was {generation} before the final commit)",
-        fs.generation()
+        "    mkswapfile /swapfile: {}, {} (NOCOW, preallocated, mode 0600, SWAPSPACE2 header)",
+        human(SWAP_FILE),
+        crate::attrs::lsattr_string(fs.getattr(swapfile)?.flags)
     );
-    verify_all(&fs)?;
 
     step(
-        5,
-        "checksums: corrupt one data block behind the filesystem's back",
+        4,
+        "a pager region four times its memory budget, paged to /swapfile",
     );
-    let big = fs.resolve("/data/big.bin")?;
-    let victim = fs.extent_map(big)?[0].clone();
-    fs.unmount()?;
-    let mut copy = vec![0u8; IMAGE_SIZE as usize];
-    device.read_at(0, &mut copy)?;
-    copy[victim.physical as usize + 100] ^= 0xff;
-    let damaged: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::from_image(copy));
-    let broken = Filesystem::open(
-        damaged.clone(),
-        &OpenOptions {
-            read_only: true,
-            ..opts.clone()
-        },
+    let mut system = SwapSystem::new();
+    system.swapon(
+        Box::new(CowfsFile::new(&fs, "/swapfile", SwapMode::Pinned)?),
+        None,
     )?;
-    let mut block = vec![0u8; 4096];
-    match broken.read(broken.resolve("/data/big.bin")?, 0, &mut block) {
-        Err(e) => println!("    reading it: {e}"),
-        Ok(_) => return Err("the corrupted block read back without an error".into()),
-    }
-    let report = cowfs::fsck::check(damaged, &mut |_, _| {});
+    let pinned = fs.swap_active(swapfile).is_some();
     println!(
-        "    fsck of the damaged copy: {} problem(s), e.g. {}",
-        report.problems.len(),
-        report.problems.first().map_or("none", |s| s.as_str())
+        "    /swapfile is active (pinned: {pinned}); budget {}, region {}",
+        human(BUDGET),
+        human(REGION as u64)
+    );
+    match Pager::new(PagerConfig::with_budget(BUDGET), system) {
+        Ok(pager) => {
+            workload(&pager)?;
+            step(5, "an active swap file keeps its rules");
+            let rules = [
+                ("rm /swapfile", fs.unlink(root, b"swapfile").err()),
+                ("write /swapfile", fs.write(swapfile, 0, b"x").err()),
+                (
+                    "snapshot /",
+                    fs.snapshot(root.subvol, root, b"snap", false).err(),
+                ),
+            ];
+            for (what, result) in rules {
+                match result {
+                    Some(e) => println!("    {what}: {e}"),
+                    None => return Err(format!("{what} was allowed on an active swap file").into()),
+                }
+            }
+            drop(pager);
+        }
+        Err(e) => {
+            println!("    the pager is not available here: {e}");
+            println!(
+                "    (it needs userfaultfd: run as root, or open /dev/userfaultfd to this user)"
+            );
+        }
+    }
+    println!(
+        "    the pager is gone, and so is the pin: active = {:?}",
+        fs.swap_active(swapfile)
     );
 
-    step(6, "fsck the real image");
-    let report = cowfs::fsck::check(device.clone(), &mut |_, _| {});
+    let mut next = 6;
+    if kernel {
+        step(next, "the Linux kernel swaps to a cowfs file");
+        kernel_swap(&dir)?;
+        next += 1;
+    }
+
+    step(next, "fsck");
+    fs.unmount()?;
+    let report = cowfs::fsck::check(device, &mut |_, _| {});
     println!(
-        "    {} inodes, {} extents, {} verified: {}",
+        "    {} inodes, {} extents, {} of data verified: {}",
         report.inodes,
         report.extents,
         human(report.data_bytes_verified),
@@ -218,21 +190,6 @@ pub fn run(dir: Option<PathBuf>) -> CliResult {
     for p in &report.problems {
         println!("    problem: {p}");
     }
-    let fs = Filesystem::open(
-        device,
-        &OpenOptions {
-            read_only: true,
-            ..opts
-        },
-    )?;
-    let info = fs.info()?;
-    println!(
-        "    {} used by data in {} block group(s), {} metadata space, {} free",
-        human(info.data_used),
-        info.block_groups.len(),
-        human(info.metadata_bytes),
-        human(info.free)
-    );
     println!("\ndone in {:.1}s", started.elapsed().as_secs_f64());
     Ok(if report.is_clean() {
         ExitCode::SUCCESS
@@ -241,61 +198,117 @@ pub fn run(dir: Option<PathBuf>) -> CliResult {
     })
 }
 
-fn verify_all(fs: &Filesystem) -> CliResult<()> {
-    let readme = fs.resolve("/README")?;
-    let attr = fs.getattr(readme)?;
-    let mut text = vec![0u8; attr.size as usize];
-    fs.read(readme, 0, &mut text)?;
-    let ok_text = text.len() == 100 * README_LINE.len()
-        && text.chunks(README_LINE.len()).all(|c| c == README_LINE);
-    let big = fs.resolve("/data/big.bin")?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut want = vec![0u8; 1 << 20];
-    let mut ok_big = true;
-    for off in (0..BIG_FILE).step_by(buf.len()) {
-        fs.read(big, off, &mut buf)?;
-        pattern(1, off, &mut want);
-        if off == 1 << 20 {
-            pattern(3, off, &mut want[..64 << 10]);
-        }
-        ok_big &= buf == want;
-    }
-    let direct = fs.resolve("/data/direct-renamed.bin")?;
-    let dsize = fs.getattr(direct)?.size;
-    let mut ok_direct = dsize == DIRECT_FILE / 2;
-    for off in (0..dsize).step_by(buf.len()) {
-        fs.read(direct, off, &mut buf)?;
-        pattern(2, off, &mut want);
-        ok_direct &= buf == want;
-    }
-    let link = String::from_utf8_lossy(&fs.readlink(fs.resolve("/latest")?)?).into_owned();
-    let gone = fs.resolve("/scratch").is_err();
-    println!(
-        "    /README ({} links): {}",
-        attr.nlink,
-        verdict(ok_text && attr.nlink == 2)
-    );
-    println!(
-        "    /data/big.bin, with the overwritten range: {}",
-        verdict(ok_big)
-    );
-    println!(
-        "    /data/direct-renamed.bin, truncated: {}",
-        verdict(ok_direct)
-    );
-    println!("    /latest -> {link}: {}", verdict(link == "data/big.bin"));
-    println!("    /scratch is gone: {}", verdict(gone));
-    if ok_text && ok_big && ok_direct && gone && link == "data/big.bin" {
-        Ok(())
+/// /var/tmp where it exists (a disk filesystem, where O_DIRECT works), else the temp dir.
+fn scratch_parent() -> PathBuf {
+    let var = Path::new("/var/tmp");
+    if var.is_dir() {
+        var.to_path_buf()
     } else {
-        Err("a file did not read back as written".into())
+        std::env::temp_dir()
     }
 }
 
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "ok"
-    } else {
-        "WRONG"
+fn dedup(mut v: Vec<&str>) -> Vec<&str> {
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Fills the region, reads it back in order and at random, checking every byte read.
+fn workload(pager: &Pager) -> CliResult<()> {
+    let mut region = pager.region(REGION)?;
+    let t = Instant::now();
+    let bar = progress(REGION as u64, "fill");
+    for (n, chunk) in region.as_mut_slice().chunks_mut(1 << 20).enumerate() {
+        for (i, b) in chunk.iter_mut().enumerate() {
+            *b = byte(n * (1 << 20) + i);
+        }
+        bar.inc(chunk.len() as u64);
     }
+    bar.finish_and_clear();
+    let fill = t.elapsed();
+    let t = Instant::now();
+    let bar = progress(REGION as u64, "read back");
+    for (n, chunk) in region.as_slice().chunks(1 << 20).enumerate() {
+        if let Some(i) = (0..chunk.len()).find(|i| chunk[*i] != byte(n * (1 << 20) + i)) {
+            return Err(format!("byte {} read back wrong", n * (1 << 20) + i).into());
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    let read = t.elapsed();
+    let t = Instant::now();
+    let pages = REGION / PAGE;
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    for _ in 0..RANDOM_READS {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let at = (x as usize % pages) * PAGE;
+        let page = &region.as_slice()[at..at + PAGE];
+        if (0..PAGE).any(|i| page[i] != byte(at + i)) {
+            return Err(format!("page at {at} read back wrong").into());
+        }
+    }
+    let random = t.elapsed();
+    let mb = |d: std::time::Duration| REGION as f64 / d.as_secs_f64() / 1e6;
+    println!(
+        "    filled at {:.0} MB/s, read back at {:.0} MB/s, {RANDOM_READS} random pages at {:.0} pages/s: every byte checked",
+        mb(fill),
+        mb(read),
+        RANDOM_READS as f64 / random.as_secs_f64()
+    );
+    let s = pager.stats();
+    println!(
+        "    pager: {} major faults ({} pages in, {} prefetched, {} prefetch hits), {} zero fills, {} first writes",
+        s.major_faults, s.pages_in, s.prefetched, s.prefetch_hits, s.zero_faults, s.write_faults
+    );
+    println!(
+        "           {} pages evicted: {} written, {} clean dropped, {} zero dropped; peak resident {} (budget {})",
+        s.evicted,
+        s.pages_out,
+        s.clean_drops,
+        s.zero_drops,
+        human(s.peak_resident * PAGE as u64),
+        human(BUDGET)
+    );
+    println!(
+        "           fault service p50 {:?}, p99 {:?} over {} faults",
+        s.latency.quantile(0.5),
+        s.latency.quantile(0.99),
+        s.latency.count()
+    );
+    Ok(())
+}
+
+/// The kernel swapping to a cowfs file on a fuseblk mount, when this machine allows it.
+fn kernel_swap(dir: &Path) -> CliResult<()> {
+    let missing = [
+        (rustix::process::geteuid().is_root(), "root"),
+        (Path::new("/dev/fuse").exists(), "/dev/fuse"),
+        (Path::new("/dev/loop-control").exists(), "loop devices"),
+    ];
+    if let Some((_, what)) = missing.iter().find(|(have, _)| !have) {
+        println!("    skipped: the kernel part needs {what}");
+        return Ok(());
+    }
+    let (size, limit) = (256 << 20, 64 << 20);
+    let host = crate::bench_kswap::SwapHost::cowfs(dir, 768 << 20, 384 << 20)?;
+    println!(
+        "    mounted {} as fuseblk; `cowfs swapon` pinned {}",
+        host.mountpoint.display(),
+        host.swapfile.display()
+    );
+    let figures = crate::bench_kswap::workload(size, limit);
+    host.finish()?;
+    let f = figures?;
+    println!(
+        "    a process touched {} under a {} memory cgroup: swap-out {:.0} MB/s, swap-in {:.0} MB/s, {:.0} random pages/s; every page checked",
+        human(size),
+        human(limit),
+        f[0],
+        f[1],
+        f[2]
+    );
+    Ok(())
 }

@@ -318,6 +318,9 @@ enum Command {
         /// Where to make the scratch image (a temporary directory by default)
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Also have the Linux kernel swap to a cowfs file (root, FUSE, loop devices)
+        #[arg(long)]
+        kernel: bool,
     },
     /// Benchmarks (not tests)
     Bench {
@@ -616,7 +619,7 @@ fn run(command: Command) -> CliResult {
                 .map_err(|e| format!("{}: {e}", image.display()))?;
             io_cmd::run(&fs, &commands)
         }
-        Command::Demo { dir } => demo::run(dir),
+        Command::Demo { dir, kernel } => demo::run(dir, kernel),
         Command::Bench { which } => bench::run(which),
     }
 }

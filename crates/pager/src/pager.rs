@@ -280,13 +280,14 @@ impl Inner {
             let _ = self.uffd.wake(address, PAGE);
             return;
         }
-        if let Err(e) = self.bring_in(state, base, index) {
+        let write = flags & uffd::PAGEFAULT_FLAG_WRITE != 0;
+        if let Err(e) = self.bring_in(state, base, index, write) {
             eprintln!("pager: page {index} of region {base:#x}: {e}");
             state.stats.poisoned += 1;
             let _ = self.uffd.poison(address, PAGE);
             return;
         }
-        if flags & uffd::PAGEFAULT_FLAG_WRITE != 0 {
+        if write {
             self.first_write(state, base, index);
         }
         while state.stats.resident as usize > self.budget_pages {
@@ -317,8 +318,16 @@ impl Inner {
     }
 
     /// Serves a missing page, and the pages after it a sequential stream will want, with one
-    /// read and one copy.
-    fn bring_in(&self, state: &mut State, base: usize, index: usize) -> io::Result<()> {
+    /// read and one copy. A stream writing into never-written memory gets its run writable
+    /// and dirty at once: it is about to write every page of it, and a write-protect fault
+    /// per page would double the faults.
+    fn bring_in(
+        &self,
+        state: &mut State,
+        base: usize,
+        index: usize,
+        write: bool,
+    ) -> io::Result<()> {
         let max = self.config.max_prefetch.max(1);
         let region = state.regions.get_mut(&base).expect("found");
         let stream = &mut region.stream;
@@ -337,6 +346,7 @@ impl Inner {
             .collect();
         let bytes = run * PAGE;
         let buf = &mut state.fault_buf[..bytes];
+        let writable = write && slots.is_empty();
         if slots.is_empty() {
             buf.fill(0);
             state.stats.zero_faults += 1;
@@ -346,12 +356,12 @@ impl Inner {
             state.stats.pages_in += run as u64;
             state.stats.bytes_in += bytes as u64;
         }
-        self.install(base + index * PAGE, buf)?;
+        self.install(base + index * PAGE, buf, writable)?;
         state.stats.prefetched += run as u64 - 1;
         let region = state.regions.get_mut(&base).expect("found");
         for (i, page) in region.pages[index..index + run].iter_mut().enumerate() {
             page.resident = true;
-            page.dirty = false;
+            page.dirty = writable;
             page.referenced = false;
             state.clock.push_back((base, index + i));
         }
@@ -361,11 +371,11 @@ impl Inner {
     }
 
     /// UFFDIO_COPY of whole pages; a page already there (EEXIST) is left as it is.
-    fn install(&self, address: usize, data: &[u8]) -> io::Result<()> {
-        match self.uffd.copy(address, data) {
+    fn install(&self, address: usize, data: &[u8], writable: bool) -> io::Result<()> {
+        match self.uffd.copy(address, data, writable) {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                 for (i, page) in data.chunks(PAGE).enumerate() {
-                    match self.uffd.copy(address + i * PAGE, page) {
+                    match self.uffd.copy(address + i * PAGE, page, writable) {
                         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                             let _ = self.uffd.wake(address + i * PAGE, PAGE);
                         }

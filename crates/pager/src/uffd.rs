@@ -206,14 +206,14 @@ impl Userfaultfd {
         self.ioctl(UFFDIO_UNREGISTER, &mut range)
     }
 
-    /// Installs `src` at `dst` (whole pages), write-protected so the first write is seen, and
-    /// wakes the threads waiting there. EEXIST when a page is already there.
-    pub fn copy(&self, dst: usize, src: &[u8]) -> io::Result<()> {
+    /// Installs `src` at `dst` (whole pages), write-protected unless `writable` so the first
+    /// write is seen, and wakes the threads waiting there. EEXIST when a page is already there.
+    pub fn copy(&self, dst: usize, src: &[u8], writable: bool) -> io::Result<()> {
         let mut copy = Copy {
             dst: dst as u64,
             src: src.as_ptr() as u64,
             len: src.len() as u64,
-            mode: COPY_MODE_WP,
+            mode: if writable { 0 } else { COPY_MODE_WP },
             copy: 0,
         };
         self.ioctl(UFFDIO_COPY, &mut copy)

@@ -91,6 +91,16 @@ impl CowfsFile {
     }
 }
 
+/// A backing that goes away unpins its file: an area dropped without swapoff (a pager that
+/// ends) leaves no pin behind in the engine.
+impl Drop for CowfsFile {
+    fn drop(&mut self) {
+        if self.map.take().is_some() {
+            let _ = self.fs.deactivate_swap(self.id);
+        }
+    }
+}
+
 impl Backing for CowfsFile {
     fn name(&self) -> String {
         self.path.clone()
