@@ -39,6 +39,21 @@ pub enum Which {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
+    /// A memory workload on pager regions over each kind of swap area, against the same
+    /// under the Linux kernel's swap (root)
+    Swap {
+        /// Memory the workload touches
+        #[arg(long, default_value = "2G", value_parser = size::parse)]
+        size: u64,
+        /// Resident memory: the pager's budget and the kernel's memory cgroup limit
+        #[arg(long, default_value = "512M", value_parser = size::parse)]
+        budget: u64,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// One JSON object instead of the table
+        #[arg(long)]
+        json: bool,
+    },
     /// The kernel swapping a memory cgroup to a swap file on cowfs, btrfs and ext4, and file
     /// I/O through the mount against btrfs (root)
     KernelSwap {
@@ -61,6 +76,12 @@ pub fn run(which: Which) -> CliResult {
     match which {
         Which::Fs { size, dir, rounds } => fs_bench(size, &dir, rounds.max(1)),
         Which::SwapIo { size, dir } => crate::bench_swap::run(size, &dir),
+        Which::Swap {
+            size,
+            budget,
+            dir,
+            json,
+        } => crate::bench_pager::run(size, budget, &dir, json),
         Which::KernelSwap { size, limit, dir } => crate::bench_kswap::run(&dir, size, limit),
     }
 }

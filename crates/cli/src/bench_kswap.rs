@@ -14,22 +14,10 @@ use std::time::Instant;
 use cowfs::device::AlignedBuf;
 use cowfs_fuse::LoopDevice;
 
+use crate::memload::Figures;
 use crate::size::human;
 use crate::CliResult;
 
-/// What memload reports, in its order: MB/s, MB/s, pages/s, pages/s.
-const FIGURES: [&str; 4] = [
-    "fill:",
-    "sequential read:",
-    "random reads, 1 thread(s):",
-    "random reads, 4 thread(s):",
-];
-const LABELS: [&str; 4] = [
-    "swap-out (fill) MB/s",
-    "sequential swap-in MB/s",
-    "random swap-in, 1 thread, pages/s",
-    "random swap-in, 4 threads, pages/s",
-];
 const PRIORITY: &str = "10";
 /// The file the file I/O figures write and read.
 const FILE_IO_LEN: u64 = 512 << 20;
@@ -99,7 +87,7 @@ impl SwapHost {
     }
 
     /// The kernel's btrfs or ext4 on a loop device with direct I/O.
-    fn kernel(
+    pub(crate) fn kernel(
         kind: &'static str,
         dir: &Path,
         image_len: u64,
@@ -158,32 +146,22 @@ impl SwapHost {
     }
 }
 
-/// Runs memload in its memory cgroup and returns its four figures.
-pub(crate) fn workload(size: u64, limit: u64) -> CliResult<[f64; 4]> {
+/// Runs memload in a memory cgroup of `limit` and returns what it measured.
+pub(crate) fn workload(size: u64, limit: u64) -> CliResult<Figures> {
+    let (size, limit) = (size.to_string(), limit.to_string());
+    let args = [
+        "memload",
+        "--size",
+        &size,
+        "--limit",
+        &limit,
+        "--threads",
+        "4",
+    ];
     let text = ok(Command::new(cowfs_binary()?)
-        .args([
-            "memload",
-            "--size",
-            &size.to_string(),
-            "--limit",
-            &limit.to_string(),
-            "--threads",
-            "4",
-        ])
+        .args(args)
         .stdin(Stdio::null()))?;
-    let mut figures = [0.0; 4];
-    for (figure, prefix) in figures.iter_mut().zip(FIGURES) {
-        let line = text
-            .lines()
-            .find(|l| l.starts_with(prefix))
-            .ok_or_else(|| format!("memload said: {text}"))?;
-        *figure = line[prefix.len()..]
-            .split_whitespace()
-            .next()
-            .ok_or("figure")?
-            .parse()?;
-    }
-    Ok(figures)
+    Ok(Figures::parse(&text)?)
 }
 
 fn drop_caches() -> CliResult<()> {
@@ -247,13 +225,21 @@ fn file_io(dir: &Path, len: u64) -> CliResult<[f64; 4]> {
     Ok([write, read, random_read, random_write])
 }
 
-fn table(title: &str, labels: &[&str], peer: &str, rows: &[(&str, [f64; 4])]) {
+/// Prints rows of figures under `labels`, and each first row's figure against the peer's
+/// (for a latency, `lower` marks it, the peer's against the first row's: above 100% is better).
+pub(crate) fn table(
+    title: &str,
+    labels: &[&str],
+    lower: &[bool],
+    peer: &str,
+    rows: &[(String, Vec<f64>)],
+) {
     println!("\n{title}");
     print!("{:<38}", "");
     for (name, _) in rows {
-        print!("{name:>16}");
+        print!("{name:>18}");
     }
-    println!("{:>12}", format!("cowfs/{peer}"));
+    println!("{:>14}", format!("vs {peer}"));
     let peer = rows
         .iter()
         .position(|(n, _)| n.starts_with(peer))
@@ -261,9 +247,15 @@ fn table(title: &str, labels: &[&str], peer: &str, rows: &[(&str, [f64; 4])]) {
     for (i, label) in labels.iter().enumerate() {
         print!("{label:<38}");
         for (_, figures) in rows {
-            print!("{:>16.0}", figures[i]);
+            print!("{:>18.0}", figures[i]);
         }
-        println!("{:>11.0}%", rows[0].1[i] / rows[peer].1[i] * 100.0);
+        let (ours, theirs) = (rows[0].1[i], rows[peer].1[i]);
+        let ratio = if lower.get(i).copied().unwrap_or(false) {
+            theirs / ours
+        } else {
+            ours / theirs
+        };
+        println!("{:>13.0}%", ratio * 100.0);
     }
 }
 
@@ -303,9 +295,9 @@ pub fn run(dir: &Path, size: u64, limit: u64) -> CliResult {
         };
         let name = host.kind;
         host.finish()?;
-        swap_rows.push((name, figures?));
+        swap_rows.push((name.to_string(), figures?.values().to_vec()));
         if let Some(io) = io {
-            io_rows.push((name, io?));
+            io_rows.push((name.to_string(), io?.to_vec()));
         }
     }
     for kind in ["cowfs", "btrfs", "ext4"] {
@@ -314,7 +306,8 @@ pub fn run(dir: &Path, size: u64, limit: u64) -> CliResult {
     }
     table(
         "kernel swap (memory cgroup, swap file on each)",
-        &LABELS,
+        &Figures::LABELS,
+        &Figures::LOWER_IS_BETTER,
         "btrfs",
         &swap_rows,
     );
@@ -327,6 +320,7 @@ pub fn run(dir: &Path, size: u64, limit: u64) -> CliResult {
     table(
         "file I/O through the mount (512 MiB file)",
         &io_labels,
+        &[],
         "btrfs",
         &io_rows,
     );

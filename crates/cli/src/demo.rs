@@ -306,9 +306,9 @@ fn kernel_swap(dir: &Path) -> CliResult<()> {
         "    a process touched {} under a {} memory cgroup: swap-out {:.0} MB/s, swap-in {:.0} MB/s, {:.0} random pages/s; every page checked",
         human(size),
         human(limit),
-        f[0],
-        f[1],
-        f[2]
+        f.fill_mb_s,
+        f.read_mb_s,
+        f.random_1
     );
     Ok(())
 }

@@ -5,6 +5,7 @@
 mod attrs;
 mod bench;
 mod bench_kswap;
+mod bench_pager;
 mod bench_swap;
 mod demo;
 mod files;

@@ -73,23 +73,26 @@ fn own_memory_cgroup() -> io::Result<(PathBuf, &'static str)> {
     ))
 }
 
-/// The value page `page` holds at word `word` (every word differs, so a page read back at
-/// the wrong place or with a stale word is caught).
-fn word(page: usize, word: usize) -> u64 {
+/// The value word `word` of page `page` holds after `version` rewrites (every word differs,
+/// so a page read back at the wrong place, or stale, is caught).
+fn word(page: usize, word: usize, version: u32) -> u64 {
     ((page as u64) << 12 | word as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ u64::from(version) << 48
 }
 
-/// Anonymous private memory, unmapped on drop.
-struct Region {
+/// Pages of memory the workload runs on: an anonymous mapping of its own, or a pager region.
+pub struct Memory {
     base: *mut u64,
     pages: usize,
+    owned: bool,
 }
 
-// SAFETY: the mapping is plain memory; threads only read it after it is filled.
-unsafe impl Sync for Region {}
+// SAFETY: plain memory; the workload's threads never write a page another one reads.
+unsafe impl Sync for Memory {}
 
-impl Region {
-    fn new(pages: usize) -> io::Result<Region> {
+impl Memory {
+    /// A private anonymous mapping of `pages` pages (the kernel swaps it).
+    pub fn anonymous(pages: usize) -> io::Result<Memory> {
         // SAFETY: an anonymous private mapping; the result is checked.
         let base = unsafe {
             libc::mmap(
@@ -104,89 +107,200 @@ impl Region {
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(Region {
+        Ok(Memory {
             base: base.cast(),
             pages,
+            owned: true,
         })
     }
 
-    fn page(&self, n: usize) -> &[u64] {
-        // SAFETY: page `n` lies inside the mapping.
-        unsafe { std::slice::from_raw_parts(self.base.add(n * WORDS), WORDS) }
-    }
-
-    fn fill(&mut self, n: usize) {
-        // SAFETY: page `n` lies inside the mapping, and `&mut self` makes this the only access.
-        let page = unsafe { std::slice::from_raw_parts_mut(self.base.add(n * WORDS), WORDS) };
-        for (i, w) in page.iter_mut().enumerate() {
-            *w = word(n, i);
+    /// A view of a pager region (which outlives the view).
+    pub fn of_region(region: &pager::Region) -> Memory {
+        Memory {
+            base: region.as_ptr().cast(),
+            pages: region.len() / PAGE,
+            owned: false,
         }
     }
 
-    fn check(&self, n: usize) -> Result<(), String> {
-        match self
-            .page(n)
+    fn page(&self, n: usize) -> *mut u64 {
+        // SAFETY: page `n` lies inside the memory.
+        unsafe { self.base.add(n * WORDS) }
+    }
+
+    fn write(&self, n: usize, version: u32) {
+        // SAFETY: page `n` lies inside the memory and no other thread uses it meanwhile.
+        let page = unsafe { std::slice::from_raw_parts_mut(self.page(n), WORDS) };
+        for (i, w) in page.iter_mut().enumerate() {
+            *w = word(n, i, version);
+        }
+    }
+
+    fn check(&self, n: usize, version: u32) -> Result<(), String> {
+        // SAFETY: page `n` lies inside the memory.
+        let page = unsafe { std::slice::from_raw_parts(self.page(n), WORDS) };
+        match page
             .iter()
             .enumerate()
-            .find(|(i, w)| **w != word(n, *i))
+            .find(|(i, w)| **w != word(n, *i, version))
         {
             None => Ok(()),
             Some((i, w)) => Err(format!(
                 "page {n} word {i}: read {w:#x}, wrote {:#x}",
-                word(n, i)
+                word(n, i, version)
             )),
         }
     }
 }
 
-impl Drop for Region {
+impl Drop for Memory {
     fn drop(&mut self) {
-        // SAFETY: the mapping was made by `new` with this length.
-        unsafe { libc::munmap(self.base.cast(), self.pages * PAGE) };
+        if self.owned {
+            // SAFETY: the mapping was made by `anonymous` with this length.
+            unsafe { libc::munmap(self.base.cast(), self.pages * PAGE) };
+        }
     }
 }
 
-/// Fills `size` bytes, reads them back in order, then reads random pages on one thread and
-/// on `threads` threads, checking every page; prints MB/s and faults/s for each phase.
+/// What one run of the workload measured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Figures {
+    pub fill_mb_s: f64,
+    pub read_mb_s: f64,
+    pub random_1: f64,
+    pub random_n: f64,
+    /// Random pages, three in ten rewritten, on one thread: pages/s.
+    pub mixed: f64,
+    /// The slowest 1% of single-thread random page reads took at least this long.
+    pub p99_us: f64,
+}
+
+impl Figures {
+    /// The lines `cowfs memload` prints, in the order `parse` reads them.
+    pub const LABELS: [&'static str; 6] = [
+        "fill MB/s",
+        "sequential read MB/s",
+        "random reads, 1 thread, pages/s",
+        "random reads, N threads, pages/s",
+        "mixed read/write, pages/s",
+        "random read p99 us",
+    ];
+
+    /// Which figures are times (lower is better).
+    pub const LOWER_IS_BETTER: [bool; 6] = [false, false, false, false, false, true];
+
+    pub fn values(&self) -> [f64; 6] {
+        [
+            self.fill_mb_s,
+            self.read_mb_s,
+            self.random_1,
+            self.random_n,
+            self.mixed,
+            self.p99_us,
+        ]
+    }
+
+    pub fn parse(text: &str) -> Result<Figures, String> {
+        let mut v = [0.0; 6];
+        for (value, label) in v.iter_mut().zip(Self::LABELS) {
+            let line = text
+                .lines()
+                .find_map(|l| l.strip_prefix(label))
+                .ok_or_else(|| format!("no {label:?} in: {text}"))?;
+            *value = line
+                .trim_start_matches(':')
+                .trim()
+                .parse()
+                .map_err(|e| format!("{label}: {e}"))?;
+        }
+        Ok(Figures {
+            fill_mb_s: v[0],
+            read_mb_s: v[1],
+            random_1: v[2],
+            random_n: v[3],
+            mixed: v[4],
+            p99_us: v[5],
+        })
+    }
+}
+
+fn xorshift(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+/// Fills the memory, reads it back in order, reads random pages on one thread and on
+/// `threads`, then a mixed random read/write run; every page read is checked.
+pub fn workload(mem: &Memory, threads: usize) -> Result<Figures, String> {
+    let bytes = (mem.pages * PAGE) as f64;
+    let t = Instant::now();
+    for n in 0..mem.pages {
+        mem.write(n, 0);
+    }
+    let fill_mb_s = bytes / t.elapsed().as_secs_f64() / 1e6;
+    let t = Instant::now();
+    for n in 0..mem.pages {
+        mem.check(n, 0)?;
+    }
+    let read_mb_s = bytes / t.elapsed().as_secs_f64() / 1e6;
+    let reads = mem.pages.min(65536);
+    let mut took = Vec::with_capacity(reads);
+    let mut x = 0x2545_F491_4F6C_DD1D_u64;
+    let t = Instant::now();
+    for _ in 0..reads {
+        let started = Instant::now();
+        mem.check(xorshift(&mut x) as usize % mem.pages, 0)?;
+        took.push(started.elapsed());
+    }
+    let random_1 = reads as f64 / t.elapsed().as_secs_f64();
+    took.sort_unstable();
+    let p99_us = took[took.len() * 99 / 100].as_secs_f64() * 1e6;
+    let t = Instant::now();
+    random_reads(mem, reads, threads.max(1))?;
+    let random_n = reads as f64 / t.elapsed().as_secs_f64();
+    let mut versions = vec![0u32; mem.pages];
+    let t = Instant::now();
+    for _ in 0..reads {
+        let n = xorshift(&mut x) as usize % mem.pages;
+        mem.check(n, versions[n])?;
+        if x % 10 < 3 {
+            versions[n] += 1;
+            mem.write(n, versions[n]);
+        }
+    }
+    let mixed = reads as f64 / t.elapsed().as_secs_f64();
+    Ok(Figures {
+        fill_mb_s,
+        read_mb_s,
+        random_1,
+        random_n,
+        mixed,
+        p99_us,
+    })
+}
+
+/// `cowfs memload`: the workload on memory of its own in a memory cgroup of `limit`.
 pub fn run(size: u64, limit: Option<u64>, threads: usize) -> CliResult {
     let _cgroup = limit.map(MemoryCgroup::enter).transpose()?;
-    let pages = (size as usize) / PAGE;
-    let mut region = Region::new(pages)?;
-    let mb = |t: Instant| size as f64 / t.elapsed().as_secs_f64() / 1e6;
-    let t = Instant::now();
-    for n in 0..pages {
-        region.fill(n);
+    let mem = Memory::anonymous(size as usize / PAGE)?;
+    let figures = workload(&mem, threads)?;
+    for (label, value) in Figures::LABELS.iter().zip(figures.values()) {
+        println!("{label}: {value:.1}");
     }
-    println!("fill: {:.0} MB/s", mb(t));
-    let t = Instant::now();
-    for n in 0..pages {
-        region.check(n)?;
-    }
-    println!("sequential read: {:.0} MB/s", mb(t));
-    let reads = pages.min(65536);
-    for threads in [1, threads.max(1)] {
-        let t = Instant::now();
-        random_reads(&region, reads, threads)?;
-        println!(
-            "random reads, {threads} thread(s): {:.0} pages/s",
-            reads as f64 / t.elapsed().as_secs_f64()
-        );
-    }
-    println!("verified {pages} pages");
+    println!("verified {} pages", mem.pages);
     Ok(ExitCode::SUCCESS)
 }
 
-fn random_reads(region: &Region, reads: usize, threads: usize) -> Result<(), String> {
+fn random_reads(mem: &Memory, reads: usize, threads: usize) -> Result<(), String> {
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
                 scope.spawn(move || {
                     let mut x = 0x2545_F491_4F6C_DD1D_u64 ^ (t as u64 + 1);
                     for _ in 0..reads / threads {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        region.check((x % region.pages as u64) as usize)?;
+                        mem.check(xorshift(&mut x) as usize % mem.pages, 0)?;
                     }
                     Ok(())
                 })

@@ -1,0 +1,162 @@
+//! `cowfs bench swap`: one memory workload (sequential fill, sequential read-back, random page
+//! reads on one and on four threads, mixed random reads and writes, every page checked) on a
+//! pager region over each kind of swap area, and in the same run in a process the Linux kernel
+//! swaps (a memory cgroup of the same budget, a swap file on btrfs on a loop device with
+//! direct I/O, as root).
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use cowfs::device::FileDevice;
+use cowfs::{Filesystem, MkfsOptions, OpenOptions, SwapMode};
+use pager::{Pager, PagerConfig};
+use swap::{CowfsFile, HostFile, SwapSystem};
+
+use crate::bench_kswap::{workload as kernel_workload, SwapHost};
+use crate::memload::{workload, Figures, Memory};
+use crate::size::human;
+use crate::CliResult;
+
+const THREADS: usize = 4;
+
+/// A cowfs image in `dir` with a NOCOW swap file of `swap` bytes, as a swap system in `mode`.
+fn cowfs_swap(dir: &Path, swap: u64, mode: SwapMode) -> CliResult<(Filesystem, SwapSystem)> {
+    let image = dir.join(format!("bench-swap-{mode:?}.img"));
+    // Through the filesystem, activation reserves room for copy-on-write of the whole file.
+    let device = Arc::new(FileDevice::create(&image, 3 * swap + (1 << 30))?);
+    Filesystem::mkfs(device.clone(), &MkfsOptions::default())?;
+    let fs = Filesystem::open(device, &OpenOptions::default())?;
+    swap::mkswapfile(&fs, "/swapfile", swap, "", swap::random_uuid())?;
+    let mut system = SwapSystem::new();
+    system.swapon(Box::new(CowfsFile::new(&fs, "/swapfile", mode)?), None)?;
+    Ok((fs, system))
+}
+
+fn pager_run(system: SwapSystem, size: u64, budget: u64) -> CliResult<(Figures, pager::Stats)> {
+    let pager = Pager::new(PagerConfig::with_budget(budget), system)?;
+    let region = pager.region(size as usize)?;
+    let figures = workload(&Memory::of_region(&region), THREADS)?;
+    Ok((figures, pager.stats()))
+}
+
+pub fn run(size: u64, budget: u64, dir: &Path, json: bool) -> CliResult {
+    let dir = std::fs::canonicalize(dir)?;
+    let swap = size + (256 << 20);
+    if !json {
+        println!(
+            "cowfs bench swap: {} touched with a {} budget, in {}",
+            human(size),
+            human(budget),
+            dir.display()
+        );
+    }
+    let mut rows: Vec<(String, Figures, Option<pager::Stats>)> = Vec::new();
+    if rustix::process::geteuid().is_root() {
+        let host = SwapHost::kernel("btrfs", &dir, swap + (2 << 30), swap)?;
+        let figures = kernel_workload(size, budget);
+        host.finish()?;
+        let _ = std::fs::remove_file(dir.join("kswap-btrfs.img"));
+        let _ = std::fs::remove_dir(dir.join("kswap-btrfs"));
+        rows.push(("kernel (btrfs)".into(), figures?, None));
+    } else if !json {
+        println!("kernel swap skipped: it needs root (loop devices, mounts, memory cgroups)");
+    }
+    for mode in [SwapMode::Pinned, SwapMode::ThroughFs] {
+        let (fs, system) = cowfs_swap(&dir, swap, mode)?;
+        let result = pager_run(system, size, budget);
+        drop(fs);
+        let _ = std::fs::remove_file(dir.join(format!("bench-swap-{mode:?}.img")));
+        let (figures, stats) = result?;
+        let name = match mode {
+            SwapMode::Pinned => "pager, cowfs pinned",
+            SwapMode::ThroughFs => "pager, cowfs thru fs",
+        };
+        rows.push((name.into(), figures, Some(stats)));
+    }
+    let host = dir.join("bench-swap.host");
+    swap::mkswap(&host, Some(swap), "", swap::random_uuid())?;
+    let mut system = SwapSystem::new();
+    system.swapon(Box::new(HostFile::new(&host)), None)?;
+    let result = pager_run(system, size, budget);
+    let _ = std::fs::remove_file(&host);
+    let (figures, stats) = result?;
+    rows.push(("pager, host file".into(), figures, Some(stats)));
+    if json {
+        print_json(size, budget, &rows);
+    } else {
+        print_table(&rows);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(rows: &[(String, Figures, Option<pager::Stats>)]) {
+    let kernel = rows
+        .iter()
+        .find(|(_, _, stats)| stats.is_none())
+        .map(|(_, f, _)| f.values());
+    print!("\n{:<34}", "");
+    for (name, _, _) in rows {
+        print!("{name:>22}");
+    }
+    println!();
+    for (i, label) in Figures::LABELS.iter().enumerate() {
+        print!("{label:<34}");
+        for (_, figures, _) in rows {
+            let value = figures.values()[i];
+            match kernel {
+                Some(k) if rows.len() > 1 => {
+                    let ratio = if Figures::LOWER_IS_BETTER[i] {
+                        k[i] / value
+                    } else {
+                        value / k[i]
+                    };
+                    print!("{:>22}", format!("{value:.0} ({ratio:.2}x)"));
+                }
+                _ => print!("{value:>22.0}"),
+            }
+        }
+        println!();
+    }
+    println!("\n(x: against the kernel; above 1 is better, for the latency too)");
+    for (name, _, stats) in rows {
+        if let Some(s) = stats {
+            println!(
+                "{name}: {} major faults, {} pages in ({} prefetched, {} hits), {} out, fault p50 {:?} p99 {:?}",
+                s.major_faults,
+                s.pages_in,
+                s.prefetched,
+                s.prefetch_hits,
+                s.pages_out,
+                s.latency.quantile(0.5),
+                s.latency.quantile(0.99)
+            );
+        }
+    }
+}
+
+fn print_json(size: u64, budget: u64, rows: &[(String, Figures, Option<pager::Stats>)]) {
+    let keys = [
+        "fill_mb_s",
+        "read_mb_s",
+        "random_1_pages_s",
+        "random_4_pages_s",
+        "mixed_pages_s",
+        "random_p99_us",
+    ];
+    let entries: Vec<String> = rows
+        .iter()
+        .map(|(name, figures, _)| {
+            let fields: Vec<String> = keys
+                .iter()
+                .zip(figures.values())
+                .map(|(k, v)| format!("\"{k}\": {v:.1}"))
+                .collect();
+            format!("{{\"name\": \"{name}\", {}}}", fields.join(", "))
+        })
+        .collect();
+    println!(
+        "{{\"size\": {size}, \"budget\": {budget}, \"rows\": [{}]}}",
+        entries.join(", ")
+    );
+}
