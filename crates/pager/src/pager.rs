@@ -41,7 +41,7 @@ impl PagerConfig {
         PagerConfig {
             budget,
             max_prefetch: 256,
-            evict_batch: 64,
+            evict_batch: 256,
         }
     }
 
@@ -427,7 +427,9 @@ impl Inner {
                 state.stats.zero_drops += 1;
             }
             page.resident = false;
-            drop_page(base + index * PAGE);
+        }
+        for (address, len) in address_runs(&victims) {
+            drop_pages(address, len);
         }
         state.stats.evicted += victims.len() as u64;
         state.stats.resident -= victims.len() as u64;
@@ -465,8 +467,8 @@ impl Inner {
         if dirty.is_empty() {
             return Ok(Vec::new());
         }
-        for &(base, index) in dirty {
-            self.uffd.write_protect(base + index * PAGE, PAGE, true)?;
+        for (address, len) in address_runs(dirty) {
+            self.uffd.write_protect(address, len, true)?;
         }
         for (n, &(base, index)) in dirty.iter().enumerate() {
             // SAFETY: the page is resident and write-protected: nobody changes it now.
@@ -508,8 +510,25 @@ fn run_from(pages: &[PageState], index: usize, window: usize) -> usize {
     run
 }
 
-/// Gives a page back to the kernel: the next access faults as missing.
-fn drop_page(address: usize) {
-    // SAFETY: the page lies inside a region this pager mapped.
-    unsafe { libc::madvise(address as *mut libc::c_void, PAGE, libc::MADV_DONTNEED) };
+/// Gives pages back to the kernel: the next access faults as missing.
+fn drop_pages(address: usize, len: usize) {
+    // SAFETY: the pages lie inside a region this pager mapped.
+    unsafe { libc::madvise(address as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+}
+
+/// The pages as (address, length) ranges of adjacent pages, so one call serves each range.
+fn address_runs(pages: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    let mut addresses: Vec<usize> = pages
+        .iter()
+        .map(|(base, index)| base + index * PAGE)
+        .collect();
+    addresses.sort_unstable();
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for address in addresses {
+        match runs.last_mut() {
+            Some((start, len)) if *start + *len == address => *len += PAGE,
+            _ => runs.push((address, PAGE)),
+        }
+    }
+    runs
 }

@@ -196,9 +196,10 @@ fn regions_larger_than_budget_and_swap_are_refused() {
     let err = pager.region(64 * MIB).err().expect("no room for it");
     assert_eq!(err.kind(), std::io::ErrorKind::StorageFull);
     let fits = pager.region(4 * MIB).unwrap();
+    assert!(pager.region(6 * MIB).is_err(), "the two would not fit together");
     drop(fits);
     assert!(
-        pager.region(8 * MIB).is_ok(),
+        pager.region(6 * MIB).is_ok(),
         "a dropped region gives its room back"
     );
 }
