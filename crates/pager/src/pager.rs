@@ -1,8 +1,10 @@
 //! The pager: regions registered with userfaultfd, a handler thread that serves their faults
 //! from swap (or zeros), and eviction that keeps resident memory within the budget.
 //!
-//! One thread serves every fault and does every eviction, so a page is never faulted in and
-//! evicted at once, and the page table below is only touched under one lock. Its states:
+//! Several threads serve faults. The page table below is touched only under one lock, but a
+//! fault's swap read runs outside it: the pages being read are marked in flight, so a second
+//! fault on one of them waits for the first one's copy (which wakes it), and eviction only ever
+//! takes resident pages, so a page is never faulted in and evicted at once. Its states:
 //!
 //! - not resident, no slot: never written (or only zeros): a fault fills it with zeros;
 //! - not resident, slot: its data is in the slot: a fault reads it back;
@@ -14,7 +16,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -34,6 +36,8 @@ pub struct PagerConfig {
     pub max_prefetch: usize,
     /// Pages evicted at a time once over budget (written with one call when contiguous).
     pub evict_batch: usize,
+    /// Threads serving faults (their swap reads run in parallel).
+    pub handlers: usize,
 }
 
 impl PagerConfig {
@@ -42,6 +46,7 @@ impl PagerConfig {
             budget,
             max_prefetch: 256,
             evict_batch: 256,
+            handlers: 4,
         }
     }
 
@@ -59,6 +64,18 @@ struct PageState {
     dirty: bool,
     /// Written since it was last looked at by the clock: gets a second chance.
     referenced: bool,
+    /// A fault is reading it in now.
+    in_flight: bool,
+}
+
+/// The pages one fault brings in.
+struct Fetch {
+    base: usize,
+    index: usize,
+    run: usize,
+    /// Their slots, consecutive; none for pages never written.
+    slots: Vec<Slot>,
+    writable: bool,
 }
 
 /// What the access stream of a region looks like to prefetch.
@@ -77,14 +94,12 @@ struct RegionPages {
 }
 
 struct State {
-    swap: SwapSystem,
     regions: BTreeMap<usize, RegionPages>,
     /// Resident pages in the order they came in: (region base, page).
     clock: VecDeque<(usize, usize)>,
     /// Pages the regions hold, which swap plus the budget must be able to take.
     region_pages: u64,
     swap_capacity: u64,
-    fault_buf: Vec<u8>,
     evict_buf: Vec<u8>,
     stats: Stats,
 }
@@ -92,6 +107,8 @@ struct State {
 pub(crate) struct Inner {
     uffd: Userfaultfd,
     state: Mutex<State>,
+    /// Taken after `state` when both are needed; fault reads hold only a read lock of it.
+    swap: RwLock<SwapSystem>,
     config: PagerConfig,
     budget_pages: usize,
     stop: AtomicBool,
@@ -100,7 +117,7 @@ pub(crate) struct Inner {
 /// A pager: regions larger than its budget, paged to the swap areas it was given.
 pub struct Pager {
     inner: Arc<Inner>,
-    handler: Option<JoinHandle<()>>,
+    handlers: Vec<JoinHandle<()>>,
 }
 
 /// Whole pages of `len` bytes.
@@ -126,30 +143,29 @@ impl Pager {
         }
         let swap_capacity = swap.list().iter().map(|a| a.size_kib / 4).sum();
         let state = State {
-            swap,
             regions: BTreeMap::new(),
             clock: VecDeque::new(),
             region_pages: 0,
             swap_capacity,
-            fault_buf: vec![0u8; config.max_prefetch.max(1) * PAGE],
             evict_buf: vec![0u8; config.evict_batch.max(1) * PAGE],
             stats: Stats::default(),
         };
         let inner = Arc::new(Inner {
             uffd,
             state: Mutex::new(state),
+            swap: RwLock::new(swap),
             budget_pages: (config.budget as usize / PAGE).max(1),
             config,
             stop: AtomicBool::new(false),
         });
-        let served = inner.clone();
-        let handler = std::thread::Builder::new()
-            .name("pager-faults".into())
-            .spawn(move || served.serve())?;
-        Ok(Pager {
-            inner,
-            handler: Some(handler),
-        })
+        let mut handlers = Vec::new();
+        for n in 0..inner.config.handlers.max(1) {
+            let served = inner.clone();
+            let buf = vec![0u8; served.config.max_prefetch.max(1) * PAGE];
+            let thread = std::thread::Builder::new().name(format!("pager-faults-{n}"));
+            handlers.push(thread.spawn(move || served.serve(buf))?);
+        }
+        Ok(Pager { inner, handlers })
     }
 
     /// Whether kernel accesses to evicted pages (read(2) into a region) are served too.
@@ -192,14 +208,14 @@ impl Pager {
 
     /// The swap areas, as /proc/swaps would show them.
     pub fn swaps(&self) -> String {
-        self.inner.lock().swap.proc_swaps()
+        self.inner.swap().proc_swaps()
     }
 }
 
 impl Drop for Pager {
     fn drop(&mut self) {
         self.inner.stop.store(true, Ordering::Relaxed);
-        if let Some(handler) = self.handler.take() {
+        for handler in self.handlers.drain(..) {
             let _ = handler.join();
         }
     }
@@ -208,6 +224,14 @@ impl Drop for Pager {
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn swap(&self) -> RwLockReadGuard<'_, SwapSystem> {
+        self.swap.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn swap_mut(&self) -> RwLockWriteGuard<'_, SwapSystem> {
+        self.swap.write().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn register(&self, base: usize, pages: usize) -> io::Result<()> {
@@ -227,9 +251,10 @@ impl Inner {
         let Some(region) = state.regions.remove(&base) else {
             return;
         };
+        let mut swap = self.swap_mut();
         for page in &region.pages {
             if let Some(slot) = page.slot {
-                let _ = state.swap.free(slot);
+                let _ = swap.free(slot);
             }
             if page.resident {
                 state.stats.resident -= 1;
@@ -239,9 +264,9 @@ impl Inner {
         state.clock.retain(|(b, _)| *b != base);
     }
 
-    /// The fault loop: until the pager is dropped.
-    fn serve(&self) {
-        let mut messages = [Message::default(); 64];
+    /// A fault loop, with its own buffer for the pages it reads: until the pager is dropped.
+    fn serve(&self, mut buf: Vec<u8>) {
+        let mut messages = [Message::default(); 16];
         while !self.stop.load(Ordering::Relaxed) {
             let n = match self.uffd.read(&mut messages, 50) {
                 Ok(n) => n,
@@ -253,15 +278,15 @@ impl Inner {
             for m in &messages[..n] {
                 if m.event == uffd::EVENT_PAGEFAULT {
                     let started = Instant::now();
-                    let mut state = self.lock();
-                    self.fault(&mut state, m.address as usize & !(PAGE - 1), m.flags);
-                    state.stats.latency.record(started.elapsed());
+                    self.fault(&mut buf, m.address as usize & !(PAGE - 1), m.flags);
+                    self.lock().stats.latency.record(started.elapsed());
                 }
             }
         }
     }
 
-    fn fault(&self, state: &mut State, address: usize, flags: u64) {
+    fn fault(&self, buf: &mut [u8], address: usize, flags: u64) {
+        let mut state = self.lock();
         let Some((&base, region)) = state.regions.range(..=address).next_back() else {
             let _ = self.uffd.wake(address, PAGE);
             return;
@@ -272,26 +297,30 @@ impl Inner {
             return;
         }
         if flags & uffd::PAGEFAULT_FLAG_WP != 0 {
-            self.first_write(state, base, index);
+            self.first_write(&mut state, base, index);
             return;
         }
-        if region.pages[index].resident {
+        let page = region.pages[index];
+        if page.resident {
             // Brought in meanwhile (by prefetch): the access only has to retry.
             let _ = self.uffd.wake(address, PAGE);
             return;
         }
-        let write = flags & uffd::PAGEFAULT_FLAG_WRITE != 0;
-        if let Err(e) = self.bring_in(state, base, index, write) {
-            eprintln!("pager: page {index} of region {base:#x}: {e}");
-            state.stats.poisoned += 1;
-            let _ = self.uffd.poison(address, PAGE);
+        if page.in_flight {
+            // Another thread is reading it in: its copy wakes this access too.
             return;
         }
+        let write = flags & uffd::PAGEFAULT_FLAG_WRITE != 0;
+        let plan = self.plan(&mut state, base, index, write);
+        drop(state);
+        let result = self.fetch(&plan, buf);
+        let mut state = self.lock();
+        self.settle(&mut state, &plan, result);
         if write {
-            self.first_write(state, base, index);
+            self.first_write(&mut state, base, index);
         }
         while state.stats.resident as usize > self.budget_pages {
-            if !self.evict(state) {
+            if !self.evict(&mut state) {
                 break;
             }
         }
@@ -300,9 +329,12 @@ impl Inner {
     /// A write to a write-protected page: it is dirty now, and its slot no longer holds it.
     fn first_write(&self, state: &mut State, base: usize, index: usize) {
         let address = base + index * PAGE;
-        let page = &mut state.regions.get_mut(&base).expect("found").pages[index];
+        let Some(region) = state.regions.get_mut(&base) else {
+            return;
+        };
+        let page = &mut region.pages[index];
         if !page.resident {
-            // Evicted while the write waited: it faults again, as a missing page.
+            // Evicted while the write waited, or not in yet: it faults again, as missing.
             let _ = self.uffd.wake(address, PAGE);
             return;
         }
@@ -310,24 +342,19 @@ impl Inner {
             page.dirty = true;
             page.referenced = true;
             if let Some(slot) = page.slot.take() {
-                let _ = state.swap.free(slot);
+                let _ = self.swap_mut().free(slot);
             }
             state.stats.write_faults += 1;
         }
         let _ = self.uffd.write_protect(address, PAGE, false);
     }
 
-    /// Serves a missing page, and the pages after it a sequential stream will want, with one
-    /// read and one copy. A stream writing into never-written memory gets its run writable
-    /// and dirty at once: it is about to write every page of it, and a write-protect fault
-    /// per page would double the faults.
-    fn bring_in(
-        &self,
-        state: &mut State,
-        base: usize,
-        index: usize,
-        write: bool,
-    ) -> io::Result<()> {
+    /// Decides what a missing page's fault brings in: the page, and the pages after it a
+    /// sequential stream will want, all read with one call and installed with one copy; marks
+    /// them in flight. A stream writing into never-written memory gets its run writable and
+    /// dirty at once: it is about to write every page of it, and a write-protect fault per
+    /// page would double the faults.
+    fn plan(&self, state: &mut State, base: usize, index: usize, write: bool) -> Fetch {
         let max = self.config.max_prefetch.max(1);
         let region = state.regions.get_mut(&base).expect("found");
         let stream = &mut region.stream;
@@ -340,34 +367,63 @@ impl Inner {
         let run = run_from(&region.pages, index, stream.window);
         stream.next = index + run;
         stream.ahead = run - 1;
-        let slots: Vec<Slot> = region.pages[index..index + run]
-            .iter()
-            .filter_map(|p| p.slot)
-            .collect();
-        let bytes = run * PAGE;
-        let buf = &mut state.fault_buf[..bytes];
+        let pages = &mut region.pages[index..index + run];
+        pages.iter_mut().for_each(|p| p.in_flight = true);
+        let slots: Vec<Slot> = pages.iter().filter_map(|p| p.slot).collect();
         let writable = write && slots.is_empty();
-        if slots.is_empty() {
+        Fetch {
+            base,
+            index,
+            run,
+            slots,
+            writable,
+        }
+    }
+
+    /// Reads a fetch's pages (no lock held but the swap's read lock) and installs them.
+    fn fetch(&self, plan: &Fetch, buf: &mut [u8]) -> io::Result<()> {
+        let buf = &mut buf[..plan.run * PAGE];
+        if plan.slots.is_empty() {
             buf.fill(0);
+        } else {
+            self.swap().read(&plan.slots, buf).map_err(swap_io)?;
+        }
+        self.install(plan.base + plan.index * PAGE, buf, plan.writable)
+    }
+
+    /// Records a fetch: its pages resident, or, when it failed, the faulting page poisoned
+    /// (its access gets SIGBUS) and the others woken to fault again.
+    fn settle(&self, state: &mut State, plan: &Fetch, result: io::Result<()>) {
+        let address = plan.base + plan.index * PAGE;
+        let Some(region) = state.regions.get_mut(&plan.base) else {
+            return;
+        };
+        let pages = &mut region.pages[plan.index..plan.index + plan.run];
+        pages.iter_mut().for_each(|p| p.in_flight = false);
+        if let Err(e) = result {
+            eprintln!("pager: page {} of region {:#x}: {e}", plan.index, plan.base);
+            state.stats.poisoned += 1;
+            let _ = self.uffd.poison(address, PAGE);
+            let _ = self.uffd.wake(address, plan.run * PAGE);
+            return;
+        }
+        for (i, page) in pages.iter_mut().enumerate() {
+            page.resident = true;
+            page.dirty = plan.writable;
+            page.referenced = false;
+            state.clock.push_back((plan.base, plan.index + i));
+        }
+        let (run, bytes) = (plan.run as u64, (plan.run * PAGE) as u64);
+        if plan.slots.is_empty() {
             state.stats.zero_faults += 1;
         } else {
-            state.swap.read(&slots, buf).map_err(swap_io)?;
             state.stats.major_faults += 1;
-            state.stats.pages_in += run as u64;
-            state.stats.bytes_in += bytes as u64;
+            state.stats.pages_in += run;
+            state.stats.bytes_in += bytes;
         }
-        self.install(base + index * PAGE, buf, writable)?;
-        state.stats.prefetched += run as u64 - 1;
-        let region = state.regions.get_mut(&base).expect("found");
-        for (i, page) in region.pages[index..index + run].iter_mut().enumerate() {
-            page.resident = true;
-            page.dirty = writable;
-            page.referenced = false;
-            state.clock.push_back((base, index + i));
-        }
-        state.stats.resident += run as u64;
+        state.stats.prefetched += run - 1;
+        state.stats.resident += run;
         state.stats.peak_resident = state.stats.peak_resident.max(state.stats.resident);
-        Ok(())
     }
 
     /// UFFDIO_COPY of whole pages; a page already there (EEXIST) is left as it is.
@@ -476,11 +532,12 @@ impl Inner {
                 unsafe { std::slice::from_raw_parts((base + index * PAGE) as *const u8, PAGE) };
             state.evict_buf[n * PAGE..(n + 1) * PAGE].copy_from_slice(page);
         }
-        let slots = state.swap.allocate(dirty.len()).map_err(swap_io)?;
+        let mut swap = self.swap_mut();
+        let slots = swap.allocate(dirty.len()).map_err(swap_io)?;
         let bytes = dirty.len() * PAGE;
-        if let Err(e) = state.swap.write(&slots, &state.evict_buf[..bytes]) {
+        if let Err(e) = swap.write(&slots, &state.evict_buf[..bytes]) {
             for slot in &slots {
-                let _ = state.swap.free(*slot);
+                let _ = swap.free(*slot);
             }
             return Err(swap_io(e));
         }
@@ -502,7 +559,7 @@ fn run_from(pages: &[PageState], index: usize, window: usize) -> usize {
             (Some(a), Some(b)) => b.area == a.area && b.page == a.page + run as u64,
             _ => false,
         };
-        if page.resident || !follows {
+        if page.resident || page.in_flight || !follows {
             break;
         }
         run += 1;

@@ -196,7 +196,10 @@ fn regions_larger_than_budget_and_swap_are_refused() {
     let err = pager.region(64 * MIB).err().expect("no room for it");
     assert_eq!(err.kind(), std::io::ErrorKind::StorageFull);
     let fits = pager.region(4 * MIB).unwrap();
-    assert!(pager.region(6 * MIB).is_err(), "the two would not fit together");
+    assert!(
+        pager.region(6 * MIB).is_err(),
+        "the two would not fit together"
+    );
     drop(fits);
     assert!(
         pager.region(6 * MIB).is_ok(),

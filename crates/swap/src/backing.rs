@@ -18,7 +18,7 @@ use crate::header::PAGE_SIZE;
 
 const PAGE: u64 = PAGE_SIZE as u64;
 
-pub trait Backing: Send {
+pub trait Backing: Send + Sync {
     /// The name `swapon --show` prints.
     fn name(&self) -> String;
     /// `file`, `partition`, `cowfs` or `cowfs-fs`.

@@ -52,6 +52,9 @@ pub struct SwapSystem {
     /// Among areas of one priority, the one to take the next cluster from.
     turn: usize,
     stats: SwapStats,
+    /// Reads take `&self`, so several can run at once (a pager serving faults on several
+    /// threads); their counts are kept apart, in atomics.
+    read_counts: [std::sync::atomic::AtomicU64; 3],
 }
 
 impl SwapSystem {
@@ -247,16 +250,18 @@ impl SwapSystem {
     }
 
     /// Reads one page per slot into `buf`, one backing call per run of consecutive slots.
-    pub fn read(&mut self, slots: &[Slot], buf: &mut [u8]) -> Result<()> {
+    /// Reads may run in parallel with each other.
+    pub fn read(&self, slots: &[Slot], buf: &mut [u8]) -> Result<()> {
         self.check_io(slots, buf.len())?;
         for (start, range) in runs(slots) {
             let bytes = &mut buf[range.start * PAGE_SIZE..range.end * PAGE_SIZE];
             self.area(start.area)?
                 .backing
                 .read_pages(start.page, bytes)?;
-            self.stats.reads += 1;
-            self.stats.pages_in += range.len() as u64;
-            self.stats.bytes_in += bytes.len() as u64;
+            let counts = [1, range.len() as u64, bytes.len() as u64];
+            for (counter, n) in self.read_counts.iter().zip(counts) {
+                counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         Ok(())
     }
@@ -301,7 +306,16 @@ impl SwapSystem {
     }
 
     pub fn stats(&self) -> SwapStats {
-        self.stats
+        let [reads, pages_in, bytes_in] = self
+            .read_counts
+            .each_ref()
+            .map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+        SwapStats {
+            reads,
+            pages_in,
+            bytes_in,
+            ..self.stats
+        }
     }
 
     /// The area a backing named `name` is, if active.
