@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use cowfs::device::AlignedBuf;
 use swap::{Slot, SwapSystem};
 
 use crate::stats::Stats;
@@ -100,7 +101,8 @@ struct State {
     /// Pages the regions hold, which swap plus the budget must be able to take.
     region_pages: u64,
     swap_capacity: u64,
-    evict_buf: Vec<u8>,
+    /// Page-aligned, as O_DIRECT backings want their buffers (else they copy).
+    evict_buf: AlignedBuf,
     stats: Stats,
 }
 
@@ -147,7 +149,7 @@ impl Pager {
             clock: VecDeque::new(),
             region_pages: 0,
             swap_capacity,
-            evict_buf: vec![0u8; config.evict_batch.max(1) * PAGE],
+            evict_buf: AlignedBuf::zeroed(config.evict_batch.max(1) * PAGE),
             stats: Stats::default(),
         };
         let inner = Arc::new(Inner {
@@ -161,7 +163,7 @@ impl Pager {
         let mut handlers = Vec::new();
         for n in 0..inner.config.handlers.max(1) {
             let served = inner.clone();
-            let buf = vec![0u8; served.config.max_prefetch.max(1) * PAGE];
+            let buf = AlignedBuf::zeroed(served.config.max_prefetch.max(1) * PAGE);
             let thread = std::thread::Builder::new().name(format!("pager-faults-{n}"));
             handlers.push(thread.spawn(move || served.serve(buf))?);
         }
@@ -265,7 +267,7 @@ impl Inner {
     }
 
     /// A fault loop, with its own buffer for the pages it reads: until the pager is dropped.
-    fn serve(&self, mut buf: Vec<u8>) {
+    fn serve(&self, mut buf: AlignedBuf) {
         let mut messages = [Message::default(); 16];
         while !self.stop.load(Ordering::Relaxed) {
             let n = match self.uffd.read(&mut messages, 50) {
