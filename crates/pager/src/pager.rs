@@ -27,6 +27,8 @@ use crate::stats::Stats;
 use crate::uffd::{self, Message, Userfaultfd};
 
 pub const PAGE: usize = 4096;
+/// Full windows a sequential stream is read ahead of its last fault.
+const READ_AHEAD: usize = 2;
 
 /// How the pager runs.
 #[derive(Debug, Clone)]
@@ -77,6 +79,8 @@ struct Fetch {
     /// Their slots, consecutive; none for pages never written.
     slots: Vec<Slot>,
     writable: bool,
+    /// Read ahead of a stream: no access waits on it.
+    ahead: bool,
 }
 
 /// What the access stream of a region looks like to prefetch.
@@ -313,19 +317,56 @@ impl Inner {
             return;
         }
         let write = flags & uffd::PAGEFAULT_FLAG_WRITE != 0;
-        let plan = self.plan(&mut state, base, index, write);
-        drop(state);
-        let result = self.fetch(&plan, buf);
-        let mut state = self.lock();
-        self.settle(&mut state, &plan, result);
-        if write {
-            self.first_write(&mut state, base, index);
-        }
-        while state.stats.resident as usize > self.budget_pages {
-            if !self.evict(&mut state) {
-                break;
+        let mut plan = Some(self.plan(&mut state, base, index, write));
+        // The fault's own pages, then, for a stream reading swap at full speed, the next
+        // windows too (READ_AHEAD of them), read while the program goes through the one it
+        // was just given.
+        let mut windows = 0;
+        while let Some(fetch) = plan.take() {
+            windows += 1;
+            drop(state);
+            let result = self.fetch(&fetch, buf);
+            state = self.lock();
+            let whole_window = fetch.run == self.config.max_prefetch && !fetch.slots.is_empty();
+            let read_ahead = result.is_ok() && whole_window && windows <= READ_AHEAD;
+            self.settle(&mut state, &fetch, result);
+            if write && !fetch.ahead {
+                self.first_write(&mut state, base, index);
+            }
+            while state.stats.resident as usize > self.budget_pages {
+                if !self.evict(&mut state) {
+                    break;
+                }
+            }
+            if read_ahead {
+                plan = self.plan_ahead(&mut state, base);
             }
         }
+    }
+
+    /// The window after a sequential stream's last one, when it is all in swap: marked in
+    /// flight, for reading ahead of the stream.
+    fn plan_ahead(&self, state: &mut State, base: usize) -> Option<Fetch> {
+        let region = state.regions.get_mut(&base)?;
+        let start = region.stream.next;
+        let first = region.pages.get(start)?;
+        if first.resident || first.in_flight || first.slot.is_none() {
+            return None;
+        }
+        let run = run_from(&region.pages, start, self.config.max_prefetch.max(1));
+        region.stream.next = start + run;
+        region.stream.ahead += run;
+        let pages = &mut region.pages[start..start + run];
+        pages.iter_mut().for_each(|p| p.in_flight = true);
+        let slots = pages.iter().filter_map(|p| p.slot).collect();
+        Some(Fetch {
+            base,
+            index: start,
+            run,
+            slots,
+            writable: false,
+            ahead: true,
+        })
     }
 
     /// A write to a write-protected page: it is dirty now, and its slot no longer holds it.
@@ -379,6 +420,7 @@ impl Inner {
             run,
             slots,
             writable,
+            ahead: false,
         }
     }
 
@@ -403,9 +445,12 @@ impl Inner {
         let pages = &mut region.pages[plan.index..plan.index + plan.run];
         pages.iter_mut().for_each(|p| p.in_flight = false);
         if let Err(e) = result {
-            eprintln!("pager: page {} of region {:#x}: {e}", plan.index, plan.base);
-            state.stats.poisoned += 1;
-            let _ = self.uffd.poison(address, PAGE);
+            // A read ahead that failed poisons nothing: the page's own fault tries again.
+            if !plan.ahead {
+                eprintln!("pager: page {} of region {:#x}: {e}", plan.index, plan.base);
+                state.stats.poisoned += 1;
+                let _ = self.uffd.poison(address, PAGE);
+            }
             let _ = self.uffd.wake(address, plan.run * PAGE);
             return;
         }
@@ -423,7 +468,7 @@ impl Inner {
             state.stats.pages_in += run;
             state.stats.bytes_in += bytes;
         }
-        state.stats.prefetched += run - 1;
+        state.stats.prefetched += if plan.ahead { run } else { run - 1 };
         state.stats.resident += run;
         state.stats.peak_resident = state.stats.peak_resident.max(state.stats.resident);
     }
