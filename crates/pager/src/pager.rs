@@ -29,6 +29,8 @@ use crate::uffd::{self, Message, Userfaultfd};
 pub const PAGE: usize = 4096;
 /// Full windows a sequential stream is read ahead of its last fault.
 const READ_AHEAD: usize = 2;
+/// The most pages a strided stream fetches ahead.
+const MAX_STRIDED: usize = 32;
 
 /// How the pager runs.
 #[derive(Debug, Clone)]
@@ -91,6 +93,14 @@ struct Stream {
     window: usize,
     /// Pages the last window brought in ahead of the fault.
     ahead: usize,
+    /// The last fault, and the distance to the one before it: two equal distances (other
+    /// than 1) make a strided stream, whose next pages are fetched one by one.
+    last: usize,
+    stride: isize,
+    /// Pages a strided stream fetches ahead (doubling to MAX_STRIDED), and the page its
+    /// next fault would be on.
+    strided: usize,
+    stride_next: usize,
 }
 
 struct RegionPages {
@@ -318,6 +328,8 @@ impl Inner {
         }
         let write = flags & uffd::PAGEFAULT_FLAG_WRITE != 0;
         let mut plan = Some(self.plan(&mut state, base, index, write));
+        let mut strided = self.plan_strided(&mut state, base, index);
+        strided.reverse();
         // The fault's own pages, then, for a stream reading swap at full speed, the next
         // windows too (READ_AHEAD of them), read while the program goes through the one it
         // was just given.
@@ -341,7 +353,62 @@ impl Inner {
             if read_ahead {
                 plan = self.plan_ahead(&mut state, base);
             }
+            if plan.is_none() {
+                plan = strided.pop();
+            }
         }
+    }
+
+    /// For a strided stream (the last two faults the same distance apart, not adjacent), the
+    /// next pages along the stride, each its own fetch, marked in flight.
+    fn plan_strided(&self, state: &mut State, base: usize, index: usize) -> Vec<Fetch> {
+        let Some(region) = state.regions.get_mut(&base) else {
+            return Vec::new();
+        };
+        let stream = &mut region.stream;
+        let stride = index as isize - stream.last as isize;
+        stream.last = index;
+        // The pages fetched ahead do not fault, so the stream's next fault is the first
+        // page past them (`stride_next`), or, with nothing fetched yet, one stride on.
+        let continues =
+            stream.stride.abs() > 1 && (index == stream.stride_next || stride == stream.stride);
+        if !continues {
+            stream.stride = stride;
+            stream.strided = 0;
+            stream.stride_next = (index as isize + stride).max(0) as usize;
+            return Vec::new();
+        }
+        if index == stream.stride_next {
+            state.stats.prefetch_hits += stream.strided as u64;
+        }
+        stream.strided = (stream.strided * 2).clamp(1, MAX_STRIDED);
+        let stride = stream.stride;
+        let mut fetches = Vec::new();
+        let mut at = index as isize;
+        for _ in 0..stream.strided {
+            at += stride;
+            let Some(page) = usize::try_from(at)
+                .ok()
+                .and_then(|i| region.pages.get_mut(i))
+            else {
+                break;
+            };
+            if page.resident || page.in_flight {
+                continue;
+            }
+            page.in_flight = true;
+            let slots = page.slot.into_iter().collect();
+            fetches.push(Fetch {
+                base,
+                index: at as usize,
+                run: 1,
+                slots,
+                writable: false,
+                ahead: true,
+            });
+        }
+        stream.stride_next = (at + stride).max(0) as usize;
+        fetches
     }
 
     /// The window after a sequential stream's last one, when it is all in swap: marked in
@@ -461,12 +528,14 @@ impl Inner {
             state.clock.push_back((plan.base, plan.index + i));
         }
         let (run, bytes) = (plan.run as u64, (plan.run * PAGE) as u64);
-        if plan.slots.is_empty() {
-            state.stats.zero_faults += 1;
-        } else {
-            state.stats.major_faults += 1;
+        if !plan.slots.is_empty() {
             state.stats.pages_in += run;
             state.stats.bytes_in += bytes;
+        }
+        match (plan.ahead, plan.slots.is_empty()) {
+            (true, _) => {}
+            (false, true) => state.stats.zero_faults += 1,
+            (false, false) => state.stats.major_faults += 1,
         }
         state.stats.prefetched += if plan.ahead { run } else { run - 1 };
         state.stats.resident += run;

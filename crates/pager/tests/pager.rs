@@ -433,3 +433,27 @@ fn eviction_races_faults_from_many_threads_for_a_bounded_time() {
         "{s:?}"
     );
 }
+
+#[test]
+fn a_strided_stream_is_fetched_ahead() {
+    let Some((_fs, pager)) = pager(MIB, 64 * MIB) else {
+        return;
+    };
+    let mut region = pager.region(32 * MIB).unwrap();
+    fill(region.as_mut_slice(), 9);
+    let before = pager.stats();
+    // Every fifth page, from the start: the start has long been evicted.
+    let touched: Vec<usize> = (0..region.len() / PAGE).step_by(5).collect();
+    for page in &touched {
+        let at = page * PAGE;
+        assert_eq!(region.as_slice()[at + 17], byte(9, at + 17), "page {page}");
+    }
+    let s = pager.stats();
+    let faults = s.major_faults - before.major_faults;
+    assert!(
+        faults * 4 < touched.len() as u64,
+        "{faults} major faults for {} strided pages: the stride was not fetched ahead",
+        touched.len()
+    );
+    assert!(s.prefetch_hits > before.prefetch_hits);
+}
