@@ -214,23 +214,20 @@ fn dropping_a_region_frees_its_slots() {
     };
     let mut region = pager.region(8 * MIB).unwrap();
     fill(region.as_mut_slice(), 4);
-    assert!(pager.swaps().lines().nth(1).is_some_and(|l| !l
-        .split_whitespace()
-        .nth(3)
-        .unwrap_or("0")
-        .eq("0")));
+    assert!(swap_used_kib(&pager) > 0, "{}", pager.swaps());
     drop(region);
-    let used: u64 = pager
-        .swaps()
-        .lines()
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
+    assert_eq!(swap_used_kib(&pager), 0, "{}", pager.swaps());
+}
+
+/// The swap area's used column, as /proc/swaps shows it.
+fn swap_used_kib(pager: &Pager) -> u64 {
+    let swaps = pager.swaps();
+    let area = swaps.lines().nth(1).expect("one area");
+    area.split_whitespace()
         .nth(3)
-        .unwrap()
+        .expect("a used column")
         .parse()
-        .unwrap();
-    assert_eq!(used, 0, "{}", pager.swaps());
+        .unwrap()
 }
 
 /// Runs `scenario` in a child process (this test binary again), which must die of SIGBUS.
