@@ -15,9 +15,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Instant;
 
 use cowfs::device::AlignedBuf;
@@ -127,13 +125,15 @@ pub(crate) struct Inner {
     swap: RwLock<SwapSystem>,
     config: PagerConfig,
     budget_pages: usize,
-    stop: AtomicBool,
+    /// The `Pager` is gone: the swap areas go with the last region.
+    pager_dropped: std::sync::atomic::AtomicBool,
 }
 
 /// A pager: regions larger than its budget, paged to the swap areas it was given.
+/// Its regions keep it serving: the fault threads end once the pager and every region of it
+/// are dropped.
 pub struct Pager {
     inner: Arc<Inner>,
-    handlers: Vec<JoinHandle<()>>,
 }
 
 /// Whole pages of `len` bytes.
@@ -171,17 +171,16 @@ impl Pager {
             state: Mutex::new(state),
             swap: RwLock::new(swap),
             budget_pages: (config.budget as usize / PAGE).max(1),
+            pager_dropped: Default::default(),
             config,
-            stop: AtomicBool::new(false),
         });
-        let mut handlers = Vec::new();
         for n in 0..inner.config.handlers.max(1) {
-            let served = inner.clone();
-            let buf = AlignedBuf::zeroed(served.config.max_prefetch.max(1) * PAGE);
+            let served = Arc::downgrade(&inner);
+            let buf = AlignedBuf::zeroed(inner.config.max_prefetch.max(1) * PAGE);
             let thread = std::thread::Builder::new().name(format!("pager-faults-{n}"));
-            handlers.push(thread.spawn(move || served.serve(buf))?);
+            thread.spawn(move || Inner::serve(served, buf))?;
         }
-        Ok(Pager { inner, handlers })
+        Ok(Pager { inner })
     }
 
     /// Whether kernel accesses to evicted pages (read(2) into a region) are served too.
@@ -230,14 +229,26 @@ impl Pager {
 
 impl Drop for Pager {
     fn drop(&mut self) {
-        self.inner.stop.store(true, Ordering::Relaxed);
-        for handler in self.handlers.drain(..) {
-            let _ = handler.join();
-        }
+        self.inner
+            .pager_dropped
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.inner.close_swap_when_unused(&self.inner.lock());
     }
 }
 
 impl Inner {
+    /// Once the pager and all its regions are gone, its swap areas go (a cowfs file is
+    /// unpinned) now, not whenever a fault thread lets go of the pager.
+    fn close_swap_when_unused(&self, state: &State) {
+        if state.regions.is_empty()
+            && self
+                .pager_dropped
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            *self.swap_mut() = SwapSystem::new();
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -278,13 +289,17 @@ impl Inner {
         }
         state.region_pages -= pages as u64;
         state.clock.retain(|(b, _)| *b != base);
+        drop(swap);
+        self.close_swap_when_unused(&state);
     }
 
     /// A fault loop, with its own buffer for the pages it reads: until the pager is dropped.
-    fn serve(&self, mut buf: AlignedBuf) {
+    /// A fault thread: serves faults until the pager and all its regions are gone (it holds
+    /// the pager only while it handles one batch, so the last owner can let it go).
+    fn serve(pager: Weak<Inner>, mut buf: AlignedBuf) {
         let mut messages = [Message::default(); 16];
-        while !self.stop.load(Ordering::Relaxed) {
-            let n = match self.uffd.read(&mut messages, 50) {
+        while let Some(inner) = pager.upgrade() {
+            let n = match inner.uffd.read(&mut messages, 50) {
                 Ok(n) => n,
                 Err(e) => {
                     eprintln!("pager: reading faults: {e}");
@@ -294,8 +309,8 @@ impl Inner {
             for m in &messages[..n] {
                 if m.event == uffd::EVENT_PAGEFAULT {
                     let started = Instant::now();
-                    self.fault(&mut buf, m.address as usize & !(PAGE - 1), m.flags);
-                    self.lock().stats.latency.record(started.elapsed());
+                    inner.fault(&mut buf, m.address as usize & !(PAGE - 1), m.flags);
+                    inner.lock().stats.latency.record(started.elapsed());
                 }
             }
         }

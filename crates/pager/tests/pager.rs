@@ -454,3 +454,26 @@ fn a_strided_stream_is_fetched_ahead() {
     );
     assert!(s.prefetch_hits > before.prefetch_hits);
 }
+
+#[test]
+fn a_region_outlives_its_pager() {
+    let Some((fs, pager)) = pager(MIB, 16 * MIB) else {
+        return;
+    };
+    let swapfile = fs.resolve("/swap").unwrap();
+    let mut region = pager.region(8 * MIB).unwrap();
+    fill(region.as_mut_slice(), 10);
+    drop(pager);
+    // Its faults are still served: the region keeps the pager's threads.
+    verify(region.as_slice(), 10);
+    assert!(
+        fs.swap_active(swapfile).is_some(),
+        "the region still needs the swap file"
+    );
+    drop(region);
+    assert_eq!(
+        fs.swap_active(swapfile),
+        None,
+        "the last region took the swap area with it"
+    );
+}
