@@ -25,6 +25,8 @@ use crate::stats::Stats;
 use crate::uffd::{self, Message, Userfaultfd};
 
 pub const PAGE: usize = 4096;
+/// Tries of a copy the kernel keeps answering EAGAIN, before the fault fails.
+const COPY_ATTEMPTS: usize = 10_000;
 /// Full windows a sequential stream is read ahead of its last fault.
 const READ_AHEAD: usize = 2;
 /// The most pages a strided stream fetches ahead.
@@ -557,12 +559,13 @@ impl Inner {
         state.stats.peak_resident = state.stats.peak_resident.max(state.stats.resident);
     }
 
-    /// UFFDIO_COPY of whole pages; a page already there (EEXIST) is left as it is.
+    /// UFFDIO_COPY of whole pages; a page already there (EEXIST) is left as it is, and its
+    /// waiters woken.
     fn install(&self, address: usize, data: &[u8], writable: bool) -> io::Result<()> {
-        match self.uffd.copy(address, data, writable) {
+        match self.copy(address, data, writable) {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                 for (i, page) in data.chunks(PAGE).enumerate() {
-                    match self.uffd.copy(address + i * PAGE, page, writable) {
+                    match self.copy(address + i * PAGE, page, writable) {
                         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                             let _ = self.uffd.wake(address + i * PAGE, PAGE);
                         }
@@ -573,6 +576,19 @@ impl Inner {
             }
             other => other,
         }
+    }
+
+    /// UFFDIO_COPY, again while the kernel says EAGAIN: the address space is changing (an
+    /// event is pending, which another fault thread reads), and a copy may have been partly
+    /// done; the retry then meets the done pages as EEXIST.
+    fn copy(&self, address: usize, data: &[u8], writable: bool) -> io::Result<()> {
+        for _ in 0..COPY_ATTEMPTS {
+            match self.uffd.copy(address, data, writable) {
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => std::thread::yield_now(),
+                other => return other,
+            }
+        }
+        Err(io::Error::from_raw_os_error(libc::EAGAIN))
     }
 
     /// Evicts a batch: clock order, a second chance for pages written since the last pass.
