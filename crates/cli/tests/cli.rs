@@ -331,17 +331,17 @@ fn mount_serves_the_image_and_umount_waits_for_the_commit() {
     let scratch = Scratch::new();
     let (img, at) = (&scratch.image, scratch.mnt());
     ok(&["mkfs", img, "--size", "64M"]);
-    let said = ok(&["mount", &img, at]);
+    let said = ok(&["mount", img, at]);
     assert!(said.contains("mounted at"), "{said}");
     std::fs::write(Path::new(at).join("hello"), b"through the mount").unwrap();
-    let busy = cowfs(&["fsck", &img]);
+    let busy = cowfs(&["fsck", img]);
     assert!(
         !busy.status.success() && String::from_utf8_lossy(&busy.stderr).contains("in use"),
         "a mounted image is not opened a second time"
     );
     ok(&["umount", at]);
-    assert_eq!(ok(&["cat", &img, "/hello"]), "through the mount");
-    assert!(ok(&["fsck", &img]).contains("clean"));
+    assert_eq!(ok(&["cat", img, "/hello"]), "through the mount");
+    assert!(ok(&["fsck", img]).contains("clean"));
     let not_mounted = cowfs(&["umount", at]);
     assert!(String::from_utf8_lossy(&not_mounted.stderr).contains("not a cowfs mount"));
 }
@@ -394,5 +394,5 @@ fn whole_filesystem_commands_take_paths_inside_a_mount() {
     let other = cowfs(&["snapshot", &p("vol"), "/tmp/elsewhere"]);
     assert!(String::from_utf8_lossy(&other.stderr).contains("not inside a cowfs mount"));
     ok(&["umount", &p("")]);
-    assert!(ok(&["fsck", &img]).contains("clean"));
+    assert!(ok(&["fsck", img]).contains("clean"));
 }

@@ -191,7 +191,7 @@ fn swapoff_works_after_the_daemon_is_killed() {
         String::from_utf8_lossy(&off.stderr)
     );
     assert_eq!(swap_used(&swapfile), None);
-    let _ = Command::new("umount").arg("-l").arg(&mountpoint).status();
+    let _ = Command::new("umount").arg("-l").arg(mountpoint).status();
     std::thread::sleep(Duration::from_millis(200));
     assert!(
         ok(&["fsck", img]).contains("clean"),

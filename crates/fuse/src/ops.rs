@@ -316,9 +316,11 @@ fn fallocate_mode(mode: i32) -> Result<FallocateMode, Errno> {
     }
 }
 
-/// Replies with the value or the errno.
+/// Replies with the value or the errno. The body runs in a closure called on the spot, so
+/// that `?` works inside it (a try block, if Rust had one).
 macro_rules! answer {
     ($reply:ident, $result:expr, |$v:ident| $ok:expr) => {
+        #[allow(clippy::redundant_closure_call)]
         match (|| -> Result<_, Errno> { $result })() {
             Ok($v) => $ok,
             Err(e) => $reply.error(e),

@@ -122,7 +122,7 @@ fn pjdfstest_passes_but_for_the_listed_exclusions() {
         .arg("-c")
         .arg(&config)
         .arg("-p")
-        .arg(&at)
+        .arg(at)
         .output()
         .unwrap();
     let text =

@@ -139,7 +139,7 @@ fn many_threads_at_random_pages() {
                     // SAFETY: page `page` lies in the region and only this thread uses it.
                     let first = unsafe { at.read_volatile() };
                     assert_eq!(first, mine[page], "thread {t} page {page}");
-                    if x % 3 == 0 {
+                    if x.is_multiple_of(3) {
                         mine[page] = x;
                         // SAFETY: as above.
                         unsafe { at.write_volatile(x) };
@@ -414,7 +414,7 @@ fn eviction_races_faults_from_many_threads_for_a_bounded_time() {
                         seen, version[page],
                         "thread {t}, page {page}, after {ops} operations"
                     );
-                    if x % 2 == 0 {
+                    if x.is_multiple_of(2) {
                         version[page] = x;
                         // SAFETY: as above.
                         unsafe { word.write_volatile(x) };
