@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use cowfs::device::FileDevice;
 use cowfs::{Filesystem, MkfsOptions, OpenOptions, SwapMode};
-use pager::{Pager, PagerConfig};
+use pager::{FaultMode, Pager, PagerConfig};
 use swap::{CowfsFile, HostFile, SwapSystem};
 
 use crate::bench_kswap::{workload as kernel_workload, SwapHost};
@@ -33,8 +33,17 @@ fn cowfs_swap(dir: &Path, swap: u64, mode: SwapMode) -> CliResult<(Filesystem, S
     Ok((fs, system))
 }
 
-fn pager_run(system: SwapSystem, size: u64, budget: u64) -> CliResult<(Figures, pager::Stats)> {
-    let pager = Pager::new(PagerConfig::with_budget(budget), system)?;
+fn pager_run(
+    system: SwapSystem,
+    size: u64,
+    budget: u64,
+    mode: FaultMode,
+) -> CliResult<(Figures, pager::Stats)> {
+    let config = PagerConfig {
+        mode,
+        ..PagerConfig::with_budget(budget)
+    };
+    let pager = Pager::new(config, system)?;
     let region = pager.region(size as usize)?;
     let figures = workload(&Memory::of_region(&region), THREADS)?;
     Ok((figures, pager.stats()))
@@ -62,23 +71,28 @@ pub fn run(size: u64, budget: u64, dir: &Path, json: bool) -> CliResult {
     } else if !json {
         println!("kernel swap skipped: it needs root (loop devices, mounts, memory cgroups)");
     }
-    for mode in [SwapMode::Pinned, SwapMode::ThroughFs] {
+    let cowfs_cases = [
+        (SwapMode::Pinned, FaultMode::Threads, "pager, cowfs pinned"),
+        (SwapMode::Pinned, FaultMode::InThread, "in-thread, pinned"),
+        (
+            SwapMode::ThroughFs,
+            FaultMode::Threads,
+            "pager, cowfs thru fs",
+        ),
+    ];
+    for (mode, faults, name) in cowfs_cases {
         let (fs, system) = cowfs_swap(&dir, swap, mode)?;
-        let result = pager_run(system, size, budget);
+        let result = pager_run(system, size, budget, faults);
         drop(fs);
         let _ = std::fs::remove_file(dir.join(format!("bench-swap-{mode:?}.img")));
         let (figures, stats) = result?;
-        let name = match mode {
-            SwapMode::Pinned => "pager, cowfs pinned",
-            SwapMode::ThroughFs => "pager, cowfs thru fs",
-        };
         rows.push((name.into(), figures, Some(stats)));
     }
     let host = dir.join("bench-swap.host");
     swap::mkswap(&host, Some(swap), "", swap::random_uuid())?;
     let mut system = SwapSystem::new();
     system.swapon(Box::new(HostFile::new(&host)), None)?;
-    let result = pager_run(system, size, budget);
+    let result = pager_run(system, size, budget, FaultMode::Threads);
     let _ = std::fs::remove_file(&host);
     let (figures, stats) = result?;
     rows.push(("pager, host file".into(), figures, Some(stats)));

@@ -4,11 +4,12 @@
 //! userfaultfd (`uffd`) delivers the faults; `pager` serves them, tracks dirty pages with
 //! write-protection, prefetches sequential streams and evicts in clock order; `stats` counts.
 
+mod in_thread;
 mod pager;
 mod region;
 pub mod stats;
 mod uffd;
 
-pub use pager::{Pager, PagerConfig, PAGE};
+pub use pager::{FaultMode, Pager, PagerConfig, PAGE};
 pub use region::Region;
 pub use stats::{Histogram, Stats};

@@ -27,6 +27,13 @@ use crate::uffd::{self, Message, Userfaultfd};
 pub const PAGE: usize = 4096;
 /// Tries of a copy the kernel keeps answering EAGAIN, before the fault fails.
 const COPY_ATTEMPTS: usize = 10_000;
+/// Fetch buffers for faults served in the faulting threads.
+const IN_THREAD_BUFFERS: usize = 8;
+
+/// One page, aligned as O_DIRECT wants it, for a fault served on its thread's stack.
+#[repr(C, align(4096))]
+struct PageBuf([u8; PAGE]);
+
 /// Full windows a sequential stream is read ahead of its last fault.
 const READ_AHEAD: usize = 2;
 /// The most pages a strided stream fetches ahead.
@@ -41,8 +48,21 @@ pub struct PagerConfig {
     pub max_prefetch: usize,
     /// Pages evicted at a time once over budget (written with one call when contiguous).
     pub evict_batch: usize,
-    /// Threads serving faults (their swap reads run in parallel).
+    /// Threads serving faults (their swap reads run in parallel), in `FaultMode::Threads`.
     pub handlers: usize,
+    pub mode: FaultMode,
+}
+
+/// Where faults are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultMode {
+    /// Fault threads read them from the userfaultfd. Faults the kernel takes on a region
+    /// (a read(2) into it) are served too.
+    Threads,
+    /// The faulting thread serves its own fault, in a SIGBUS handler (UFFD_FEATURE_SIGBUS): no
+    /// hand-off between threads, but a kernel access to a missing page fails with EFAULT, so
+    /// region memory must not be handed to system calls. One such pager per process.
+    InThread,
 }
 
 impl PagerConfig {
@@ -52,6 +72,7 @@ impl PagerConfig {
             max_prefetch: 256,
             evict_batch: 256,
             handlers: 4,
+            mode: FaultMode::Threads,
         }
     }
 
@@ -71,6 +92,8 @@ struct PageState {
     referenced: bool,
     /// A fault is reading it in now.
     in_flight: bool,
+    /// Its swap-in failed: the page is poisoned, and every access gets SIGBUS.
+    poisoned: bool,
 }
 
 /// The pages one fault brings in.
@@ -97,6 +120,10 @@ struct Stream {
     /// than 1) make a strided stream, whose next pages are fetched one by one.
     last: usize,
     stride: isize,
+    /// The stream's pages are written soon after they come in (a write-protect fault
+    /// followed): in-thread faults, which cannot tell a write, then bring fresh pages in
+    /// writable.
+    writing: bool,
     /// Pages a strided stream fetches ahead (doubling to MAX_STRIDED), and the page its
     /// next fault would be on.
     strided: usize,
@@ -127,6 +154,9 @@ pub(crate) struct Inner {
     swap: RwLock<SwapSystem>,
     config: PagerConfig,
     budget_pages: usize,
+    /// Buffers for faults served in the faulting thread (which must not allocate in a signal
+    /// handler); one that finds none left reads a single page into one on its stack.
+    buffers: Mutex<Vec<AlignedBuf>>,
     /// The `Pager` is gone: the swap areas go with the last region.
     pager_dropped: std::sync::atomic::AtomicBool,
 }
@@ -151,7 +181,16 @@ impl Pager {
     /// A pager over `swap` (its areas all active). Memory for faults and swap-out is taken
     /// now, so serving a fault never allocates.
     pub fn new(config: PagerConfig, swap: SwapSystem) -> io::Result<Pager> {
-        let uffd = Userfaultfd::open(uffd::FEATURE_PAGEFAULT_FLAG_WP | uffd::FEATURE_POISON)?;
+        let in_thread = config.mode == FaultMode::InThread;
+        let sigbus = if in_thread { uffd::FEATURE_SIGBUS } else { 0 };
+        let uffd =
+            Userfaultfd::open(uffd::FEATURE_PAGEFAULT_FLAG_WP | uffd::FEATURE_POISON | sigbus)?;
+        if uffd.features & sigbus != sigbus {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "userfaultfd SIGBUS mode is missing",
+            ));
+        }
         if uffd.features & uffd::FEATURE_POISON == 0 {
             // Without it a swap-in error could only hang the access or hand it wrong data.
             return Err(io::Error::new(
@@ -174,8 +213,19 @@ impl Pager {
             swap: RwLock::new(swap),
             budget_pages: (config.budget as usize / PAGE).max(1),
             pager_dropped: Default::default(),
+            buffers: Mutex::new(if in_thread {
+                (0..IN_THREAD_BUFFERS)
+                    .map(|_| AlignedBuf::zeroed(config.max_prefetch.max(1) * PAGE))
+                    .collect()
+            } else {
+                Vec::new()
+            }),
             config,
         });
+        if in_thread {
+            crate::in_thread::register(&inner)?;
+            return Ok(Pager { inner });
+        }
         for n in 0..inner.config.handlers.max(1) {
             let served = Arc::downgrade(&inner);
             let buf = AlignedBuf::zeroed(inner.config.max_prefetch.max(1) * PAGE);
@@ -187,7 +237,7 @@ impl Pager {
 
     /// Whether kernel accesses to evicted pages (read(2) into a region) are served too.
     pub fn serves_kernel_faults(&self) -> bool {
-        self.inner.uffd.access == uffd::Access::All
+        self.inner.uffd.access == uffd::Access::All && self.inner.config.mode == FaultMode::Threads
     }
 
     /// A new region of `len` bytes, zero-filled. ENOSPC when the regions would need more swap
@@ -453,6 +503,63 @@ impl Inner {
         })
     }
 
+    /// Serves a fault in the thread that took it (`FaultMode::InThread`, from the SIGBUS
+    /// handler). The signal says only where: a resident clean page means a write to it, a
+    /// missing one is brought in (write-protected; if the access was a write, it faults once
+    /// more). False when the address is not a page this pager can serve (not its own, or
+    /// poisoned): the signal then takes its default course.
+    pub(crate) fn fault_in_thread(&self, address: usize) -> bool {
+        let address = address & !(PAGE - 1);
+        let mut state = self.lock();
+        let Some((&base, region)) = state.regions.range(..=address).next_back() else {
+            return false;
+        };
+        let index = (address - base) / PAGE;
+        let Some(&page) = region.pages.get(index) else {
+            return false;
+        };
+        if page.poisoned {
+            return false;
+        }
+        if page.resident {
+            self.first_write(&mut state, base, index);
+            return true;
+        }
+        if page.in_flight {
+            // Another thread is bringing it in: the access retries, and faults again until then.
+            return true;
+        }
+        let mut pooled = self.buffers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut one = PageBuf([0; PAGE]);
+        let cap = if pooled.is_some() {
+            self.config.max_prefetch
+        } else {
+            1
+        };
+        let write = region.stream.writing && page.slot.is_none();
+        let plan = self.plan_within(&mut state, base, index, write, cap);
+        drop(state);
+        let buf: &mut [u8] = match pooled.as_mut() {
+            Some(buf) => buf,
+            None => &mut one.0,
+        };
+        let result = self.fetch(&plan, buf);
+        if let Some(buf) = pooled {
+            self.buffers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(buf);
+        }
+        let mut state = self.lock();
+        self.settle(&mut state, &plan, result);
+        while state.stats.resident as usize > self.budget_pages {
+            if !self.evict(&mut state) {
+                break;
+            }
+        }
+        true
+    }
+
     /// A write to a write-protected page: it is dirty now, and its slot no longer holds it.
     fn first_write(&self, state: &mut State, base: usize, index: usize) {
         let address = base + index * PAGE;
@@ -471,6 +578,7 @@ impl Inner {
             if let Some(slot) = page.slot.take() {
                 let _ = self.swap_mut().free(slot);
             }
+            region.stream.writing = true;
             state.stats.write_faults += 1;
         }
         let _ = self.uffd.write_protect(address, PAGE, false);
@@ -482,7 +590,19 @@ impl Inner {
     /// dirty at once: it is about to write every page of it, and a write-protect fault per
     /// page would double the faults.
     fn plan(&self, state: &mut State, base: usize, index: usize, write: bool) -> Fetch {
-        let max = self.config.max_prefetch.max(1);
+        self.plan_within(state, base, index, write, self.config.max_prefetch)
+    }
+
+    /// `plan`, bringing in at most `cap` pages.
+    fn plan_within(
+        &self,
+        state: &mut State,
+        base: usize,
+        index: usize,
+        write: bool,
+        cap: usize,
+    ) -> Fetch {
+        let max = self.config.max_prefetch.min(cap).max(1);
         let region = state.regions.get_mut(&base).expect("found");
         let stream = &mut region.stream;
         if index == stream.next && stream.window > 0 {
@@ -490,6 +610,7 @@ impl Inner {
             stream.window = (stream.window * 2).min(max);
         } else {
             stream.window = 1;
+            stream.writing = false;
         }
         let run = run_from(&region.pages, index, stream.window);
         stream.next = index + run;
@@ -533,6 +654,7 @@ impl Inner {
             if !plan.ahead {
                 eprintln!("pager: page {} of region {:#x}: {e}", plan.index, plan.base);
                 state.stats.poisoned += 1;
+                pages[0].poisoned = true;
                 let _ = self.uffd.poison(address, PAGE);
             }
             let _ = self.uffd.wake(address, plan.run * PAGE);

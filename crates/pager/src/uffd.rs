@@ -20,6 +20,7 @@ const UFFDIO_POISON: libc::c_ulong = 0xC020_AA08;
 
 pub const FEATURE_PAGEFAULT_FLAG_WP: u64 = 1 << 0;
 pub const FEATURE_POISON: u64 = 1 << 14;
+pub const FEATURE_SIGBUS: u64 = 1 << 7;
 const REGISTER_MODE_MISSING: u64 = 1;
 const REGISTER_MODE_WP: u64 = 2;
 const COPY_MODE_WP: u64 = 2;
