@@ -509,6 +509,7 @@ impl Inner {
     /// more). False when the address is not a page this pager can serve (not its own, or
     /// poisoned): the signal then takes its default course.
     pub(crate) fn fault_in_thread(&self, address: usize) -> bool {
+        let started = Instant::now();
         let address = address & !(PAGE - 1);
         let mut state = self.lock();
         let Some((&base, region)) = state.regions.range(..=address).next_back() else {
@@ -523,6 +524,7 @@ impl Inner {
         }
         if page.resident {
             self.first_write(&mut state, base, index);
+            state.stats.latency.record(started.elapsed());
             return true;
         }
         if page.in_flight {
@@ -557,6 +559,7 @@ impl Inner {
                 break;
             }
         }
+        state.stats.latency.record(started.elapsed());
         true
     }
 
