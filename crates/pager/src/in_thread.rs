@@ -9,12 +9,14 @@
 //! could do, and it only touches pages that are resident. Its buffers are allocated up front.
 
 use std::io;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use crate::pager::Inner;
 
 /// The pager whose faults come as SIGBUS.
 static PAGER: Mutex<Option<Weak<Inner>>> = Mutex::new(None);
+/// The SIGBUS action before ours: a SIGBUS that is not the pager's goes back to it.
+static PREVIOUS: OnceLock<usize> = OnceLock::new();
 
 /// Makes `pager` the one the SIGBUS handler serves, installing the handler.
 pub(crate) fn register(pager: &Arc<Inner>) -> io::Result<()> {
@@ -26,14 +28,20 @@ pub(crate) fn register(pager: &Arc<Inner>) -> io::Result<()> {
         ));
     }
     *current = Some(Arc::downgrade(pager));
-    // SAFETY: a sigaction with a handler of the SA_SIGINFO shape, installed process-wide.
+    // SAFETY: a sigaction with a handler of the SA_SIGINFO shape, installed process-wide; the
+    // one it replaced the first time is kept (leaked on purpose: the handler may need it at
+    // any time). Installed again each time: a foreign SIGBUS may have put the old one back.
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = on_sigbus as *const () as usize;
         action.sa_flags = libc::SA_SIGINFO;
         libc::sigemptyset(&mut action.sa_mask);
-        if libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut()) != 0 {
+        let previous: &'static mut libc::sigaction = Box::leak(Box::new(std::mem::zeroed()));
+        if libc::sigaction(libc::SIGBUS, &action, previous) != 0 {
             return Err(io::Error::last_os_error());
+        }
+        if previous.sa_sigaction != action.sa_sigaction {
+            let _ = PREVIOUS.set(previous as *const libc::sigaction as usize);
         }
     }
     Ok(())
@@ -53,7 +61,17 @@ extern "C" fn on_sigbus(
     if pager.is_some_and(|p| p.fault_in_thread(address)) {
         return;
     }
-    // Not a fault this pager serves (or a poisoned page): the default action, on the retry.
-    // SAFETY: resetting a signal's disposition is async-signal-safe.
-    unsafe { libc::signal(libc::SIGBUS, libc::SIG_DFL) };
+    // Not a fault this pager serves (or a poisoned page): the action from before the pager,
+    // the default one if there was none, on the retry of the access.
+    // SAFETY: sigaction(2) is async-signal-safe, and the saved action lives for good.
+    unsafe {
+        match PREVIOUS.get() {
+            Some(&previous) => libc::sigaction(
+                libc::SIGBUS,
+                previous as *const libc::sigaction,
+                std::ptr::null_mut(),
+            ),
+            None => libc::signal(libc::SIGBUS, libc::SIG_DFL) as libc::c_int,
+        };
+    }
 }
