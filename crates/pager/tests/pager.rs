@@ -3,70 +3,20 @@
 //! errors become SIGBUS, never wrong data or a hang. userfaultfd needs /dev/userfaultfd or
 //! privilege: under CI=true a missing capability fails the tests, elsewhere they are skipped.
 
+mod common;
+
 use std::io::{Seek, Write};
 use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::sync::Arc;
 
+use common::*;
 use cowfs::device::{BlockDevice, MemoryDevice};
-use cowfs::{Filesystem, MkfsOptions, OpenOptions, SwapMode};
-use pager::{Pager, PagerConfig, PAGE};
-use swap::{mkswapfile, CowfsFile, SwapSystem};
+use pager::{FaultMode, Pager, PagerConfig, PAGE};
+use swap::SwapSystem;
 
-const MIB: usize = 1 << 20;
-
-/// A swap system over one swap file of `swap` bytes on an in-memory cowfs.
-fn swap_on_cowfs(swap: usize, mode: SwapMode) -> (Filesystem, SwapSystem) {
-    let dev: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new((swap + 64 * MIB) as u64));
-    Filesystem::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
-    let fs = Filesystem::open(
-        dev,
-        &OpenOptions {
-            commit_interval: None,
-            ..OpenOptions::default()
-        },
-    )
-    .unwrap();
-    mkswapfile(&fs, "/swap", swap as u64, "", [1; 16]).unwrap();
-    let mut system = SwapSystem::new();
-    system
-        .swapon(Box::new(CowfsFile::new(&fs, "/swap", mode).unwrap()), None)
-        .unwrap();
-    (fs, system)
-}
-
-/// A pager with `budget` over a cowfs swap file of `swap`; None (after saying why) when this
-/// machine gives no userfaultfd.
-fn pager(budget: usize, swap: usize) -> Option<(Filesystem, Pager)> {
-    let (fs, system) = swap_on_cowfs(swap, SwapMode::Pinned);
-    match Pager::new(PagerConfig::with_budget(budget as u64), system) {
-        Ok(p) => Some((fs, p)),
-        Err(e) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "required in CI: {e}"
-            );
-            eprintln!("skipped: {e}");
-            None
-        }
-    }
-}
-
-/// The byte at `offset` of a region filled with `seed`.
-fn byte(seed: u64, offset: usize) -> u8 {
-    ((offset as u64).wrapping_mul(0x9E37_79B9) ^ seed ^ (offset as u64 >> 12)) as u8
-}
-
-fn fill(buf: &mut [u8], seed: u64) {
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = byte(seed, i);
-    }
-}
-
-fn verify(buf: &[u8], seed: u64) {
-    for (i, b) in buf.iter().enumerate() {
-        assert_eq!(*b, byte(seed, i), "byte {i} (page {})", i / PAGE);
-    }
+/// A pager with `budget`, fault threads, over a pinned cowfs swap file of `swap`.
+fn pager(budget: usize, swap: usize) -> Option<(cowfs::Filesystem, Pager)> {
+    pager_on_cowfs(budget, swap, FaultMode::Threads)
 }
 
 #[test]
@@ -230,112 +180,16 @@ fn swap_used_kib(pager: &Pager) -> u64 {
         .unwrap()
 }
 
-/// Runs `scenario` in a child process (this test binary again), which must die of SIGBUS.
-fn dies_of_sigbus(test: &str, scenario: fn()) {
-    if std::env::var("PAGER_SIGBUS_CHILD").is_ok() {
-        scenario();
-        panic!("the access returned instead of dying of SIGBUS");
-    }
-    if Pager::new(
-        PagerConfig::with_budget(MIB as u64),
-        swap_on_cowfs(4 * MIB, SwapMode::Pinned).1,
-    )
-    .is_err()
-    {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "required in CI: userfaultfd"
-        );
-        return eprintln!("skipped: no userfaultfd");
-    }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture"])
-        .env("PAGER_SIGBUS_CHILD", "1")
-        .output()
-        .unwrap();
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(
-        out.status.signal(),
-        Some(libc::SIGBUS),
-        "the child should die of SIGBUS: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn a_corrupted_page_on_swap_in_is_sigbus() {
-    dies_of_sigbus("a_corrupted_page_on_swap_in_is_sigbus", corrupted_swap_in);
+    dies_of_sigbus("a_corrupted_page_on_swap_in_is_sigbus", || {
+        corrupted_swap_in(FaultMode::Threads)
+    });
 }
 
 #[test]
 fn an_io_error_on_swap_in_is_sigbus() {
     dies_of_sigbus("an_io_error_on_swap_in_is_sigbus", failed_swap_in);
-}
-
-/// A filesystem on `dev` with a COW, checksummed swap file of `swap` bytes used through the
-/// filesystem.
-fn through_fs_swap(
-    dev: Arc<dyn BlockDevice>,
-    swap: usize,
-) -> (Filesystem, cowfs::InodeId, SwapSystem) {
-    Filesystem::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
-    let fs = Filesystem::open(
-        dev,
-        &OpenOptions {
-            commit_interval: None,
-            ..OpenOptions::default()
-        },
-    )
-    .unwrap();
-    let id = fs
-        .create(
-            fs.root(),
-            b"swap",
-            cowfs::format::FileKind::Regular,
-            cowfs::CreateAttrs::with_mode(0o600),
-        )
-        .unwrap();
-    fs.fallocate(
-        id,
-        cowfs::FallocateMode::Allocate { keep_size: false },
-        0,
-        swap as u64,
-    )
-    .unwrap();
-    fs.write(
-        id,
-        0,
-        &swap::SwapHeader::new((swap / PAGE) as u64, [2; 16], "")
-            .unwrap()
-            .encode(),
-    )
-    .unwrap();
-    fs.sync().unwrap();
-    let mut system = SwapSystem::new();
-    system
-        .swapon(
-            Box::new(CowfsFile::new(&fs, "/swap", SwapMode::ThroughFs).unwrap()),
-            None,
-        )
-        .unwrap();
-    (fs, id, system)
-}
-
-fn corrupted_swap_in() {
-    let dev: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(96 * MIB as u64));
-    let (fs, id, system) = through_fs_swap(dev.clone(), 16 * MIB);
-    let pager = Pager::new(PagerConfig::with_budget(MIB as u64), system).unwrap();
-    let mut region = pager.region(4 * MIB).unwrap();
-    fill(region.as_mut_slice(), 5);
-    fs.sync().unwrap();
-    // Damage every data block of the swap file behind the filesystem's back.
-    for m in fs.extent_map(id).unwrap() {
-        dev.write_at(m.physical, &vec![0xa5u8; m.len as usize])
-            .unwrap();
-    }
-    // The first page was evicted long ago: touching it must not return wrong data.
-    std::hint::black_box(region.as_slice()[0]);
 }
 
 fn failed_swap_in() {
