@@ -53,6 +53,9 @@ pub enum Which {
         /// One JSON object instead of the table
         #[arg(long)]
         json: bool,
+        /// Run only these cases (all by default)
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<crate::bench_pager::Case>,
     },
     /// The kernel swapping a memory cgroup to a swap file on cowfs, btrfs and ext4, and file
     /// I/O through the mount against btrfs (root)
@@ -81,7 +84,8 @@ pub fn run(which: Which) -> CliResult {
             budget,
             dir,
             json,
-        } => crate::bench_pager::run(size, budget, &dir, json),
+            only,
+        } => crate::bench_pager::run(size, budget, &dir, json, &only),
         Which::KernelSwap { size, limit, dir } => crate::bench_kswap::run(&dir, size, limit),
     }
 }

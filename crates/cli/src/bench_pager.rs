@@ -49,9 +49,45 @@ fn pager_run(
     Ok((figures, pager.stats()))
 }
 
-pub fn run(size: u64, budget: u64, dir: &Path, json: bool) -> CliResult {
+/// One column of the table: who pages the workload's memory, to what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Case {
+    /// The Linux kernel, to a swap file on btrfs (root)
+    Kernel,
+    /// The pager, fault threads, a pinned cowfs swap file
+    Pinned,
+    /// The pager serving faults in the faulting thread, a pinned cowfs swap file
+    InThread,
+    /// The pager, fault threads, a cowfs swap file through the filesystem
+    ThruFs,
+    /// The pager, fault threads, a host file
+    Host,
+}
+
+impl Case {
+    const ALL: [Case; 5] = [
+        Case::Kernel,
+        Case::Pinned,
+        Case::InThread,
+        Case::ThruFs,
+        Case::Host,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Case::Kernel => "kernel (btrfs)",
+            Case::Pinned => "pager, cowfs pinned",
+            Case::InThread => "in-thread, pinned",
+            Case::ThruFs => "pager, cowfs thru fs",
+            Case::Host => "pager, host file",
+        }
+    }
+}
+
+type Row = (String, Figures, Option<pager::Stats>);
+
+pub fn run(size: u64, budget: u64, dir: &Path, json: bool, only: &[Case]) -> CliResult {
     let dir = std::fs::canonicalize(dir)?;
-    let swap = size + (256 << 20);
     if !json {
         println!(
             "cowfs bench swap: {} touched with a {} budget, in {}",
@@ -60,42 +96,17 @@ pub fn run(size: u64, budget: u64, dir: &Path, json: bool) -> CliResult {
             dir.display()
         );
     }
-    let mut rows: Vec<(String, Figures, Option<pager::Stats>)> = Vec::new();
-    if rustix::process::geteuid().is_root() {
-        let host = SwapHost::kernel("btrfs", &dir, swap + (2 << 30), swap)?;
-        let figures = kernel_workload(size, budget);
-        host.finish()?;
-        let _ = std::fs::remove_file(dir.join("kswap-btrfs.img"));
-        let _ = std::fs::remove_dir(dir.join("kswap-btrfs"));
-        rows.push(("kernel (btrfs)".into(), figures?, None));
-    } else if !json {
-        println!("kernel swap skipped: it needs root (loop devices, mounts, memory cgroups)");
+    let cases = if only.is_empty() { &Case::ALL[..] } else { only };
+    let mut rows: Vec<Row> = Vec::new();
+    for &case in cases {
+        match run_case(case, size, budget, &dir)? {
+            Some((figures, stats)) => rows.push((case.label().into(), figures, stats)),
+            None if !json => {
+                println!("kernel swap skipped: it needs root (loop devices, mounts, memory cgroups)")
+            }
+            None => {}
+        }
     }
-    let cowfs_cases = [
-        (SwapMode::Pinned, FaultMode::Threads, "pager, cowfs pinned"),
-        (SwapMode::Pinned, FaultMode::InThread, "in-thread, pinned"),
-        (
-            SwapMode::ThroughFs,
-            FaultMode::Threads,
-            "pager, cowfs thru fs",
-        ),
-    ];
-    for (mode, faults, name) in cowfs_cases {
-        let (fs, system) = cowfs_swap(&dir, swap, mode)?;
-        let result = pager_run(system, size, budget, faults);
-        drop(fs);
-        let _ = std::fs::remove_file(dir.join(format!("bench-swap-{mode:?}.img")));
-        let (figures, stats) = result?;
-        rows.push((name.into(), figures, Some(stats)));
-    }
-    let host = dir.join("bench-swap.host");
-    swap::mkswap(&host, Some(swap), "", swap::random_uuid())?;
-    let mut system = SwapSystem::new();
-    system.swapon(Box::new(HostFile::new(&host)), None)?;
-    let result = pager_run(system, size, budget, FaultMode::Threads);
-    let _ = std::fs::remove_file(&host);
-    let (figures, stats) = result?;
-    rows.push(("pager, host file".into(), figures, Some(stats)));
     if json {
         print_json(size, budget, &rows);
     } else {
@@ -104,7 +115,49 @@ pub fn run(size: u64, budget: u64, dir: &Path, json: bool) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table(rows: &[(String, Figures, Option<pager::Stats>)]) {
+/// One case's figures (and the pager's statistics); none for the kernel when not root.
+fn run_case(
+    case: Case,
+    size: u64,
+    budget: u64,
+    dir: &Path,
+) -> CliResult<Option<(Figures, Option<pager::Stats>)>> {
+    let swap = size + (256 << 20);
+    let (mode, faults) = match case {
+        Case::Kernel => {
+            if !rustix::process::geteuid().is_root() {
+                return Ok(None);
+            }
+            let host = SwapHost::kernel("btrfs", dir, swap + (2 << 30), swap)?;
+            let figures = kernel_workload(size, budget);
+            host.finish()?;
+            let _ = std::fs::remove_file(dir.join("kswap-btrfs.img"));
+            let _ = std::fs::remove_dir(dir.join("kswap-btrfs"));
+            return Ok(Some((figures?, None)));
+        }
+        Case::Host => {
+            let host = dir.join("bench-swap.host");
+            swap::mkswap(&host, Some(swap), "", swap::random_uuid())?;
+            let mut system = SwapSystem::new();
+            system.swapon(Box::new(HostFile::new(&host)), None)?;
+            let result = pager_run(system, size, budget, FaultMode::Threads);
+            let _ = std::fs::remove_file(&host);
+            let (figures, stats) = result?;
+            return Ok(Some((figures, Some(stats))));
+        }
+        Case::Pinned => (SwapMode::Pinned, FaultMode::Threads),
+        Case::InThread => (SwapMode::Pinned, FaultMode::InThread),
+        Case::ThruFs => (SwapMode::ThroughFs, FaultMode::Threads),
+    };
+    let (fs, system) = cowfs_swap(dir, swap, mode)?;
+    let result = pager_run(system, size, budget, faults);
+    drop(fs);
+    let _ = std::fs::remove_file(dir.join(format!("bench-swap-{mode:?}.img")));
+    let (figures, stats) = result?;
+    Ok(Some((figures, Some(stats))))
+}
+
+fn print_table(rows: &[Row]) {
     let kernel = rows
         .iter()
         .find(|(_, _, stats)| stats.is_none())
@@ -149,7 +202,7 @@ fn print_table(rows: &[(String, Figures, Option<pager::Stats>)]) {
     }
 }
 
-fn print_json(size: u64, budget: u64, rows: &[(String, Figures, Option<pager::Stats>)]) {
+fn print_json(size: u64, budget: u64, rows: &[Row]) {
     let keys = [
         "fill_mb_s",
         "read_mb_s",

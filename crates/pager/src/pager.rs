@@ -11,11 +11,15 @@
 //! - resident, clean: installed write-protected; with a slot, the slot still holds it, and
 //!   eviction just drops it; without one it is all zeros, and eviction drops it too;
 //! - resident, dirty: written since it came in (the write-protect fault told us, and the
-//!   stale slot was freed): eviction writes it to new slots, contiguous for the batch.
+//!   stale slot was freed): eviction copies it out, drops it and writes the copy to a new
+//!   slot (contiguous for the batch) with the lock let go, so faults and other writes go on
+//!   meanwhile; until the write is done the page is in flight, and a fault on it waits.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::sync::{
+    Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
+};
 use std::time::Instant;
 
 use cowfs::device::AlignedBuf;
@@ -29,6 +33,8 @@ pub const PAGE: usize = 4096;
 const COPY_ATTEMPTS: usize = 10_000;
 /// Fetch buffers for faults served in the faulting threads.
 const IN_THREAD_BUFFERS: usize = 8;
+/// Evictions whose writes may be under way at once.
+const EVICT_BUFFERS: usize = 4;
 
 /// One page, aligned as O_DIRECT wants it, for a fault served on its thread's stack.
 #[repr(C, align(4096))]
@@ -142,14 +148,18 @@ struct State {
     /// Pages the regions hold, which swap plus the budget must be able to take.
     region_pages: u64,
     swap_capacity: u64,
-    /// Page-aligned, as O_DIRECT backings want their buffers (else they copy).
-    evict_buf: AlignedBuf,
+    /// Buffers for the pages of evictions being written, one per eviction at a time; an
+    /// evicting thread that finds none waits for one. Page-aligned, as O_DIRECT backings
+    /// want their buffers (else they copy).
+    evict_bufs: Vec<AlignedBuf>,
     stats: Stats,
 }
 
 pub(crate) struct Inner {
     uffd: Userfaultfd,
     state: Mutex<State>,
+    /// Signalled when pages stop being in flight, or an eviction buffer comes back.
+    settled: Condvar,
     /// Taken after `state` when both are needed; fault reads hold only a read lock of it.
     swap: RwLock<SwapSystem>,
     config: PagerConfig,
@@ -204,12 +214,15 @@ impl Pager {
             clock: VecDeque::new(),
             region_pages: 0,
             swap_capacity,
-            evict_buf: AlignedBuf::zeroed(config.evict_batch.max(1) * PAGE),
+            evict_bufs: (0..EVICT_BUFFERS)
+                .map(|_| AlignedBuf::zeroed(config.evict_batch.max(1) * PAGE))
+                .collect(),
             stats: Stats::default(),
         };
         let inner = Arc::new(Inner {
             uffd,
             state: Mutex::new(state),
+            settled: Condvar::new(),
             swap: RwLock::new(swap),
             budget_pages: (config.budget as usize / PAGE).max(1),
             pager_dropped: Default::default(),
@@ -305,6 +318,12 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn wait_settled<'a>(&self, state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.settled
+            .wait(state)
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     fn swap(&self) -> RwLockReadGuard<'_, SwapSystem> {
         self.swap.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -324,13 +343,22 @@ impl Inner {
     }
 
     /// Forgets a region: its slots are freed and its pages leave the resident count.
+    /// It waits for reads and writes of its pages under way: their end must find the region,
+    /// not a new one mapped at the same address.
     pub(crate) fn unregister(&self, base: usize, pages: usize) {
         let _ = self.uffd.unregister(base, pages * PAGE);
         let mut state = self.lock();
+        while state
+            .regions
+            .get(&base)
+            .is_some_and(|r| r.pages.iter().any(|p| p.in_flight))
+        {
+            state = self.wait_settled(state);
+        }
         let Some(region) = state.regions.remove(&base) else {
             return;
         };
-        let mut swap = self.swap_mut();
+        let swap = self.swap();
         for page in &region.pages {
             if let Some(slot) = page.slot {
                 let _ = swap.free(slot);
@@ -412,11 +440,7 @@ impl Inner {
             if write && !fetch.ahead {
                 self.first_write(&mut state, base, index);
             }
-            while state.stats.resident as usize > self.budget_pages {
-                if !self.evict(&mut state) {
-                    break;
-                }
-            }
+            state = self.shrink(state);
             if read_ahead {
                 plan = self.plan_ahead(&mut state, base);
             }
@@ -554,11 +578,7 @@ impl Inner {
         }
         let mut state = self.lock();
         self.settle(&mut state, &plan, result);
-        while state.stats.resident as usize > self.budget_pages {
-            if !self.evict(&mut state) {
-                break;
-            }
-        }
+        let mut state = self.shrink(state);
         state.stats.latency.record(started.elapsed());
         true
     }
@@ -579,7 +599,7 @@ impl Inner {
             page.dirty = true;
             page.referenced = true;
             if let Some(slot) = page.slot.take() {
-                let _ = self.swap_mut().free(slot);
+                let _ = self.swap().free(slot);
             }
             region.stream.writing = true;
             state.stats.write_faults += 1;
@@ -652,6 +672,7 @@ impl Inner {
         };
         let pages = &mut region.pages[plan.index..plan.index + plan.run];
         pages.iter_mut().for_each(|p| p.in_flight = false);
+        self.settled.notify_all();
         if let Err(e) = result {
             // A read ahead that failed poisons nothing: the page's own fault tries again.
             if !plan.ahead {
@@ -716,52 +737,79 @@ impl Inner {
         Err(io::Error::from_raw_os_error(libc::EAGAIN))
     }
 
-    /// Evicts a batch: clock order, a second chance for pages written since the last pass.
-    /// Dirty victims are write-protected first (so no write can slip in after they are
-    /// copied), written to fresh contiguous slots with one call, then dropped. False when
-    /// nothing could be evicted.
-    fn evict(&self, state: &mut State) -> bool {
-        let victims = self.pick_victims(state);
-        if victims.is_empty() {
-            return false;
+    /// Evicts batches until resident memory is within the budget (or nothing more can go).
+    /// The lock is let go while evicted pages are written.
+    fn shrink<'a>(&'a self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        while state.stats.resident as usize > self.budget_pages {
+            let Some(buf) = state.evict_bufs.pop() else {
+                state = self.wait_settled(state);
+                continue;
+            };
+            let evicted;
+            (state, evicted) = self.evict(state, buf);
+            if !evicted {
+                break;
+            }
         }
+        state
+    }
+
+    /// Evicts a batch: clock order, a second chance for pages written since the last pass.
+    /// Dirty victims are write-protected (so no write can slip in after they are copied),
+    /// copied into `buf` and given fresh contiguous slots; then every victim is dropped.
+    /// The dirty ones stay in flight while `buf` is written with one call, outside the lock:
+    /// a fault on one waits until its slot holds it. False when nothing could be evicted, or
+    /// the write failed (and the dirty pages came back).
+    fn evict<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+        mut buf: AlignedBuf,
+    ) -> (MutexGuard<'a, State>, bool) {
+        let victims = self.pick_victims(&mut state);
         let dirty: Vec<(usize, usize)> = victims
             .iter()
             .copied()
             .filter(|(b, i)| state.regions[b].pages[*i].dirty)
             .collect();
-        let slots = match self.write_out(state, &dirty) {
+        let slots = match self.prepare_write(&dirty, &mut buf) {
             Ok(slots) => slots,
             Err(e) => {
                 // Keep them: over budget beats losing data. They stay dirty and protected.
                 eprintln!("pager: swap-out: {e}");
-                state.stats.swap_full += 1;
-                for (base, index) in victims {
-                    state.clock.push_back((base, index));
-                }
-                return false;
+                state.stats.swap_out_failures += 1;
+                state.clock.extend(victims);
+                state.evict_bufs.push(buf);
+                return (state, false);
             }
         };
-        let mut written = dirty.iter().zip(slots);
         for &(base, index) in &victims {
             let page = &mut state.regions.get_mut(&base).expect("victim").pages[index];
+            page.resident = false;
             if page.dirty {
-                let (_, slot) = written.next().expect("a slot per dirty victim");
-                page.slot = Some(slot);
                 page.dirty = false;
+                page.in_flight = true;
             } else if page.slot.is_some() {
                 state.stats.clean_drops += 1;
             } else {
                 state.stats.zero_drops += 1;
             }
-            page.resident = false;
         }
         for (address, len) in address_runs(&victims) {
             drop_pages(address, len);
         }
         state.stats.evicted += victims.len() as u64;
         state.stats.resident -= victims.len() as u64;
-        true
+        let mut written = true;
+        if !dirty.is_empty() {
+            drop(state);
+            let result = self.swap().write(&slots, &buf[..dirty.len() * PAGE]);
+            state = self.lock();
+            written = result.is_ok();
+            self.settle_write(&mut state, &dirty, slots, &buf, result.map_err(swap_io));
+        }
+        state.evict_bufs.push(buf);
+        self.settled.notify_all();
+        (state, written && !victims.is_empty())
     }
 
     fn pick_victims(&self, state: &mut State) -> Vec<(usize, usize)> {
@@ -790,8 +838,8 @@ impl Inner {
         victims
     }
 
-    /// Copies the dirty victims out (after write-protecting them) and writes them to new slots.
-    fn write_out(&self, state: &mut State, dirty: &[(usize, usize)]) -> io::Result<Vec<Slot>> {
+    /// Write-protects the dirty victims, copies them into `buf` and allocates their slots.
+    fn prepare_write(&self, dirty: &[(usize, usize)], buf: &mut [u8]) -> io::Result<Vec<Slot>> {
         if dirty.is_empty() {
             return Ok(Vec::new());
         }
@@ -802,20 +850,56 @@ impl Inner {
             // SAFETY: the page is resident and write-protected: nobody changes it now.
             let page =
                 unsafe { std::slice::from_raw_parts((base + index * PAGE) as *const u8, PAGE) };
-            state.evict_buf[n * PAGE..(n + 1) * PAGE].copy_from_slice(page);
+            buf[n * PAGE..(n + 1) * PAGE].copy_from_slice(page);
         }
-        let mut swap = self.swap_mut();
-        let slots = swap.allocate(dirty.len()).map_err(swap_io)?;
-        let bytes = dirty.len() * PAGE;
-        if let Err(e) = swap.write(&slots, &state.evict_buf[..bytes]) {
+        self.swap().allocate(dirty.len()).map_err(swap_io)
+    }
+
+    /// Records the write of evicted dirty pages: each gets its slot, and the faults waiting on
+    /// them retry. When it failed, the pages go back in from `buf`, dirty, as they were.
+    fn settle_write(
+        &self,
+        state: &mut State,
+        dirty: &[(usize, usize)],
+        slots: Vec<Slot>,
+        buf: &[u8],
+        result: io::Result<()>,
+    ) {
+        if let Err(e) = &result {
+            eprintln!("pager: swap-out: {e}");
+            state.stats.swap_out_failures += 1;
+            let swap = self.swap();
             for slot in &slots {
                 let _ = swap.free(*slot);
             }
-            return Err(swap_io(e));
+        } else {
+            state.stats.pages_out += dirty.len() as u64;
+            state.stats.bytes_out += (dirty.len() * PAGE) as u64;
         }
-        state.stats.pages_out += dirty.len() as u64;
-        state.stats.bytes_out += bytes as u64;
-        Ok(slots)
+        for (n, (&(base, index), slot)) in dirty.iter().zip(slots).enumerate() {
+            let page = &mut state.regions.get_mut(&base).expect("in flight").pages[index];
+            page.in_flight = false;
+            if result.is_ok() {
+                page.slot = Some(slot);
+                continue;
+            }
+            let address = base + index * PAGE;
+            // It was missing and in flight, so nothing else put a page there.
+            if self.copy(address, &buf[n * PAGE..(n + 1) * PAGE], true).is_ok() {
+                page.resident = true;
+                page.dirty = true;
+                state.clock.push_back((base, index));
+                state.stats.resident += 1;
+            } else {
+                // Its data is nowhere now: every access gets SIGBUS, never zeros.
+                page.poisoned = true;
+                state.stats.poisoned += 1;
+                let _ = self.uffd.poison(address, PAGE);
+            }
+        }
+        for (address, len) in address_runs(dirty) {
+            let _ = self.uffd.wake(address, len);
+        }
     }
 }
 

@@ -62,8 +62,9 @@ pub struct Stats {
     pub zero_drops: u64,
     /// Faults that could not be served (I/O error, checksum mismatch): the access got SIGBUS.
     pub poisoned: u64,
-    /// Evictions that found no free swap slot.
-    pub swap_full: u64,
+    /// Evictions that could not write their pages (no free slot, an I/O error): the pages
+    /// stayed in memory, over the budget.
+    pub swap_out_failures: u64,
     /// Pages resident now, and the most ever.
     pub resident: u64,
     pub peak_resident: u64,

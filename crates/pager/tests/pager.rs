@@ -206,6 +206,36 @@ fn failed_swap_in() {
 }
 
 #[test]
+fn an_io_error_on_swap_out_keeps_the_pages() {
+    let faulty = Arc::new(cowfs::device::FaultyDevice::new(Arc::new(
+        MemoryDevice::new(80 * MIB as u64),
+    )));
+    let (_fs, system) = swap_on_device(faulty.clone(), 16 * MIB, cowfs::SwapMode::Pinned);
+    let config = PagerConfig::with_budget(MIB as u64);
+    let over_slack = (MIB / PAGE + config.slack_pages()) as u64;
+    let Some(pager) = pager_or_skip(config, system) else {
+        return;
+    };
+    let mut region = pager.region(8 * MIB).unwrap();
+    let memory = region.as_mut_slice();
+    // Within the budget, then past budget and slack with every swap write failing (read
+    // ahead may reach past it: faults after the heal come from new pages further on).
+    fill(&mut memory[..MIB / 2], 11);
+    faulty.fail_writes_after(0);
+    fill(&mut memory[MIB / 2..3 * MIB], 12);
+    let s = pager.stats();
+    assert!(s.swap_out_failures > 0 && s.pages_out == 0, "{s:?}");
+    assert!(s.peak_resident > over_slack, "pages kept in memory: {s:?}");
+    faulty.heal();
+    fill(&mut memory[4 * MIB..], 13);
+    verify(&memory[..MIB / 2], 11);
+    verify(&memory[MIB / 2..3 * MIB], 12);
+    verify(&memory[4 * MIB..], 13);
+    let s = pager.stats();
+    assert!(s.pages_out > 0 && s.poisoned == 0, "{s:?}");
+}
+
+#[test]
 fn every_backing_and_mode_round_trips() {
     // A COW, checksummed file through the filesystem.
     let dev: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(192 * MIB as u64));

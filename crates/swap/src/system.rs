@@ -2,6 +2,9 @@
 //! turn, as Linux), slot allocation, batched page I/O, swapoff, the /proc/swaps listing and
 //! statistics.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
 use cowfs::{Errno, Error, Result};
 
 use crate::area::{SlotMap, CLUSTER};
@@ -41,7 +44,14 @@ struct Area {
     backing: Box<dyn Backing>,
     header: SwapHeader,
     priority: i32,
-    slots: SlotMap,
+    /// Locked on its own, so that slots are taken and given back while other threads do I/O.
+    slots: Mutex<SlotMap>,
+}
+
+impl Area {
+    fn slots(&self) -> MutexGuard<'_, SlotMap> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 #[derive(Default)]
@@ -50,11 +60,29 @@ pub struct SwapSystem {
     /// Linux gives areas without a priority -2, -3, ...
     next_priority: i32,
     /// Among areas of one priority, the one to take the next cluster from.
-    turn: usize,
-    stats: SwapStats,
-    /// Reads take `&self`, so several can run at once (a pager serving faults on several
-    /// threads); their counts are kept apart, in atomics.
-    read_counts: [std::sync::atomic::AtomicU64; 3],
+    turn: AtomicUsize,
+    /// Reads and writes take `&self`, so several can run at once (a pager serving faults and
+    /// writing evicted pages on several threads); their counts are atomics.
+    reads: IoCounts,
+    writes: IoCounts,
+}
+
+/// Backing calls, pages and bytes moved in one direction.
+#[derive(Default)]
+struct IoCounts([AtomicU64; 3]);
+
+impl IoCounts {
+    fn add(&self, pages: usize) {
+        let counts = [1, pages as u64, (pages * PAGE_SIZE) as u64];
+        for (counter, n) in self.0.iter().zip(counts) {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// (calls, pages, bytes)
+    fn get(&self) -> [u64; 3] {
+        self.0.each_ref().map(|c| c.load(Ordering::Relaxed))
+    }
 }
 
 impl SwapSystem {
@@ -95,7 +123,7 @@ impl SwapSystem {
             self.next_priority -= 1;
             self.next_priority + 1
         });
-        let slots = SlotMap::new(header.pages, &header.bad_pages);
+        let slots = Mutex::new(SlotMap::new(header.pages, &header.bad_pages));
         let area = Area {
             backing,
             header,
@@ -121,7 +149,7 @@ impl SwapSystem {
         area: usize,
         bring_back: Option<&mut dyn FnMut(&mut Self, Slot) -> Result<()>>,
     ) -> Result<()> {
-        let used = self.area(area)?.slots.used_slots();
+        let used = self.area(area)?.slots().used_slots();
         match bring_back {
             None if !used.is_empty() => {
                 return Err(Error::new(
@@ -136,7 +164,7 @@ impl SwapSystem {
             }
             None => {}
         }
-        if self.area(area)?.slots.used() != 0 {
+        if self.area(area)?.slots().used() != 0 {
             return Err(Error::new(Errno::BUSY, "slots are still in use"));
         }
         let mut gone = self.areas[area].take().expect("checked above");
@@ -150,16 +178,9 @@ impl SwapSystem {
             .ok_or_else(|| Error::invalid(format!("no swap area {area}")))
     }
 
-    fn area_mut(&mut self, area: usize) -> Result<&mut Area> {
-        self.areas
-            .get_mut(area)
-            .and_then(Option::as_mut)
-            .ok_or_else(|| Error::invalid(format!("no swap area {area}")))
-    }
-
     /// `n` free slots: from the highest-priority areas first; areas of equal priority take
     /// turns a cluster at a time. ENOSPC (and nothing taken) when swap is full.
-    pub fn allocate(&mut self, n: usize) -> Result<Vec<Slot>> {
+    pub fn allocate(&self, n: usize) -> Result<Vec<Slot>> {
         let mut got = Vec::with_capacity(n);
         while got.len() < n {
             let Some(area) = self.pick_area() else {
@@ -168,7 +189,7 @@ impl SwapSystem {
                 }
                 return Err(Error::no_space("swap space exhausted"));
             };
-            let slots = &mut self.areas[area].as_mut().expect("picked").slots;
+            let mut slots = self.area(area)?.slots();
             let take = (n - got.len()).min(CLUSTER as usize);
             for _ in 0..take {
                 match slots.allocate() {
@@ -176,14 +197,17 @@ impl SwapSystem {
                     None => break,
                 }
             }
-            self.turn += 1;
+            self.turn.fetch_add(1, Ordering::Relaxed);
         }
         Ok(got)
     }
 
     /// The area with free slots and the highest priority, taking turns among equals.
     fn pick_area(&self) -> Option<usize> {
-        let open = |a: &Area| a.slots.used() < a.slots.usable();
+        let open = |a: &Area| {
+            let slots = a.slots();
+            slots.used() < slots.usable()
+        };
         let best = self
             .areas
             .iter()
@@ -198,12 +222,12 @@ impl SwapSystem {
                     .is_some_and(|a| open(a) && a.priority == best)
             })
             .collect();
-        Some(equals[self.turn % equals.len()])
+        Some(equals[self.turn.load(Ordering::Relaxed) % equals.len()])
     }
 
     /// Takes a particular free slot (for tools that address pages directly).
-    pub fn claim(&mut self, slot: Slot) -> Result<()> {
-        if !self.area_mut(slot.area)?.slots.claim(slot.page) {
+    pub fn claim(&self, slot: Slot) -> Result<()> {
+        if !self.area(slot.area)?.slots().claim(slot.page) {
             return Err(Error::new(
                 Errno::BUSY,
                 format!("slot {slot:?} is in use or unusable"),
@@ -215,36 +239,34 @@ impl SwapSystem {
     /// Whether a slot is in use.
     pub fn in_use(&self, slot: Slot) -> bool {
         self.area(slot.area)
-            .is_ok_and(|a| a.slots.in_use(slot.page))
+            .is_ok_and(|a| a.slots().in_use(slot.page))
     }
 
     /// Another reference to a slot (a page shared by two owners).
-    pub fn duplicate(&mut self, slot: Slot) -> Result<()> {
-        if !self.area_mut(slot.area)?.slots.duplicate(slot.page) {
+    pub fn duplicate(&self, slot: Slot) -> Result<()> {
+        if !self.area(slot.area)?.slots().duplicate(slot.page) {
             return Err(Error::invalid(format!("slot {slot:?} is not in use")));
         }
         Ok(())
     }
 
-    pub fn free(&mut self, slot: Slot) -> Result<()> {
-        if !self.area_mut(slot.area)?.slots.free(slot.page) {
+    pub fn free(&self, slot: Slot) -> Result<()> {
+        if !self.area(slot.area)?.slots().free(slot.page) {
             return Err(Error::invalid(format!("slot {slot:?} is not in use")));
         }
         Ok(())
     }
 
     /// Writes one page per slot (`data` holds them in order), one backing call per run of
-    /// consecutive slots.
-    pub fn write(&mut self, slots: &[Slot], data: &[u8]) -> Result<()> {
+    /// consecutive slots. Writes may run in parallel with each other and with reads.
+    pub fn write(&self, slots: &[Slot], data: &[u8]) -> Result<()> {
         self.check_io(slots, data.len())?;
         for (start, range) in runs(slots) {
             let bytes = &data[range.start * PAGE_SIZE..range.end * PAGE_SIZE];
             self.area(start.area)?
                 .backing
                 .write_pages(start.page, bytes)?;
-            self.stats.writes += 1;
-            self.stats.pages_out += range.len() as u64;
-            self.stats.bytes_out += bytes.len() as u64;
+            self.writes.add(range.len());
         }
         Ok(())
     }
@@ -258,10 +280,7 @@ impl SwapSystem {
             self.area(start.area)?
                 .backing
                 .read_pages(start.page, bytes)?;
-            let counts = [1, range.len() as u64, bytes.len() as u64];
-            for (counter, n) in self.read_counts.iter().zip(counts) {
-                counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-            }
+            self.reads.add(range.len());
         }
         Ok(())
     }
@@ -270,9 +289,12 @@ impl SwapSystem {
         if len != slots.len() * PAGE_SIZE {
             return Err(Error::invalid("one page per slot"));
         }
-        for s in slots {
-            if !self.area(s.area)?.slots.in_use(s.page) {
-                return Err(Error::invalid(format!("slot {s:?} is not in use")));
+        for (start, range) in runs(slots) {
+            let map = self.area(start.area)?.slots();
+            let pages = start.page..start.page + range.len() as u64;
+            if let Some(page) = pages.into_iter().find(|p| !map.in_use(*p)) {
+                let slot = Slot { page, ..start };
+                return Err(Error::invalid(format!("slot {slot:?} is not in use")));
             }
         }
         Ok(())
@@ -287,7 +309,7 @@ impl SwapSystem {
                 name: a.backing.name(),
                 kind: a.backing.kind(),
                 size_kib: kib(a.header.usable_pages()),
-                used_kib: kib(a.slots.used()),
+                used_kib: kib(a.slots().used()),
                 priority: a.priority,
             })
             .collect()
@@ -306,15 +328,15 @@ impl SwapSystem {
     }
 
     pub fn stats(&self) -> SwapStats {
-        let [reads, pages_in, bytes_in] = self
-            .read_counts
-            .each_ref()
-            .map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+        let [reads, pages_in, bytes_in] = self.reads.get();
+        let [writes, pages_out, bytes_out] = self.writes.get();
         SwapStats {
-            reads,
             pages_in,
+            pages_out,
             bytes_in,
-            ..self.stats
+            bytes_out,
+            reads,
+            writes,
         }
     }
 

@@ -23,6 +23,15 @@ fn no_timer() -> OpenOptions {
 /// A swap system over one NOCOW swap file of `swap` bytes on an in-memory cowfs.
 pub fn swap_on_cowfs(swap: usize, mode: SwapMode) -> (Filesystem, SwapSystem) {
     let dev: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new((swap + 64 * MIB) as u64));
+    swap_on_device(dev, swap, mode)
+}
+
+/// The same on `dev`, which must hold `swap` and 64 MiB more.
+pub fn swap_on_device(
+    dev: Arc<dyn BlockDevice>,
+    swap: usize,
+    mode: SwapMode,
+) -> (Filesystem, SwapSystem) {
     Filesystem::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
     let fs = Filesystem::open(dev, &no_timer()).unwrap();
     mkswapfile(&fs, "/swap", swap as u64, "", [1; 16]).unwrap();
