@@ -112,6 +112,8 @@ struct Fetch {
     writable: bool,
     /// Read ahead of a stream: no access waits on it.
     ahead: bool,
+    /// A sequential stream reads these pages: they go to the use-once queue.
+    streamed: bool,
 }
 
 /// What the access stream of a region looks like to prefetch.
@@ -145,6 +147,9 @@ struct State {
     regions: BTreeMap<usize, RegionPages>,
     /// Resident pages in the order they came in: (region base, page).
     clock: VecDeque<(usize, usize)>,
+    /// Resident pages a sequential stream read, in the order they came in, until eviction
+    /// (or a write) looks at them: use-once pages, evicted before the clock's.
+    streamed: VecDeque<(usize, usize)>,
     /// Pages the regions hold, which swap plus the budget must be able to take.
     region_pages: u64,
     swap_capacity: u64,
@@ -164,6 +169,8 @@ pub(crate) struct Inner {
     swap: RwLock<SwapSystem>,
     config: PagerConfig,
     budget_pages: usize,
+    /// Use-once pages left to a sequential stream: the windows it is in and reads ahead.
+    stream_keep: usize,
     /// Buffers for faults served in the faulting thread (which must not allocate in a signal
     /// handler); one that finds none left reads a single page into one on its stack.
     buffers: Mutex<Vec<AlignedBuf>>,
@@ -212,6 +219,7 @@ impl Pager {
         let state = State {
             regions: BTreeMap::new(),
             clock: VecDeque::new(),
+            streamed: VecDeque::new(),
             region_pages: 0,
             swap_capacity,
             evict_bufs: (0..EVICT_BUFFERS)
@@ -225,6 +233,8 @@ impl Pager {
             settled: Condvar::new(),
             swap: RwLock::new(swap),
             budget_pages: (config.budget as usize / PAGE).max(1),
+            stream_keep: ((READ_AHEAD + 1) * config.max_prefetch)
+                .min(config.budget as usize / PAGE / 2),
             pager_dropped: Default::default(),
             buffers: Mutex::new(if in_thread {
                 (0..IN_THREAD_BUFFERS)
@@ -369,6 +379,7 @@ impl Inner {
         }
         state.region_pages -= pages as u64;
         state.clock.retain(|(b, _)| *b != base);
+        state.streamed.retain(|(b, _)| *b != base);
         drop(swap);
         self.close_swap_when_unused(&state);
     }
@@ -496,6 +507,7 @@ impl Inner {
                 slots,
                 writable: false,
                 ahead: true,
+                streamed: false,
             });
         }
         stream.stride_next = (at + stride).max(0) as usize;
@@ -524,6 +536,7 @@ impl Inner {
             slots,
             writable: false,
             ahead: true,
+            streamed: true,
         })
     }
 
@@ -628,7 +641,8 @@ impl Inner {
         let max = self.config.max_prefetch.min(cap).max(1);
         let region = state.regions.get_mut(&base).expect("found");
         let stream = &mut region.stream;
-        if index == stream.next && stream.window > 0 {
+        let continues = index == stream.next && stream.window > 0;
+        if continues {
             state.stats.prefetch_hits += stream.ahead as u64;
             stream.window = (stream.window * 2).min(max);
         } else {
@@ -649,6 +663,7 @@ impl Inner {
             slots,
             writable,
             ahead: false,
+            streamed: continues && !writable,
         }
     }
 
@@ -684,11 +699,16 @@ impl Inner {
             let _ = self.uffd.wake(address, plan.run * PAGE);
             return;
         }
+        let queue = if plan.streamed {
+            &mut state.streamed
+        } else {
+            &mut state.clock
+        };
         for (i, page) in pages.iter_mut().enumerate() {
             page.resident = true;
             page.dirty = plan.writable;
             page.referenced = false;
-            state.clock.push_back((plan.base, plan.index + i));
+            queue.push_back((plan.base, plan.index + i));
         }
         let (run, bytes) = (plan.run as u64, (plan.run * PAGE) as u64);
         if !plan.slots.is_empty() {
@@ -812,25 +832,47 @@ impl Inner {
         (state, written && !victims.is_empty())
     }
 
+    /// A batch of victims: first use-once pages a sequential stream has gone past (oldest
+    /// first, leaving the stream the windows it is still in), then the clock's.
     fn pick_victims(&self, state: &mut State) -> Vec<(usize, usize)> {
         let want = self.config.evict_batch.max(1);
         let mut victims = Vec::with_capacity(want);
+        let State {
+            regions,
+            clock,
+            streamed,
+            ..
+        } = state;
+        while victims.len() < want && streamed.len() > self.stream_keep {
+            let (base, index) = streamed.pop_front().expect("longer than the pages kept");
+            let Some(page) = regions.get_mut(&base).map(|r| &mut r.pages[index]) else {
+                continue;
+            };
+            if !page.resident {
+                continue;
+            }
+            if page.dirty {
+                // Written since: not use-once after all.
+                clock.push_back((base, index));
+                continue;
+            }
+            victims.push((base, index));
+        }
         let mut looked = 0;
-        while victims.len() < want && looked < 2 * state.clock.len() + 1 {
-            let Some((base, index)) = state.clock.pop_front() else {
+        while victims.len() < want && looked < 2 * clock.len() + 1 {
+            let Some((base, index)) = clock.pop_front() else {
                 break;
             };
             looked += 1;
-            let Some(region) = state.regions.get_mut(&base) else {
+            let Some(page) = regions.get_mut(&base).map(|r| &mut r.pages[index]) else {
                 continue;
             };
-            let page = &mut region.pages[index];
             if !page.resident {
                 continue;
             }
             if page.referenced {
                 page.referenced = false;
-                state.clock.push_back((base, index));
+                clock.push_back((base, index));
                 continue;
             }
             victims.push((base, index));

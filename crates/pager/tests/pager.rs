@@ -340,6 +340,30 @@ fn a_strided_stream_is_fetched_ahead() {
 }
 
 #[test]
+fn a_sequential_scan_leaves_the_working_set_resident() {
+    let Some((_fs, pager)) = pager(8 * MIB, 64 * MIB) else {
+        return;
+    };
+    let mut region = pager.region(40 * MIB).unwrap();
+    let memory = region.as_mut_slice();
+    let (hot, cold) = memory.split_at_mut(2 * MIB);
+    fill(cold, 14);
+    fill(hot, 15);
+    // A scan of almost five times the budget: its pages are used once and go first, once
+    // the stream has more in than the windows it is in and reads ahead (3 MiB).
+    verify(cold, 14);
+    let scanned = pager.stats();
+    verify(hot, 15);
+    let s = pager.stats();
+    assert_eq!(
+        (s.major_faults, s.zero_faults, s.prefetched),
+        (scanned.major_faults, scanned.zero_faults, scanned.prefetched),
+        "the hot pages were evicted by the scan"
+    );
+    assert!(s.clean_drops > 0, "{s:?}");
+}
+
+#[test]
 fn a_region_outlives_its_pager() {
     let Some((fs, pager)) = pager(MIB, 16 * MIB) else {
         return;
