@@ -11,9 +11,14 @@
 //! - resident, clean: installed write-protected; with a slot, the slot still holds it, and
 //!   eviction just drops it; without one it is all zeros, and eviction drops it too;
 //! - resident, dirty: written since it came in (the write-protect fault told us, and the
-//!   stale slot was freed): eviction copies it out, drops it and writes the copy to a new
-//!   slot (contiguous for the batch) with the lock let go, so faults and other writes go on
-//!   meanwhile; until the write is done the page is in flight, and a fault on it waits.
+//!   stale slot was freed): eviction copies it out, drops it and hands the copy to the
+//!   writeback thread, which writes it to a new slot (contiguous for the batch), so no fault
+//!   waits for a swap write; until the write is done the page is in flight, and a fault on it
+//!   waits.
+//!
+//! Room is made before pages come in: a fetch holds its pages' room within the budget
+//! (evicting first when there is none) before it installs them, so resident memory stays
+//! within the budget even with several fetches under way.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
@@ -82,10 +87,11 @@ impl PagerConfig {
         }
     }
 
-    /// Pages the resident set may pass the budget by: one fault's pages, before the eviction
-    /// that follows it.
+    /// Pages the resident set may pass the budget by while swap-out works: room is made
+    /// before pages come in, so none, unless one fault's pages are more than the budget.
     pub fn slack_pages(&self) -> usize {
         self.max_prefetch
+            .saturating_sub((self.budget as usize / PAGE).max(1))
     }
 }
 
@@ -114,6 +120,14 @@ struct Fetch {
     ahead: bool,
     /// A sequential stream reads these pages: they go to the use-once queue.
     streamed: bool,
+}
+
+/// Evicted dirty pages on their way to swap: copied into `buf`, their slots allocated. The
+/// pages are in flight until the write settles.
+struct Writeback {
+    pages: Vec<(usize, usize)>,
+    slots: Vec<Slot>,
+    buf: AlignedBuf,
 }
 
 /// What the access stream of a region looks like to prefetch.
@@ -157,6 +171,10 @@ struct State {
     /// evicting thread that finds none waits for one. Page-aligned, as O_DIRECT backings
     /// want their buffers (else they copy).
     evict_bufs: Vec<AlignedBuf>,
+    /// Evictions waiting for the writeback thread.
+    writeback: VecDeque<Writeback>,
+    /// Room within the budget held for pages being installed.
+    reserved: usize,
     stats: Stats,
 }
 
@@ -165,6 +183,8 @@ pub(crate) struct Inner {
     state: Mutex<State>,
     /// Signalled when pages stop being in flight, or an eviction buffer comes back.
     settled: Condvar,
+    /// Wakes the writeback thread.
+    writeback_queued: Condvar,
     /// Taken after `state` when both are needed; fault reads hold only a read lock of it.
     swap: RwLock<SwapSystem>,
     config: PagerConfig,
@@ -225,12 +245,15 @@ impl Pager {
             evict_bufs: (0..EVICT_BUFFERS)
                 .map(|_| AlignedBuf::zeroed(config.evict_batch.max(1) * PAGE))
                 .collect(),
+            writeback: VecDeque::new(),
+            reserved: 0,
             stats: Stats::default(),
         };
         let inner = Arc::new(Inner {
             uffd,
             state: Mutex::new(state),
             settled: Condvar::new(),
+            writeback_queued: Condvar::new(),
             swap: RwLock::new(swap),
             budget_pages: (config.budget as usize / PAGE).max(1),
             stream_keep: ((READ_AHEAD + 1) * config.max_prefetch)
@@ -245,6 +268,9 @@ impl Pager {
             }),
             config,
         });
+        let written = Arc::downgrade(&inner);
+        let thread = std::thread::Builder::new().name("pager-writeback".into());
+        thread.spawn(move || Inner::write_back(written))?;
         if in_thread {
             crate::in_thread::register(&inner)?;
             return Ok(Pager { inner });
@@ -442,16 +468,13 @@ impl Inner {
         let mut windows = 0;
         while let Some(fetch) = plan.take() {
             windows += 1;
-            drop(state);
-            let result = self.fetch(&fetch, buf);
-            state = self.lock();
+            let came_in;
+            (state, came_in) = self.bring_in(state, &fetch, buf);
             let whole_window = fetch.run == self.config.max_prefetch && !fetch.slots.is_empty();
-            let read_ahead = result.is_ok() && whole_window && windows <= READ_AHEAD;
-            self.settle(&mut state, &fetch, result);
+            let read_ahead = came_in && whole_window && windows <= READ_AHEAD;
             if write && !fetch.ahead {
                 self.first_write(&mut state, base, index);
             }
-            state = self.shrink(state);
             if read_ahead {
                 plan = self.plan_ahead(&mut state, base);
             }
@@ -577,22 +600,19 @@ impl Inner {
         };
         let write = region.stream.writing && page.slot.is_none();
         let plan = self.plan_within(&mut state, base, index, write, cap);
-        drop(state);
         let buf: &mut [u8] = match pooled.as_mut() {
             Some(buf) => buf,
             None => &mut one.0,
         };
-        let result = self.fetch(&plan, buf);
+        let (mut state, _) = self.bring_in(state, &plan, buf);
+        state.stats.latency.record(started.elapsed());
+        drop(state);
         if let Some(buf) = pooled {
             self.buffers
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(buf);
         }
-        let mut state = self.lock();
-        self.settle(&mut state, &plan, result);
-        let mut state = self.shrink(state);
-        state.stats.latency.record(started.elapsed());
         true
     }
 
@@ -667,15 +687,47 @@ impl Inner {
         }
     }
 
-    /// Reads a fetch's pages (no lock held but the swap's read lock) and installs them.
-    fn fetch(&self, plan: &Fetch, buf: &mut [u8]) -> io::Result<()> {
+    /// Brings a fetch's pages in: reads them (the lock let go), makes room for them within the
+    /// budget, installs them (the lock let go again) and records them. True when they came in.
+    fn bring_in<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+        plan: &Fetch,
+        buf: &mut [u8],
+    ) -> (MutexGuard<'a, State>, bool) {
+        // With room already, hold it now, which spares taking the lock between read and copy.
+        let room = self.budget_pages.saturating_sub(state.stats.resident as usize + state.reserved);
+        let mut held = plan.run <= room;
+        if held {
+            state.reserved += plan.run;
+        }
+        drop(state);
         let buf = &mut buf[..plan.run * PAGE];
+        let mut result = self.read_in(plan, buf);
+        if result.is_ok() && !held {
+            drop(self.reserve(self.lock(), plan.run));
+            held = true;
+        }
+        if result.is_ok() {
+            result = self.install(plan.base + plan.index * PAGE, buf, plan.writable);
+        }
+        let mut state = self.lock();
+        if held {
+            state.reserved -= plan.run;
+        }
+        let came_in = result.is_ok();
+        self.settle(&mut state, plan, result);
+        (state, came_in)
+    }
+
+    /// A fetch's pages: read from their slots (no lock held but the swap's read lock), or
+    /// zeros for pages never written.
+    fn read_in(&self, plan: &Fetch, buf: &mut [u8]) -> io::Result<()> {
         if plan.slots.is_empty() {
             buf.fill(0);
-        } else {
-            self.swap().read(&plan.slots, buf).map_err(swap_io)?;
+            return Ok(());
         }
-        self.install(plan.base + plan.index * PAGE, buf, plan.writable)
+        self.swap().read(&plan.slots, buf).map_err(swap_io)
     }
 
     /// Records a fetch: its pages resident, or, when it failed, the faulting page poisoned
@@ -757,35 +809,36 @@ impl Inner {
         Err(io::Error::from_raw_os_error(libc::EAGAIN))
     }
 
-    /// Evicts batches until resident memory is within the budget (or nothing more can go).
-    /// The lock is let go while evicted pages are written.
-    fn shrink<'a>(&'a self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        while state.stats.resident as usize > self.budget_pages {
+    /// Makes room for `pages` more within the budget and holds it for them: evicts batches
+    /// until resident and held pages leave room (or nothing more can go). An eviction needs a
+    /// buffer for its dirty pages; when all are being written, it waits for one (the lock let
+    /// go meanwhile), which is how faults keep pace with swap-out. Over the budget rather than
+    /// stuck when swap-out fails.
+    fn reserve<'a>(&'a self, mut state: MutexGuard<'a, State>, pages: usize) -> MutexGuard<'a, State> {
+        // Writes failing (their pages come back): stop, rather than evict the same pages again.
+        let failures = state.stats.swap_out_failures;
+        while state.stats.resident as usize + state.reserved + pages > self.budget_pages
+            && state.stats.swap_out_failures == failures
+        {
             let Some(buf) = state.evict_bufs.pop() else {
                 state = self.wait_settled(state);
                 continue;
             };
-            let evicted;
-            (state, evicted) = self.evict(state, buf);
-            if !evicted {
+            if !self.evict(&mut state, buf) {
                 break;
             }
         }
+        state.reserved += pages;
         state
     }
 
-    /// Evicts a batch: clock order, a second chance for pages written since the last pass.
-    /// Dirty victims are write-protected (so no write can slip in after they are copied),
-    /// copied into `buf` and given fresh contiguous slots; then every victim is dropped.
-    /// The dirty ones stay in flight while `buf` is written with one call, outside the lock:
-    /// a fault on one waits until its slot holds it. False when nothing could be evicted, or
-    /// the write failed (and the dirty pages came back).
-    fn evict<'a>(
-        &'a self,
-        mut state: MutexGuard<'a, State>,
-        mut buf: AlignedBuf,
-    ) -> (MutexGuard<'a, State>, bool) {
-        let victims = self.pick_victims(&mut state);
+    /// Evicts a batch: use-once pages, then clock order. Dirty victims are write-protected
+    /// (so no write can slip in after they are copied), copied into `buf` and given fresh
+    /// contiguous slots; then every victim is dropped. The dirty ones stay in flight until the
+    /// writeback thread has written `buf`: a fault on one waits until its slot holds it.
+    /// False when nothing could be evicted.
+    fn evict(&self, state: &mut State, mut buf: AlignedBuf) -> bool {
+        let victims = self.pick_victims(state);
         let dirty: Vec<(usize, usize)> = victims
             .iter()
             .copied()
@@ -799,7 +852,7 @@ impl Inner {
                 state.stats.swap_out_failures += 1;
                 state.clock.extend(victims);
                 state.evict_bufs.push(buf);
-                return (state, false);
+                return false;
             }
         };
         for &(base, index) in &victims {
@@ -819,17 +872,35 @@ impl Inner {
         }
         state.stats.evicted += victims.len() as u64;
         state.stats.resident -= victims.len() as u64;
-        let mut written = true;
-        if !dirty.is_empty() {
-            drop(state);
-            let result = self.swap().write(&slots, &buf[..dirty.len() * PAGE]);
-            state = self.lock();
-            written = result.is_ok();
-            self.settle_write(&mut state, &dirty, slots, &buf, result.map_err(swap_io));
+        if dirty.is_empty() {
+            state.evict_bufs.push(buf);
+        } else {
+            state.writeback.push_back(Writeback {
+                pages: dirty,
+                slots,
+                buf,
+            });
+            self.writeback_queued.notify_one();
         }
-        state.evict_bufs.push(buf);
-        self.settled.notify_all();
-        (state, written && !victims.is_empty())
+        !victims.is_empty()
+    }
+
+    /// The writeback thread: writes evicted dirty pages, one batch at a time, so no fault
+    /// waits for a swap write. Until the pager and its regions are gone (it holds the pager
+    /// only while awake, as the fault threads do).
+    fn write_back(pager: Weak<Inner>) {
+        while let Some(inner) = pager.upgrade() {
+            let mut state = inner.lock();
+            let Some(batch) = state.writeback.pop_front() else {
+                let timeout = std::time::Duration::from_millis(50);
+                drop(inner.writeback_queued.wait_timeout(state, timeout));
+                continue;
+            };
+            drop(state);
+            let data = &batch.buf[..batch.pages.len() * PAGE];
+            let result = inner.swap().write(&batch.slots, data).map_err(swap_io);
+            inner.settle_write(&mut inner.lock(), batch, result);
+        }
     }
 
     /// A batch of victims: first use-once pages a sequential stream has gone past (oldest
@@ -898,40 +969,34 @@ impl Inner {
     }
 
     /// Records the write of evicted dirty pages: each gets its slot, and the faults waiting on
-    /// them retry. When it failed, the pages go back in from `buf`, dirty, as they were.
-    fn settle_write(
-        &self,
-        state: &mut State,
-        dirty: &[(usize, usize)],
-        slots: Vec<Slot>,
-        buf: &[u8],
-        result: io::Result<()>,
-    ) {
+    /// them retry. When it failed, the pages go back in from the buffer, dirty, as they were.
+    fn settle_write(&self, state: &mut State, batch: Writeback, result: io::Result<()>) {
         if let Err(e) = &result {
             eprintln!("pager: swap-out: {e}");
             state.stats.swap_out_failures += 1;
             let swap = self.swap();
-            for slot in &slots {
+            for slot in &batch.slots {
                 let _ = swap.free(*slot);
             }
         } else {
-            state.stats.pages_out += dirty.len() as u64;
-            state.stats.bytes_out += (dirty.len() * PAGE) as u64;
+            state.stats.pages_out += batch.pages.len() as u64;
+            state.stats.bytes_out += (batch.pages.len() * PAGE) as u64;
         }
-        for (n, (&(base, index), slot)) in dirty.iter().zip(slots).enumerate() {
+        for (n, (&(base, index), slot)) in batch.pages.iter().zip(&batch.slots).enumerate() {
             let page = &mut state.regions.get_mut(&base).expect("in flight").pages[index];
             page.in_flight = false;
             if result.is_ok() {
-                page.slot = Some(slot);
+                page.slot = Some(*slot);
                 continue;
             }
             let address = base + index * PAGE;
             // It was missing and in flight, so nothing else put a page there.
-            if self.copy(address, &buf[n * PAGE..(n + 1) * PAGE], true).is_ok() {
+            if self.copy(address, &batch.buf[n * PAGE..(n + 1) * PAGE], true).is_ok() {
                 page.resident = true;
                 page.dirty = true;
                 state.clock.push_back((base, index));
                 state.stats.resident += 1;
+                state.stats.peak_resident = state.stats.peak_resident.max(state.stats.resident);
             } else {
                 // Its data is nowhere now: every access gets SIGBUS, never zeros.
                 page.poisoned = true;
@@ -939,9 +1004,11 @@ impl Inner {
                 let _ = self.uffd.poison(address, PAGE);
             }
         }
-        for (address, len) in address_runs(dirty) {
+        for (address, len) in address_runs(&batch.pages) {
             let _ = self.uffd.wake(address, len);
         }
+        state.evict_bufs.push(batch.buf);
+        self.settled.notify_all();
     }
 }
 
