@@ -536,6 +536,55 @@ fn the_through_filesystem_reservation_holds_when_the_disk_fills() {
 }
 
 #[test]
+fn through_filesystem_reads_in_parallel_with_rewrites_and_balance_stay_right() {
+    let (dev, fs) = memory_fs(96 * MIB);
+    let f = file(&fs, fs.root(), "cowswap");
+    fs.fallocate(f, FallocateMode::Allocate { keep_size: false }, 0, AREA)
+        .unwrap();
+    fs.activate_swap(f, SwapMode::ThroughFs).unwrap();
+    let pages = AREA / 4096;
+    for page in 0..pages {
+        fs.swap_write(f, page, &noise(page, 4096)).unwrap();
+    }
+    fs.sync().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        // Even pages keep their data while their blocks move (balance) and the blocks around
+        // them are freed and reused (odd pages rewritten, committed): reads made without the
+        // engine's lock must still see exactly it, never an error.
+        let readers: Vec<_> = (0..3)
+            .map(|t| {
+                let (fs, stop) = (fs.clone(), &stop);
+                scope.spawn(move || {
+                    let (mut rng, mut buf, mut reads) = (Rng(t + 1), vec![0u8; 8192], 0);
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let page = rng.below(pages / 2) * 2;
+                        fs.swap_read(f, page, &mut buf[..4096]).unwrap();
+                        assert_eq!(&buf[..4096], &noise(page, 4096)[..], "page {page}");
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        for round in 0..6u64 {
+            for page in (1..pages).step_by(2) {
+                fs.swap_write(f, page, &noise(page + round, 4096)).unwrap();
+            }
+            fs.sync().unwrap();
+            fs.balance(BalanceFilter::default(), &mut |_| {}).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for reader in readers {
+            assert!(reader.join().unwrap() > 0);
+        }
+    });
+    fs.deactivate_swap(f).unwrap();
+    fs.unmount().unwrap();
+    assert_clean(&dev);
+}
+
+#[test]
 fn a_corrupted_swapped_page_is_detected() {
     let (dev, fs) = memory_fs(64 * MIB);
     let f = file(&fs, fs.root(), "cowswap");

@@ -6,7 +6,8 @@ use super::cache::{CHUNK_PAGES, DIRTY_LIMIT};
 use super::engine::Engine;
 use super::write::{ExtentData, EXTENT_PAGES};
 use super::InodeId;
-use crate::device::AlignedBuf;
+use std::sync::Arc;
+use crate::device::{AlignedBuf, BlockDevice};
 use crate::error::{Errno, Error, Result};
 use crate::format::{
     round_down, round_up, Compression, ExtentKind, FileExtent, FileKind, InodeRecord, Timespec,
@@ -19,6 +20,57 @@ struct Piece {
     to: u64,
     within: u64,
     extent: FileExtent,
+}
+
+/// A read resolved under the engine's lock, to be done without it: device ranges and the
+/// checksums each block must match. Blocks freed and reused between the plan and the read
+/// (a rewrite of the same pages, a balance) fail their checksum: the caller then reads again
+/// under the lock, so a race costs a retry, never wrong data.
+pub(crate) struct ReadPlan {
+    device: Arc<dyn BlockDevice>,
+    reads: Vec<PlannedRead>,
+}
+
+/// One device read of a plan: `len` bytes at `physical` into the buffer at `at`; `sums`, one
+/// per block, unless the data has no checksums.
+struct PlannedRead {
+    at: usize,
+    physical: u64,
+    len: usize,
+    sums: Option<Vec<u32>>,
+}
+
+impl PlannedRead {
+    /// Whether a piece at buffer offset `at`, device offset `physical` continues this read.
+    fn follows(&self, at: usize, physical: u64, sums: &Option<Vec<u32>>) -> bool {
+        self.at + self.len == at
+            && self.physical + self.len as u64 == physical
+            && self.sums.is_some() == sums.is_some()
+    }
+
+    fn extend(&mut self, blocks: usize, sums: Option<Vec<u32>>) {
+        self.len += blocks * BS;
+        if let (Some(all), Some(more)) = (self.sums.as_mut(), sums) {
+            all.extend(more);
+        }
+    }
+}
+
+impl ReadPlan {
+    /// Reads into `buf` (holes and preallocated ranges as zeros). False on a device error or a
+    /// checksum mismatch, for the caller to read again under the lock.
+    pub(crate) fn read(&self, buf: &mut [u8]) -> bool {
+        buf.fill(0);
+        self.reads.iter().all(|r| {
+            let dst = &mut buf[r.at..r.at + r.len];
+            self.device.read_at(r.physical, dst).is_ok()
+                && r.sums.as_ref().is_none_or(|sums| {
+                    dst.chunks(BS)
+                        .zip(sums)
+                        .all(|(block, sum)| crc32c::crc32c(block) == *sum)
+                })
+        })
+    }
 }
 
 /// The largest file size: offsets must fit an i64, as in the kernel.
@@ -66,20 +118,7 @@ impl Engine {
     /// Holes and preallocated ranges read as zeros.
     pub(super) fn read_stored(&self, id: InodeId, offset: u64, buf: &mut [u8]) -> Result<()> {
         buf.fill(0);
-        let end = offset + buf.len() as u64;
-        let pieces: Vec<Piece> = self
-            .extents_in(id, offset, end)?
-            .into_iter()
-            .filter_map(|(off, e)| {
-                let (from, to) = (off.max(offset), (off + e.len).min(end));
-                (from < to).then(|| Piece {
-                    from,
-                    to,
-                    within: e.extent_offset + (from - off),
-                    extent: e,
-                })
-            })
-            .collect();
+        let pieces = self.pieces(id, offset, offset + buf.len() as u64)?;
         let mut i = 0;
         while i < pieces.len() {
             let run = self.device_run(&pieces[i..])?;
@@ -107,6 +146,69 @@ impl Engine {
             i += 1;
         }
         Ok(())
+    }
+
+    /// The stored pieces of file bytes `[offset, end)`, in file order; gaps are holes.
+    fn pieces(&self, id: InodeId, offset: u64, end: u64) -> Result<Vec<Piece>> {
+        Ok(self
+            .extents_in(id, offset, end)?
+            .into_iter()
+            .filter_map(|(off, e)| {
+                let (from, to) = (off.max(offset), (off + e.len).min(end));
+                (from < to).then(|| Piece {
+                    from,
+                    to,
+                    within: e.extent_offset + (from - off),
+                    extent: e,
+                })
+            })
+            .collect())
+    }
+
+    /// Resolves a read of file bytes `[offset, offset + len)` to device ranges and the
+    /// checksums they must match, for reading without the engine's lock. None when a piece is
+    /// not whole blocks of plain data (inline, compressed): such reads go the usual way.
+    pub(crate) fn plan_read(&self, id: InodeId, offset: u64, len: usize) -> Result<Option<ReadPlan>> {
+        // Data being written must be on the device before it is read from there.
+        self.writer.settle()?;
+        let mut reads: Vec<PlannedRead> = Vec::new();
+        for p in self.pieces(id, offset, offset + len as u64)? {
+            let plain = p.extent.kind == ExtentKind::Regular
+                && p.extent.compression == Compression::None as u8;
+            let whole = p.within % BLOCK_SIZE == 0 && (p.to - p.from) % BLOCK_SIZE == 0;
+            if p.extent.kind == ExtentKind::Prealloc {
+                continue;
+            }
+            if !plain || !whole {
+                return Ok(None);
+            }
+            let at = (p.from - offset) as usize;
+            let physical = self.alloc.physical(p.extent.disk_start + p.within)?;
+            let blocks = ((p.to - p.from) / BLOCK_SIZE) as usize;
+            let sums = self.extent_checksums(p.extent.disk_start)?.map(|all| {
+                let first = (p.within / BLOCK_SIZE) as usize;
+                all.get(first..first + blocks).map(<[u32]>::to_vec)
+            });
+            let sums = match sums {
+                // Fewer checksums than blocks: let the usual read report it.
+                Some(None) => return Ok(None),
+                Some(Some(sums)) => Some(sums),
+                None => None,
+            };
+            match reads.last_mut() {
+                Some(last) if last.follows(at, physical, &sums) => last.extend(blocks, sums),
+                _ => reads.push(PlannedRead {
+                    at,
+                    physical,
+                    len: blocks * BS,
+                    sums,
+                }),
+            }
+        }
+        Ok(Some(ReadPlan {
+            device: self.device.clone(),
+            reads,
+        }))
     }
 
     /// How many pieces from the first are whole blocks of plain data, consecutive both in the

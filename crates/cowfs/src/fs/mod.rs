@@ -361,9 +361,18 @@ impl Filesystem {
     forward!(
         /// Writes whole pages of an active through-filesystem swap file.
         swap_write(&self, id: InodeId, page: u64, data: &[u8]) -> ());
-    forward!(
-        /// Reads whole pages of an active through-filesystem swap file, verifying checksums.
-        swap_read(&self, id: InodeId, page: u64, buf: &mut [u8]) -> ());
+
+    /// Reads whole pages of an active through-filesystem swap file, verifying checksums.
+    /// The engine's lock is held only to find where the pages are: the device reads run
+    /// without it, so reads from several threads overlap. A read that raced a rewrite or a
+    /// move of its pages fails its checksums and is done again under the lock.
+    pub fn swap_read(&self, id: InodeId, page: u64, buf: &mut [u8]) -> Result<()> {
+        let plan = self.with(|e| e.plan_swap_read(id, page, buf.len()))?;
+        if plan.is_some_and(|plan| plan.read(buf)) {
+            return Ok(());
+        }
+        self.with(|e| e.swap_read(id, page, buf))
+    }
     forward!(
         /// Sets an inode's FS_IOC flags (chattr); returns the flags it has afterwards.
         set_flags(&self, id: InodeId, flags: u64) -> u64);
@@ -459,3 +468,40 @@ fn spawn_committer(shared: Weak<Shared>, signal: Arc<(Mutex<bool>, Condvar)>, in
 
 /// The default subvolume's id as mkfs makes it.
 pub const DEFAULT_SUBVOLUME: u64 = FIRST_SUBVOLUME;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::{AlignedBuf, MemoryDevice};
+
+    /// A swap read planned, then its page rewritten and the old block reused before the
+    /// device read: the read fails its checksum, and `swap_read` reads again under the lock.
+    #[test]
+    fn a_swap_read_that_raced_a_rewrite_is_done_again() {
+        let dev: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(64 << 20));
+        Filesystem::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+        let opts = OpenOptions {
+            commit_interval: None,
+            ..OpenOptions::default()
+        };
+        let fs = Filesystem::open(dev.clone(), &opts).unwrap();
+        let attrs = CreateAttrs::with_mode(0o600);
+        let f = fs.create(fs.root(), b"swap", FileKind::Regular, attrs).unwrap();
+        let allocate = FallocateMode::Allocate { keep_size: false };
+        fs.fallocate(f, allocate, 0, 1 << 20).unwrap();
+        fs.activate_swap(f, SwapMode::ThroughFs).unwrap();
+        let (old, new) = (vec![1u8; 4096], vec![2u8; 4096]);
+        fs.swap_write(f, 0, &old).unwrap();
+        fs.sync().unwrap();
+        let plan = fs.with(|e| e.plan_swap_read(f, 0, 4096)).unwrap().unwrap();
+        let mut buf = AlignedBuf::zeroed(4096);
+        assert!(plan.read(&mut buf) && buf[..] == old[..], "unchanged: the plan reads");
+        let before = fs.extent_map(f).unwrap()[0].physical;
+        fs.swap_write(f, 0, &new).unwrap();
+        fs.sync().unwrap();
+        dev.write_at(before, &[9u8; 4096]).unwrap();
+        assert!(!plan.read(&mut buf), "the old block holds something else now");
+        fs.swap_read(f, 0, &mut buf).unwrap();
+        assert_eq!(buf[..], new[..]);
+    }
+}

@@ -14,6 +14,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::attrs::Change;
+use super::data::ReadPlan;
 use super::engine::Engine;
 use super::write::ExtentData;
 use super::InodeId;
@@ -321,6 +322,18 @@ impl Engine {
     pub fn swap_read(&mut self, id: InodeId, page: u64, buf: &mut [u8]) -> Result<()> {
         self.check_swap_io(id, page, buf.len())?;
         self.read_stored(id, page * BLOCK_SIZE, buf)
+    }
+
+    /// `swap_read`, resolved for reading without the engine's lock (see `ReadPlan`); None
+    /// when the pages must be read the usual way.
+    pub(crate) fn plan_swap_read(
+        &self,
+        id: InodeId,
+        page: u64,
+        len: usize,
+    ) -> Result<Option<ReadPlan>> {
+        self.check_swap_io(id, page, len)?;
+        self.plan_read(id, page * BLOCK_SIZE, len)
     }
 
     fn check_swap_io(&self, id: InodeId, page: u64, len: usize) -> Result<()> {
