@@ -459,8 +459,9 @@ impl Inner {
             return;
         }
         let write = flags & uffd::PAGEFAULT_FLAG_WRITE != 0;
+        let sequential = region.stream.window > 0 && index == region.stream.next;
         let mut plan = Some(self.plan(&mut state, base, index, write));
-        let mut strided = self.plan_strided(&mut state, base, index);
+        let mut strided = self.plan_strided(&mut state, base, index, sequential);
         strided.reverse();
         // The fault's own pages, then, for a stream reading swap at full speed, the next
         // windows too (READ_AHEAD of them), read while the program goes through the one it
@@ -485,14 +486,26 @@ impl Inner {
     }
 
     /// For a strided stream (the last two faults the same distance apart, not adjacent), the
-    /// next pages along the stride, each its own fetch, marked in flight.
-    fn plan_strided(&self, state: &mut State, base: usize, index: usize) -> Vec<Fetch> {
+    /// next pages along the stride, each its own fetch, marked in flight. A fault that
+    /// continues a sequential stream is no stride, though its faults come a window apart.
+    fn plan_strided(
+        &self,
+        state: &mut State,
+        base: usize,
+        index: usize,
+        sequential: bool,
+    ) -> Vec<Fetch> {
         let Some(region) = state.regions.get_mut(&base) else {
             return Vec::new();
         };
         let stream = &mut region.stream;
         let stride = index as isize - stream.last as isize;
         stream.last = index;
+        if sequential {
+            stream.stride = 0;
+            stream.strided = 0;
+            return Vec::new();
+        }
         // The pages fetched ahead do not fault, so the stream's next fault is the first
         // page past them (`stride_next`), or, with nothing fetched yet, one stride on.
         let continues =
@@ -542,6 +555,12 @@ impl Inner {
     fn plan_ahead(&self, state: &mut State, base: usize) -> Option<Fetch> {
         let region = state.regions.get_mut(&base)?;
         let start = region.stream.next;
+        // No further than READ_AHEAD windows past the window of the stream's last fault, even
+        // when several threads read ahead of it at once: use-once eviction leaves the stream
+        // that many windows, and pages read further ahead would go before they are used.
+        if start >= region.stream.last + (READ_AHEAD + 1) * self.config.max_prefetch {
+            return None;
+        }
         let first = region.pages.get(start)?;
         if first.resident || first.in_flight || first.slot.is_none() {
             return None;
@@ -839,11 +858,15 @@ impl Inner {
     /// False when nothing could be evicted.
     fn evict(&self, state: &mut State, mut buf: AlignedBuf) -> bool {
         let victims = self.pick_victims(state);
-        let dirty: Vec<(usize, usize)> = victims
+        let mut dirty: Vec<(usize, usize)> = victims
             .iter()
             .copied()
             .filter(|(b, i)| state.regions[b].pages[*i].dirty)
             .collect();
+        // In address order, so that pages next to each other get slots next to each other
+        // (victims come in the order their pages came in, which several fault threads can
+        // mix): a stream reading them back then finds long runs, each one read.
+        dirty.sort_unstable();
         let slots = match self.prepare_write(&dirty, &mut buf) {
             Ok(slots) => slots,
             Err(e) => {
