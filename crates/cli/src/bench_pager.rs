@@ -96,13 +96,19 @@ pub fn run(size: u64, budget: u64, dir: &Path, json: bool, only: &[Case]) -> Cli
             dir.display()
         );
     }
-    let cases = if only.is_empty() { &Case::ALL[..] } else { only };
+    let cases = if only.is_empty() {
+        &Case::ALL[..]
+    } else {
+        only
+    };
     let mut rows: Vec<Row> = Vec::new();
     for &case in cases {
         match run_case(case, size, budget, &dir)? {
             Some((figures, stats)) => rows.push((case.label().into(), figures, stats)),
             None if !json => {
-                println!("kernel swap skipped: it needs root (loop devices, mounts, memory cgroups)")
+                println!(
+                    "kernel swap skipped: it needs root (loop devices, mounts, memory cgroups)"
+                )
             }
             None => {}
         }

@@ -22,9 +22,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
-use std::sync::{
-    Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
-};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Instant;
 
 use cowfs::device::AlignedBuf;
@@ -355,9 +353,7 @@ impl Inner {
     }
 
     fn wait_settled<'a>(&self, state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        self.settled
-            .wait(state)
-            .unwrap_or_else(|p| p.into_inner())
+        self.settled.wait(state).unwrap_or_else(|p| p.into_inner())
     }
 
     fn swap(&self) -> RwLockReadGuard<'_, SwapSystem> {
@@ -715,7 +711,9 @@ impl Inner {
         buf: &mut [u8],
     ) -> (MutexGuard<'a, State>, bool) {
         // With room already, hold it now, which spares taking the lock between read and copy.
-        let room = self.budget_pages.saturating_sub(state.stats.resident as usize + state.reserved);
+        let room = self
+            .budget_pages
+            .saturating_sub(state.stats.resident as usize + state.reserved);
         let mut held = plan.run <= room;
         if held {
             state.reserved += plan.run;
@@ -833,7 +831,11 @@ impl Inner {
     /// buffer for its dirty pages; when all are being written, it waits for one (the lock let
     /// go meanwhile), which is how faults keep pace with swap-out. Over the budget rather than
     /// stuck when swap-out fails.
-    fn reserve<'a>(&'a self, mut state: MutexGuard<'a, State>, pages: usize) -> MutexGuard<'a, State> {
+    fn reserve<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+        pages: usize,
+    ) -> MutexGuard<'a, State> {
         // Writes failing (their pages come back): stop, rather than evict the same pages again.
         let failures = state.stats.swap_out_failures;
         while state.stats.resident as usize + state.reserved + pages > self.budget_pages
@@ -1014,7 +1016,10 @@ impl Inner {
             }
             let address = base + index * PAGE;
             // It was missing and in flight, so nothing else put a page there.
-            if self.copy(address, &batch.buf[n * PAGE..(n + 1) * PAGE], true).is_ok() {
+            if self
+                .copy(address, &batch.buf[n * PAGE..(n + 1) * PAGE], true)
+                .is_ok()
+            {
                 page.resident = true;
                 page.dirty = true;
                 state.clock.push_back((base, index));

@@ -357,7 +357,10 @@ fn a_sequential_stream_keeps_whole_windows() {
     // 8192 pages in windows doubling to 256, two read ahead of each fault: about 20 faults.
     // A stream taken for a strided one (its faults a window apart) starts over each time.
     let faults = s.major_faults - before.major_faults;
-    assert!(faults <= 35, "{faults} faults to read 32 MiB back in order: {s:?}");
+    assert!(
+        faults <= 35,
+        "{faults} faults to read 32 MiB back in order: {s:?}"
+    );
 }
 
 #[test]
@@ -378,7 +381,11 @@ fn a_sequential_scan_leaves_the_working_set_resident() {
     let s = pager.stats();
     assert_eq!(
         (s.major_faults, s.zero_faults, s.prefetched),
-        (scanned.major_faults, scanned.zero_faults, scanned.prefetched),
+        (
+            scanned.major_faults,
+            scanned.zero_faults,
+            scanned.prefetched
+        ),
         "the hot pages were evicted by the scan"
     );
     assert!(s.clean_drops > 0, "{s:?}");

@@ -6,13 +6,13 @@ use super::cache::{CHUNK_PAGES, DIRTY_LIMIT};
 use super::engine::Engine;
 use super::write::{ExtentData, EXTENT_PAGES};
 use super::InodeId;
-use std::sync::Arc;
 use crate::device::{AlignedBuf, BlockDevice};
 use crate::error::{Errno, Error, Result};
 use crate::format::{
     round_down, round_up, Compression, ExtentKind, FileExtent, FileKind, InodeRecord, Timespec,
     BLOCK_SIZE,
 };
+use std::sync::Arc;
 
 /// Part of a read: file bytes `[from, to)`, found at `within` of `extent`'s bytes.
 struct Piece {
@@ -168,7 +168,12 @@ impl Engine {
     /// Resolves a read of file bytes `[offset, offset + len)` to device ranges and the
     /// checksums they must match, for reading without the engine's lock. None when a piece is
     /// not whole blocks of plain data (inline, compressed): such reads go the usual way.
-    pub(crate) fn plan_read(&self, id: InodeId, offset: u64, len: usize) -> Result<Option<ReadPlan>> {
+    pub(crate) fn plan_read(
+        &self,
+        id: InodeId,
+        offset: u64,
+        len: usize,
+    ) -> Result<Option<ReadPlan>> {
         // Data being written must be on the device before it is read from there.
         self.writer.settle()?;
         let mut reads: Vec<PlannedRead> = Vec::new();

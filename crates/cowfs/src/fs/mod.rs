@@ -486,7 +486,9 @@ mod tests {
         };
         let fs = Filesystem::open(dev.clone(), &opts).unwrap();
         let attrs = CreateAttrs::with_mode(0o600);
-        let f = fs.create(fs.root(), b"swap", FileKind::Regular, attrs).unwrap();
+        let f = fs
+            .create(fs.root(), b"swap", FileKind::Regular, attrs)
+            .unwrap();
         let allocate = FallocateMode::Allocate { keep_size: false };
         fs.fallocate(f, allocate, 0, 1 << 20).unwrap();
         fs.activate_swap(f, SwapMode::ThroughFs).unwrap();
@@ -495,12 +497,18 @@ mod tests {
         fs.sync().unwrap();
         let plan = fs.with(|e| e.plan_swap_read(f, 0, 4096)).unwrap().unwrap();
         let mut buf = AlignedBuf::zeroed(4096);
-        assert!(plan.read(&mut buf) && buf[..] == old[..], "unchanged: the plan reads");
+        assert!(
+            plan.read(&mut buf) && buf[..] == old[..],
+            "unchanged: the plan reads"
+        );
         let before = fs.extent_map(f).unwrap()[0].physical;
         fs.swap_write(f, 0, &new).unwrap();
         fs.sync().unwrap();
         dev.write_at(before, &[9u8; 4096]).unwrap();
-        assert!(!plan.read(&mut buf), "the old block holds something else now");
+        assert!(
+            !plan.read(&mut buf),
+            "the old block holds something else now"
+        );
         fs.swap_read(f, 0, &mut buf).unwrap();
         assert_eq!(buf[..], new[..]);
     }
