@@ -195,12 +195,14 @@ fn print_table(rows: &[Row]) {
     for (name, _, stats) in rows {
         if let Some(s) = stats {
             println!(
-                "{name}: {} major faults, {} pages in ({} prefetched, {} hits), {} out, fault p50 {:?} p99 {:?}",
+                "{name}: {} major faults, {} pages in ({} prefetched, {} hits), {} out, {} clean dropped, peak resident {}, fault p50 {:?} p99 {:?}",
                 s.major_faults,
                 s.pages_in,
                 s.prefetched,
                 s.prefetch_hits,
                 s.pages_out,
+                s.clean_drops,
+                human(s.peak_resident * pager::PAGE as u64),
                 s.latency.quantile(0.5),
                 s.latency.quantile(0.99)
             );
@@ -219,12 +221,20 @@ fn print_json(size: u64, budget: u64, rows: &[Row]) {
     ];
     let entries: Vec<String> = rows
         .iter()
-        .map(|(name, figures, _)| {
-            let fields: Vec<String> = keys
+        .map(|(name, figures, stats)| {
+            let mut fields: Vec<String> = keys
                 .iter()
                 .zip(figures.values())
                 .map(|(k, v)| format!("\"{k}\": {v:.1}"))
                 .collect();
+            if let Some(s) = stats {
+                let peak = s.peak_resident * pager::PAGE as u64;
+                let p99 = s.latency.quantile(0.99).as_nanos();
+                fields.push(format!(
+                    "\"pager\": {{\"major_faults\": {}, \"pages_in\": {}, \"pages_out\": {}, \"clean_drops\": {}, \"peak_resident_bytes\": {peak}, \"fault_p99_ns\": {p99}}}",
+                    s.major_faults, s.pages_in, s.pages_out, s.clean_drops
+                ));
+            }
             format!("{{\"name\": \"{name}\", {}}}", fields.join(", "))
         })
         .collect();

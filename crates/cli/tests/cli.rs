@@ -168,6 +168,38 @@ fn demo_runs_clean() {
 }
 
 #[test]
+fn bench_swap_json_has_every_case_asked_for_within_its_budget() {
+    if !capable(&[(is_root(), "root (for /dev/userfaultfd)")]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(&[
+        "bench",
+        "swap",
+        "--only",
+        "pinned,in-thread",
+        "--size",
+        "16M",
+        "--budget",
+        "4M",
+        "--json",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    for case in ["pager, cowfs pinned", "in-thread, pinned"] {
+        assert!(out.contains(&format!("\"name\": \"{case}\"")), "{out}");
+    }
+    assert!(!out.contains("kernel"), "only the cases asked for: {out}");
+    let peaks: Vec<u64> = out
+        .split("\"peak_resident_bytes\": ")
+        .skip(1)
+        .map(|rest| rest.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(peaks.len(), 2, "{out}");
+    assert!(peaks.iter().all(|p| *p > 0 && *p <= 4 << 20), "{peaks:?}");
+}
+
+#[test]
 fn chattr_and_lsattr() {
     let dir = tempfile::tempdir().unwrap();
     let img = image(dir.path());
