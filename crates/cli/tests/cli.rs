@@ -168,6 +168,29 @@ fn demo_runs_clean() {
 }
 
 #[test]
+fn bench_swap_io_measures_every_backing() {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let out = ok(&[
+        "bench",
+        "swap-io",
+        "--size",
+        "4M",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    for target in [
+        "raw O_DIRECT",
+        "cowfs pinned",
+        "cowfs through fs (NOCOW)",
+        "cowfs through fs (COW)",
+        "host swap file",
+    ] {
+        let rows = out.lines().filter(|l| l.starts_with(target)).count();
+        assert_eq!(rows, 6, "{target}: sequential and random, three batch sizes:\n{out}");
+    }
+}
+
+#[test]
 fn bench_swap_json_has_every_case_asked_for_within_its_budget() {
     if !capable(&[(is_root(), "root (for /dev/userfaultfd)")]) {
         return;
