@@ -184,7 +184,9 @@ fn compressible(len: usize) -> Vec<u8> {
 
 /// Compression, snapshots and balance, on one scratch image.
 fn sharing_and_moving(size: u64, image: &Path) -> CliResult<()> {
-    let device = Arc::new(FileDevice::create(image, 3 * size + (256 << 20))?);
+    // Room for the balance's files (up to 3 x size at once) and the snapshot test's 50,000
+    // files of 8 KiB, whatever the size asked for.
+    let device = Arc::new(FileDevice::create(image, 3 * size + (768 << 20))?);
     Filesystem::mkfs(device.clone(), &MkfsOptions::default())?;
     let fs = Filesystem::open(
         device,
