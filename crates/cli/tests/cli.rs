@@ -186,7 +186,10 @@ fn bench_swap_io_measures_every_backing() {
         "host swap file",
     ] {
         let rows = out.lines().filter(|l| l.starts_with(target)).count();
-        assert_eq!(rows, 6, "{target}: sequential and random, three batch sizes:\n{out}");
+        assert_eq!(
+            rows, 6,
+            "{target}: sequential and random, three batch sizes:\n{out}"
+        );
     }
 }
 

@@ -85,11 +85,12 @@ impl PagerConfig {
         }
     }
 
-    /// Pages the resident set may pass the budget by while swap-out works: room is made
-    /// before pages come in, so none, unless one fault's pages are more than the budget.
-    pub fn slack_pages(&self) -> usize {
+    /// The most pages one fetch brings in: `max_prefetch`, but no more than half the budget,
+    /// so that room can always be made for a window beside the one a stream is in.
+    pub fn window_pages(&self) -> usize {
         self.max_prefetch
-            .saturating_sub((self.budget as usize / PAGE).max(1))
+            .min(self.budget as usize / PAGE / 2)
+            .max(1)
     }
 }
 
@@ -254,7 +255,7 @@ impl Pager {
             writeback_queued: Condvar::new(),
             swap: RwLock::new(swap),
             budget_pages: (config.budget as usize / PAGE).max(1),
-            stream_keep: ((READ_AHEAD + 1) * config.max_prefetch)
+            stream_keep: ((READ_AHEAD + 1) * config.window_pages())
                 .min(config.budget as usize / PAGE / 2),
             pager_dropped: Default::default(),
             buffers: Mutex::new(if in_thread {
@@ -467,7 +468,7 @@ impl Inner {
             windows += 1;
             let came_in;
             (state, came_in) = self.bring_in(state, &fetch, buf);
-            let whole_window = fetch.run == self.config.max_prefetch && !fetch.slots.is_empty();
+            let whole_window = fetch.run == self.config.window_pages() && !fetch.slots.is_empty();
             let read_ahead = came_in && whole_window && windows <= READ_AHEAD;
             if write && !fetch.ahead {
                 self.first_write(&mut state, base, index);
@@ -554,14 +555,15 @@ impl Inner {
         // No further than READ_AHEAD windows past the window of the stream's last fault, even
         // when several threads read ahead of it at once: use-once eviction leaves the stream
         // that many windows, and pages read further ahead would go before they are used.
-        if start >= region.stream.last + (READ_AHEAD + 1) * self.config.max_prefetch {
+        let window = self.config.window_pages();
+        if start >= region.stream.last + (READ_AHEAD + 1) * window {
             return None;
         }
         let first = region.pages.get(start)?;
         if first.resident || first.in_flight || first.slot.is_none() {
             return None;
         }
-        let run = run_from(&region.pages, start, self.config.max_prefetch.max(1));
+        let run = run_from(&region.pages, start, window);
         region.stream.next = start + run;
         region.stream.ahead += run;
         let pages = &mut region.pages[start..start + run];
@@ -609,7 +611,7 @@ impl Inner {
         let mut pooled = self.buffers.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut one = PageBuf([0; PAGE]);
         let cap = if pooled.is_some() {
-            self.config.max_prefetch
+            self.config.window_pages()
         } else {
             1
         };
@@ -661,7 +663,7 @@ impl Inner {
     /// dirty at once: it is about to write every page of it, and a write-protect fault per
     /// page would double the faults.
     fn plan(&self, state: &mut State, base: usize, index: usize, write: bool) -> Fetch {
-        self.plan_within(state, base, index, write, self.config.max_prefetch)
+        self.plan_within(state, base, index, write, self.config.window_pages())
     }
 
     /// `plan`, bringing in at most `cap` pages.
@@ -673,7 +675,7 @@ impl Inner {
         write: bool,
         cap: usize,
     ) -> Fetch {
-        let max = self.config.max_prefetch.min(cap).max(1);
+        let max = self.config.window_pages().min(cap);
         let region = state.regions.get_mut(&base).expect("found");
         let stream = &mut region.stream;
         let continues = index == stream.next && stream.window > 0;
@@ -846,7 +848,11 @@ impl Inner {
                 continue;
             };
             if !self.evict(&mut state, buf) {
-                break;
+                if state.reserved == 0 {
+                    break;
+                }
+                // The room is held by pages on their way in: once in, they can go.
+                state = self.wait_settled(state);
             }
         }
         state.reserved += pages;
@@ -929,7 +935,8 @@ impl Inner {
     }
 
     /// A batch of victims: first use-once pages a sequential stream has gone past (oldest
-    /// first, leaving the stream the windows it is still in), then the clock's.
+    /// first, leaving the stream the windows it is still in), then the clock's, and only
+    /// when those run out, the stream's own.
     fn pick_victims(&self, state: &mut State) -> Vec<(usize, usize)> {
         let want = self.config.evict_batch.max(1);
         let mut victims = Vec::with_capacity(want);
@@ -972,6 +979,14 @@ impl Inner {
                 continue;
             }
             victims.push((base, index));
+        }
+        while victims.len() < want {
+            let Some((base, index)) = streamed.pop_front() else {
+                break;
+            };
+            if regions.get(&base).is_some_and(|r| r.pages[index].resident) {
+                victims.push((base, index));
+            }
         }
         victims
     }
