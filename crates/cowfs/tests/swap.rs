@@ -14,6 +14,16 @@ use cowfs::{
 
 const AREA: u64 = 4 * MIB;
 
+/// A copy-on-write, checksummed file of AREA bytes, preallocated and active through the
+/// filesystem.
+fn cow_swapfile(fs: &Filesystem) -> InodeId {
+    let f = file(fs, fs.root(), "cowswap");
+    fs.fallocate(f, FallocateMode::Allocate { keep_size: false }, 0, AREA)
+        .unwrap();
+    fs.activate_swap(f, SwapMode::ThroughFs).unwrap();
+    f
+}
+
 /// A swap file as `mkswapfile` makes one: empty, NOCOW, preallocated.
 fn swapfile(fs: &Filesystem, name: &str, size: u64) -> InodeId {
     let f = file(fs, fs.root(), name);
@@ -481,10 +491,7 @@ fn pinned_pages_survive_everything_else_the_filesystem_does() {
 #[test]
 fn a_copy_on_write_swapfile_works_through_the_filesystem() {
     let (dev, fs) = memory_fs(96 * MIB);
-    let f = file(&fs, fs.root(), "cowswap");
-    fs.fallocate(f, FallocateMode::Allocate { keep_size: false }, 0, AREA)
-        .unwrap();
-    fs.activate_swap(f, SwapMode::ThroughFs).unwrap();
+    let f = cow_swapfile(&fs);
     fs.snapshot(fs.root().subvol, fs.root(), b"snap", true)
         .unwrap();
     let pages = AREA / 4096;
@@ -518,10 +525,7 @@ fn a_copy_on_write_swapfile_works_through_the_filesystem() {
 #[test]
 fn the_through_filesystem_reservation_holds_when_the_disk_fills() {
     let (_dev, fs) = memory_fs(64 * MIB);
-    let f = file(&fs, fs.root(), "cowswap");
-    fs.fallocate(f, FallocateMode::Allocate { keep_size: false }, 0, AREA)
-        .unwrap();
-    fs.activate_swap(f, SwapMode::ThroughFs).unwrap();
+    let f = cow_swapfile(&fs);
     let filler = file(&fs, fs.root(), "filler");
     let chunk = vec![9u8; 1 << 20];
     let mut at = 0;
@@ -538,10 +542,7 @@ fn the_through_filesystem_reservation_holds_when_the_disk_fills() {
 #[test]
 fn through_filesystem_reads_in_parallel_with_rewrites_and_balance_stay_right() {
     let (dev, fs) = memory_fs(96 * MIB);
-    let f = file(&fs, fs.root(), "cowswap");
-    fs.fallocate(f, FallocateMode::Allocate { keep_size: false }, 0, AREA)
-        .unwrap();
-    fs.activate_swap(f, SwapMode::ThroughFs).unwrap();
+    let f = cow_swapfile(&fs);
     let pages = AREA / 4096;
     for page in 0..pages {
         fs.swap_write(f, page, &noise(page, 4096)).unwrap();
@@ -587,10 +588,7 @@ fn through_filesystem_reads_in_parallel_with_rewrites_and_balance_stay_right() {
 #[test]
 fn a_corrupted_swapped_page_is_detected() {
     let (dev, fs) = memory_fs(64 * MIB);
-    let f = file(&fs, fs.root(), "cowswap");
-    fs.fallocate(f, FallocateMode::Allocate { keep_size: false }, 0, AREA)
-        .unwrap();
-    fs.activate_swap(f, SwapMode::ThroughFs).unwrap();
+    let f = cow_swapfile(&fs);
     fs.swap_write(f, 3, &noise(3, 4096)).unwrap();
     fs.sync().unwrap();
     let physical = fs
