@@ -6,7 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::format::{
@@ -56,6 +57,9 @@ pub struct DataAllocator {
     /// Block groups being emptied (balance, shrink): their free space, withheld from
     /// allocation.
     held: BTreeMap<u64, BTreeMap<u64, u64>>,
+    /// Counts the commits that made freed space reusable: a reader that resolved blocks
+    /// without the engine's lock knows, by it, whether they can have been reused meanwhile.
+    reuse_epoch: Arc<AtomicU64>,
 }
 
 /// How much of the device to give a new data block group.
@@ -251,8 +255,15 @@ impl DataAllocator {
         Ok(())
     }
 
+    /// The count of commits that made freed space reusable, shared with readers.
+    pub fn reuse_epoch(&self) -> Arc<AtomicU64> {
+        self.reuse_epoch.clone()
+    }
+
     /// The running transaction committed: what it freed may be reused.
     pub fn unpin(&mut self) {
+        // Before any of it can be handed out again (that happens under the engine's lock).
+        self.reuse_epoch.fetch_add(1, Ordering::SeqCst);
         for e in std::mem::take(&mut self.pinned) {
             let groups = &self.groups;
             let group = self.group_of(e.start).map(|g| g.logical);

@@ -12,6 +12,7 @@ use crate::format::{
     round_down, round_up, Compression, ExtentKind, FileExtent, FileKind, InodeRecord, Timespec,
     BLOCK_SIZE,
 };
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Part of a read: file bytes `[from, to)`, found at `within` of `extent`'s bytes.
@@ -23,12 +24,15 @@ struct Piece {
 }
 
 /// A read resolved under the engine's lock, to be done without it: device ranges and the
-/// checksums each block must match. Blocks freed and reused between the plan and the read
-/// (a rewrite of the same pages, a balance) fail their checksum: the caller then reads again
-/// under the lock, so a race costs a retry, never wrong data.
+/// checksums each block must match. Blocks freed after the plan (a rewrite of the same pages,
+/// a balance) stay unused until a commit: a read during which a commit made freed space
+/// reusable is not trusted, nor one whose checksums fail, and the caller reads again under
+/// the lock. A race costs a retry, never wrong data, checksummed or not.
 pub(crate) struct ReadPlan {
     device: Arc<dyn BlockDevice>,
     reads: Vec<PlannedRead>,
+    reuse_epoch: Arc<AtomicU64>,
+    planned_in: u64,
 }
 
 /// One device read of a plan: `len` bytes at `physical` into the buffer at `at`; `sums`, one
@@ -57,11 +61,12 @@ impl PlannedRead {
 }
 
 impl ReadPlan {
-    /// Reads into `buf` (holes and preallocated ranges as zeros). False on a device error or a
-    /// checksum mismatch, for the caller to read again under the lock.
+    /// Reads into `buf` (holes and preallocated ranges as zeros). False on a device error, a
+    /// checksum mismatch, or a commit that made freed space reusable meanwhile, for the caller
+    /// to read again under the lock.
     pub(crate) fn read(&self, buf: &mut [u8]) -> bool {
         buf.fill(0);
-        self.reads.iter().all(|r| {
+        let read = self.reads.iter().all(|r| {
             let dst = &mut buf[r.at..r.at + r.len];
             self.device.read_at(r.physical, dst).is_ok()
                 && r.sums.as_ref().is_none_or(|sums| {
@@ -69,7 +74,8 @@ impl ReadPlan {
                         .zip(sums)
                         .all(|(block, sum)| crc32c::crc32c(block) == *sum)
                 })
-        })
+        });
+        read && self.reuse_epoch.load(Ordering::SeqCst) == self.planned_in
     }
 }
 
@@ -210,9 +216,12 @@ impl Engine {
                 }),
             }
         }
+        let reuse_epoch = self.alloc.reuse_epoch();
         Ok(Some(ReadPlan {
             device: self.device.clone(),
             reads,
+            planned_in: reuse_epoch.load(Ordering::SeqCst),
+            reuse_epoch,
         }))
     }
 

@@ -364,8 +364,9 @@ impl Filesystem {
 
     /// Reads whole pages of an active through-filesystem swap file, verifying checksums.
     /// The engine's lock is held only to find where the pages are: the device reads run
-    /// without it, so reads from several threads overlap. A read that raced a rewrite or a
-    /// move of its pages fails its checksums and is done again under the lock.
+    /// without it, so reads from several threads overlap. A read that may have raced a
+    /// rewrite or a move of its pages (a commit came, or a checksum failed) is done again
+    /// under the lock.
     pub fn swap_read(&self, id: InodeId, page: u64, buf: &mut [u8]) -> Result<()> {
         let plan = self.with(|e| e.plan_swap_read(id, page, buf.len()))?;
         if plan.is_some_and(|plan| plan.read(buf)) {
@@ -474,10 +475,9 @@ mod tests {
     use super::*;
     use crate::device::{AlignedBuf, MemoryDevice};
 
-    /// A swap read planned, then its page rewritten and the old block reused before the
-    /// device read: the read fails its checksum, and `swap_read` reads again under the lock.
-    #[test]
-    fn a_swap_read_that_raced_a_rewrite_is_done_again() {
+    /// A filesystem with a 1 MiB file active as swap through the filesystem, page 0 written
+    /// with ones and committed; NOCOW (and so without checksums) when `nocow`.
+    fn swap_through_fs(nocow: bool) -> (Arc<dyn BlockDevice>, Filesystem, InodeId) {
         let dev: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(64 << 20));
         Filesystem::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
         let opts = OpenOptions {
@@ -489,27 +489,42 @@ mod tests {
         let f = fs
             .create(fs.root(), b"swap", FileKind::Regular, attrs)
             .unwrap();
+        if nocow {
+            fs.set_flags(f, crate::format::inode_flags::NOCOW).unwrap();
+        }
         let allocate = FallocateMode::Allocate { keep_size: false };
         fs.fallocate(f, allocate, 0, 1 << 20).unwrap();
         fs.activate_swap(f, SwapMode::ThroughFs).unwrap();
-        let (old, new) = (vec![1u8; 4096], vec![2u8; 4096]);
-        fs.swap_write(f, 0, &old).unwrap();
+        fs.swap_write(f, 0, &[1u8; 4096]).unwrap();
         fs.sync().unwrap();
-        let plan = fs.with(|e| e.plan_swap_read(f, 0, 4096)).unwrap().unwrap();
-        let mut buf = AlignedBuf::zeroed(4096);
-        assert!(
-            plan.read(&mut buf) && buf[..] == old[..],
-            "unchanged: the plan reads"
-        );
-        let before = fs.extent_map(f).unwrap()[0].physical;
-        fs.swap_write(f, 0, &new).unwrap();
-        fs.sync().unwrap();
-        dev.write_at(before, &[9u8; 4096]).unwrap();
-        assert!(
-            !plan.read(&mut buf),
-            "the old block holds something else now"
-        );
-        fs.swap_read(f, 0, &mut buf).unwrap();
-        assert_eq!(buf[..], new[..]);
+        (dev, fs, f)
+    }
+
+    /// Swap reads resolved under the lock and done without it: trusted while nothing could
+    /// have changed their blocks, redone under the lock when a checksum fails or a commit
+    /// made freed space reusable meanwhile (checksums or not).
+    #[test]
+    fn a_swap_read_that_raced_a_change_is_done_again() {
+        for nocow in [false, true] {
+            let (dev, fs, f) = swap_through_fs(nocow);
+            let plan = || fs.with(|e| e.plan_swap_read(f, 0, 4096)).unwrap().unwrap();
+            let mut buf = AlignedBuf::zeroed(4096);
+            assert!(
+                plan().read(&mut buf) && buf[..] == [1u8; 4096][..],
+                "unchanged"
+            );
+            let raced = plan();
+            fs.swap_write(f, 0, &[2u8; 4096]).unwrap();
+            fs.sync().unwrap();
+            assert!(!raced.read(&mut buf), "a commit came between plan and read");
+            fs.swap_read(f, 0, &mut buf).unwrap();
+            assert_eq!(buf[..], [2u8; 4096][..]);
+            if !nocow {
+                let damaged = plan();
+                let at = fs.extent_map(f).unwrap()[0].physical;
+                dev.write_at(at, &[9u8; 4096]).unwrap();
+                assert!(!damaged.read(&mut buf), "a checksum failed");
+            }
+        }
     }
 }
