@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use cowfs::device::AlignedBuf;
 use cowfs::format::{FileKind, Timespec};
 use cowfs::{Attr, CreateAttrs, FallocateMode, Filesystem, InodeId, SetAttr, SwapActivation};
 use fuser::{
@@ -48,6 +49,10 @@ pub struct CowfsFuse {
     /// Open directories: their entries as listed at opendir, served by index.
     dirs: Mutex<HashMap<u64, Vec<Listed>>>,
     next_handle: AtomicU64,
+    /// Kept from read to read: page-aligned, so the image's O_DIRECT reads land in it
+    /// without a bounce buffer, and not allocated and zeroed for every request. (The mount
+    /// serves one request at a time, so reads do not wait on each other for it.)
+    read_buf: Mutex<AlignedBuf>,
 }
 
 struct Listed {
@@ -127,6 +132,7 @@ impl CowfsFuse {
             notifier,
             runner,
             next_handle: AtomicU64::new(1),
+            read_buf: Mutex::new(AlignedBuf::zeroed(MAX_WRITE as usize)),
         }
     }
 
@@ -575,18 +581,15 @@ impl fuser::Filesystem for CowfsFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let mut buf = self.read_buf.lock().unwrap_or_else(|p| p.into_inner());
+        if buf.len() < size as usize {
+            *buf = AlignedBuf::zeroed(size as usize);
+        }
+        let buf = &mut buf[..size as usize];
         answer!(
             reply,
-            {
-                let mut buf = vec![0u8; size as usize];
-                let n = self
-                    .fs
-                    .read(self.inode(ino)?, offset, &mut buf)
-                    .map_err(errno)?;
-                buf.truncate(n);
-                Ok(buf)
-            },
-            |data| reply.data(&data)
+            self.fs.read(self.inode(ino)?, offset, buf).map_err(errno),
+            |n| reply.data(&buf[..n])
         )
     }
 
