@@ -1,6 +1,9 @@
 //! File data as callers see it: buffered reads and writes through the page cache, direct
 //! (4 KiB-aligned) reads and writes, truncation, and crc32c checksums verified on every read.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use super::attrs::Change;
 use super::cache::{CHUNK_PAGES, DIRTY_LIMIT};
 use super::engine::Engine;
@@ -12,8 +15,6 @@ use crate::format::{
     round_down, round_up, Compression, ExtentKind, FileExtent, FileKind, InodeRecord, Timespec,
     BLOCK_SIZE,
 };
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 /// Part of a read: file bytes `[from, to)`, found at `within` of `extent`'s bytes.
 struct Piece {
