@@ -1,5 +1,6 @@
 //! File data as callers see it: buffered reads and writes through the page cache, direct
-//! (4 KiB-aligned) reads and writes, truncation, and crc32c checksums verified on every read.
+//! (4 KiB-aligned) reads and writes, truncation, crc32c checksums verified on every read, and
+//! reads resolved under the engine's lock to be done without it (`ReadPlan`, for swap-in).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
