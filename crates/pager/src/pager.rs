@@ -605,7 +605,15 @@ impl Inner {
             return true;
         }
         if page.in_flight {
-            // Another thread is bringing it in: the access retries, and faults again until then.
+            // Another thread is reading it in, or writing it out: wait for that, then let the
+            // access retry (rather than fault over and over meanwhile).
+            while state
+                .regions
+                .get(&base)
+                .is_some_and(|r| r.pages[index].in_flight)
+            {
+                state = self.wait_settled(state);
+            }
             return true;
         }
         let mut pooled = self.buffers.lock().unwrap_or_else(|p| p.into_inner()).pop();
