@@ -174,6 +174,8 @@ struct State {
     writeback: VecDeque<Writeback>,
     /// Room within the budget held for pages being installed.
     reserved: usize,
+    /// Threads in `wait_settled`.
+    settle_waiters: usize,
     stats: Stats,
 }
 
@@ -246,6 +248,7 @@ impl Pager {
                 .collect(),
             writeback: VecDeque::new(),
             reserved: 0,
+            settle_waiters: 0,
             stats: Stats::default(),
         };
         let inner = Arc::new(Inner {
@@ -353,8 +356,26 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn wait_settled<'a>(&self, state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        self.settled.wait(state).unwrap_or_else(|p| p.into_inner())
+    /// Waits for pages to settle or an eviction buffer to come back (the lock let go).
+    fn wait_settled<'a>(&self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        state.settle_waiters += 1;
+        let mut state = self.settled.wait(state).unwrap_or_else(|p| p.into_inner());
+        state.settle_waiters -= 1;
+        state
+    }
+
+    /// Wakes the threads in `wait_settled`, if any: a fault's settle does not pay a wake-up
+    /// call when nobody waits.
+    fn wake_settled(&self, state: &State) {
+        if state.settle_waiters > 0 {
+            self.settled.notify_all();
+        }
+    }
+
+    /// An eviction buffer back in the pool, for whoever waits for one.
+    fn give_back(&self, state: &mut State, buf: AlignedBuf) {
+        state.evict_bufs.push(buf);
+        self.wake_settled(state);
     }
 
     fn swap(&self) -> RwLockReadGuard<'_, SwapSystem> {
@@ -766,7 +787,9 @@ impl Inner {
         };
         let pages = &mut region.pages[plan.index..plan.index + plan.run];
         pages.iter_mut().for_each(|p| p.in_flight = false);
-        self.settled.notify_all();
+        if state.settle_waiters > 0 {
+            self.settled.notify_all();
+        }
         if let Err(e) = result {
             // A read ahead that failed poisons nothing: the page's own fault tries again.
             if !plan.ahead {
@@ -890,7 +913,7 @@ impl Inner {
                 eprintln!("pager: swap-out: {e}");
                 state.stats.swap_out_failures += 1;
                 state.clock.extend(victims);
-                state.evict_bufs.push(buf);
+                self.give_back(state, buf);
                 return false;
             }
         };
@@ -912,7 +935,7 @@ impl Inner {
         state.stats.evicted += victims.len() as u64;
         state.stats.resident -= victims.len() as u64;
         if dirty.is_empty() {
-            state.evict_bufs.push(buf);
+            self.give_back(state, buf);
         } else {
             state.writeback.push_back(Writeback {
                 pages: dirty,
@@ -1058,8 +1081,7 @@ impl Inner {
         for (address, len) in address_runs(&batch.pages) {
             let _ = self.uffd.wake(address, len);
         }
-        state.evict_bufs.push(batch.buf);
-        self.settled.notify_all();
+        self.give_back(state, batch.buf);
     }
 }
 
