@@ -90,3 +90,46 @@ fn the_inline_limit_is_set_at_mkfs() {
     fs.write(f, 0, b"x").unwrap();
     assert_eq!(kinds(&fs, f), vec![ExtentKind::Regular]);
 }
+
+/// Issue 10, section 3: an inline file truncated up past the inline limit and down again must
+/// never commit an inline extent beside a regular one.
+#[test]
+fn truncating_an_inline_file_up_and_down_keeps_a_valid_layout() {
+    let (dev, fs) = memory_fs(32 * MIB);
+    let f = file(&fs, fs.root(), "f");
+    let size = |size| cowfs::SetAttr {
+        size: Some(size),
+        ..Default::default()
+    };
+    fs.write(f, 0, &[0x41; 185]).unwrap();
+    fs.fsync(f).unwrap();
+    fs.setattr(f, &size(64479)).unwrap();
+    fs.fsync(f).unwrap();
+    fs.setattr(f, &size(38088)).unwrap();
+    fs.fsync(f).unwrap();
+    let mut expect = vec![0u8; 38088];
+    expect[..185].fill(0x41);
+    assert_eq!(read_all(&fs, f), expect);
+    assert_eq!(
+        kinds(&fs, f),
+        vec![ExtentKind::Inline],
+        "no block for a hole"
+    );
+    // Data past the inline extent moves the inline data out with it.
+    fs.write(f, 20000, b"far").unwrap();
+    fs.fsync(f).unwrap();
+    expect[20000..20003].copy_from_slice(b"far");
+    assert_eq!(read_all(&fs, f), expect);
+    assert!(!kinds(&fs, f).contains(&ExtentKind::Inline));
+    let g = file(&fs, fs.root(), "g");
+    fs.write(g, 0, b"inline").unwrap();
+    fs.fsync(g).unwrap();
+    fs.clone_range(f, 0, g, 8192, 4096).unwrap();
+    assert!(
+        !kinds(&fs, g).contains(&ExtentKind::Inline),
+        "clone beside inline data"
+    );
+    assert_eq!(&read_all(&fs, g)[..6], b"inline");
+    fs.unmount().unwrap();
+    assert_clean(&dev);
+}

@@ -11,7 +11,7 @@ use common::*;
 use cowfs::device::{AlignedBuf, BlockDevice};
 use cowfs::format::inode_flags::{COMPRESS, NOCOW};
 use cowfs::format::FileKind;
-use cowfs::{CreateAttrs, Errno, Filesystem, RenameFlags, SetAttr};
+use cowfs::{CreateAttrs, Errno, FallocateMode, Filesystem, RenameFlags, SetAttr};
 use proptest::prelude::*;
 
 /// The names operations pick from; /d always exists, /e comes and goes.
@@ -64,6 +64,53 @@ enum Op {
     },
     Balance,
     Resize(u64),
+    /// FICLONERANGE in whole blocks, within one file or between two.
+    CloneRange {
+        from: usize,
+        to: usize,
+        src_block: u64,
+        dst_block: u64,
+        blocks: u64,
+    },
+    /// copy_file_range(2) at any offsets: shares the aligned middle when it can.
+    CopyRange {
+        from: usize,
+        to: usize,
+        src_off: u64,
+        dst_off: u64,
+        len: u64,
+    },
+    Fallocate {
+        path: usize,
+        mode: FallocateKind,
+        offset: u64,
+        len: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum FallocateKind {
+    Allocate { keep_size: bool },
+    Punch,
+    Zero { keep_size: bool },
+}
+
+impl FallocateKind {
+    fn mode(self) -> FallocateMode {
+        match self {
+            FallocateKind::Allocate { keep_size } => FallocateMode::Allocate { keep_size },
+            FallocateKind::Punch => FallocateMode::PunchHole,
+            FallocateKind::Zero { keep_size } => FallocateMode::ZeroRange { keep_size },
+        }
+    }
+}
+
+fn fallocate_kind() -> impl Strategy<Value = FallocateKind> {
+    prop_oneof![
+        any::<bool>().prop_map(|keep_size| FallocateKind::Allocate { keep_size }),
+        Just(FallocateKind::Punch),
+        any::<bool>().prop_map(|keep_size| FallocateKind::Zero { keep_size }),
+    ]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -88,6 +135,12 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (path.clone(), any::<bool>()).prop_map(|(path, compress)| Op::Defrag { path, compress }),
         1 => Just(Op::Balance),
         1 => (48u64..128).prop_map(|mib| Op::Resize(mib << 20)),
+        // Around the inline limit: small files, grown past it and cut back.
+        2 => (path.clone(), 0..3000u64, 0..3000usize, any::<u8>()).prop_map(|(path, offset, len, byte)| Op::Write { path, offset, len, byte }),
+        2 => (path.clone(), prop_oneof![0..5000u64, 0..MAX_OFFSET]).prop_map(|(path, size)| Op::Truncate { path, size }),
+        2 => (path.clone(), path.clone(), 0..40u64, 0..70u64, 1..12u64).prop_map(|(from, to, src_block, dst_block, blocks)| Op::CloneRange { from, to, src_block, dst_block, blocks }),
+        2 => (path.clone(), path.clone(), 0..MAX_OFFSET, 0..MAX_OFFSET, 0..60_000u64).prop_map(|(from, to, src_off, dst_off, len)| Op::CopyRange { from, to, src_off, dst_off, len }),
+        3 => (path.clone(), fallocate_kind(), 0..MAX_OFFSET, 1..60_000u64).prop_map(|(path, mode, offset, len)| Op::Fallocate { path, mode, offset, len }),
     ]
 }
 
@@ -98,6 +151,9 @@ struct Model {
     files: Vec<Vec<u8>>,
     /// Per file: (NOCOW, compress).
     flags: Vec<(bool, bool)>,
+    /// Per file: fallocate with keep_size gave it blocks past its end of file, so it has data
+    /// (and keeps its NOCOW flag) even at size 0; a truncate that shrinks it drops them.
+    past_eof: Vec<bool>,
     e_exists: bool,
     /// The snapshot at /snap: path -> content.
     snap: Option<BTreeMap<&'static str, Vec<u8>>>,
@@ -143,6 +199,7 @@ impl Model {
                 }
                 self.files.push(vec![]);
                 self.flags.push((false, false));
+                self.past_eof.push(false);
                 self.names.insert(path, self.files.len() - 1);
                 Ok(())
             }
@@ -160,6 +217,9 @@ impl Model {
             } => self.write(PATHS[path], block * 4096, &vec![byte; blocks * 4096]),
             Op::Truncate { path, size } => {
                 let f = self.file(PATHS[path])?;
+                if (size as usize) < self.files[f].len() {
+                    self.past_eof[f] = false;
+                }
                 self.files[f].resize(size as usize, 0);
                 Ok(())
             }
@@ -211,7 +271,7 @@ impl Model {
                 if nocow && compress {
                     return Err(Errno::INVAL);
                 }
-                let nocow = if self.files[f].is_empty() {
+                let nocow = if self.files[f].is_empty() && !self.past_eof[f] {
                     nocow
                 } else {
                     self.flags[f].0
@@ -226,6 +286,9 @@ impl Model {
                 let (fa, fb) = (self.file(PATHS[a])?, self.file(PATHS[b])?);
                 if fa == fb || self.flags[fa].0 != self.flags[fb].0 {
                     return Err(Errno::INVAL);
+                }
+                if !self.files[fb].is_empty() {
+                    self.past_eof[fb] = false;
                 }
                 self.files[fb] = self.files[fa].clone();
                 Ok(())
@@ -269,6 +332,72 @@ impl Model {
             }
             Op::Defrag { path, .. } => self.file(PATHS[path]).map(drop),
             Op::Resize(_) => Ok(()),
+            Op::CloneRange {
+                from,
+                to,
+                src_block,
+                dst_block,
+                blocks,
+            } => {
+                let (fa, fb) = (self.file(PATHS[from])?, self.file(PATHS[to])?);
+                let (src, dst, len) = (src_block * 4096, dst_block * 4096, blocks * 4096);
+                let overlap = fa == fb && src < dst + len && dst < src + len;
+                let past_end = src + len > self.files[fa].len() as u64;
+                if self.flags[fa].0 != self.flags[fb].0 || past_end || overlap {
+                    return Err(Errno::INVAL);
+                }
+                let bytes = self.files[fa][src as usize..(src + len) as usize].to_vec();
+                self.write(PATHS[to], dst, &bytes)
+            }
+            Op::CopyRange {
+                from,
+                to,
+                src_off,
+                dst_off,
+                len,
+            } => {
+                let (fa, _) = (self.file(PATHS[from])?, self.file(PATHS[to])?);
+                let size = self.files[fa].len() as u64;
+                let len = len.min(size.saturating_sub(src_off));
+                let fb = self.file(PATHS[to])?;
+                if fa == fb && src_off < dst_off + len && dst_off < src_off + len {
+                    return Err(Errno::INVAL);
+                }
+                let bytes = self.files[fa][src_off.min(size) as usize..][..len as usize].to_vec();
+                self.write(PATHS[to], dst_off, &bytes)
+            }
+            Op::Fallocate {
+                path,
+                mode,
+                offset,
+                len,
+            } => {
+                let f = self.file(PATHS[path])?;
+                let content = &mut self.files[f];
+                let end = (offset + len) as usize;
+                let whole_block = offset.div_ceil(4096) < (offset + len) / 4096;
+                self.past_eof[f] |= content.is_empty()
+                    && match mode {
+                        FallocateKind::Allocate { keep_size } => keep_size,
+                        FallocateKind::Punch => false,
+                        FallocateKind::Zero { keep_size } => keep_size && whole_block,
+                    };
+                let keep_size = match mode {
+                    FallocateKind::Allocate { keep_size } => keep_size,
+                    FallocateKind::Punch => true,
+                    FallocateKind::Zero { keep_size } => keep_size,
+                };
+                if !matches!(mode, FallocateKind::Allocate { .. }) {
+                    let zero_end = end.min(content.len());
+                    if (offset as usize) < zero_end {
+                        content[offset as usize..zero_end].fill(0);
+                    }
+                }
+                if !keep_size && end > content.len() {
+                    content.resize(end, 0);
+                }
+                Ok(())
+            }
         }
     }
 
@@ -438,6 +567,45 @@ impl Subject {
                 Err(e) if e.errno() == Errno::NOSPC => Ok(()),
                 other => other.map(drop).map_err(errno),
             },
+            Op::CloneRange {
+                from,
+                to,
+                src_block,
+                dst_block,
+                blocks,
+            } => {
+                let (src, dst) = (
+                    fs.resolve(PATHS[from]).map_err(errno)?,
+                    fs.resolve(PATHS[to]).map_err(errno)?,
+                );
+                fs.clone_range(src, src_block * 4096, dst, dst_block * 4096, blocks * 4096)
+                    .map(drop)
+                    .map_err(errno)
+            }
+            Op::CopyRange {
+                from,
+                to,
+                src_off,
+                dst_off,
+                len,
+            } => {
+                let (src, dst) = (
+                    fs.resolve(PATHS[from]).map_err(errno)?,
+                    fs.resolve(PATHS[to]).map_err(errno)?,
+                );
+                fs.copy_file_range(src, src_off, dst, dst_off, len)
+                    .map(drop)
+                    .map_err(errno)
+            }
+            Op::Fallocate {
+                path,
+                mode,
+                offset,
+                len,
+            } => {
+                let id = fs.resolve(PATHS[path]).map_err(errno)?;
+                fs.fallocate(id, mode.mode(), offset, len).map_err(errno)
+            }
         }
     }
 }
@@ -477,8 +645,16 @@ fn compare(model: &Model, subject: &Subject, step: usize) -> Result<(), TestCase
     Ok(())
 }
 
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    // PROPTEST_CASES=N runs more (or fewer) cases than the 256 of the test command.
+    #![proptest_config(ProptestConfig { cases: cases(256), ..ProptestConfig::default() })]
 
     #[test]
     fn cowfs_matches_the_model(ops in proptest::collection::vec(op(), 1..60)) {
@@ -486,7 +662,14 @@ proptest! {
         fs.create(fs.root(), b"d", FileKind::Directory, CreateAttrs::with_mode(0o755)).unwrap();
         let mut model = Model::default();
         let mut subject = Subject { dev: dev.clone(), fs: Some(fs) };
-        for (step, op) in ops.iter().enumerate() {
+        // Two files with data to start from, so sharing and range operations find some.
+        let start = [
+            Op::Create(0),
+            Op::Create(1),
+            Op::Write { path: 0, offset: 0, len: 150_000, byte: 1 },
+            Op::Write { path: 1, offset: 0, len: 90_000, byte: 2 },
+        ];
+        for (step, op) in start.iter().chain(&ops).enumerate() {
             let want = model.apply(op);
             let got = subject.apply(op);
             prop_assert_eq!(got, want, "step {}: {:?}", step, op);

@@ -174,3 +174,109 @@ fn copy_file_range_shares_aligned_data_and_copies_the_rest() {
     fs.unmount().unwrap();
     assert_clean(&dev);
 }
+
+/// Issue 10, section 0, as fsx found it: a block written since the last commit, shared within
+/// the file by copy_file_range, then partly punched through the copy. The punch must copy the
+/// shared block, never zero it in place under the original.
+#[test]
+fn a_punch_in_a_block_shared_within_the_running_transaction_leaves_the_other_copy() {
+    let (dev, fs) = memory_fs(64 * MIB);
+    let f = file(&fs, fs.root(), "f");
+    fs.write_direct(f, 0x38000, &AlignedBuf::from_slice(&[0xaa; 0xd000]))
+        .unwrap();
+    fs.setattr(
+        f,
+        &cowfs::SetAttr {
+            size: Some(0x50000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        fs.copy_file_range(f, 0x37000, f, 0x13000, 0xc000).unwrap(),
+        0xc000
+    );
+    let punch = cowfs::FallocateMode::PunchHole;
+    fs.fallocate(f, punch, 0x1b215, 0xbcde).unwrap();
+    let mut expect = vec![0u8; 0x50000];
+    expect[0x38000..0x45000].fill(0xaa);
+    expect.copy_within(0x38000..0x44000, 0x14000);
+    expect[0x1b215..0x1b215 + 0xbcde].fill(0);
+    assert_eq!(read_all(&fs, f), expect, "before a commit");
+    fs.sync().unwrap();
+    assert_eq!(read_all(&fs, f), expect, "after it");
+    fs.unmount().unwrap();
+    assert_clean(&dev);
+}
+
+/// Every in-place overwrite (running-transaction extents, NOCOW data, preallocated space)
+/// copies a block that another record maps, whether that record is another file's or the
+/// same file's, and whether the sharing is committed or not.
+#[test]
+fn in_place_overwrites_never_reach_a_block_shared_within_or_between_files() {
+    for nocow in [false, true] {
+        for commit_first in [false, true] {
+            for prealloc in [false, true] {
+                let (dev, fs) = memory_fs(64 * MIB);
+                let root = fs.root();
+                let (f, g) = (file(&fs, root, "f"), file(&fs, root, "g"));
+                if nocow {
+                    fs.set_flags(f, NOCOW).unwrap();
+                    fs.set_flags(g, NOCOW).unwrap();
+                }
+                // Two extents: the first is shared within f, the second with g.
+                let k = 1024usize;
+                for at in [0, 32 * k as u64] {
+                    if prealloc {
+                        let keep = cowfs::FallocateMode::Allocate { keep_size: false };
+                        fs.fallocate(f, keep, at, 32 * 1024).unwrap();
+                    } else {
+                        let data = AlignedBuf::from_slice(&[1; 32 * 1024]);
+                        fs.write_direct(f, at, &data).unwrap();
+                    }
+                }
+                if commit_first {
+                    fs.sync().unwrap();
+                }
+                fs.clone_range(f, 0, f, 48 * 1024, 8 * 1024).unwrap();
+                fs.clone_range(f, 40 * 1024, g, 0, 8 * 1024).unwrap();
+                let before = (read_all(&fs, f), read_all(&fs, g));
+                // Overwrite each shared range in a different way, from either side.
+                fs.write_direct(f, 0, &AlignedBuf::from_slice(&[7; 4096]))
+                    .unwrap();
+                fs.write(f, 52 * 1024 + 100, &[8; 50]).unwrap();
+                fs.write(g, 0, &[9; 10]).unwrap();
+                let zero = cowfs::FallocateMode::ZeroRange { keep_size: true };
+                fs.fallocate(f, zero, 44 * 1024 + 10, 20).unwrap();
+                let mut want_f = before.0.clone();
+                want_f[..4096].fill(7);
+                want_f[52 * k + 100..52 * k + 150].fill(8);
+                want_f[44 * k + 10..44 * k + 30].fill(0);
+                let mut want_g = before.1.clone();
+                want_g[..10].fill(9);
+                let case = format!("nocow {nocow}, committed {commit_first}, prealloc {prealloc}");
+                assert_eq!(read_all(&fs, f), want_f, "f: {case}");
+                assert_eq!(read_all(&fs, g), want_g, "g: {case}");
+                fs.unmount().unwrap();
+                assert_clean(&dev);
+            }
+        }
+    }
+}
+
+/// A compressed extent cloned from its middle to the start of another file reads back (its
+/// decoded offset is past the new file offset; this once underflowed).
+#[test]
+fn the_middle_of_a_compressed_extent_clones_to_the_start_of_a_file() {
+    let (dev, fs) = memory_fs(64 * MIB);
+    let (a, b) = (file(&fs, fs.root(), "a"), file(&fs, fs.root(), "b"));
+    let data = pattern(3, 150_000);
+    fs.write(a, 0, &data).unwrap();
+    fs.write(b, 0, &[2u8; 90_000]).unwrap();
+    fs.defrag(a, true).unwrap();
+    assert!(fs.extent_map(a).unwrap()[0].encoded);
+    fs.clone_range(a, 29 * 4096, b, 0, 4096).unwrap();
+    assert_eq!(read_all(&fs, b)[..4096], data[29 * 4096..30 * 4096]);
+    fs.unmount().unwrap();
+    assert_clean(&dev);
+}

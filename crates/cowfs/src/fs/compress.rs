@@ -174,7 +174,9 @@ impl Engine {
     ) -> Result<()> {
         let mut stored = AlignedBuf::zeroed(e.disk_len as usize);
         self.device_read(e.disk_start, &mut stored)?;
-        self.verify_blocks(id, e, 0, file_off - within, &stored)?;
+        // A clone may map this extent from any file offset: name the read's, not the
+        // extent's start (which can lie before the file's start).
+        self.verify_blocks(id, e, 0, file_off, &stored)?;
         let plain = decompress_extent(&stored, e.ram_len)
             .map_err(|err| Error::checksum(format!("{}: {}", self.path_of(id), err.reason())))?;
         dst.copy_from_slice(&plain[within as usize..within as usize + dst.len()]);

@@ -474,7 +474,11 @@ impl Engine {
         if size < inode.size {
             let tail = size % BLOCK_SIZE;
             let index = size / BLOCK_SIZE;
-            if tail != 0 {
+            let block = (index * BLOCK_SIZE, (index + 1) * BLOCK_SIZE);
+            // A tail in a hole reads as zeros already: no page to write for it.
+            let in_hole =
+                !self.cache.contains(id, index) && self.holes(id, block.0, block.1)? == [block];
+            if tail != 0 && !in_hole {
                 if !self.cache.contains(id, index) {
                     self.reserve(BLOCK_SIZE)?;
                     self.load_page(id, &inode, index)?;

@@ -124,6 +124,14 @@ impl Engine {
     ) -> Result<()> {
         self.dirty = true;
         if let Some(n) = new.as_ref().filter(|n| n.kind != ExtentKind::Inline) {
+            debug_assert!(
+                start == 0
+                    || self
+                        .extents_in(id, 0, 1)?
+                        .iter()
+                        .all(|(_, e)| e.kind != ExtentKind::Inline),
+                "an extent mapped beside inline data"
+            );
             self.adjust_extent_refs(n.disk_start, 1)?;
         }
         for (off, e) in self.extents_in(id, start, end)? {
@@ -251,6 +259,51 @@ impl Engine {
             false,
         )?;
         Ok(!next.is_empty())
+    }
+
+    /// A data extent's record: its length, count and the generation that allocated it.
+    pub(super) fn extent_record(&self, extent: u64) -> Result<ExtentRecord> {
+        let raw = self.meta().get(table::EXTENTS, &key1(extent))?;
+        ExtentRecord::decode(
+            &raw.ok_or_else(|| Error::corrupt(format!("extent {extent} is missing")))?,
+        )
+    }
+
+    /// Whether the bytes `[from, to)` of data extent `extent` belong to the record of `owner`
+    /// at file offset `record_offset` alone, so they may be overwritten in place: no record
+    /// of another file, and no other record of this one (a clone or copy within the file),
+    /// maps any of them. Records split from one another map disjoint bytes and do not count.
+    /// An extent with one reference answers at once; past that, each other reference's
+    /// record is looked at.
+    pub(super) fn bytes_exclusive(
+        &self,
+        extent: u64,
+        record: &ExtentRecord,
+        (from, to): (u64, u64),
+        owner: InodeId,
+        record_offset: u64,
+    ) -> Result<bool> {
+        if record.refs <= 1 {
+            return Ok(true);
+        }
+        let meta = self.meta();
+        for (k, _) in meta.scan_prefix(table::EXTENT_REFS, &key1(extent))? {
+            let (subvol, ino, offset) = (key_part(&k, 1)?, key_part(&k, 2)?, key_part(&k, 3)?);
+            if InodeId::new(subvol, ino) != owner {
+                return Ok(false);
+            }
+            if offset == record_offset {
+                continue;
+            }
+            let raw = meta.get(table::FILE_EXTENTS, &key3(subvol, ino, offset))?;
+            let other = FileExtent::decode(&raw.ok_or_else(|| {
+                Error::corrupt(format!("extent {extent} is referenced by a missing record"))
+            })?)?;
+            if other.extent_offset < to && from < other.extent_offset + other.len {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Bytes of data space a file references (for `st_blocks`), dirty pages included.

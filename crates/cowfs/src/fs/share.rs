@@ -45,6 +45,8 @@ impl Engine {
             return Ok(0);
         }
         self.writeback(src)?;
+        // Shared extents cannot sit beside inline data.
+        self.settle_inline(dst, &dst_inode)?;
         self.writeback(dst)?;
         self.share_extents(src, src_off, dst, dst_off, len)?;
         let mut inode = self.inode(dst)?;

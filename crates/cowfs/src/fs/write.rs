@@ -176,15 +176,7 @@ impl Engine {
             if cursor < from {
                 push(cursor, from, Target::New);
             }
-            let plain = e.compression == Compression::None as u8;
-            let overwritable = match e.kind {
-                ExtentKind::Prealloc => true,
-                ExtentKind::Regular => {
-                    plain && (nocow || self.allocated_in_running_transaction(e.disk_start)?)
-                }
-                ExtentKind::Inline => false,
-            };
-            let target = if overwritable && !self.extent_shared(e.disk_start, id)? {
+            let target = if self.overwritable(id, off, &e, (from, to), nocow)? {
                 Target::InPlace {
                     record_offset: off,
                     extent: e,
@@ -201,14 +193,31 @@ impl Engine {
         Ok(spans)
     }
 
-    /// Whether an extent was allocated by the running transaction: no committed state refers
-    /// to it, so overwriting it in place is as crash-safe as copying (a crash frees it).
-    fn allocated_in_running_transaction(&self, extent: u64) -> Result<bool> {
-        let raw = self.meta().get(table::EXTENTS, &key1(extent))?;
-        let record = ExtentRecord::decode(
-            &raw.ok_or_else(|| Error::corrupt(format!("extent {extent} is missing")))?,
-        )?;
-        Ok(record.generation == self.state.generation)
+    /// Whether file bytes `[from, to)`, mapped by the record `e` at `record_offset`, may be
+    /// overwritten in place: preallocated space, plain data of a NOCOW file, or plain data
+    /// the running transaction allocated (no committed state refers to it, so a crash frees
+    /// it) -- and in every case only bytes no other record maps, however and whenever the
+    /// sharing was made.
+    fn overwritable(
+        &self,
+        id: InodeId,
+        record_offset: u64,
+        e: &FileExtent,
+        (from, to): (u64, u64),
+        nocow: bool,
+    ) -> Result<bool> {
+        let plain = e.compression == Compression::None as u8;
+        if e.kind == ExtentKind::Inline || !plain {
+            return Ok(false);
+        }
+        let record = self.extent_record(e.disk_start)?;
+        let fresh = record.generation == self.state.generation;
+        if e.kind == ExtentKind::Regular && !nocow && !fresh {
+            return Ok(false);
+        }
+        let within = e.extent_offset + (from - record_offset);
+        let bytes = (within, within + (to - from));
+        self.bytes_exclusive(e.disk_start, &record, bytes, id, record_offset)
     }
 
     /// Overwrites existing extents, consecutive on the device, with one write; then records
@@ -347,7 +356,13 @@ impl Engine {
     }
 
     /// Writes out up to `budget` dirty pages of a file, lowest offsets first.
+    /// Inline data cannot sit beside other extents: when pages past the first are going
+    /// out, the inline data goes with them as a regular extent.
     pub(super) fn writeback_pages(&mut self, id: InodeId, budget: u64) -> Result<()> {
+        if self.cache.has_pages_in(id, 1..u64::MAX) {
+            let inode = self.inode(id)?;
+            self.uninline(id, &inode)?;
+        }
         for (start, pieces) in self.cache.take_runs(id, EXTENT_PAGES, budget) {
             self.write_extents(id, start * BLOCK_SIZE, ExtentData::Chunks(pieces))?;
         }
