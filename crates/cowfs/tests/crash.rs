@@ -109,7 +109,7 @@ impl Workload {
     /// Runs one operation; true for those that move blocks without changing content.
     fn operation(&mut self) -> bool {
         let path = NAMES[self.rng.below(NAMES.len() as u64) as usize];
-        match self.rng.below(16) {
+        match self.rng.below(20) {
             10..=14 => {
                 self.moving_step(path);
                 return true;
@@ -188,9 +188,77 @@ impl Workload {
                         .push((self.dev.flush_count(), generation));
                 }
             }
+            16 => {
+                // Appends and small writes: files growing past the inline limit.
+                let id = self.ensure(path);
+                let len = 1 + self.rng.below(1500) as usize;
+                let size = self.tree[path].len() as u64;
+                let off = if self.rng.below(2) == 0 {
+                    size
+                } else {
+                    self.rng.below(3000)
+                };
+                let data = pattern(self.rng.below(256) as u8, len);
+                self.fs.write(id, off, &data).unwrap();
+                self.model_write(path, off, &data);
+            }
+            17 => {
+                // Truncates up and down across the inline limit.
+                let id = self.ensure(path);
+                let size = [self.rng.below(3000), 2048 + self.rng.below(70_000)]
+                    [self.rng.below(2) as usize];
+                let set = SetAttr {
+                    size: Some(size),
+                    ..SetAttr::default()
+                };
+                self.fs.setattr(id, &set).unwrap();
+                self.tree.get_mut(path).unwrap().resize(size as usize, 0);
+            }
+            18 if self.tree.contains_key(path) => {
+                // Punch or zero an unaligned range, shared blocks or not.
+                let id = self.id(path);
+                let (off, len) = (self.rng.below(200_000), 1 + self.rng.below(30_000));
+                let mode = if self.rng.below(2) == 0 {
+                    cowfs::FallocateMode::PunchHole
+                } else {
+                    cowfs::FallocateMode::ZeroRange { keep_size: true }
+                };
+                self.fs.fallocate(id, mode, off, len).unwrap();
+                let content = self.tree.get_mut(path).unwrap();
+                let end = ((off + len) as usize).min(content.len());
+                if (off as usize) < end {
+                    content[off as usize..end].fill(0);
+                }
+            }
+            19 if self.tree.contains_key(path) => {
+                // copy_file_range within a file or to another: shares the aligned middle.
+                let to = NAMES[self.rng.below(NAMES.len() as u64) as usize];
+                let (src, dst) = (self.id(path), self.ensure(to));
+                let size = self.tree[path].len() as u64;
+                let (from, at) = (self.rng.below(size + 1), self.rng.below(200_000));
+                let len = self.rng.below(60_000).min(size - from);
+                if src == dst && from < at + len && at < from + len {
+                    return false;
+                }
+                let copied = self.fs.copy_file_range(src, from, dst, at, len).unwrap();
+                assert_eq!(copied, len);
+                let data = self.tree[path][from as usize..(from + len) as usize].to_vec();
+                if len > 0 {
+                    self.model_write(to, at, &data);
+                }
+            }
             _ => self.commit(),
         }
         false
+    }
+
+    fn model_write(&mut self, path: &str, off: u64, data: &[u8]) {
+        let content = self.tree.get_mut(path).unwrap();
+        let end = off as usize + data.len();
+        if content.len() < end {
+            content.resize(end, 0);
+        }
+        content[off as usize..end].copy_from_slice(data);
     }
 
     /// Operations that share or move blocks: reflink, snapshot, defrag, balance, resize.
