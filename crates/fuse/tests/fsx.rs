@@ -1,19 +1,22 @@
-//! An fsx-style run through the kernel: thousands of random reads, writes, mmap reads and
-//! writes, truncates, preallocations, hole punches, zero ranges and copy_file_range calls on a
-//! file of a mounted cowfs, each checked against a reference copy in memory; then unmount,
-//! fsck, mount again and compare once more. Needs root and /dev/fuse (under CI=true a missing
-//! capability fails the test).
+//! An fsx-style run through the kernel: thousands of random buffered and direct (O_DIRECT)
+//! reads and writes, mmap reads and writes, truncates, preallocations, hole punches, zero
+//! ranges, copy_file_range calls at any offsets and block-aligned ones (which share extents:
+//! the mount's reflinks), on a file of a mounted cowfs, each checked against a reference copy
+//! in memory; then unmount, fsck, mount again and compare once more. No collapse or insert
+//! range (cowfs has neither). FICLONERANGE and FIDEDUPERANGE never reach a FUSE filesystem
+//! (the kernel answers EOPNOTSUPP itself, docs/MOUNT.md): the run checks that they change
+//! nothing. Needs root and /dev/fuse (under CI=true a missing capability fails the test).
 
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 
 mod common;
 
 use common::{Scratch, MIB};
 
 const MAX_SIZE: u64 = 4 * MIB;
-const OPERATIONS: usize = 4000;
+const OPERATIONS: usize = 10_000;
 
 struct Rng(u64);
 
@@ -26,13 +29,43 @@ impl Rng {
     }
 }
 
-/// One random operation on `file`, mirrored on `model`; returns its name for messages.
-fn operation(rng: &mut Rng, file: &File, model: &mut Vec<u8>) -> &'static str {
+/// The file open twice: buffered, and with O_DIRECT.
+struct Handles {
+    file: File,
+    direct: File,
+}
+
+impl Handles {
+    fn open(path: &std::path::Path, create: bool) -> Handles {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(create)
+            .open(path)
+            .unwrap();
+        let direct = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .unwrap();
+        Handles { file, direct }
+    }
+}
+
+/// One random operation on the file, mirrored on `model`; returns its name for messages.
+fn operation(rng: &mut Rng, handles: &Handles, model: &mut Vec<u8>) -> &'static str {
+    let file = &handles.file;
     let size = model.len() as u64;
     let offset = rng.below(MAX_SIZE);
     let len = 1 + rng.below(256 << 10);
     let fd = file.as_raw_fd();
-    match rng.below(10) {
+    match rng.below(14) {
+        10 => direct_write(rng, &handles.direct, model),
+        11 => direct_read(rng, &handles.direct, model),
+        12 => aligned_copy(rng, fd, model),
+        13 => refused_remap(rng, file, model),
         0..=2 => {
             let data: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
             let len = len.min(MAX_SIZE - offset);
@@ -127,6 +160,86 @@ fn operation(rng: &mut Rng, file: &File, model: &mut Vec<u8>) -> &'static str {
     }
 }
 
+/// A block-aligned O_DIRECT write from a page-aligned buffer.
+fn direct_write(rng: &mut Rng, direct: &File, model: &mut Vec<u8>) -> &'static str {
+    let (block, blocks) = (rng.below(MAX_SIZE / 4096 - 64), 1 + rng.below(64));
+    let mut buf = cowfs::device::AlignedBuf::zeroed(blocks as usize * 4096);
+    buf.iter_mut().for_each(|b| *b = rng.below(256) as u8);
+    direct.write_all_at(&buf, block * 4096).unwrap();
+    write_model(model, block * 4096, &buf);
+    "direct write"
+}
+
+/// A block-aligned O_DIRECT read, checked against the model.
+fn direct_read(rng: &mut Rng, direct: &File, model: &[u8]) -> &'static str {
+    let (block, blocks) = (rng.below(MAX_SIZE / 4096), 1 + rng.below(64));
+    let mut buf = cowfs::device::AlignedBuf::zeroed(blocks as usize * 4096);
+    let n = direct.read_at(&mut buf, block * 4096).unwrap();
+    let (from, size) = (block as usize * 4096, model.len());
+    let want = &model[from.min(size)..(from + buf.len()).min(size)];
+    assert!(buf[..n] == *want, "direct read at block {block}: differs");
+    "direct read"
+}
+
+/// copy_file_range of whole blocks: the daemon shares the extents (a reflink).
+fn aligned_copy(rng: &mut Rng, fd: i32, model: &mut Vec<u8>) -> &'static str {
+    let blocks = model.len() as u64 / 4096;
+    if blocks == 0 {
+        return "aligned copy (empty file)";
+    }
+    let from = rng.below(blocks);
+    let len = (1 + rng.below(32)).min(blocks - from);
+    let to = rng.below(MAX_SIZE / 4096 - len);
+    let (mut src, mut dst) = ((from * 4096) as i64, (to * 4096) as i64);
+    // SAFETY: copy_file_range(2) within one open file, ranges from the model.
+    let copied =
+        unsafe { libc::copy_file_range(fd, &mut src, fd, &mut dst, len as usize * 4096, 0) };
+    if copied < 0 {
+        let e = std::io::Error::last_os_error();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "aligned copy: {e}");
+        return "aligned copy (overlap refused)";
+    }
+    assert_eq!(copied as u64, len * 4096, "aligned copy: short");
+    let data = model[(from * 4096) as usize..((from + len) * 4096) as usize].to_vec();
+    write_model(model, to * 4096, &data);
+    "aligned copy"
+}
+
+/// FICLONERANGE or FIDEDUPERANGE within the file: the kernel refuses both for FUSE, and the
+/// destination keeps its bytes.
+fn refused_remap(rng: &mut Rng, file: &File, model: &[u8]) -> &'static str {
+    const FICLONERANGE: libc::c_ulong = 0x4020_940d;
+    const FIDEDUPERANGE: libc::c_ulong = 0xc018_9436;
+    let fd = file.as_raw_fd();
+    let (src, dst) = (rng.below(8) * 4096, (8 + rng.below(8)) * 4096);
+    // struct file_clone_range, and struct file_dedupe_range with one destination.
+    let clone: [u64; 4] = [fd as u64, src, 4096, dst];
+    let mut dedupe: [u64; 6] = [src, 4096, 1, fd as u64, dst, 0];
+    let (rc, name) = if rng.below(2) == 0 {
+        // SAFETY: the ioctl reads a struct file_clone_range.
+        let rc = unsafe { libc::ioctl(fd, FICLONERANGE, clone.as_ptr()) };
+        (rc, "clone refused")
+    } else {
+        // SAFETY: the ioctl reads and writes a file_dedupe_range with one destination.
+        let rc = unsafe { libc::ioctl(fd, FIDEDUPERANGE, dedupe.as_mut_ptr()) };
+        (rc, "dedupe refused")
+    };
+    let e = std::io::Error::last_os_error();
+    assert_eq!(rc, -1, "{name}: the ioctl succeeded through FUSE");
+    assert!(
+        [libc::EOPNOTSUPP, libc::EINVAL].contains(&e.raw_os_error().unwrap_or(0)),
+        "{name}: {e}"
+    );
+    let mut buf = vec![0u8; 4096];
+    let n = file.read_at(&mut buf, dst).unwrap();
+    let at = (dst as usize).min(model.len());
+    assert!(
+        buf[..n] == model[at..(at + 4096).min(model.len())],
+        "{name}: changed data"
+    );
+    name
+}
+
 fn write_model(model: &mut Vec<u8>, offset: u64, data: &[u8]) {
     let end = offset as usize + data.len();
     if model.len() < end {
@@ -174,23 +287,13 @@ fn random_io_through_the_kernel_matches_a_reference_copy() {
     let path = scratch.path("fsx");
     let mut model = Vec::new();
     let mut rng = Rng(0x5eed_f5c5);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .unwrap();
+    let mut handles = Handles::open(&path, true);
     let mut log: Vec<&str> = Vec::new();
     for step in 0..OPERATIONS {
-        log.push(operation(&mut rng, &file, &mut model));
+        log.push(operation(&mut rng, &handles, &mut model));
         if step % 500 == 499 {
             // Close and open again: nothing may live only in the open file.
-            file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .unwrap();
+            handles = Handles::open(&path, false);
             assert!(
                 fs::read(&path).unwrap() == model,
                 "after step {step} ({:?})",
@@ -198,7 +301,7 @@ fn random_io_through_the_kernel_matches_a_reference_copy() {
             );
         }
     }
-    drop(file);
+    drop(handles);
     assert!(fs::read(&path).unwrap() == model, "whole file at the end");
     for kind in [
         "write",
@@ -209,11 +312,14 @@ fn random_io_through_the_kernel_matches_a_reference_copy() {
         "punch hole",
         "zero range",
         "copy_file_range",
+        "direct write",
+        "direct read",
+        "aligned copy",
         "fsync",
     ] {
         let runs = log.iter().filter(|l| **l == kind).count();
         assert!(
-            runs >= 50,
+            runs >= 40,
             "{kind} ran {runs} times: the run did not exercise it"
         );
     }
