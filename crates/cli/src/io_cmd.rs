@@ -135,7 +135,11 @@ pub fn execute(
                 },
             )?;
         }
-        "fsync" => fs.fsync(fs.resolve(arg(args, 0, "path")?)?)?,
+        "fsync" => match fs.resolve(arg(args, 0, "path")?) {
+            Ok(id) => fs.fsync(id)?,
+            // A filesystem stopped by a device error lost the file: say why, not ENOENT.
+            Err(e) => return Err(fs.stopped().unwrap_or(e).into()),
+        },
         "sync" => fs.sync()?,
         "rm" => files::rm(fs, arg(args, 0, "path")?, false)?,
         "mv" => files::mv(fs, arg(args, 0, "source")?, arg(args, 1, "target")?)?,

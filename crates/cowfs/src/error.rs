@@ -10,8 +10,18 @@ pub use rustix::io::Errno;
 pub struct Error {
     errno: Errno,
     reason: String,
-    /// The error is about the data read (a checksum mismatch), not the filesystem's state.
-    data: bool,
+    origin: Origin,
+}
+
+/// What an error says about the filesystem, which decides whether it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A request that could not be done; judged by its errno.
+    Request,
+    /// The data read is bad (a checksum mismatch); the filesystem's state is sound.
+    Data,
+    /// The device failed a write or a flush, whatever its errno: what is on disk is unknown.
+    DeviceWrite,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -21,7 +31,7 @@ impl Error {
         Error {
             errno,
             reason: reason.into(),
-            data: false,
+            origin: Origin::Request,
         }
     }
 
@@ -30,12 +40,35 @@ impl Error {
         Error {
             errno: Errno::IO,
             reason: reason.into(),
-            data: true,
+            origin: Origin::Data,
+        }
+    }
+
+    /// The device failed a write or flush: the errno is the device's (EIO, ENOSPC, EDQUOT,
+    /// EFBIG ...), and the filesystem no longer knows what is on disk.
+    pub fn device_write(context: &str, err: &std::io::Error) -> Self {
+        Error {
+            origin: Origin::DeviceWrite,
+            ..Error::io(context, err)
         }
     }
 
     pub fn is_data_error(&self) -> bool {
-        self.data
+        self.origin == Origin::Data
+    }
+
+    pub fn is_device_write_error(&self) -> bool {
+        self.origin == Origin::DeviceWrite
+    }
+
+    /// Whether the filesystem must stop taking changes after this error: a failed device
+    /// write or flush, an I/O error, or damaged metadata (not a bad data block).
+    pub fn stops_the_filesystem(&self) -> bool {
+        match self.origin {
+            Origin::DeviceWrite => true,
+            Origin::Data => false,
+            Origin::Request => matches!(self.errno, Errno::IO | Errno::UCLEAN),
+        }
     }
 
     pub fn errno(&self) -> Errno {

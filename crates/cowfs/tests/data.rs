@@ -3,10 +3,9 @@
 mod common;
 
 use common::*;
-use cowfs::device::{AlignedBuf, BlockDevice, FaultyDevice, MemoryDevice};
+use cowfs::device::AlignedBuf;
 use cowfs::format::ExtentKind;
-use cowfs::{Errno, Filesystem, MkfsOptions, SetAttr};
-use std::sync::Arc;
+use cowfs::{Errno, Filesystem, SetAttr};
 
 #[test]
 fn sparse_files_read_zeros_in_holes() {
@@ -238,30 +237,6 @@ fn full_filesystem_gives_enospc_and_stays_consistent() {
     fs.write(g, 0, &chunk).unwrap();
     fs.unmount().unwrap();
     assert_clean(&dev);
-}
-
-#[test]
-fn io_error_latches_until_reopen() {
-    let mem: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(32 * MIB));
-    Filesystem::mkfs(mem.clone(), &MkfsOptions::default()).unwrap();
-    let faulty = Arc::new(FaultyDevice::new(mem.clone()));
-    let fs = Filesystem::open(faulty.clone(), &no_timer()).unwrap();
-    let f = file(&fs, fs.root(), "f");
-    fs.write(f, 0, b"committed").unwrap();
-    fs.sync().unwrap();
-    fs.write(f, 0, &[1u8; 8192]).unwrap();
-    faulty.fail_writes_after(0);
-    let err = fs.sync().unwrap_err();
-    assert_eq!(err.errno(), Errno::IO, "{err}");
-    faulty.heal();
-    let err = fs.write(f, 0, b"x").unwrap_err();
-    assert_eq!(err.errno(), Errno::IO);
-    assert!(err.reason().contains("reopen"), "{err}");
-    drop(fs);
-    let fs = Filesystem::open(mem.clone(), &no_timer()).unwrap();
-    assert_eq!(read_all(&fs, fs.resolve("/f").unwrap()), b"committed");
-    drop(fs);
-    assert_clean(&mem);
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod aligned;
 mod crash;
 mod fault;
 mod file;
+mod gate;
 mod memory;
 mod overlay;
 
@@ -13,6 +14,7 @@ pub use aligned::AlignedBuf;
 pub use crash::{CrashDevice, CrashPoint, Landing, PendingWrite, SECTOR_SIZE};
 pub use fault::FaultyDevice;
 pub use file::FileDevice;
+pub use gate::GatedDevice;
 pub use memory::MemoryDevice;
 pub use overlay::OverlayDevice;
 

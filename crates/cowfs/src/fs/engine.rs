@@ -1,5 +1,5 @@
 //! The engine's state and life cycle: making a filesystem, opening one (validating everything
-//! before a byte is written), committing transactions, and latching after an I/O error.
+//! before a byte is written), committing transactions, and stopping after a device error.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -85,6 +85,10 @@ fn io_err(context: &str) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::io(context, &e)
 }
 
+fn write_err(context: &str) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::device_write(context, &e)
+}
+
 impl Engine {
     pub fn mkfs(device: Arc<dyn BlockDevice>, opts: &MkfsOptions) -> Result<()> {
         let size = crate::format::round_down(opts.size.unwrap_or(device.len()), BLOCK_SIZE);
@@ -106,7 +110,7 @@ impl Engine {
         let zeros = AlignedBuf::zeroed(SYSTEM_AREA_END as usize);
         device
             .write_at(0, &zeros)
-            .map_err(io_err("clear the system area"))?;
+            .map_err(write_err("clear the system area"))?;
         let space = Arc::new(Mutex::new(DeviceSpace::new(size)));
         let first_meta = crate::format::round_down(size / 32, 1 << 20).clamp(2 << 20, 64 << 20);
         let physical = space
@@ -129,11 +133,11 @@ impl Engine {
         let meta_space = Arc::new(MetaSpace::new(device.clone(), space.clone(), sb));
         meta_space
             .write_superblock(true)
-            .map_err(io_err("write the superblock"))?;
+            .map_err(write_err("write the superblock"))?;
         let mut store = Store::open(meta_space.clone(), false)?;
         Self::seed(store.meta(), &space, opts)?;
         store.commit()?;
-        device.flush().map_err(io_err("flush"))?;
+        device.flush().map_err(write_err("flush"))?;
         Ok(())
     }
 
@@ -193,7 +197,7 @@ impl Engine {
         if stale {
             self.meta_space
                 .write_superblock(true)
-                .map_err(io_err("repair the superblock copies"))?;
+                .map_err(write_err("repair the superblock copies"))?;
         }
         Ok(())
     }
@@ -248,12 +252,12 @@ impl Engine {
         self.store.meta()
     }
 
-    /// Refuses changes on a read-only or failed filesystem.
+    /// Refuses changes on a read-only or stopped filesystem (EROFS: reads are still served).
     pub(crate) fn check_writable(&self) -> Result<()> {
         if let Some(e) = &self.failed {
             return Err(Error::new(
-                Errno::IO,
-                format!("the filesystem stopped after an I/O error ({e}); reopen it"),
+                Errno::ROFS,
+                format!("the filesystem went read-only after a device error ({e}); remount it"),
             ));
         }
         if self.read_only {
@@ -262,12 +266,30 @@ impl Engine {
         Ok(())
     }
 
-    /// Records an error from a change: device and store failures latch the filesystem.
-    pub(crate) fn latch(&mut self, err: &Error) {
-        if self.failed.is_none()
-            && matches!(err.errno(), Errno::IO | Errno::UCLEAN)
-            && !err.is_data_error()
-        {
+    /// What fsync, sync and commit report once the filesystem stopped: the device's errno
+    /// (EIO when the failure was not a device write), as Linux reports writeback errors.
+    pub(crate) fn check_not_stopped(&self) -> Result<()> {
+        self.stopped_error().map_or(Ok(()), Err)
+    }
+
+    fn stopped_error(&self) -> Option<Error> {
+        self.failed.as_ref().map(|e| {
+            let errno = if e.is_device_write_error() {
+                e.errno()
+            } else {
+                Errno::IO
+            };
+            Error::new(
+                errno,
+                format!("nothing since the last commit was kept: {e}; remount the filesystem"),
+            )
+        })
+    }
+
+    /// Records an error from a change: device write failures, I/O errors and damaged
+    /// metadata stop the filesystem; nothing after its last good commit is committed.
+    pub(crate) fn note_failure(&mut self, err: &Error) {
+        if self.failed.is_none() && err.stops_the_filesystem() {
             self.failed = Some(err.clone());
         }
     }
@@ -282,6 +304,7 @@ impl Engine {
 
     /// Writes back all dirty data and commits the running transaction durably.
     pub fn commit(&mut self) -> Result<()> {
+        self.check_not_stopped()?;
         self.check_writable()?;
         let result = self.commit_inner();
         if let Err(e) = &result {

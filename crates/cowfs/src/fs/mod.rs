@@ -41,7 +41,7 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use crate::device::{BlockDevice, FileDevice};
+use crate::device::{BlockDevice, FileDevice, GatedDevice};
 use crate::error::{Error, Result};
 use crate::format::{FileKind, InodeRecord, Superblock, Timespec, FIRST_SUBVOLUME, ROOT_INO};
 use engine::Engine;
@@ -197,8 +197,34 @@ pub struct Filesystem {
 
 struct Shared {
     engine: Mutex<Engine>,
+    /// The device as the engine sees it; closed for good when a device write fails.
+    gate: Arc<GatedDevice>,
     control: balance::Control,
     committer: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Shared {
+    /// After a device write failure the engine stops: the gate closes (nothing more reaches
+    /// the image) and the engine is replaced by a read-only one at the last good commit, so
+    /// reads go on and never show what the failed transaction held but never wrote. Swap pins
+    /// and open files carry over.
+    fn stop_if_failed(&self, engine: &mut Engine) {
+        if engine.failed.is_none() || engine.read_only {
+            return;
+        }
+        self.gate.close();
+        let device: Arc<dyn BlockDevice> = self.gate.clone();
+        match Engine::open(device, true) {
+            Ok(mut stopped) => {
+                stopped.failed = engine.failed.take();
+                stopped.swapfiles = std::mem::take(&mut engine.swapfiles);
+                stopped.held = std::mem::take(&mut engine.held);
+                *engine = stopped;
+            }
+            // The image cannot even be read: keep the old state, refusing changes.
+            Err(_) => engine.read_only = true,
+        }
+    }
 }
 
 impl Drop for Shared {
@@ -229,12 +255,14 @@ impl Filesystem {
     }
 
     pub fn open(device: Arc<dyn BlockDevice>, opts: &OpenOptions) -> Result<Filesystem> {
-        let mut engine = Engine::open(device, opts.read_only)?;
+        let gate = Arc::new(GatedDevice::new(device));
+        let mut engine = Engine::open(gate.clone(), opts.read_only)?;
         if opts.compress.is_some() {
             engine.compression = opts.compress;
         }
         let shared = Arc::new(Shared {
             engine: Mutex::new(engine),
+            gate,
             control: balance::Control::default(),
             committer: Arc::new((Mutex::new(false), Condvar::new())),
         });
@@ -255,9 +283,18 @@ impl Filesystem {
         Self::open(Arc::new(device), opts)
     }
 
-    /// Commits everything and closes; open-unlinked files go now.
+    /// Commits everything and closes; open-unlinked files go now. A filesystem opened
+    /// read-only has nothing to commit; one stopped by a device error reports it.
     pub fn unmount(self) -> Result<()> {
-        let result = self.with(|e| e.free_orphans()).and_then(|()| self.sync());
+        let opened_read_only = {
+            let engine = self.engine();
+            engine.read_only && engine.failed.is_none()
+        };
+        let result = if opened_read_only {
+            Ok(())
+        } else {
+            self.with(|e| e.free_orphans()).and_then(|()| self.sync())
+        };
         drop(self);
         result
     }
@@ -266,15 +303,14 @@ impl Filesystem {
         self.shared.engine.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs an engine operation; a device or store failure latches the filesystem.
+    /// Runs an engine operation; a device or store failure stops the filesystem.
     fn with<T>(&self, f: impl FnOnce(&mut Engine) -> Result<T>) -> Result<T> {
         let mut engine = self.engine();
         let result = f(&mut engine);
         if let Err(e) = &result {
-            if engine.check_writable().is_ok() {
-                engine.latch(e);
-            }
+            engine.note_failure(e);
         }
+        self.shared.stop_if_failed(&mut engine);
         result
     }
 
@@ -341,9 +377,10 @@ impl Filesystem {
     forward!(
         /// swap_deactivate: undoes activation; EINVAL when the file is not active.
         deactivate_swap(&self, id: InodeId) -> ());
-    /// The device the filesystem is on (pinned swap I/O writes it directly).
+    /// The device the filesystem is on (pinned swap I/O writes it directly: swap pages are
+    /// not the filesystem's writes, and go on after the filesystem stopped).
     pub fn device(&self) -> Arc<dyn BlockDevice> {
-        self.engine().device.clone()
+        self.shared.gate.inner().clone()
     }
 
     /// A front end holds `id` open: unlinking its last name keeps it until [`Self::release`].
@@ -384,9 +421,17 @@ impl Filesystem {
     /// Makes a file's data and the whole namespace durable (one commit).
     pub fn fsync(&self, id: InodeId) -> Result<()> {
         self.with(|e| {
+            // A stopped filesystem reports why first: the file may be one it lost.
+            e.check_not_stopped()?;
             e.inode(id)?;
             e.commit()
         })
+    }
+
+    /// Why the filesystem stopped taking changes after a device error, if it did: what
+    /// fsync and sync report.
+    pub fn stopped(&self) -> Option<Error> {
+        self.engine().check_not_stopped().err()
     }
 
     /// Commits the running transaction.
@@ -461,7 +506,9 @@ fn spawn_committer(shared: Weak<Shared>, signal: Arc<(Mutex<bool>, Condvar)>, in
             };
             let mut engine = shared.engine.lock().unwrap_or_else(|p| p.into_inner());
             if engine.check_writable().is_ok() && engine.last_commit.elapsed() >= interval {
+                // A failure stops the filesystem; the next call reports it.
                 let _ = engine.commit();
+                shared.stop_if_failed(&mut engine);
             }
         })
         .expect("spawn the commit thread");

@@ -140,7 +140,7 @@ impl Engine {
             let physical = self.alloc.physical(to + at)?;
             self.device
                 .write_at(physical, &buf[..n])
-                .map_err(|e| Error::io("relocation write", &e))?;
+                .map_err(|e| Error::device_write("relocation write", &e))?;
             at += n as u64;
         }
         Ok(())

@@ -243,7 +243,7 @@ impl Engine {
         self.writer.settle()?;
         self.device
             .write_vectored_at(physical, &data.slices())
-            .map_err(|e| Error::io("data write", &e))?;
+            .map_err(|e| Error::device_write("data write", &e))?;
         self.dirty = true;
         for span in spans {
             let Target::InPlace {
@@ -287,7 +287,7 @@ impl Engine {
                     self.writer.settle()?;
                     self.device
                         .write_at(physical, bytes)
-                        .map_err(|e| Error::io("data write", &e))?;
+                        .map_err(|e| Error::device_write("data write", &e))?;
                 }
                 ExtentData::Chunks(pieces) => {
                     self.writer.write_behind(&self.device, physical, pieces)?

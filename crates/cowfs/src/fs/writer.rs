@@ -3,7 +3,7 @@
 //! meanwhile). Up to `DEPTH` writes are in flight. Everything that reads the device or commits
 //! waits for them first (`settle`), so no one sees blocks before they are written; space freed
 //! meanwhile stays pinned until the commit, so none is reused under a write. A failed write
-//! surfaces as an error there (and latches the filesystem, as any I/O error does).
+//! surfaces as an error there and at every settle after it (and stops the filesystem).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -21,6 +21,9 @@ const DEPTH: usize = 2;
 #[derive(Debug, Default)]
 pub struct WriteBehind {
     inflight: Mutex<VecDeque<Inflight>>,
+    /// The first failed write, reported by every settle after it: whoever consumed it first,
+    /// nothing can commit past it.
+    failed: Mutex<Option<Error>>,
     /// Where written chunks go back to.
     pool: ChunkPool,
 }
@@ -29,6 +32,7 @@ impl WriteBehind {
     pub fn new(pool: ChunkPool) -> Self {
         WriteBehind {
             inflight: Mutex::new(VecDeque::new()),
+            failed: Mutex::new(None),
             pool,
         }
     }
@@ -57,14 +61,12 @@ impl WriteBehind {
         Ok(())
     }
 
-    /// Waits for every write in flight; the first error, if one failed.
+    /// Waits for every write in flight; the first error, if one ever failed.
     pub fn settle(&self) -> Result<()> {
-        let mut result = Ok(());
         while !self.inflight.lock().unwrap().is_empty() {
-            let finished = self.finish_oldest();
-            result = result.and(finished);
+            let _ = self.finish_oldest();
         }
-        result
+        self.failed.lock().unwrap().clone().map_or(Ok(()), Err)
     }
 
     fn finish_oldest(&self) -> Result<()> {
@@ -77,7 +79,10 @@ impl WriteBehind {
         for piece in pieces {
             self.pool.put(piece.buf);
         }
-        written.map_err(|e| Error::io("data writeback", &e))
+        written.map_err(|e| {
+            let e = Error::device_write("data writeback", &e);
+            self.failed.lock().unwrap().get_or_insert(e).clone()
+        })
     }
 }
 
