@@ -57,6 +57,20 @@ pub enum Which {
         #[arg(long, value_delimiter = ',')]
         only: Vec<crate::bench_pager::Case>,
     },
+    /// File I/O through a cowfs mount served on different numbers of threads, alternating
+    /// them round by round (root)
+    Mount {
+        /// Serving thread counts to compare; the first is the peer
+        #[arg(long, value_delimiter = ',', default_value = "1,4")]
+        threads: Vec<usize>,
+        /// File size
+        #[arg(long, default_value = "512M", value_parser = size::parse)]
+        size: u64,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
     /// The kernel swapping a memory cgroup to a swap file on cowfs, btrfs and ext4, and file
     /// I/O through the mount against btrfs (root)
     KernelSwap {
@@ -87,6 +101,12 @@ pub fn run(which: Which) -> CliResult {
             only,
         } => crate::bench_pager::run(size, budget, &dir, json, &only),
         Which::KernelSwap { size, limit, dir } => crate::bench_kswap::run(&dir, size, limit),
+        Which::Mount {
+            threads,
+            size,
+            rounds,
+            dir,
+        } => crate::bench_kswap::mount_threads(&dir, &threads, size, rounds.max(1)),
     }
 }
 

@@ -3,7 +3,8 @@
 //! files on the kernel's own btrfs and ext4 (each on a loop device with direct I/O, as cowfs
 //! is): sequential fill, sequential read back, random page reads on one and on four threads.
 //! Then file I/O through the cowfs mount against the same on btrfs. Needs root; installs
-//! btrfs-progs when it is missing.
+//! btrfs-progs when it is missing. `cowfs bench mount` runs the same file I/O on mounts
+//! served on different numbers of threads.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -170,9 +171,102 @@ fn drop_caches() -> CliResult<()> {
     Ok(())
 }
 
+const FILE_IO_LABELS: [&str; 6] = [
+    "sequential write MB/s",
+    "sequential read MB/s",
+    "4 KiB random read IOPS",
+    "4 KiB random write IOPS",
+    "4 KiB random read IOPS, 4 threads",
+    "4 KiB random write IOPS, 4 threads",
+];
+
+/// `cowfs bench mount`: [`file_io`] on a cowfs mount served on each of `threads` serving
+/// threads, alternating them in every round; every round is printed.
+pub fn mount_threads(dir: &Path, threads: &[usize], len: u64, rounds: usize) -> CliResult {
+    if !rustix::process::geteuid().is_root() {
+        return Err("cowfs bench mount needs root (mounts, dropping the page cache)".into());
+    }
+    let dir = fs::canonicalize(dir)?;
+    let (image, mountpoint) = (dir.join("bench-mount.img"), dir.join("bench-mount"));
+    fs::create_dir_all(&mountpoint)?;
+    let cowfs = cowfs_binary()?;
+    let (img, mnt) = (
+        image.to_str().ok_or("path")?,
+        mountpoint.to_str().ok_or("path")?,
+    );
+    let image_len = (len * 2 + (1 << 30)).to_string();
+    ok(Command::new(&cowfs).args(["mkfs", img, "--force", "--size", &image_len]))?;
+    println!(
+        "cowfs bench mount: file I/O on a {} file through a cowfs mount, in {}",
+        human(len),
+        dir.display()
+    );
+    for round in 1..=rounds {
+        let mut rows = Vec::new();
+        for n in threads {
+            let option = format!("threads={n}");
+            ok(Command::new(&cowfs).args(["mount", img, mnt, "-o", &option]))?;
+            let figures = file_io(&mountpoint, len);
+            ok(Command::new(&cowfs).args(["umount", mnt]))?;
+            rows.push((option, figures?.to_vec()));
+        }
+        let title = format!("round {round} of {rounds}");
+        let peer = rows[0].0.clone();
+        // The table compares its first row with the peer: the next count comes first.
+        let n = rows.len();
+        rows.rotate_left(1.min(n - 1));
+        table(&title, &FILE_IO_LABELS, &[], &peer, &rows);
+    }
+    fs::remove_file(&image)?;
+    fs::remove_dir(&mountpoint)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// 4 KiB O_DIRECT reads or writes at random block offsets of `path` (`len` bytes), `ops` in
+/// all, from `threads` threads at once. IOPS.
+fn random_io(path: &Path, len: u64, write: bool, threads: usize, ops: usize) -> CliResult<f64> {
+    let t = Instant::now();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|i| {
+                scope.spawn(move || -> std::io::Result<()> {
+                    let direct = OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .custom_flags(libc::O_DIRECT)
+                        .open(path)?;
+                    let mut page = AlignedBuf::zeroed(4096);
+                    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (i as u64 * 0x2545_F491);
+                    for _ in 0..ops / threads {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let at = x % (len / 4096) * 4096;
+                        if write {
+                            direct.write_all_at(&page, at)?;
+                        } else {
+                            direct.read_exact_at(&mut page, at)?;
+                        }
+                    }
+                    if write {
+                        direct.sync_all()?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| {
+            w.join()
+                .map_err(|_| std::io::Error::other("an I/O thread panicked"))?
+        })
+    })?;
+    Ok(ops as f64 / t.elapsed().as_secs_f64())
+}
+
 /// fio-style file I/O on `dir`: sequential write and read of `len` bytes in 1 MiB calls, then
-/// 4 KiB O_DIRECT random reads and writes. MB/s, MB/s, IOPS, IOPS.
-fn file_io(dir: &Path, len: u64) -> CliResult<[f64; 4]> {
+/// 4 KiB O_DIRECT random reads and writes from one thread and from four. MB/s, MB/s, then
+/// IOPS ([`FILE_IO_LABELS`]).
+fn file_io(dir: &Path, len: u64) -> CliResult<[f64; 6]> {
     let path = dir.join("bench-file");
     let chunk = AlignedBuf::from_slice(&(0..1 << 20).map(|i| (i * 7) as u8).collect::<Vec<u8>>());
     let mb = |t: Instant| len as f64 / t.elapsed().as_secs_f64() / 1e6;
@@ -195,34 +289,17 @@ fn file_io(dir: &Path, len: u64) -> CliResult<[f64; 4]> {
         file.read_exact_at(&mut buf, at)?;
     }
     let read = mb(t);
-    let direct = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&path)?;
-    let mut page = AlignedBuf::zeroed(4096);
-    let blocks = len / 4096;
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % blocks * 4096
-    };
     let ops = 8192;
-    let t = Instant::now();
-    for _ in 0..ops {
-        direct.read_exact_at(&mut page, next())?;
-    }
-    let random_read = ops as f64 / t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    for _ in 0..ops {
-        direct.write_all_at(&page, next())?;
-    }
-    direct.sync_all()?;
-    let random_write = ops as f64 / t.elapsed().as_secs_f64();
+    let figures = [
+        write,
+        read,
+        random_io(&path, len, false, 1, ops)?,
+        random_io(&path, len, true, 1, ops)?,
+        random_io(&path, len, false, 4, ops)?,
+        random_io(&path, len, true, 4, ops)?,
+    ];
     fs::remove_file(&path)?;
-    Ok([write, read, random_read, random_write])
+    Ok(figures)
 }
 
 /// Prints rows of figures under `labels`, and each first row's figure against the peer's
@@ -311,15 +388,9 @@ pub fn run(dir: &Path, size: u64, limit: u64) -> CliResult {
         "btrfs",
         &swap_rows,
     );
-    let io_labels = [
-        "sequential write MB/s",
-        "sequential read MB/s",
-        "4 KiB random read IOPS",
-        "4 KiB random write IOPS",
-    ];
     table(
         "file I/O through the mount (512 MiB file)",
-        &io_labels,
+        &FILE_IO_LABELS,
         &[],
         "btrfs",
         &io_rows,

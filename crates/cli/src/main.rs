@@ -274,7 +274,7 @@ enum Command {
     Mount {
         image: PathBuf,
         mountpoint: PathBuf,
-        /// Options: ro, allow_other, compress=zstd[:LEVEL]
+        /// Options: ro, allow_other, threads=N (serving threads), compress=zstd[:LEVEL]
         #[arg(short = 'o')]
         options: Option<String>,
         /// Serve in this process until unmounted (SIGINT or SIGTERM unmount too)

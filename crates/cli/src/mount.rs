@@ -18,18 +18,34 @@ const WAIT: Duration = Duration::from_secs(30);
 /// Tells a daemon where its output goes.
 const LOG_ENV: &str = "COWFS_DAEMON_LOG";
 
-/// Options only the mount takes; the rest are the engine's open options.
-fn split_options(text: Option<&str>) -> (bool, String) {
-    let mut allow_other = false;
+/// The options only the mount takes.
+struct ServeOptions {
+    allow_other: bool,
+    threads: usize,
+}
+
+/// Splits the mount's own options (allow_other, threads=N) from the engine's open options.
+fn split_options(text: Option<&str>) -> CliResult<(ServeOptions, String)> {
+    let mut serve = ServeOptions {
+        allow_other: false,
+        threads: cowfs_fuse::DEFAULT_THREADS,
+    };
     let mut engine = Vec::new();
     for option in text.unwrap_or("").split(',').filter(|o| !o.is_empty()) {
-        match option {
-            "allow_other" => allow_other = true,
-            "rw" | "default_permissions" => {}
+        match option.split_once('=') {
+            None if option == "allow_other" => serve.allow_other = true,
+            None if option == "rw" || option == "default_permissions" => {}
+            Some(("threads", n)) => {
+                serve.threads = n
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=64).contains(n))
+                    .ok_or_else(|| format!("threads={n}: give a count from 1 to 64"))?
+            }
             _ => engine.push(option),
         }
     }
-    (allow_other, engine.join(","))
+    Ok((serve, engine.join(",")))
 }
 
 /// How to mount: as `fuseblk` over a loop device (what the kernel can swap to), or plain.
@@ -66,10 +82,11 @@ pub fn mount(
     blkdev: Blkdev,
     foreground: bool,
 ) -> CliResult {
+    // Checked here, so a bad option is this command's error, not a daemon's.
+    let (serve, engine_options) = split_options(options)?;
     if !foreground {
         return spawn_daemon(image, mountpoint, options, blkdev);
     }
-    let (allow_other, engine_options) = split_options(options);
     let opts = crate::mount_options(Some(&engine_options))?;
     // Before the filesystem starts its commit thread, which must not take a stop signal.
     daemon::block_stop_signals()?;
@@ -78,8 +95,9 @@ pub fn mount(
     let mount_options = MountOptions {
         source: std::fs::canonicalize(image)?.display().to_string(),
         read_only: opts.read_only,
-        allow_other,
+        allow_other: serve.allow_other,
         block_device: blkdev.wanted(),
+        threads: serve.threads,
     };
     daemon::serve(
         fs,

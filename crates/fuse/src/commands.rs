@@ -64,8 +64,12 @@ impl CowfsFuse {
             .map(|(dir, name)| (dir, name.to_string()))
             .collect();
         let result = runner.run(&self.fs, line);
-        for (dir, name) in &named {
-            self.forget_name(*dir, name);
+        let last = named
+            .iter()
+            .map(|(dir, name)| self.forget_name(*dir, name))
+            .max();
+        if let Some(seq) = last {
+            self.wait_forgotten(seq);
         }
         result
     }

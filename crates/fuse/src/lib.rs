@@ -6,6 +6,7 @@
 mod commands;
 pub mod control;
 pub mod daemon;
+mod invalidate;
 mod ioctl;
 mod kernel_mount;
 mod loopdev;
@@ -16,12 +17,13 @@ pub mod swaps;
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use cowfs::Filesystem;
 use fuser::{Config, SessionACL};
 
 pub use control::CommandRunner;
+use invalidate::Invalidator;
 use kernel_mount::KernelMount;
 pub use loopdev::LoopDevice;
 pub use ops::CowfsFuse;
@@ -38,7 +40,13 @@ pub struct MountOptions {
     /// Attach the image to a loop device and mount as `fuseblk`, so the kernel can swap to
     /// pinned files on it.
     pub block_device: bool,
+    /// Threads serving requests: a long request (a defrag, a scrub, a big fsync) holds up
+    /// only its own thread.
+    pub threads: usize,
 }
+
+/// Serving threads unless told otherwise (docs/PERF.md has what more or fewer cost).
+pub const DEFAULT_THREADS: usize = 4;
 
 /// A mount served by a background thread. Dropping it without [`Mount::unmount`] detaches
 /// the mount lazily.
@@ -113,10 +121,13 @@ pub fn spawn_mount(
     } else {
         SessionACL::Owner
     };
-    let notifier = Arc::new(OnceLock::new());
-    let served = CowfsFuse::new(fs.clone(), notifier.clone(), runner);
-    let session = fuser::Session::from_fd(served, connection, acl, Config::default())
-        .and_then(fuser::Session::spawn);
+    let invalidator = Arc::new(Invalidator::new());
+    let served = CowfsFuse::new(fs.clone(), invalidator.clone(), runner);
+    let mut config = Config::default();
+    config.n_threads = Some(options.threads.max(1));
+    config.clone_fd = true;
+    let session =
+        fuser::Session::from_fd(served, connection, acl, config).and_then(fuser::Session::spawn);
     let session = match session {
         Ok(session) => session,
         Err(e) => {
@@ -124,7 +135,7 @@ pub fn spawn_mount(
             return Err(e);
         }
     };
-    let _ = notifier.set(session.notifier());
+    invalidator.start(session.notifier());
     Ok(Mount {
         session: Some(session),
         fs,

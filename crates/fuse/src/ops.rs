@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cowfs::device::AlignedBuf;
@@ -14,12 +14,13 @@ use cowfs::format::{FileKind, Timespec};
 use cowfs::{Attr, CreateAttrs, FallocateMode, Filesystem, InodeId, SetAttr, SwapActivation};
 use fuser::{
     CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo,
-    IoctlFlags, KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyBmap,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyBmap, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::control::CommandRunner;
+use crate::invalidate::Invalidator;
 use crate::ioctl;
 use crate::nodes::NodeTable;
 
@@ -42,17 +43,17 @@ pub struct CowfsFuse {
     nodes: NodeTable,
     /// Runs the whole-filesystem commands of the COMMAND control ioctl.
     pub(crate) runner: Option<Arc<dyn CommandRunner>>,
-    /// Set once the session runs: tells the kernel to drop what it cached.
-    notifier: Arc<OnceLock<Notifier>>,
+    /// Tells the kernel to drop what it cached, from a thread of its own.
+    invalidator: Arc<Invalidator>,
     /// Files pinned for the kernel's swap, and their maps (bmap answers from these).
     swap_maps: Mutex<HashMap<InodeId, SwapActivation>>,
     /// Open directories: their entries as listed at opendir, served by index.
     dirs: Mutex<HashMap<u64, Vec<Listed>>>,
     next_handle: AtomicU64,
-    /// Kept from read to read: page-aligned, so the image's O_DIRECT reads land in it
-    /// without a bounce buffer, and not allocated and zeroed for every request. (The mount
-    /// serves one request at a time, so reads do not wait on each other for it.)
-    read_buf: Mutex<AlignedBuf>,
+    /// Read buffers kept from read to read, one per read in progress: page-aligned, so the
+    /// image's O_DIRECT reads land in them without a bounce buffer, and not allocated and
+    /// zeroed for every request.
+    read_bufs: Mutex<Vec<AlignedBuf>>,
 }
 
 struct Listed {
@@ -118,9 +119,9 @@ fn name(name: &OsStr) -> &[u8] {
 }
 
 impl CowfsFuse {
-    pub fn new(
+    pub(crate) fn new(
         fs: Filesystem,
-        notifier: Arc<OnceLock<Notifier>>,
+        invalidator: Arc<Invalidator>,
         runner: Option<Arc<dyn CommandRunner>>,
     ) -> Self {
         let root = fs.root();
@@ -129,10 +130,10 @@ impl CowfsFuse {
             nodes: NodeTable::new(root),
             dirs: Mutex::new(HashMap::new()),
             swap_maps: Mutex::new(HashMap::new()),
-            notifier,
+            invalidator,
             runner,
             next_handle: AtomicU64::new(1),
-            read_buf: Mutex::new(AlignedBuf::zeroed(MAX_WRITE as usize)),
+            read_bufs: Mutex::new(Vec::new()),
         }
     }
 
@@ -203,19 +204,22 @@ impl CowfsFuse {
     }
 
     /// Makes the kernel forget `name` in `dir` and `dir`'s attributes (the engine added or
-    /// removed it without the kernel seeing).
-    pub(crate) fn forget_name(&self, dir: InodeId, name: &str) {
-        if let Some(notifier) = self.notifier.get() {
-            let _ = notifier.inval_entry(self.nodes.node(dir), OsStr::new(name));
-        }
-        self.forget_attrs(dir);
+    /// removed it without the kernel seeing). Queued: see [`Self::wait_forgotten`].
+    pub(crate) fn forget_name(&self, dir: InodeId, name: &str) -> u64 {
+        self.invalidator.entry(self.nodes.node(dir), name);
+        self.forget_attrs(dir)
     }
 
     /// Makes the kernel drop its cached attributes of `id`, so the next use asks again.
-    pub(crate) fn forget_attrs(&self, id: InodeId) {
-        if let Some(notifier) = self.notifier.get() {
-            let _ = notifier.inval_inode(self.nodes.node(id), -1, 0);
-        }
+    pub(crate) fn forget_attrs(&self, id: InodeId) -> u64 {
+        self.invalidator.inode(self.nodes.node(id))
+    }
+
+    /// Waits a little for the invalidations up to `seq` to reach the kernel, so the caller's
+    /// next look sees the change; never for long, since the kernel may be waiting for a
+    /// serving thread to carry one out.
+    pub(crate) fn wait_forgotten(&self, seq: u64) {
+        self.invalidator.wait_sent(seq, Duration::from_secs(1));
     }
 
     fn attr(&self, id: InodeId) -> Result<FileAttr, Errno> {
@@ -581,16 +585,20 @@ impl fuser::Filesystem for CowfsFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let mut buf = self.read_buf.lock().unwrap_or_else(|p| p.into_inner());
+        let bufs = || self.read_bufs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buf = bufs()
+            .pop()
+            .unwrap_or_else(|| AlignedBuf::zeroed(MAX_WRITE as usize));
         if buf.len() < size as usize {
-            *buf = AlignedBuf::zeroed(size as usize);
+            buf = AlignedBuf::zeroed(size as usize);
         }
-        let buf = &mut buf[..size as usize];
+        let data = &mut buf[..size as usize];
         answer!(
             reply,
-            self.fs.read(self.inode(ino)?, offset, buf).map_err(errno),
-            |n| reply.data(&buf[..n])
-        )
+            self.fs.read(self.inode(ino)?, offset, data).map_err(errno),
+            |n| reply.data(&data[..n])
+        );
+        bufs().push(buf);
     }
 
     fn write(

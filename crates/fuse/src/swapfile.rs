@@ -22,7 +22,8 @@ impl CowfsFuse {
         self.swap_maps().insert(id, activation);
         // Its attributes are kept for good from now on (see `attr_ttl`); the kernel must ask
         // once more to learn that.
-        self.forget_attrs(id);
+        let seq = self.forget_attrs(id);
+        self.wait_forgotten(seq);
         Ok(text)
     }
 

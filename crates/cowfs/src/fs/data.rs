@@ -227,6 +227,31 @@ impl Engine {
         }))
     }
 
+    /// A buffered read of `len` bytes at `offset`, planned to run without the engine's lock
+    /// (`ReadPlan`): whole blocks of stored data, none of them dirty in the page cache; with
+    /// the bytes it reads (short at the end of the file). None for any other read.
+    pub(crate) fn plan_file_read(
+        &self,
+        id: InodeId,
+        offset: u64,
+        len: usize,
+    ) -> Result<Option<(ReadPlan, usize)>> {
+        let size = self.regular_inode(id)?.size;
+        let n = (len as u64).min(size.saturating_sub(offset));
+        if n == 0 || offset % BLOCK_SIZE != 0 || n % BLOCK_SIZE != 0 {
+            return Ok(None);
+        }
+        if self
+            .cache
+            .has_pages_in(id, offset / BLOCK_SIZE..(offset + n) / BLOCK_SIZE)
+        {
+            return Ok(None);
+        }
+        Ok(self
+            .plan_read(id, offset, n as usize)?
+            .map(|plan| (plan, n as usize)))
+    }
+
     /// How many pieces from the first are whole blocks of plain data, consecutive both in the
     /// file and on the device (so one device read serves them).
     fn device_run(&self, pieces: &[Piece]) -> Result<usize> {

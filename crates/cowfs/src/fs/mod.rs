@@ -329,9 +329,18 @@ impl Filesystem {
     forward!(rmdir(&self, dir: InodeId, name: &[u8]) -> ());
     forward!(rename(&self, from_dir: InodeId, from: &[u8], to_dir: InodeId, to: &[u8], flags: RenameFlags) -> ());
     forward!(setattr(&self, id: InodeId, set: &SetAttr) -> Attr);
-    forward!(
-        /// Buffered read; returns the bytes read (short at end of file).
-        read(&self, id: InodeId, offset: u64, buf: &mut [u8]) -> usize);
+    /// Buffered read; returns the bytes read (short at end of file). Whole blocks with no
+    /// dirty page among them are read as swap reads are (see [`Self::swap_read`]): the
+    /// engine's lock is held only to find them, so reads from several threads overlap.
+    pub fn read(&self, id: InodeId, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let planned = self.with(|e| e.plan_file_read(id, offset, buf.len()))?;
+        if let Some((plan, n)) = planned {
+            if plan.read(&mut buf[..n]) {
+                return Ok(n);
+            }
+        }
+        self.with(|e| e.read(id, offset, buf))
+    }
     forward!(
         /// Buffered write: gathered in memory, allocated at commit, fsync or under memory pressure.
         write(&self, id: InodeId, offset: u64, data: &[u8]) -> usize);

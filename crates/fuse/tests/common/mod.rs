@@ -68,6 +68,7 @@ impl Scratch {
             read_only: false,
             allow_other: true,
             block_device: false,
+            threads: cowfs_fuse::DEFAULT_THREADS,
         };
         let mount = spawn_mount(fs.clone(), &self.at, &options, None).unwrap();
         Mounted { fs, mount }
