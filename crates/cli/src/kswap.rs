@@ -1,6 +1,8 @@
 //! `cowfs swapon`, `cowfs swapoff` and `cowfs swapon --show`: the Linux kernel swapping to a
 //! file on a mounted cowfs. The daemon pins the file first (every activation check, with its
-//! reason), then swapon(2) maps it through bmap; swapoff(2) comes before the unpin.
+//! reason), then swapon(2) maps it through bmap, by a bind mount of the file outside the mount
+//! (`swaps::bind`: swapoff must reach it even when the daemon has died); swapoff(2) comes
+//! before the unpin.
 
 use std::ffi::CString;
 use std::io;
@@ -32,26 +34,73 @@ pub fn swapon(path: &Path, priority: Option<i32>) -> CliResult {
     let path = std::fs::canonicalize(path)?;
     let pinned = control(&path, control::SWAP_ACTIVATE)?;
     let flags = priority.map_or(0, |p| SWAP_FLAG_PREFER | (p & SWAP_FLAG_PRIO_MASK));
-    let name = c_path(&path)?;
-    // SAFETY: `name` is a valid NUL-terminated path.
-    if unsafe { libc::swapon(name.as_ptr(), flags) } != 0 {
-        let err = io::Error::last_os_error();
-        let _ = control(&path, control::SWAP_DEACTIVATE);
-        return Err(format!("swapon {}: {err} (see the kernel log)", path.display()).into());
-    }
-    println!("{}: swapping, pinned: {pinned}", path.display());
+    let on = swaps::bind(&path).and_then(|bind| {
+        let name = CString::new(bind.as_os_str().as_bytes()).map_err(io::Error::other)?;
+        // SAFETY: `name` is a valid NUL-terminated path.
+        if unsafe { libc::swapon(name.as_ptr(), flags) } != 0 {
+            let err = io::Error::last_os_error();
+            let _ = swaps::unbind(&bind);
+            return Err(err);
+        }
+        Ok(bind)
+    });
+    let bind = match on {
+        Ok(bind) => bind,
+        Err(err) => {
+            let _ = control(&path, control::SWAP_DEACTIVATE);
+            return Err(format!("swapon {}: {err} (see the kernel log)", path.display()).into());
+        }
+    };
+    println!(
+        "{}: swapping (as {}), pinned: {pinned}",
+        path.display(),
+        bind.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
+/// swapoff(2) of the swap file at `path`, through its bind path when it was swapped on with
+/// `cowfs swapon`; then the bind and the pin go. Works when the daemon has died: the path is
+/// then taken as given (made absolute, not resolved: resolving it may need the daemon), and
+/// there is no pin left to undo. After a plain swapoff of the bind path, it finishes the job.
 pub fn swapoff(path: &Path) -> CliResult {
-    let path = std::fs::canonicalize(path)?;
-    let name = c_path(&path)?;
-    // SAFETY: `name` is a valid NUL-terminated path.
-    if unsafe { libc::swapoff(name.as_ptr()) } != 0 {
-        let err = io::Error::last_os_error();
-        return Err(format!("swapoff {}: {err}", path.display()).into());
+    let path = std::fs::canonicalize(path).or_else(|_| std::path::absolute(path))?;
+    let bind = swaps::bind_path(&path)?;
+    let bound = swaps::is_bound(&bind)?;
+    let area = swaps::areas()?.into_iter().find(|a| a.file == path);
+    let name = match &area {
+        Some(area) => Some(area.name.as_path()),
+        None if bound => None,
+        // Not swapped on by `cowfs swapon`: let the kernel say what it is.
+        None => Some(path.as_path()),
+    };
+    if let Some(name) = name {
+        let c_name = c_path(name)?;
+        // SAFETY: `c_name` is a valid NUL-terminated path.
+        if unsafe { libc::swapoff(c_name.as_ptr()) } != 0 {
+            let err = io::Error::last_os_error();
+            return Err(format!("swapoff {}: {err}", path.display()).into());
+        }
     }
-    control(&path, control::SWAP_DEACTIVATE)?;
+    if bound {
+        swaps::unbind(&bind).map_err(|e| format!("{}: {e}", bind.display()))?;
+    }
+    match control::call(&path, control::SWAP_DEACTIVATE, &[]) {
+        Ok(reply) => reply.map_err(|refusal| format!("{}: {refusal}", path.display()))?,
+        // The daemon died, or the mount was taken away meanwhile (its last bind just went):
+        // the pin went with the daemon.
+        Err(e)
+            if [libc::ENOTCONN, libc::ECONNABORTED, libc::ENOENT]
+                .contains(&e.raw_os_error().unwrap_or(0)) =>
+        {
+            eprintln!(
+                "{}: swap is off; no daemon holds its pin ({e})",
+                path.display()
+            );
+            String::new()
+        }
+        Err(e) => return Err(format!("{}: {e}", path.display()).into()),
+    };
     Ok(ExitCode::SUCCESS)
 }
 
@@ -60,7 +109,7 @@ pub fn on_cowfs() -> CliResult<Vec<SwapArea>> {
     let mounts = cowfs_mounts()?;
     Ok(swaps::areas()?
         .into_iter()
-        .filter(|s| mounts.iter().any(|m| s.name.starts_with(&m.mountpoint)))
+        .filter(|s| mounts.iter().any(|m| s.file.starts_with(&m.mountpoint)))
         .collect())
 }
 
@@ -72,7 +121,7 @@ pub fn show() -> CliResult {
     for s in on_cowfs()? {
         println!(
             "{:<40} {:<6} {:>9}K {:>9}K {:>5}",
-            s.name.display(),
+            s.file.display(),
             s.kind,
             s.size_kib,
             s.used_kib,

@@ -88,8 +88,14 @@ pub fn mount(
         return spawn_daemon(image, mountpoint, options, blkdev);
     }
     let opts = crate::mount_options(Some(&engine_options))?;
-    // Before the filesystem starts its commit thread, which must not take a stop signal.
+    // Before the filesystem starts its commit thread, which must not take a stop signal, and
+    // must be part of the I/O path like every other thread of a daemon the kernel may swap on.
     daemon::block_stop_signals()?;
+    if rustix::process::geteuid().is_root() {
+        if let Err(e) = daemon::become_io_flusher() {
+            eprintln!("cowfs: PR_SET_IO_FLUSHER: {e}");
+        }
+    }
     let fs =
         Filesystem::open_path(image, &opts).map_err(|e| format!("{}: {e}", image.display()))?;
     let mount_options = MountOptions {
@@ -240,7 +246,7 @@ pub fn umount(mountpoint: &Path) -> CliResult {
         return Err(format!(
             "{}: busy: {} is an active swap file (cowfs swapoff it first)",
             mountpoint.display(),
-            active.name.display()
+            active.file.display()
         )
         .into());
     }

@@ -13,6 +13,14 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// The tests here take turns: one's swapon, swapoff and daemon kills under another's memory
+/// cgroup at its limit can starve that one's swap-in readahead into the cgroup's OOM killer.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn take_turn() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Everything the kernel swapping to a cowfs mount needs.
 fn can_swap_to_a_mount() -> bool {
     let cgroup = Path::new("/sys/fs/cgroup/memory").exists()
@@ -41,11 +49,54 @@ fn vmstat(field: &str) -> u64 {
 
 /// KiB of `swapfile` in use, from /proc/swaps (None when it is not a swap area).
 fn swap_used(swapfile: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/swaps").unwrap();
-    text.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        (Path::new(fields[0]) == swapfile).then(|| fields[3].parse().unwrap())
-    })
+    let areas = cowfs_fuse::swaps::areas().unwrap();
+    areas
+        .iter()
+        .find(|a| a.file == swapfile)
+        .map(|a| a.used_kib)
+}
+
+/// Whether this process may set PR_SET_IO_FLUSHER (CAP_SYS_RESOURCE, which some sandboxes
+/// drop from the bounding set even for root).
+fn may_be_io_flusher() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap();
+    effective >> 24 & 1 == 1
+}
+
+/// The daemon's locked memory (kB), and whether all its threads are I/O flushers (true when
+/// this machine does not allow the flag: see [`may_be_io_flusher`]).
+fn daemon_protection(pid: i32) -> (u64, bool) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let locked = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    // PF_MEMALLOC_NOIO, which PR_SET_IO_FLUSHER sets, in the flags field of each thread's stat.
+    const PF_MEMALLOC_NOIO: u64 = 0x0008_0000;
+    let flushers = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .all(|task| {
+            let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
+            let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+            let flags: u64 = after_name.split(' ').nth(6).unwrap().parse().unwrap();
+            flags & PF_MEMALLOC_NOIO != 0
+        });
+    (locked, flushers || !may_be_io_flusher())
+}
+
+fn daemon_pid(said: &str) -> i32 {
+    said.split("daemon pid ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// Leaves the machine as it was even when an assertion fails: swap off, mount gone.
@@ -57,7 +108,7 @@ struct Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         if swap_used(&self.swapfile).is_some() {
-            let _ = Command::new("swapoff").arg(&self.swapfile).status();
+            let _ = cowfs(&["swapoff", self.swapfile.to_str().unwrap()]);
         }
         let _ = cowfs(&["umount", self.mountpoint.to_str().unwrap()]);
         let _ = Command::new("umount")
@@ -83,6 +134,7 @@ fn the_kernel_swaps_to_a_pinned_cowfs_file() {
     if !can_swap_to_a_mount() {
         return;
     }
+    let _turn = take_turn();
     let scratch = Scratch::new();
     let (img, mnt, mountpoint) = (scratch.image.as_str(), scratch.mnt(), &scratch.mountpoint);
     mounted_swapfile(&scratch, "768M", "256M");
@@ -163,38 +215,100 @@ fn swapoff_works_after_the_daemon_is_killed() {
     if !can_swap_to_a_mount() {
         return;
     }
+    let _turn = take_turn();
+    // The namespace changes under the swap file's directory before the daemon dies: an
+    // unlink there makes the kernel ask again for the directory's permissions on the next
+    // walk, which the dead daemon cannot answer; a walk of the mount can then never reach the
+    // swap file again.
+    if !may_be_io_flusher() {
+        eprintln!("note: no CAP_SYS_RESOURCE here, so the daemon cannot be an I/O flusher");
+    }
+    for change in ["none", "rm", "mkdir", "rename"] {
+        let scratch = Scratch::new();
+        let (img, mountpoint) = (scratch.image.as_str(), &scratch.mountpoint);
+        let pid = daemon_pid(&mounted_swapfile(&scratch, "256M", "64M"));
+        let swapfile = mountpoint.join("swapfile");
+        let _cleanup = Cleanup {
+            swapfile: swapfile.clone(),
+            mountpoint: mountpoint.clone(),
+        };
+        std::fs::write(mountpoint.join("other"), b"x").unwrap();
+        let sf = swapfile.to_str().unwrap();
+        assert_eq!(daemon_protection(pid), (0, true), "before swapon");
+        assert!(ok(&["swapon", sf]).contains(cowfs_fuse::swaps::BIND_DIR));
+        let (locked, flushers) = daemon_protection(pid);
+        assert!(
+            locked > 0 && flushers,
+            "while swapping: {locked} kB locked, {flushers}"
+        );
+        assert!(
+            ok(&["swapon", "--show"]).contains(sf),
+            "listed by its own path"
+        );
+        match change {
+            "rm" => std::fs::remove_file(mountpoint.join("other")).unwrap(),
+            "mkdir" => std::fs::create_dir(mountpoint.join("d")).unwrap(),
+            "rename" => std::fs::rename(mountpoint.join("other"), mountpoint.join("o")).unwrap(),
+            _ => {}
+        }
+        // Past the attribute cache of an ordinary file: nothing may need the daemon from here.
+        std::thread::sleep(Duration::from_millis(1500));
+        // SAFETY: kill(2) on the daemon's pid.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        std::thread::sleep(Duration::from_millis(500));
+        let off = cowfs(&["swapoff", sf]);
+        assert!(
+            off.status.success(),
+            "swapoff without a daemon after {change}: {}",
+            String::from_utf8_lossy(&off.stderr)
+        );
+        assert_eq!(swap_used(&swapfile), None, "after {change}");
+        let bind = cowfs_fuse::swaps::bind_path(&swapfile).unwrap();
+        assert!(
+            !cowfs_fuse::swaps::is_bound(&bind).unwrap(),
+            "the bind is gone"
+        );
+        assert!(!bind.try_exists().unwrap(), "and its mount point");
+        let _ = Command::new("umount").arg("-l").arg(mountpoint).status();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            ok(&["fsck", img]).contains("clean"),
+            "the image is at its last commit"
+        );
+    }
+}
+
+#[test]
+fn plain_swapoff_of_the_name_proc_swaps_shows_works() {
+    if !can_swap_to_a_mount() {
+        return;
+    }
+    let _turn = take_turn();
     let scratch = Scratch::new();
     let (img, mountpoint) = (scratch.image.as_str(), &scratch.mountpoint);
-    let said = mounted_swapfile(&scratch, "256M", "64M");
-    let pid: i32 = said
-        .split("daemon pid ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    mounted_swapfile(&scratch, "256M", "64M");
     let swapfile = mountpoint.join("swapfile");
     let _cleanup = Cleanup {
         swapfile: swapfile.clone(),
         mountpoint: mountpoint.clone(),
     };
     ok(&["swapon", swapfile.to_str().unwrap()]);
-    // Past the attribute cache of an ordinary file: nothing may need the daemon from here.
-    std::thread::sleep(Duration::from_millis(1500));
-    // SAFETY: kill(2) on the daemon's pid.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    std::thread::sleep(Duration::from_millis(500));
-    let off = Command::new("swapoff").arg(&swapfile).output().unwrap();
+    let areas = cowfs_fuse::swaps::areas().unwrap();
+    let area = areas.iter().find(|a| a.file == swapfile).unwrap();
+    let off = Command::new("swapoff").arg(&area.name).output().unwrap();
     assert!(
         off.status.success(),
-        "swapoff without a daemon: {}",
+        "{}",
         String::from_utf8_lossy(&off.stderr)
     );
     assert_eq!(swap_used(&swapfile), None);
-    let _ = Command::new("umount").arg("-l").arg(mountpoint).status();
-    std::thread::sleep(Duration::from_millis(200));
+    // The bind and the pin are left; cowfs swapoff takes them away.
+    assert!(cowfs_fuse::swaps::is_bound(&area.name).unwrap());
+    ok(&["swapoff", swapfile.to_str().unwrap()]);
     assert!(
-        ok(&["fsck", img]).contains("clean"),
-        "the image is at its last commit"
+        !cowfs_fuse::swaps::is_bound(&area.name).unwrap(),
+        "the bind is gone"
     );
+    ok(&["umount", scratch.mnt()]);
+    assert!(ok(&["fsck", img]).contains("clean"));
 }

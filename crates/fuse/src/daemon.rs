@@ -39,6 +39,19 @@ pub fn block_stop_signals() -> io::Result<()> {
     Ok(())
 }
 
+/// Marks this thread, and every thread it starts from now on (the flag is per thread and
+/// inherited), as part of the I/O path (PR_SET_IO_FLUSHER): their allocations never wait on
+/// I/O reclaim, which could need this very daemon. Call it before opening the filesystem, so
+/// its commit and writeback threads have it too. Needs CAP_SYS_RESOURCE (root).
+pub fn become_io_flusher() -> io::Result<()> {
+    const PR_SET_IO_FLUSHER: i32 = 57;
+    // SAFETY: prctl with an option and integer arguments.
+    if unsafe { libc::prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Mounts `fs` and serves it until the mount goes away; then commits. `ready` runs once the
 /// mount is visible.
 pub fn serve(
@@ -76,22 +89,22 @@ fn unmount_on_signal(mountpoint: PathBuf) {
 }
 
 fn unmount_for_signal(mountpoint: &Path) -> io::Result<()> {
-    let Err(e) = unmount(mountpoint) else {
-        return Ok(());
-    };
-    if e.raw_os_error() != Some(libc::EBUSY) {
-        return Err(e);
-    }
+    // Checked first: the kernel reaches a swap file through a bind mount of it (`swaps`), so
+    // the mount point itself is not busy, yet unmounting it would leave the swap file with no
+    // path in the mount.
     if let Some(area) = crate::swaps::under(mountpoint)?.first() {
         return Err(io::Error::new(
             io::ErrorKind::ResourceBusy,
             format!(
                 "{} is an active swap file; swapoff it first",
-                area.name.display()
+                area.file.display()
             ),
         ));
     }
-    unmount_lazily(mountpoint)
+    match unmount(mountpoint) {
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => unmount_lazily(mountpoint),
+        other => other,
+    }
 }
 
 /// Unmounts a mount point; EBUSY while something uses it, as umount(8) says.

@@ -3,6 +3,10 @@
 //! only for files pinned this way. For any other file bmap says "no mapping" (block 0), so a
 //! plain swapon fails in the kernel ("swapfile has holes") and cannot write over blocks the
 //! filesystem may move.
+//!
+//! While a file is pinned for the kernel the daemon keeps its memory locked (mlockall), as
+//! daemons that serve swap must: a daemon page swapped out would have to come back in while
+//! the kernel may be reclaiming memory by swapping.
 
 use cowfs::{InodeId, SwapActivation, SwapMode};
 use fuser::Request;
@@ -19,7 +23,12 @@ impl CowfsFuse {
             activation.pages,
             activation.extents.len()
         );
-        self.swap_maps().insert(id, activation);
+        let mut maps = self.swap_maps();
+        if maps.is_empty() {
+            lock_memory(true);
+        }
+        maps.insert(id, activation);
+        drop(maps);
         // Its attributes are kept for good from now on (see `attr_ttl`); the kernel must ask
         // once more to learn that.
         let seq = self.forget_attrs(id);
@@ -29,12 +38,17 @@ impl CowfsFuse {
 
     pub(crate) fn unpin_swapfile(&self, req: &Request, id: InodeId) -> Result<String, Refusal> {
         require_root(req)?;
-        if self.swap_maps().remove(&id).is_none() {
+        let mut maps = self.swap_maps();
+        if maps.remove(&id).is_none() {
             return Err(Refusal {
                 errno: libc::EINVAL,
                 reason: "not a swapfile pinned for the kernel".into(),
             });
         }
+        if maps.is_empty() {
+            lock_memory(false);
+        }
+        drop(maps);
         self.fs.deactivate_swap(id)?;
         Ok(String::new())
     }
@@ -68,5 +82,22 @@ pub(crate) fn require_root(req: &Request) -> Result<(), Refusal> {
             errno: libc::EPERM,
             reason: "only root may pin a swapfile".into(),
         }),
+    }
+}
+
+/// Locks the daemon's memory, present and future pages as they are touched (or unlocks it).
+/// A failure is logged: the daemon serves on, less safely.
+fn lock_memory(on: bool) {
+    // SAFETY: mlockall and munlockall take flags only.
+    let rc = unsafe {
+        if on {
+            libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT)
+        } else {
+            libc::munlockall()
+        }
+    };
+    if rc != 0 {
+        let what = if on { "mlockall" } else { "munlockall" };
+        eprintln!("cowfs: {what}: {}", std::io::Error::last_os_error());
     }
 }
