@@ -2,12 +2,13 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use cowfs::device::{BlockDevice, FileDevice};
-use cowfs::format::FileKind;
+use cowfs::format::{ExtentKind, FileKind};
 use cowfs::{
     Attr, CreateAttrs, Errno, Error, FallocateMode, Filesystem, InodeId, RenameFlags, SetAttr,
 };
@@ -45,7 +46,9 @@ pub fn uuid_string(u: &[u8; 16]) -> String {
 }
 
 pub fn fsck(image: &Path) -> CliResult {
-    let device: Arc<dyn BlockDevice> = Arc::new(FileDevice::open_read_only(image)?);
+    let device =
+        FileDevice::open_read_only(image).map_err(|e| format!("{}: {e}", image.display()))?;
+    let device: Arc<dyn BlockDevice> = Arc::new(device);
     let bar = progress(0, "verifying data");
     let report = cowfs::fsck::check(device, &mut |done, total| {
         bar.set_length(total);
@@ -284,13 +287,46 @@ pub fn put(fs: &Filesystem, host: &Path, path: &str) -> cowfs::Result<()> {
     Ok(())
 }
 
+/// Copies a file out to the host. Only the ranges that hold data are read and written: holes
+/// and preallocated ranges stay holes in the copy, so a huge sparse file costs its data only.
 pub fn get(fs: &Filesystem, path: &str, host: &Path) -> CliResult {
     let id = fs.resolve(path)?;
-    let mut dst = File::create(host)?;
-    let bar = progress(fs.getattr(id)?.size, "get");
-    copy_out(fs, id, &mut dst, |n| bar.inc(n))?;
+    let size = fs.getattr(id)?.size;
+    let dst = File::create(host).map_err(|e| format!("{}: {e}", host.display()))?;
+    let bar = progress(size, "get");
+    let mut buf = vec![0u8; COPY_CHUNK];
+    for (start, end) in data_ranges(fs, id, size)? {
+        let mut at = start;
+        while at < end {
+            let want = ((end - at) as usize).min(buf.len());
+            let n = fs.read(id, at, &mut buf[..want])?;
+            if n == 0 {
+                break;
+            }
+            dst.write_all_at(&buf[..n], at)?;
+            at += n as u64;
+            bar.inc(n as u64);
+        }
+    }
+    dst.set_len(size)?;
     bar.finish_and_clear();
     Ok(ExitCode::SUCCESS)
+}
+
+/// The byte ranges of a file below `size` that hold written data, merged where they touch.
+fn data_ranges(fs: &Filesystem, id: InodeId, size: u64) -> cowfs::Result<Vec<(u64, u64)>> {
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    let written = fs.extent_map(id)?;
+    let written = written.iter().filter(|m| m.kind != ExtentKind::Prealloc);
+    for m in written {
+        let (start, end) = (m.file_offset, (m.file_offset + m.len).min(size));
+        match ranges.last_mut() {
+            Some(last) if last.1 == start => last.1 = end,
+            _ if start < end => ranges.push((start, end)),
+            _ => {}
+        }
+    }
+    Ok(ranges)
 }
 
 fn copy_out(
@@ -484,7 +520,13 @@ pub fn defrag(
                         path.trim_end_matches('/'),
                         String::from_utf8_lossy(&e.name)
                     );
-                    defrag(fs, &child, true, compress, out)?;
+                    match defrag(fs, &child, true, compress, out) {
+                        // An active swap file stays as it is; the rest of the tree goes on.
+                        Err(e) if e.errno() == cowfs::Errno::TXTBSY => {
+                            say!(out, "{child}: skipped: {}", e.reason())
+                        }
+                        other => other?,
+                    }
                 }
             }
             Ok(())
@@ -526,6 +568,9 @@ pub fn scrub(fs: &Filesystem, out: &mut Output) -> cowfs::Result<bool> {
     if let Some(problem) = &report.metadata_problem {
         say!(out, "metadata: {problem}");
     }
+    for problem in &report.superblock_problems {
+        say!(out, "superblock: {problem}");
+    }
     for e in &report.errors {
         let (path, offset) = e.files.first().cloned().unwrap_or_default();
         say!(
@@ -536,15 +581,19 @@ pub fn scrub(fs: &Filesystem, out: &mut Output) -> cowfs::Result<bool> {
             e.physical
         );
     }
-    let clean = report.metadata_ok && report.errors.is_empty();
     say!(
         out,
-        "scrub: metadata {}, {} of data verified, {} error(s)",
+        "scrub: metadata {}, superblocks {}, {} of data verified, {} error(s)",
         if report.metadata_ok { "ok" } else { "DAMAGED" },
+        if report.superblock_problems.is_empty() {
+            "ok"
+        } else {
+            "DAMAGED"
+        },
         human(report.data_bytes_verified),
         report.errors.len()
     );
-    Ok(clean)
+    Ok(report.is_clean())
 }
 
 /// Resizes to SIZE, +SIZE or -SIZE.

@@ -15,6 +15,7 @@ mod memload;
 mod mount;
 mod mounted;
 mod output;
+mod signatures;
 mod size;
 
 use std::path::PathBuf;
@@ -530,7 +531,7 @@ fn run(command: Command) -> CliResult {
             })
         }
         Command::Scrub { target } => on_target(&target, "scrub", |image| {
-            let clean = files::scrub(&open(image, false)?, &mut Output::Terminal)?;
+            let clean = files::scrub(&open(image, true)?, &mut Output::Terminal)?;
             Ok(if clean {
                 ExitCode::SUCCESS
             } else {
@@ -616,9 +617,7 @@ fn run(command: Command) -> CliResult {
             commands,
         } => {
             let opts = mount_options(options.as_deref())?;
-            let fs = Filesystem::open_path(&image, &opts)
-                .map_err(|e| format!("{}: {e}", image.display()))?;
-            io_cmd::run(&fs, &commands)
+            io_cmd::run(&open_with(&image, &opts)?, &commands)
         }
         Command::Demo { dir, kernel } => demo::run(dir, kernel),
         Command::Bench { which } => bench::run(which),
@@ -733,7 +732,16 @@ pub fn open(image: &std::path::Path, read_only: bool) -> CliResult<Filesystem> {
         read_only,
         ..OpenOptions::default()
     };
-    Filesystem::open_path(image, &opts).map_err(|e| format!("{}: {e}", image.display()).into())
+    open_with(image, &opts)
+}
+
+/// Opens an image with `opts`, and says what opening repaired (never silently).
+pub fn open_with(image: &std::path::Path, opts: &OpenOptions) -> CliResult<Filesystem> {
+    let fs = Filesystem::open_path(image, opts).map_err(|e| format!("{}: {e}", image.display()))?;
+    for note in fs.open_notes() {
+        eprintln!("cowfs: {}: {note}", image.display());
+    }
+    Ok(fs)
 }
 
 /// Opens an image read-write, runs one change, and unmounts (committing it).
@@ -743,6 +751,32 @@ fn done(image: &std::path::Path, f: impl FnOnce(&Filesystem) -> cowfs::Result<()
     fs.unmount()?;
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether mkfs's target exists; an error unless it is a regular file or a block device.
+fn mkfs_target(image: &std::path::Path) -> CliResult<bool> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = match std::fs::metadata(image) {
+        Ok(meta) => meta.file_type(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(format!("{}: {e}", image.display()).into()),
+    };
+    let what = if kind.is_file() || kind.is_block_device() {
+        return Ok(true);
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else {
+        "a socket"
+    };
+    Err(format!(
+        "{}: is {what}; cowfs makes a filesystem in a regular file (an image) or on a block device",
+        image.display()
+    )
+    .into())
 }
 
 fn mkfs(
@@ -759,10 +793,11 @@ fn mkfs(
         inline_limit,
         ..opts
     };
-    let existing = image.exists();
+    let existing = mkfs_target(image)?;
+    let at = |e: std::io::Error| format!("{}: {e}", image.display());
     let device: Arc<dyn BlockDevice> = match (existing, opts.size) {
-        (true, _) => Arc::new(FileDevice::open(image)?),
-        (false, Some(size)) => Arc::new(FileDevice::create(image, size)?),
+        (true, _) => Arc::new(FileDevice::open(image).map_err(at)?),
+        (false, Some(size)) => Arc::new(FileDevice::create(image, size).map_err(at)?),
         (false, None) => {
             return Err(format!(
                 "{}: does not exist; give --size to create it",
@@ -771,12 +806,18 @@ fn mkfs(
             .into())
         }
     };
-    if existing && !force && cowfs::scan_superblocks(device.as_ref()).best().is_ok() {
-        return Err(format!(
-            "{}: already holds a cowfs filesystem; use --force to overwrite it",
-            image.display()
-        )
-        .into());
+    if existing && !force {
+        let found = match cowfs::scan_superblocks(device.as_ref()).best() {
+            Ok(_) => Some("a cowfs filesystem".to_string()),
+            Err(_) => signatures::foreign(image).map_err(at)?,
+        };
+        if let Some(found) = found {
+            return Err(format!(
+                "{}: already holds {found}; use --force to overwrite it",
+                image.display()
+            )
+            .into());
+        }
     }
     if let Some(size) = opts.size {
         if device.len() < size {

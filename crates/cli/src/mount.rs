@@ -7,7 +7,6 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cowfs::Filesystem;
 use cowfs_fuse::swaps::unescape;
 use cowfs_fuse::{daemon, MountOptions};
 
@@ -96,8 +95,7 @@ pub fn mount(
             eprintln!("cowfs: PR_SET_IO_FLUSHER: {e}");
         }
     }
-    let fs =
-        Filesystem::open_path(image, &opts).map_err(|e| format!("{}: {e}", image.display()))?;
+    let fs = crate::open_with(image, &opts)?;
     let mount_options = MountOptions {
         source: std::fs::canonicalize(image)?.display().to_string(),
         read_only: opts.read_only,

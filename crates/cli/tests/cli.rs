@@ -454,3 +454,144 @@ fn whole_filesystem_commands_take_paths_inside_a_mount() {
     ok(&["umount", &p("")]);
     assert!(ok(&["fsck", img]).contains("clean"));
 }
+
+/// Issue 10, section 5: clear messages for wrong arguments and wrong targets.
+#[test]
+fn wrong_targets_and_arguments_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.img");
+    let out = cowfs(&["fsck", missing.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.img: No such file"));
+    for (target, kind) in [("/dev/null", "a character device"), ("/tmp", "a directory")] {
+        let out = cowfs(&["mkfs", target, "--size", "64M"]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && said.contains(kind),
+            "{target}: {said}"
+        );
+    }
+    let img = image(dir.path());
+    let out = cowfs(&["balance", &img, "--usage", "101"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a percent"));
+}
+
+/// mkfs never overwrites another filesystem, swap area or partition table without --force.
+#[test]
+fn mkfs_refuses_other_filesystems_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("other.img");
+    let path = img.to_str().unwrap();
+    for (offset, magic, name) in [
+        (0x438u64, &[0x53u8, 0xef][..], "ext2/ext3/ext4"),
+        (0x10040, b"_BHRfS_M", "btrfs"),
+        (0, b"XFSB", "XFS"),
+        (512, b"EFI PART", "GPT partition table"),
+    ] {
+        let file = std::fs::File::create(&img).unwrap();
+        file.set_len(64 << 20).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, magic, offset).unwrap();
+        let out = cowfs(&["mkfs", path]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && said.contains(name),
+            "{name}: {said}"
+        );
+        assert!(said.contains("--force"));
+    }
+    std::fs::remove_file(&img).unwrap();
+    ok(&["mkswap", path, "--create", "--size", "64M"]);
+    let out = cowfs(&["mkfs", path]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a Linux swap area"));
+    ok(&["mkfs", path, "--force"]);
+}
+
+/// A damaged backup superblock is reported by fsck and scrub (which writes nothing), and
+/// rewritten by a read-write open that says so.
+#[test]
+fn a_damaged_backup_superblock_is_never_repaired_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path());
+    let file = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, b"garbage!", (256 << 10) + 100).unwrap();
+    assert_eq!(cowfs(&["fsck", &img]).status.code(), Some(4));
+    let before = std::fs::read(&img).unwrap();
+    let scrub = cowfs(&["scrub", &img]);
+    assert_eq!(scrub.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&scrub.stdout).contains("superblocks DAMAGED"));
+    assert!(
+        std::fs::read(&img).unwrap() == before,
+        "scrub wrote to the image"
+    );
+    let io = cowfs(&["io", &img, "-c", "mkdir /x"]);
+    let said = String::from_utf8_lossy(&io.stderr);
+    assert!(
+        io.status.success() && said.contains("superblock copy 1") && said.contains("rewritten"),
+        "{said}"
+    );
+    assert!(ok(&["scrub", &img]).contains("superblocks ok"));
+}
+
+/// Paths follow symlinks in the middle as the kernel's walk does; `get` keeps holes.
+#[test]
+fn paths_follow_symlinks_and_get_keeps_holes() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path());
+    ok(&["mkdir", &img, "/a/b", "-p"]);
+    ok(&["io", &img, "-c", "write /a/b/f 0 5 0x41"]);
+    ok(&["ln", &img, "-s", "/a", "/abs"]);
+    ok(&["ln", &img, "-s", "b/../b", "/a/rel"]);
+    assert_eq!(ok(&["cat", &img, "/abs/b/f"]), "AAAAA");
+    assert_eq!(ok(&["cat", &img, "/abs/rel/f"]), "AAAAA");
+    ok(&["ln", &img, "-s", "/loop2", "/loop1"]);
+    ok(&["ln", &img, "-s", "/loop1", "/loop2"]);
+    let out = cowfs(&["cat", &img, "/loop1/f"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("too many levels of symbolic links"));
+    ok(&[
+        "io",
+        &img,
+        "-c",
+        "write /sparse 3G 4k 0x42",
+        "-c",
+        "truncate /sparse 50G",
+    ]);
+    let host = dir.path().join("sparse.out");
+    ok(&["get", &img, "/sparse", host.to_str().unwrap()]);
+    let meta = std::fs::metadata(&host).unwrap();
+    assert_eq!(meta.len(), 50 << 30);
+    assert!(
+        std::os::unix::fs::MetadataExt::blocks(&meta) < 1024,
+        "holes stay holes"
+    );
+    let copy = std::fs::File::open(&host).unwrap();
+    let mut block = [0u8; 4096];
+    std::os::unix::fs::FileExt::read_exact_at(&copy, &mut block, 3 << 30).unwrap();
+    assert!(block.iter().all(|b| *b == 0x42));
+}
+
+/// defrag of a tree skips an active swap file with a note and goes on.
+#[test]
+fn defrag_of_a_tree_skips_an_active_swap_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("t.img").to_str().unwrap().to_string();
+    ok(&["mkfs", &img, "--size", "128M"]);
+    ok(&["mkdir", &img, "/sw"]);
+    ok(&["mkswapfile", &img, "/sw/swapfile", "--size", "16M"]);
+    let out = ok(&[
+        "io",
+        &img,
+        "-c",
+        "write /sw/a 0 1M 0x1",
+        "-c",
+        "swapon /sw/swapfile",
+        "-c",
+        "defrag /",
+        "-c",
+        "write /sw/b 0 1M 0x2",
+    ]);
+    assert!(
+        out.contains("/sw/swapfile: skipped") && out.contains("/sw/a:"),
+        "{out}"
+    );
+}

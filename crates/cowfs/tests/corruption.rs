@@ -118,6 +118,56 @@ fn an_out_of_range_metadata_chunk_is_refused() {
     assert!(err.reason().contains("out of range"), "{err}");
 }
 
+/// Issue 10: flags and reserved bytes are validated, with a good checksum over them: in every
+/// copy, the image is refused; in one backup copy, fsck and scrub report it, a read-only
+/// open leaves it, and a read-write open rewrites it and says so.
+#[test]
+fn superblock_flags_and_reserved_bytes_must_be_zero() {
+    for (field, what) in [
+        (36, "flags 0x1"),
+        (70, "reserved byte 70"),
+        (100, "reserved byte 100"),
+        (4000, "reserved byte 4000"),
+    ] {
+        let mut image = sample_image();
+        for off in SUPERBLOCK_OFFSETS.map(|o| o as usize) {
+            image[off + field] = 1;
+            fix_checksum(&mut image, off);
+        }
+        let (_, result) = open_damaged(image);
+        let err = result.err().expect("opened with a bad field");
+        assert!(err.reason().contains(what), "{what}: {err}");
+
+        let mut image = sample_image();
+        let backup = SUPERBLOCK_OFFSETS[1] as usize;
+        image[backup + field] = 1;
+        fix_checksum(&mut image, backup);
+        let dev: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::from_image(image.clone()));
+        let report = cowfs::fsck::check(dev.clone(), &mut |_, _| {});
+        assert!(
+            report.problems.iter().any(|p| p.contains(what)),
+            "{what}: {:?}",
+            report.problems
+        );
+        let fs = Filesystem::open(dev.clone(), &read_only()).unwrap();
+        let scrub = fs.scrub(&mut |_, _| {}).unwrap();
+        assert!(
+            !scrub.is_clean() && scrub.superblock_problems[0].contains(what),
+            "{scrub:?}"
+        );
+        drop(fs);
+        let mem = Arc::new(MemoryDevice::from_image(image.clone()));
+        let fs = Filesystem::open(mem.clone(), &no_timer()).unwrap();
+        assert!(fs
+            .open_notes()
+            .iter()
+            .any(|n| n.contains(what) && n.contains("rewritten")));
+        drop(fs);
+        let repaired: Arc<dyn BlockDevice> = mem;
+        assert_clean(&repaired);
+    }
+}
+
 #[test]
 fn a_truncated_image_is_refused() {
     let mut image = sample_image();

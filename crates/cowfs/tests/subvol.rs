@@ -180,3 +180,41 @@ fn snapshots_do_not_descend_into_nested_subvolumes() {
     fs.unmount().unwrap();
     assert_clean(&dev);
 }
+
+/// Snapshots on a filesystem whose data filled the device: each one either fits or is refused
+/// with ENOSPC up front; the metadata store never runs out halfway (which would stop the
+/// filesystem), and the filesystem stays writable.
+#[test]
+fn snapshots_on_a_full_filesystem_are_enospc_and_change_nothing() {
+    let (dev, fs) = memory_fs(64 * MIB);
+    let d = dir(&fs, fs.root(), "d");
+    for i in 0..4000 {
+        let f = file(&fs, d, &format!("f{i}"));
+        fs.write(f, 0, &[7u8; 5000]).unwrap();
+    }
+    let big = file(&fs, fs.root(), "big");
+    let mut at = 0;
+    while fs.write(big, at, &[1u8; 1 << 20]).is_ok() {
+        at += 1 << 20;
+    }
+    fs.sync().unwrap();
+    let mut refused = 0;
+    for n in 0..6 {
+        let name = format!("snap{n}");
+        let before = fs.generation();
+        match fs.snapshot(fs.root().subvol, fs.root(), name.as_bytes(), true) {
+            Ok(_) => fs.sync().unwrap(),
+            Err(e) => {
+                assert_eq!(e.errno(), Errno::NOSPC, "{e}");
+                assert!(fs.resolve(&format!("/{name}")).is_err(), "nothing made");
+                assert_eq!(fs.generation(), before);
+                refused += 1;
+            }
+        }
+        dir(&fs, fs.root(), &format!("after{n}"));
+        fs.sync().unwrap();
+    }
+    assert!(refused > 0, "the metadata space ran out");
+    fs.unmount().unwrap();
+    assert_clean(&dev);
+}

@@ -19,7 +19,10 @@ pub const SB_FLAGS: usize = 36;
 pub const SB_UUID: usize = 40;
 pub const SB_META_LEN: usize = 56;
 pub const SB_META_CHUNK_COUNT: usize = 64;
+/// Reserved (zero): bytes 68..72, 80..128, and past the chunk table up to the checksum.
+pub const SB_RESERVED_1: usize = 68;
 pub const SB_CREATED: usize = 72;
+pub const SB_RESERVED_2: usize = 80;
 pub const SB_META_CHUNKS: usize = 128;
 pub const SB_CHECKSUM: usize = SUPERBLOCK_SIZE - 4;
 
@@ -111,11 +114,30 @@ impl Superblock {
                 r.u32(SB_BLOCK_SIZE)?
             )));
         }
+        let flags = r.u32(SB_FLAGS)?;
+        if flags != 0 {
+            return Err(Error::corrupt(format!(
+                "flags {flags:#x} set; format version {FORMAT_VERSION} defines none"
+            )));
+        }
         let count = r.u32(SB_META_CHUNK_COUNT)? as usize;
         if count == 0 || count > MAX_META_CHUNKS {
             return Err(Error::corrupt(format!(
                 "metadata chunk count {count} out of range"
             )));
+        }
+        let table_end = SB_META_CHUNKS + count * META_CHUNK_ENTRY_SIZE;
+        for (from, to) in [
+            (SB_RESERVED_1, SB_CREATED),
+            (SB_RESERVED_2, SB_META_CHUNKS),
+            (table_end, SB_CHECKSUM),
+        ] {
+            if let Some(at) = data[from..to].iter().position(|b| *b != 0) {
+                return Err(Error::corrupt(format!(
+                    "reserved byte {} is not zero",
+                    from + at
+                )));
+            }
         }
         let mut meta_chunks = Vec::with_capacity(count);
         for i in 0..count {

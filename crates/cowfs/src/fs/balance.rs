@@ -93,6 +93,11 @@ impl Filesystem {
         filter: BalanceFilter,
         progress: &mut dyn FnMut(&BalanceProgress),
     ) -> Result<BalanceReport> {
+        if let Some(usage) = filter.usage_below.filter(|u| *u > 100) {
+            return Err(Error::invalid(format!(
+                "usage {usage} is not a percent (0 to 100)"
+            )));
+        }
         self.with(|e| e.begin_exclusive("balance"))?;
         self.shared.control.start();
         let result = self.run_balance(filter, progress);

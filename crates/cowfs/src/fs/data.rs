@@ -86,6 +86,10 @@ pub const MAX_FILE_SIZE: u64 = i64::MAX as u64 & !(BLOCK_SIZE - 1);
 
 const BS: usize = BLOCK_SIZE as usize;
 
+/// Metadata bytes a new row may take: its key and value, the B-tree's own overhead, and the
+/// copies of the pages a transaction rewrites (generous on purpose).
+const METADATA_ROW_COST: u64 = 256;
+
 fn check_direct(offset: u64, len: usize) -> Result<()> {
     if offset % BLOCK_SIZE != 0 || len as u64 % BLOCK_SIZE != 0 {
         return Err(Error::invalid(
@@ -426,6 +430,20 @@ impl Engine {
             }
         }
         Err(Error::no_space("no space left on the filesystem"))
+    }
+
+    /// Makes sure the metadata store can grow by `rows` new rows for `what`; ENOSPC (and
+    /// nothing done) otherwise, rather than running out halfway, which would stop the
+    /// filesystem. Each row is costed at [`METADATA_ROW_COST`].
+    pub(super) fn reserve_metadata(&self, rows: u64, what: &str) -> Result<()> {
+        let need = rows.saturating_mul(METADATA_ROW_COST);
+        let room = self.meta_space.room();
+        if room < need {
+            return Err(Error::no_space(format!(
+                "{what} needs about {need} bytes of metadata space; {room} are left"
+            )));
+        }
+        Ok(())
     }
 
     /// Direct read: 4 KiB-aligned, straight from the device into `buf`.

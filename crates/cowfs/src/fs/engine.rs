@@ -45,6 +45,8 @@ pub struct Engine {
     pub(crate) swap_written: u64,
     /// Inodes front ends hold open, and how many times (see `orphans`).
     pub(crate) held: std::collections::HashMap<InodeId, u32>,
+    /// What opening did to the image that a person should hear of (repairs).
+    pub(crate) notes: Vec<String>,
 }
 
 /// Reads every superblock copy of a device.
@@ -185,20 +187,36 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Rewrites every superblock copy when one is damaged or behind (a power cut during an
-    /// update leaves that), so the image goes back to three good copies.
-    fn repair_superblocks(&self) -> Result<()> {
-        let scan = scan_superblocks(self.device.as_ref());
+    /// The superblock copies on the device that are damaged or behind the one in use.
+    pub(crate) fn superblock_problems(&self) -> Vec<String> {
         let newest = self.meta_space.superblock().generation;
-        let stale = scan
+        scan_superblocks(self.device.as_ref())
             .copies
             .iter()
-            .any(|c| c.as_ref().map_or(true, |sb| sb.generation != newest));
-        if stale {
+            .enumerate()
+            .filter_map(|(copy, c)| match c {
+                Ok(sb) if sb.generation == newest => None,
+                Ok(sb) => Some(format!(
+                    "superblock copy {copy} is behind (generation {} of {newest})",
+                    sb.generation
+                )),
+                Err(e) => Some(e.reason().to_string()),
+            })
+            .collect()
+    }
+
+    /// Rewrites every superblock copy when one is damaged or behind (a power cut during an
+    /// update leaves that), so the image goes back to three good copies; each repair is noted
+    /// for the front end to report.
+    fn repair_superblocks(&mut self) -> Result<()> {
+        let problems = self.superblock_problems();
+        if !problems.is_empty() {
             self.meta_space
                 .write_superblock(true)
                 .map_err(write_err("repair the superblock copies"))?;
         }
+        let repaired = problems.into_iter().map(|p| format!("{p}: rewritten"));
+        self.notes.extend(repaired);
         Ok(())
     }
 
@@ -245,6 +263,7 @@ impl Engine {
             swap_reserved: 0,
             swap_written: 0,
             held: Default::default(),
+            notes: Vec::new(),
         })
     }
 

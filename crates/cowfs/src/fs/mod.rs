@@ -437,6 +437,12 @@ impl Filesystem {
         })
     }
 
+    /// What opening did to the image that a person should hear of: superblock copies found
+    /// damaged or behind and rewritten.
+    pub fn open_notes(&self) -> Vec<String> {
+        self.engine().notes.clone()
+    }
+
     /// Why the filesystem stopped taking changes after a device error, if it did: what
     /// fsync and sync report.
     pub fn stopped(&self) -> Option<Error> {
@@ -462,13 +468,44 @@ impl Filesystem {
         self.engine().generation()
     }
 
-    /// Resolves an absolute path (symlinks in it are not followed).
+    /// Resolves an absolute path as the kernel walks one: `.` and `..` as usual, symlinks in
+    /// the middle followed (at most [`MAX_SYMLINKS`] of them, else ELOOP), a symlink at the
+    /// end not (as lstat) unless the path ends in `/`.
     pub fn resolve(&self, path: &str) -> Result<InodeId> {
-        let mut cur = self.root();
-        for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
-            cur = self.lookup(cur, part.as_bytes())?;
+        let follow_last = path.len() > 1 && path.ends_with('/');
+        let mut walked = vec![self.root()];
+        let mut parts: std::collections::VecDeque<Vec<u8>> = components(path.as_bytes());
+        let mut links = 0;
+        while let Some(part) = parts.pop_front() {
+            let here = *walked.last().expect("the root is never popped");
+            if part == b".." {
+                if walked.len() > 1 {
+                    walked.pop();
+                }
+                continue;
+            }
+            let next = self.lookup(here, &part)?;
+            let last = parts.is_empty() && !follow_last;
+            if last || self.getattr(next)?.kind != FileKind::Symlink {
+                walked.push(next);
+                continue;
+            }
+            links += 1;
+            if links > MAX_SYMLINKS {
+                return Err(Error::new(
+                    crate::error::Errno::LOOP,
+                    format!("{path}: too many levels of symbolic links"),
+                ));
+            }
+            let target = self.readlink(next)?;
+            if target.first() == Some(&b'/') {
+                walked.truncate(1);
+            }
+            for part in components(&target).into_iter().rev() {
+                parts.push_front(part);
+            }
         }
-        Ok(cur)
+        Ok(*walked.last().expect("the root is never popped"))
     }
 
     /// The directory a path's last component lives in, and that component.
@@ -521,6 +558,17 @@ fn spawn_committer(shared: Weak<Shared>, signal: Arc<(Mutex<bool>, Condvar)>, in
             }
         })
         .expect("spawn the commit thread");
+}
+
+/// Symlinks a path walk follows before it gives up (the kernel's limit).
+pub const MAX_SYMLINKS: usize = 40;
+
+/// A path's names, without the empty ones and `.`.
+fn components(path: &[u8]) -> std::collections::VecDeque<Vec<u8>> {
+    path.split(|b| *b == b'/')
+        .filter(|p| !p.is_empty() && *p != b".")
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 /// The default subvolume's id as mkfs makes it.

@@ -76,6 +76,7 @@ impl Engine {
         let src = self.subvolume(source)?;
         // The snapshot must hold the source's data as it is now, buffered writes included.
         self.writeback_all()?;
+        self.reserve_metadata(self.snapshot_rows(source)?, "a snapshot")?;
         let id = self.next_subvolume_id()?;
         let mut record = self.new_subvolume_record(src.next_ino, source);
         if read_only {
@@ -244,6 +245,18 @@ impl Engine {
     /// Copies `table`'s rows of subvolume `from` to subvolume `to`, taking a reference on
     /// every extent a copied file extent record points at. Entries naming nested subvolumes
     /// are not copied (a snapshot does not descend into them, as in btrfs).
+    /// The metadata rows a snapshot of `source` adds: a copy of each of its own, and a back
+    /// reference per file extent record.
+    fn snapshot_rows(&self, source: u64) -> Result<u64> {
+        let mut rows = self
+            .meta()
+            .count_prefix(table::FILE_EXTENTS, &key1(source))?;
+        for table in PER_SUBVOLUME {
+            rows += self.meta().count_prefix(table, &key1(source))?;
+        }
+        Ok(rows)
+    }
+
     fn copy_subvolume_rows(&mut self, table: &'static str, from: u64, to: u64) -> Result<()> {
         let mut lost_entries = Vec::new();
         self.for_each_batch(table, from, |engine, rows| {

@@ -197,6 +197,22 @@ impl<'t> Meta<'t> {
         Ok(rows)
     }
 
+    /// How many rows have keys starting with `prefix` (without reading them out).
+    pub fn count_prefix(&self, name: &'static str, prefix: &[u8]) -> Result<u64> {
+        let end = prefix_end(prefix);
+        let to = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        let t = self.open(name)?;
+        let iter = t
+            .range::<&[u8]>((Bound::Included(prefix), to))
+            .map_err(|e| store_error(name, e))?;
+        let mut n = 0;
+        for item in iter {
+            item.map_err(|e| store_error(name, e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Every row whose key starts with `prefix`.
     pub fn scan_prefix(&self, name: &'static str, prefix: &[u8]) -> Result<Vec<Row>> {
         let end = prefix_end(prefix);

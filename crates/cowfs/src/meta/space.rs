@@ -128,6 +128,14 @@ impl MetaSpace {
         self.state.lock().unwrap().current.clone()
     }
 
+    /// Bytes the store can surely still grow by: what its chunks hold past its end, and the
+    /// device space no chunk holds yet. (Pages the store freed inside come on top.)
+    pub fn room(&self) -> u64 {
+        let sb = self.superblock();
+        let spare = sb.meta_capacity().saturating_sub(sb.meta_len);
+        spare + self.space.lock().unwrap().unallocated()
+    }
+
     /// Changes the filesystem size the superblock records; written at the next sync.
     pub fn set_fs_size(&self, fs_size: u64) {
         self.state.lock().unwrap().current.fs_size = fs_size;
