@@ -32,6 +32,11 @@ fn control(path: &Path, cmd: u32) -> CliResult<String> {
 
 pub fn swapon(path: &Path, priority: Option<i32>) -> CliResult {
     let path = std::fs::canonicalize(path)?;
+    // The contract's first step, flush, must cover pages dirty in the kernel's page cache
+    // (a program's shared mapping): once the file is active their writeback would be refused.
+    std::fs::File::open(&path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| format!("{}: flush before swapon: {e}", path.display()))?;
     let pinned = control(&path, control::SWAP_ACTIVATE)?;
     let flags = priority.map_or(0, |p| SWAP_FLAG_PREFER | (p & SWAP_FLAG_PRIO_MASK));
     let on = swaps::bind(&path).and_then(|bind| {

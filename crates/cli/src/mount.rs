@@ -81,8 +81,17 @@ pub fn mount(
     blkdev: Blkdev,
     foreground: bool,
 ) -> CliResult {
-    // Checked here, so a bad option is this command's error, not a daemon's.
+    // Checked here, so a bad option is this command's error, not a daemon's; and a mount
+    // already there is never taken for the one this command was to make.
     let (serve, engine_options) = split_options(options)?;
+    if let Some(image) = mounted_source(&std::fs::canonicalize(mountpoint)?)? {
+        return Err(format!(
+            "{}: already a cowfs mount (of {}); unmount it first",
+            mountpoint.display(),
+            image.display()
+        )
+        .into());
+    }
     if !foreground {
         return spawn_daemon(image, mountpoint, options, blkdev);
     }

@@ -595,3 +595,22 @@ fn defrag_of_a_tree_skips_an_active_swap_file() {
         "{out}"
     );
 }
+
+/// A mount point already serving cowfs is refused, never taken for the new mount.
+#[test]
+fn mount_refuses_a_mount_point_already_mounted() {
+    if !can_mount() {
+        return;
+    }
+    let scratch = Scratch::new();
+    ok(&["mkfs", &scratch.image, "--size", "64M"]);
+    ok(&["mount", &scratch.image, scratch.mnt()]);
+    let again = cowfs(&["mount", &scratch.image, scratch.mnt()]);
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && said.contains("already a cowfs mount"),
+        "{said}"
+    );
+    ok(&["umount", scratch.mnt()]);
+    assert!(ok(&["fsck", &scratch.image]).contains("clean"));
+}

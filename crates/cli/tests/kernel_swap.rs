@@ -312,3 +312,57 @@ fn plain_swapoff_of_the_name_proc_swaps_shows_works() {
     ok(&["umount", scratch.mnt()]);
     assert!(ok(&["fsck", img]).contains("clean"));
 }
+
+/// generic/569: pages of the swap file dirty in a shared mapping are flushed by activation,
+/// so nothing written before swapon is refused (and lost) after it.
+#[test]
+fn swapon_flushes_pages_dirty_in_a_mapping_first() {
+    if !can_swap_to_a_mount() {
+        return;
+    }
+    let _turn = take_turn();
+    let scratch = Scratch::new();
+    let (img, mountpoint) = (scratch.image.as_str(), &scratch.mountpoint);
+    mounted_swapfile(&scratch, "256M", "64M");
+    let swapfile = mountpoint.join("swapfile");
+    let _cleanup = Cleanup {
+        swapfile: swapfile.clone(),
+        mountpoint: mountpoint.clone(),
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&swapfile)
+        .unwrap();
+    let len = 1 << 20;
+    let at = (32 << 20) as i64;
+    // SAFETY: a shared mapping of 1 MiB inside the file; unmapped below, never msync'ed.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            at,
+        )
+    };
+    assert_ne!(map, libc::MAP_FAILED);
+    // SAFETY: the mapping is `len` bytes.
+    unsafe { std::ptr::write_bytes(map.cast::<u8>(), 0x5a, len) };
+    ok(&["swapon", swapfile.to_str().unwrap()]);
+    // SAFETY: unmaps the mapping made above.
+    unsafe { libc::munmap(map, len) };
+    file.sync_all()
+        .expect("nothing dirty is left to be refused");
+    ok(&["swapoff", swapfile.to_str().unwrap()]);
+    let mut back = vec![0u8; len];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut back, at as u64).unwrap();
+    assert!(
+        back.iter().all(|b| *b == 0x5a),
+        "the mapped writes reached the file"
+    );
+    drop(file);
+    ok(&["umount", scratch.mnt()]);
+    assert!(ok(&["fsck", img]).contains("clean"));
+}

@@ -471,7 +471,16 @@ impl<'a> Checker<'a> {
                 ));
             }
             let kind = inode.kind()?;
-            if kind == FileKind::Directory {
+            if kind == FileKind::Directory && orphans.contains(id) {
+                // An open directory removed while open: empty, nameless, nlink 0.
+                self.report.directories += 1;
+                if n != 0 || entries.get(id).is_some_and(|e| *e > 0) {
+                    self.report.problem(format!(
+                        "orphan directory inode {} has names or entries",
+                        id.ino
+                    ));
+                }
+            } else if kind == FileKind::Directory {
                 self.report.directories += 1;
                 let want = 2 + subdirs.get(id).copied().unwrap_or(0);
                 if inode.nlink != want {

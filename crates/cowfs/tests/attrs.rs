@@ -154,14 +154,36 @@ fn an_append_only_file_only_grows() {
         .unwrap_err();
     assert_eq!(err.errno(), Errno::PERM);
     assert_eq!(fs.unlink(root, b"log").unwrap_err().errno(), Errno::PERM);
-    fs.setattr(
-        f,
-        &SetAttr {
+    // As Linux (generic/683-685 check it): no chmod, chown, chosen times or new links...
+    let now = cowfs::format::Timespec::now();
+    for set in [
+        SetAttr {
             mode: Some(0o600),
             ..SetAttr::default()
         },
-    )
-    .unwrap();
+        SetAttr {
+            uid: Some(7),
+            ..SetAttr::default()
+        },
+        SetAttr {
+            mtime: Some(now),
+            ..SetAttr::default()
+        },
+    ] {
+        assert_eq!(
+            fs.setattr(f, &set).unwrap_err().errno(),
+            Errno::PERM,
+            "{set:?}"
+        );
+    }
+    assert_eq!(fs.link(f, root, b"again").unwrap_err().errno(), Errno::PERM);
+    // ...but a touch to the current time is fine.
+    let touch = SetAttr {
+        mtime: Some(now),
+        times_now: true,
+        ..SetAttr::default()
+    };
+    fs.setattr(f, &touch).unwrap();
     assert_eq!(read_all(&fs, f), b"one two");
 }
 

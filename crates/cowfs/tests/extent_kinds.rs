@@ -236,3 +236,46 @@ fn a_nocow_file_can_be_preallocated_and_written_in_place() {
     fs.unmount().unwrap();
     assert_clean(&dev);
 }
+
+/// generic/568: a preallocated range is written in place, so writing it never needs more space,
+/// even when the filesystem is full.
+#[test]
+fn writes_into_preallocated_space_never_meet_enospc() {
+    let (dev, fs) = memory_fs(64 * MIB);
+    for nocow in [false, true] {
+        let name = format!("f{nocow}");
+        let f = file(&fs, fs.root(), &name);
+        if nocow {
+            fs.set_flags(f, cowfs::format::inode_flags::NOCOW).unwrap();
+        }
+        let keep = FallocateMode::Allocate { keep_size: false };
+        let free = fs.info().unwrap().free;
+        // Take everything left, less a little to grow metadata.
+        let len = (free - 2 * MIB) / 4096 * 4096;
+        fs.fallocate(f, keep, 0, len).unwrap();
+        let filler = file(&fs, fs.root(), &format!("filler{nocow}"));
+        let mut at = 0;
+        while fs.write(filler, at, &[1u8; 65536]).is_ok() {
+            at += 65536;
+        }
+        fs.sync().unwrap();
+        for (offset, n) in [
+            (0u64, 4096usize),
+            (len / 2 + 100, 100_000),
+            (len - 65536, 65536),
+        ] {
+            fs.write(f, offset, &vec![9u8; n])
+                .unwrap_or_else(|e| panic!("nocow {nocow}, write at {offset}: {e}"));
+        }
+        fs.sync().unwrap();
+        let back = read_all(&fs, f);
+        assert!(back[..4096].iter().all(|b| *b == 9));
+        assert!(back[(len - 65536) as usize..].iter().all(|b| *b == 9));
+        fs.unlink(fs.root(), name.as_bytes()).unwrap();
+        fs.unlink(fs.root(), format!("filler{nocow}").as_bytes())
+            .unwrap();
+        fs.sync().unwrap();
+    }
+    fs.unmount().unwrap();
+    assert_clean(&dev);
+}

@@ -116,3 +116,37 @@ fn closing_the_filesystem_frees_what_is_still_held() {
     let fs = Filesystem::open(dev.clone(), &read_only()).unwrap();
     assert!(fs.getattr(f).is_err());
 }
+
+/// generic/035: an empty directory replaced by a rename (or removed) while held open keeps
+/// answering getattr until it is released; then it goes.
+#[test]
+fn a_held_directory_outlives_its_name() {
+    let (dev, fs) = memory_fs(32 * MIB);
+    let root = fs.root();
+    for remove in [false, true] {
+        let (a, b) = (dir(&fs, root, "a"), dir(&fs, root, "b"));
+        fs.hold(b);
+        if remove {
+            fs.rmdir(root, b"b").unwrap();
+        } else {
+            fs.rename(root, b"a", root, b"b", cowfs::RenameFlags::default())
+                .unwrap();
+        }
+        let attr = fs.getattr(b).unwrap();
+        assert_eq!(
+            (attr.kind, attr.nlink),
+            (cowfs::format::FileKind::Directory, 0)
+        );
+        fs.sync().unwrap();
+        let report = cowfs::fsck::check(dev.clone(), &mut |_, _| {});
+        assert!(report.is_clean(), "{:?}", report.problems);
+        fs.release(b).unwrap();
+        assert!(fs.getattr(b).is_err(), "freed at release");
+        if !remove {
+            fs.rmdir(root, b"b").unwrap();
+        }
+        let _ = a;
+    }
+    fs.unmount().unwrap();
+    assert_clean(&dev);
+}

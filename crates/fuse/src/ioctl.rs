@@ -27,6 +27,12 @@ const XFLAGS: [(u32, u64); 5] = [
     (0x80, flags::NODUMP),
 ];
 
+/// Whether ioctl `cmd` changes an inode's attributes (its flags, and with them its ctime),
+/// which the kernel has cached.
+pub fn changes_attributes(cmd: u32) -> bool {
+    matches!(cmd, FS_IOC_SETFLAGS | FS_IOC32_SETFLAGS | FS_IOC_FSSETXATTR)
+}
+
 /// Runs one ioctl; the bytes returned are the output argument.
 pub fn handle(
     fs: &Filesystem,
@@ -57,6 +63,11 @@ pub fn handle(
         }
         FS_IOC_FSSETXATTR => {
             let xflags = read_u32(input)?;
+            // As ext4: a flag cowfs does not keep (DAX, realtime, ...) is refused, not dropped.
+            let known = XFLAGS.iter().fold(0, |x, (bit, _)| x | bit);
+            if xflags & !known != 0 {
+                return Err(Errno::EOPNOTSUPP);
+            }
             let mut wanted = fs.getattr(id).map_err(errno)?.flags;
             for (bit, flag) in XFLAGS {
                 if xflags & bit != 0 {

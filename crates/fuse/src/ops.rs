@@ -137,6 +137,10 @@ impl CowfsFuse {
         }
     }
 
+    fn dirs(&self) -> MutexGuard<'_, HashMap<u64, Vec<Listed>>> {
+        self.dirs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub(crate) fn swap_maps(&self) -> MutexGuard<'_, HashMap<InodeId, SwapActivation>> {
         self.swap_maps.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -298,6 +302,28 @@ impl CowfsFuse {
         }
     }
 
+    /// A change to a file's data by a caller without CAP_FSETID (not root) drops its
+    /// set-user-id bit, and its set-group-id bit when group execution is on, as the kernel
+    /// does for writes (it leaves that to the daemon for fallocate).
+    fn remove_privileges(&self, req: &Request, id: InodeId) -> Result<(), Errno> {
+        if req.uid() == 0 {
+            return Ok(());
+        }
+        let perm = self.fs.getattr(id).map_err(errno)?.perm;
+        let mut kept = perm & !0o4000;
+        if perm & 0o010 != 0 {
+            kept &= !0o2000;
+        }
+        if kept != perm {
+            let set = SetAttr {
+                mode: Some(kept),
+                ..SetAttr::default()
+            };
+            self.fs.setattr(id, &set).map_err(errno)?;
+        }
+        Ok(())
+    }
+
     fn setattr_inner(
         &self,
         id: InodeId,
@@ -397,11 +423,13 @@ impl fuser::Filesystem for CowfsFuse {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let now = |t: &Option<TimeOrNow>| t.is_none_or(|t| matches!(t, TimeOrNow::Now));
         let set = SetAttr {
             mode: mode.map(|m| m & 0o7777),
             uid,
             gid,
             size,
+            times_now: now(&atime) && now(&mtime),
             atime: atime.map(timespec),
             mtime: mtime.map(timespec),
         };
@@ -659,26 +687,34 @@ impl fuser::Filesystem for CowfsFuse {
         )
     }
 
+    /// The listing is taken by the first readdir (see there).
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        answer!(reply, self.list(self.inode(ino)?, ino), |entries| {
+        answer!(reply, self.inode(ino), |_dir| {
             let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
-            self.dirs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(handle, entries);
+            self.dirs().insert(handle, Vec::new());
             reply.opened(FileHandle(handle), FopenFlags::empty())
         })
     }
 
+    /// Serves a listing by index, so a reader going through it sees every entry once however
+    /// the directory changes meanwhile; every read from the start (the first, or after
+    /// rewinddir) takes the listing anew, so names added since opendir show (POSIX).
     fn readdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let dirs = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
+        if offset == 0 {
+            let listed = self.inode(ino).and_then(|dir| self.list(dir, ino));
+            match listed {
+                Ok(entries) => self.dirs().insert(fh.0, entries),
+                Err(e) => return reply.error(e),
+            };
+        }
+        let dirs = self.dirs();
         let Some(entries) = dirs.get(&fh.0) else {
             return reply.error(Errno::EBADF);
         };
@@ -698,10 +734,7 @@ impl fuser::Filesystem for CowfsFuse {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&fh.0);
+        self.dirs().remove(&fh.0);
         reply.ok()
     }
 
@@ -821,10 +854,14 @@ impl fuser::Filesystem for CowfsFuse {
             reply,
             {
                 let id = self.inode(ino)?;
-                match self.control(req, id, cmd, in_data) {
-                    Some(out) => Ok(out),
-                    None => ioctl::handle(&self.fs, id, cmd, in_data, out_size as usize),
+                if let Some(out) = self.control(req, id, cmd, in_data) {
+                    return Ok(out);
                 }
+                let out = ioctl::handle(&self.fs, id, cmd, in_data, out_size as usize)?;
+                if ioctl::changes_attributes(cmd) {
+                    self.wait_forgotten(self.forget_attrs(id));
+                }
+                Ok(out)
             },
             |out| { reply.ioctl(0, &out) }
         )
@@ -840,7 +877,7 @@ impl fuser::Filesystem for CowfsFuse {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -851,10 +888,9 @@ impl fuser::Filesystem for CowfsFuse {
         answer!(
             reply,
             {
-                let mode = fallocate_mode(mode)?;
-                self.fs
-                    .fallocate(self.inode(ino)?, mode, offset, length)
-                    .map_err(errno)
+                let (mode, id) = (fallocate_mode(mode)?, self.inode(ino)?);
+                self.fs.fallocate(id, mode, offset, length).map_err(errno)?;
+                self.remove_privileges(req, id)
             },
             |_v| reply.ok()
         )

@@ -18,6 +18,8 @@ pub(crate) enum Change {
     Resize,
     /// Change mode, owner, times, or the link count.
     Attributes,
+    /// Set the times to now (touch, UTIME_NOW), which append-only files allow, as Linux does.
+    Touch,
     /// Move or add the file's blocks without changing its bytes (defrag, preallocation).
     Layout,
     /// Remove or rename this inode's name.
@@ -60,7 +62,7 @@ impl Engine {
                 Change::Write(offset) if offset < inode.size => {
                     return refused("append-only: writes must append")
                 }
-                Change::Resize | Change::Unname | Change::RemoveEntry => {
+                Change::Resize | Change::Unname | Change::RemoveEntry | Change::Attributes => {
                     return refused("append-only")
                 }
                 _ => {}

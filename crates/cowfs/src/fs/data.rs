@@ -382,7 +382,15 @@ impl Engine {
         }
         let (first, last) = (offset / BLOCK_SIZE, end.div_ceil(BLOCK_SIZE));
         let new_pages = (last - first) - self.cache.pages_in(id, first..last).count() as u64;
-        self.reserve(new_pages * BLOCK_SIZE)?;
+        if let Err(full) = self.reserve(new_pages * BLOCK_SIZE) {
+            // Too full to hold them as dirty pages: pages that land in place (preallocated
+            // space, a NOCOW file's own blocks) need no new space, so they go out at once.
+            let (from, to) = (first * BLOCK_SIZE, last * BLOCK_SIZE);
+            if full.errno() != Errno::NOSPC || !self.writes_in_place(id, from, to)? {
+                return Err(full);
+            }
+            return self.write_through(id, offset, data);
+        }
         let mut index = first;
         while index < last {
             // The pages up to the end of this chunk, copied in one go.
@@ -413,6 +421,31 @@ impl Engine {
         if self.cache.dirty_bytes() > DIRTY_LIMIT {
             self.writeback_all()?;
         }
+        Ok(data.len())
+    }
+
+    /// Writes `data` at `offset` straight to the file's blocks, with the rest of its pages
+    /// (dirty ones, or as stored) around it; for ranges [`Self::writes_in_place`] accepts.
+    fn write_through(&mut self, id: InodeId, offset: u64, data: &[u8]) -> Result<usize> {
+        let mut inode = self.regular_inode(id)?;
+        let end = offset + data.len() as u64;
+        let (from, to) = (round_down(offset, BLOCK_SIZE), round_up(end, BLOCK_SIZE));
+        let mut pages = AlignedBuf::zeroed((to - from) as usize);
+        self.read_stored(id, from, &mut pages)?;
+        for (index, page) in self.cache.pages_in(id, from / BLOCK_SIZE..to / BLOCK_SIZE) {
+            let at = (index * BLOCK_SIZE - from) as usize;
+            pages[at..at + BS].copy_from_slice(page);
+        }
+        let at = (offset - from) as usize;
+        pages[at..at + data.len()].copy_from_slice(data);
+        self.cache
+            .discard_range(id, from / BLOCK_SIZE..to / BLOCK_SIZE);
+        self.write_extents(id, from, ExtentData::Direct(&pages))?;
+        inode.size = inode.size.max(end);
+        let now = Timespec::now();
+        inode.mtime = now;
+        inode.ctime = now;
+        self.put_inode(id, &inode)?;
         Ok(data.len())
     }
 
@@ -476,7 +509,9 @@ impl Engine {
         self.settle_inline(id, &inode)?;
         self.cache
             .discard_range(id, offset / BLOCK_SIZE..end / BLOCK_SIZE);
-        self.reserve(data.len() as u64)?;
+        if !self.writes_in_place(id, offset, end)? {
+            self.reserve(data.len() as u64)?;
+        }
         self.write_extents(id, offset, ExtentData::Direct(data))?;
         inode.size = inode.size.max(end);
         let now = Timespec::now();

@@ -324,7 +324,10 @@ impl Engine {
     /// Writes back all dirty data and commits the running transaction durably.
     pub fn commit(&mut self) -> Result<()> {
         self.check_not_stopped()?;
-        self.check_writable()?;
+        if self.read_only {
+            // Opened read-only: there is never anything to commit.
+            return Ok(());
+        }
         let result = self.commit_inner();
         if let Err(e) = &result {
             self.failed.get_or_insert_with(|| e.clone());

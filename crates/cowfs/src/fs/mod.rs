@@ -109,6 +109,9 @@ pub struct SetAttr {
     pub size: Option<u64>,
     pub atime: Option<Timespec>,
     pub mtime: Option<Timespec>,
+    /// The times given are the current time (UTIME_NOW, touch), not chosen ones: an
+    /// append-only file accepts those.
+    pub times_now: bool,
 }
 
 /// Owner and permission bits of a new inode.
@@ -286,15 +289,7 @@ impl Filesystem {
     /// Commits everything and closes; open-unlinked files go now. A filesystem opened
     /// read-only has nothing to commit; one stopped by a device error reports it.
     pub fn unmount(self) -> Result<()> {
-        let opened_read_only = {
-            let engine = self.engine();
-            engine.read_only && engine.failed.is_none()
-        };
-        let result = if opened_read_only {
-            Ok(())
-        } else {
-            self.with(|e| e.free_orphans()).and_then(|()| self.sync())
-        };
+        let result = self.with(|e| e.free_orphans()).and_then(|()| self.sync());
         drop(self);
         result
     }

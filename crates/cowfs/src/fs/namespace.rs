@@ -270,7 +270,7 @@ impl Engine {
         self.check(entry.id, Change::Unname)?;
         self.remove_link(dir, name, entry.id)?;
         self.adjust_nlink(dir, -1)?;
-        self.free_inode(entry.id)
+        self.drop_directory(entry.id)
     }
 
     pub(super) fn check_empty_dir(&self, dir: InodeId) -> Result<()> {
@@ -363,7 +363,7 @@ impl Engine {
                 self.check_empty_dir(dst.id)?;
                 self.remove_link(dir, &dst.name, dst.id)?;
                 self.adjust_nlink(dir, -1)?;
-                self.free_inode(dst.id)
+                self.drop_directory(dst.id)
             }
             (false, false) => {
                 self.remove_link(dir, &dst.name, dst.id)?;
@@ -465,6 +465,15 @@ impl Engine {
         self.put_inode(id, &inode)
     }
 
+    /// An empty directory lost its name: it goes, unless a front end holds it open (then it
+    /// stays, nameless, until released, as an open-unlinked file does).
+    fn drop_directory(&mut self, id: InodeId) -> Result<()> {
+        match self.is_held(id) {
+            true => self.make_orphan(id),
+            false => self.free_inode(id),
+        }
+    }
+
     /// One name of a non-directory is gone; the inode goes with its last.
     fn drop_link(&mut self, id: InodeId) -> Result<()> {
         let inode = self.inode(id)?;
@@ -485,13 +494,11 @@ impl Engine {
 
     pub fn setattr(&mut self, id: InodeId, set: &SetAttr) -> Result<Attr> {
         self.check_writable()?;
-        let other = set.mode.is_some()
-            || set.uid.is_some()
-            || set.gid.is_some()
-            || set.atime.is_some()
-            || set.mtime.is_some();
-        if other {
+        let times = set.atime.is_some() || set.mtime.is_some();
+        if set.mode.is_some() || set.uid.is_some() || set.gid.is_some() || times && !set.times_now {
             self.check(id, Change::Attributes)?;
+        } else if times {
+            self.check(id, Change::Touch)?;
         }
         if let Some(size) = set.size {
             self.truncate(id, size)?;

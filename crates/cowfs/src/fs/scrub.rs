@@ -51,12 +51,10 @@ impl Filesystem {
     /// Verifies everything; `progress` gets (bytes of data verified, bytes in all).
     pub fn scrub(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<ScrubReport> {
         let mut report = ScrubReport::default();
-        // Read-only (an image checked offline) nothing is committed, and what the store's
+        // Read-only (an image checked offline) the commit does nothing, and what the store's
         // check repairs stays in memory.
         let metadata = self.with(|e| {
-            if !e.read_only {
-                e.commit()?;
-            }
+            e.commit()?;
             e.store.verify()
         });
         match metadata {

@@ -280,7 +280,7 @@ impl Engine {
                 Errno::PERM,
                 format!("{}: active swapfile", self.path_of(id)),
             )),
-            Change::Attributes | Change::AddEntry | Change::RemoveEntry => Ok(()),
+            Change::Attributes | Change::Touch | Change::AddEntry | Change::RemoveEntry => Ok(()),
         }
     }
 

@@ -159,6 +159,16 @@ impl Engine {
         Ok(spans.len())
     }
 
+    /// Whether all of `[start, end)` would be overwritten in place: writing it needs no new
+    /// space.
+    pub(super) fn writes_in_place(&self, id: InodeId, start: u64, end: u64) -> Result<bool> {
+        let nocow = self.inode(id)?.flags & NOCOW != 0;
+        let spans = self.plan_write(id, start, end, nocow)?;
+        Ok(spans
+            .iter()
+            .all(|s| matches!(s.target, Target::InPlace { .. })))
+    }
+
     /// Splits `[start, end)` by where each range may be written.
     fn plan_write(&self, id: InodeId, start: u64, end: u64, nocow: bool) -> Result<Vec<Span>> {
         let mut spans: Vec<Span> = Vec::new();

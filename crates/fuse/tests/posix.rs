@@ -1,0 +1,216 @@
+//! POSIX and Linux behaviour through the mount that a conformance suite's generic tests found
+//! wrong (issue 10, section 6), each checked as those tests check it. Needs root and
+//! /dev/fuse (under CI=true a missing capability fails the test).
+
+use std::fs::{self, File};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::Command;
+use std::time::Duration;
+
+mod common;
+
+use common::{Scratch, MIB};
+
+/// rewinddir(3) shows names added after opendir(3) (generic/471).
+#[test]
+fn rewinddir_sees_names_added_after_opendir() {
+    let Some(scratch) = Scratch::new(64 * MIB) else {
+        return;
+    };
+    let mounted = scratch.mount();
+    let dir = scratch.path("d");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("before"), b"").unwrap();
+    let path = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+    let names = |stream: *mut libc::DIR| {
+        let mut names = Vec::new();
+        // SAFETY: readdir on an open stream; each entry's name is NUL-terminated.
+        unsafe {
+            loop {
+                let entry = libc::readdir(stream);
+                if entry.is_null() {
+                    return names;
+                }
+                let name = std::ffi::CStr::from_ptr((*entry).d_name.as_ptr());
+                names.push(name.to_string_lossy().into_owned());
+            }
+        }
+    };
+    // SAFETY: opendir of a NUL-terminated path; the stream is closed below.
+    let stream = unsafe { libc::opendir(path.as_ptr()) };
+    assert!(!stream.is_null());
+    assert!(names(stream).contains(&"before".to_string()));
+    fs::write(dir.join("after"), b"").unwrap();
+    // SAFETY: the stream is open.
+    unsafe { libc::rewinddir(stream) };
+    let again = names(stream);
+    // SAFETY: closes the stream opened above.
+    unsafe { libc::closedir(stream) };
+    assert!(again.contains(&"after".to_string()), "{again:?}");
+    mounted.unmount();
+    scratch.assert_clean();
+}
+
+fn flags(file: &File, set: Option<u32>) -> std::io::Result<u32> {
+    let mut value = set.unwrap_or(0);
+    let request = if set.is_some() {
+        libc::FS_IOC_SETFLAGS
+    } else {
+        libc::FS_IOC_GETFLAGS
+    };
+    // SAFETY: the ioctl reads or writes one int.
+    match unsafe { libc::ioctl(file.as_raw_fd(), request, &mut value) } {
+        0 => Ok(value),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// chattr changes ctime, and stat shows it at once (generic/277); an append-only file refuses
+/// chmod, explicit times and new links with EPERM, but takes a touch (generic/683-685's
+/// neighbours); FS_XFLAG_DAX is refused, not dropped.
+#[test]
+fn flags_ctime_append_only_and_unsupported_xflags() {
+    let Some(scratch) = Scratch::new(64 * MIB) else {
+        return;
+    };
+    let mounted = scratch.mount();
+    let path = scratch.path("log");
+    fs::write(&path, b"one").unwrap();
+    let before = fs::metadata(&path).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let file = File::open(&path).unwrap();
+    const NOATIME: u32 = 0x80;
+    const APPEND: u32 = 0x20;
+    flags(&file, Some(NOATIME)).unwrap();
+    let after = fs::metadata(&path).unwrap();
+    assert!(
+        (after.ctime(), after.ctime_nsec()) > (before.ctime(), before.ctime_nsec()),
+        "chattr moved ctime"
+    );
+    flags(&file, Some(APPEND)).unwrap();
+    let eperm = |r: std::io::Result<()>| {
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EPERM));
+    };
+    eperm(fs::set_permissions(
+        &path,
+        fs::Permissions::from_mode(0o600),
+    ));
+    eperm(fs::hard_link(&path, scratch.path("again")));
+    let set_times = |times: [libc::timespec; 2]| {
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path and two timespecs.
+        match unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) } {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        }
+    };
+    let chosen = libc::timespec {
+        tv_sec: 1000,
+        tv_nsec: 0,
+    };
+    eperm(set_times([chosen, chosen]));
+    let now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: libc::UTIME_NOW,
+    };
+    set_times([now, now]).unwrap();
+    flags(&file, Some(0)).unwrap();
+    // struct fsxattr with FS_XFLAG_DAX (0x8000).
+    const FS_IOC_FSSETXATTR: libc::c_ulong = 0x401c_5820;
+    let mut xattr = [0u8; 28];
+    xattr[..4].copy_from_slice(&0x8000u32.to_ne_bytes());
+    // SAFETY: the ioctl reads a 28-byte struct fsxattr.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FSSETXATTR, xattr.as_mut_ptr()) };
+    let e = std::io::Error::last_os_error();
+    assert!(
+        rc < 0 && e.raw_os_error() == Some(libc::EOPNOTSUPP),
+        "DAX: {e}"
+    );
+    drop(file);
+    mounted.unmount();
+    scratch.assert_clean();
+}
+
+/// fallocate, punch and zero range by a caller without CAP_FSETID drop set-user-id, and
+/// set-group-id with group execution (generic/683-685).
+#[test]
+fn fallocate_by_an_unprivileged_caller_drops_setgid() {
+    let Some(scratch) = Scratch::new(64 * MIB) else {
+        return;
+    };
+    let mounted = scratch.mount();
+    let parent = scratch.at.parent().unwrap();
+    fs::set_permissions(parent, fs::Permissions::from_mode(0o755)).unwrap();
+    for args in [
+        vec!["-l", "1M"],
+        vec!["-p", "-o", "0", "-l", "4096"],
+        vec!["-z", "-o", "0", "-l", "8192"],
+    ] {
+        let path = scratch.path("f");
+        fs::write(&path, vec![1u8; 65536]).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o6777)).unwrap();
+        let status = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "fallocate",
+            ])
+            .args(&args)
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "fallocate {args:?} as nobody");
+        let mode = fs::metadata(&path).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o0777, "fallocate {args:?}: mode {mode:o}");
+        fs::remove_file(&path).unwrap();
+    }
+    mounted.unmount();
+    scratch.assert_clean();
+}
+
+/// An empty directory renamed over while open keeps answering fstat (generic/035).
+#[test]
+fn a_directory_replaced_while_open_still_answers_fstat() {
+    let Some(scratch) = Scratch::new(64 * MIB) else {
+        return;
+    };
+    let mounted = scratch.mount();
+    fs::create_dir(scratch.path("a")).unwrap();
+    fs::create_dir(scratch.path("b")).unwrap();
+    let open = File::open(scratch.path("b")).unwrap();
+    fs::rename(scratch.path("a"), scratch.path("b")).unwrap();
+    let meta = open.metadata().unwrap();
+    assert!(meta.is_dir());
+    assert_eq!(meta.nlink(), 0);
+    drop(open);
+    mounted.unmount();
+    scratch.assert_clean();
+}
+
+/// A read-only mount unmounts cleanly: there is nothing to commit.
+#[test]
+fn a_read_only_mount_unmounts_cleanly() {
+    let Some(scratch) = Scratch::new(64 * MIB) else {
+        return;
+    };
+    let opts = cowfs::OpenOptions {
+        read_only: true,
+        ..cowfs::OpenOptions::default()
+    };
+    let device =
+        std::sync::Arc::new(cowfs::device::FileDevice::open_read_only(&scratch.image).unwrap());
+    let fs = cowfs::Filesystem::open(device, &opts).unwrap();
+    let options = cowfs_fuse::MountOptions {
+        source: scratch.image.display().to_string(),
+        read_only: true,
+        allow_other: true,
+        block_device: false,
+        threads: cowfs_fuse::DEFAULT_THREADS,
+    };
+    let mount = cowfs_fuse::spawn_mount(fs.clone(), &scratch.at, &options, None).unwrap();
+    assert!(fs::read_dir(&scratch.at).unwrap().next().is_none());
+    mount.unmount().unwrap();
+    fs.unmount().unwrap();
+}
