@@ -409,11 +409,7 @@ impl Engine {
                 .copy_from_slice(&data[(from - offset) as usize..(to - offset) as usize]);
             index = run_end;
         }
-        inode.size = inode.size.max(end);
-        let now = Timespec::now();
-        inode.mtime = now;
-        inode.ctime = now;
-        self.put_inode(id, &inode)?;
+        self.written_up_to(id, &mut inode, end)?;
         if self.cache.file_pages(id) >= EXTENT_PAGES {
             // A full extent's worth: start writing it now, behind the caller's next writes.
             self.writeback_pages(id, EXTENT_PAGES)?;
@@ -422,6 +418,15 @@ impl Engine {
             self.writeback_all()?;
         }
         Ok(data.len())
+    }
+
+    /// A write reached file offset `end`: the size grows to it, and the times move.
+    fn written_up_to(&mut self, id: InodeId, inode: &mut InodeRecord, end: u64) -> Result<()> {
+        inode.size = inode.size.max(end);
+        let now = Timespec::now();
+        inode.mtime = now;
+        inode.ctime = now;
+        self.put_inode(id, inode)
     }
 
     /// Writes `data` at `offset` straight to the file's blocks, with the rest of its pages
@@ -441,11 +446,7 @@ impl Engine {
         self.cache
             .discard_range(id, from / BLOCK_SIZE..to / BLOCK_SIZE);
         self.write_extents(id, from, ExtentData::Direct(&pages))?;
-        inode.size = inode.size.max(end);
-        let now = Timespec::now();
-        inode.mtime = now;
-        inode.ctime = now;
-        self.put_inode(id, &inode)?;
+        self.written_up_to(id, &mut inode, end)?;
         Ok(data.len())
     }
 
@@ -513,11 +514,7 @@ impl Engine {
             self.reserve(data.len() as u64)?;
         }
         self.write_extents(id, offset, ExtentData::Direct(data))?;
-        inode.size = inode.size.max(end);
-        let now = Timespec::now();
-        inode.mtime = now;
-        inode.ctime = now;
-        self.put_inode(id, &inode)?;
+        self.written_up_to(id, &mut inode, end)?;
         Ok(data.len())
     }
 
