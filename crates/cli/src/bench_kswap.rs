@@ -171,13 +171,14 @@ fn drop_caches() -> CliResult<()> {
     Ok(())
 }
 
-const FILE_IO_LABELS: [&str; 6] = [
+const FILE_IO_LABELS: [&str; 7] = [
     "sequential write MB/s",
     "sequential read MB/s",
     "4 KiB random read IOPS",
     "4 KiB random write IOPS",
     "4 KiB random read IOPS, 4 threads",
     "4 KiB random write IOPS, 4 threads",
+    "64 B O_APPEND writes/s",
 ];
 
 /// `cowfs bench mount`: [`file_io`] on a cowfs mount served on each of `threads` serving
@@ -263,10 +264,23 @@ fn random_io(path: &Path, len: u64, write: bool, threads: usize, ops: usize) -> 
     Ok(ops as f64 / t.elapsed().as_secs_f64())
 }
 
+/// 64-byte writes to a file opened with O_APPEND (a log), `ops` of them. Writes/s.
+fn small_appends(path: &Path, ops: usize) -> CliResult<f64> {
+    let log = OpenOptions::new().create(true).append(true).open(path)?;
+    let record = [b'x'; 64];
+    let t = Instant::now();
+    for _ in 0..ops {
+        std::io::Write::write_all(&mut &log, &record)?;
+    }
+    let rate = ops as f64 / t.elapsed().as_secs_f64();
+    fs::remove_file(path)?;
+    Ok(rate)
+}
+
 /// fio-style file I/O on `dir`: sequential write and read of `len` bytes in 1 MiB calls, then
-/// 4 KiB O_DIRECT random reads and writes from one thread and from four. MB/s, MB/s, then
-/// IOPS ([`FILE_IO_LABELS`]).
-fn file_io(dir: &Path, len: u64) -> CliResult<[f64; 6]> {
+/// 4 KiB O_DIRECT random reads and writes from one thread and from four, then small appends.
+/// MB/s, MB/s, then IOPS ([`FILE_IO_LABELS`]).
+fn file_io(dir: &Path, len: u64) -> CliResult<[f64; 7]> {
     let path = dir.join("bench-file");
     let chunk = AlignedBuf::from_slice(&(0..1 << 20).map(|i| (i * 7) as u8).collect::<Vec<u8>>());
     let mb = |t: Instant| len as f64 / t.elapsed().as_secs_f64() / 1e6;
@@ -297,6 +311,7 @@ fn file_io(dir: &Path, len: u64) -> CliResult<[f64; 6]> {
         random_io(&path, len, true, 1, ops)?,
         random_io(&path, len, false, 4, ops)?,
         random_io(&path, len, true, 4, ops)?,
+        small_appends(&dir.join("bench-log"), 50_000)?,
     ];
     fs::remove_file(&path)?;
     Ok(figures)
