@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use cowfs::device::{BlockDevice, FileDevice};
-use cowfs::{CompressionConfig, Filesystem, MkfsOptions, OpenOptions};
+use cowfs::{AtimePolicy, CompressionConfig, Filesystem, MkfsOptions, OpenOptions};
 use output::Output;
 
 #[derive(Parser)]
@@ -275,7 +275,8 @@ enum Command {
     Mount {
         image: PathBuf,
         mountpoint: PathBuf,
-        /// Options: ro, allow_other, threads=N (serving threads), compress=zstd[:LEVEL]
+        /// Options: ro, allow_other, threads=N (serving threads), compress=zstd[:LEVEL],
+        /// noatime, relatime (the default), strictatime
         #[arg(short = 'o')]
         options: Option<String>,
         /// Serve in this process until unmounted (SIGINT or SIGTERM unmount too)
@@ -720,7 +721,15 @@ fn mount_options(text: Option<&str>) -> CliResult<OpenOptions> {
         match option.split_once('=') {
             Some(("compress", how)) => opts.compress = CompressionConfig::parse(how)?,
             None if option == "ro" => opts.read_only = true,
-            _ => return Err(format!("unknown option {option:?} (try compress=zstd, ro)").into()),
+            None if option == "noatime" => opts.atime = AtimePolicy::Never,
+            None if option == "relatime" => opts.atime = AtimePolicy::Relative,
+            None if option == "strictatime" => opts.atime = AtimePolicy::Always,
+            _ => {
+                return Err(format!(
+                "unknown option {option:?} (try compress=zstd, ro, noatime, relatime, strictatime)"
+            )
+                .into())
+            }
         }
     }
     Ok(opts)

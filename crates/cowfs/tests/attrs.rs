@@ -196,3 +196,79 @@ fn flags_persist() {
     let fs = Filesystem::open(dev, &no_timer()).unwrap();
     assert_eq!(flags(&fs, fs.resolve("/f").unwrap()), NOCOW | APPEND);
 }
+
+/// Access times as Linux moves them (generic/003): relatime by default (a read moves an
+/// access time that is not after the last change, or a day old), strictatime on every read,
+/// noatime never, and never for a `chattr +A` file.
+#[test]
+fn reads_move_access_times_as_the_policy_says() {
+    use cowfs::format::Timespec;
+    use cowfs::AtimePolicy;
+    let atime = |fs: &Filesystem, f| fs.getattr(f).unwrap().atime;
+    let past = Timespec { sec: 1000, nsec: 0 };
+    for policy in [
+        AtimePolicy::Relative,
+        AtimePolicy::Always,
+        AtimePolicy::Never,
+    ] {
+        let dev: std::sync::Arc<dyn cowfs::device::BlockDevice> =
+            std::sync::Arc::new(cowfs::device::MemoryDevice::new(32 * MIB));
+        Filesystem::mkfs(dev.clone(), &cowfs::MkfsOptions::default()).unwrap();
+        let opts = cowfs::OpenOptions {
+            atime: policy,
+            ..no_timer()
+        };
+        let fs = Filesystem::open(dev, &opts).unwrap();
+        let f = file(&fs, fs.root(), "f");
+        fs.write(f, 0, b"data").unwrap();
+        // An access time before the last change moves on the next read (not under noatime).
+        fs.setattr(
+            f,
+            &SetAttr {
+                atime: Some(past),
+                ..SetAttr::default()
+            },
+        )
+        .unwrap();
+        fs.read(f, 0, &mut [0u8; 4]).unwrap();
+        let first = atime(&fs, f);
+        assert_eq!(first != past, policy != AtimePolicy::Never, "{policy:?}");
+        // A current one moves again only under strictatime.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        fs.read(f, 0, &mut [0u8; 4]).unwrap();
+        assert_eq!(
+            atime(&fs, f) != first,
+            policy == AtimePolicy::Always,
+            "{policy:?}"
+        );
+        // Listing a directory is reading it.
+        let root = fs.root();
+        fs.setattr(
+            root,
+            &SetAttr {
+                atime: Some(past),
+                ..SetAttr::default()
+            },
+        )
+        .unwrap();
+        fs.readdir(root, None, 10).unwrap();
+        assert_eq!(
+            atime(&fs, root) != past,
+            policy != AtimePolicy::Never,
+            "{policy:?}"
+        );
+        // A +A file never moves.
+        fs.set_flags(f, cowfs::format::inode_flags::NOATIME)
+            .unwrap();
+        fs.setattr(
+            f,
+            &SetAttr {
+                atime: Some(past),
+                ..SetAttr::default()
+            },
+        )
+        .unwrap();
+        fs.read(f, 0, &mut [0u8; 4]).unwrap();
+        assert_eq!(atime(&fs, f), past, "{policy:?}: chattr +A");
+    }
+}

@@ -214,3 +214,26 @@ fn a_read_only_mount_unmounts_cleanly() {
     mount.unmount().unwrap();
     fs.unmount().unwrap();
 }
+
+/// A read through the mount moves the access time (relatime, the default; generic/003).
+#[test]
+fn reads_through_the_mount_move_the_access_time() {
+    let Some(scratch) = Scratch::new(64 * MIB) else {
+        return;
+    };
+    let mounted = scratch.mount();
+    let path = scratch.path("f");
+    fs::write(&path, b"data").unwrap();
+    let written = fs::metadata(&path).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(fs::read(&path).unwrap(), b"data");
+    // Past the kernel's attribute cache.
+    std::thread::sleep(Duration::from_millis(1100));
+    let read = fs::metadata(&path).unwrap();
+    assert!(
+        (read.atime(), read.atime_nsec()) > (written.mtime(), written.mtime_nsec()),
+        "the read moved the access time past the write"
+    );
+    mounted.unmount();
+    scratch.assert_clean();
+}

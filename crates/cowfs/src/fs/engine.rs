@@ -47,6 +47,8 @@ pub struct Engine {
     pub(crate) held: std::collections::HashMap<InodeId, u32>,
     /// What opening did to the image that a person should hear of (repairs).
     pub(crate) notes: Vec<String>,
+    /// When reads move access times.
+    pub(crate) access_times: super::AccessTimes,
 }
 
 /// Reads every superblock copy of a device.
@@ -264,6 +266,7 @@ impl Engine {
             swap_written: 0,
             held: Default::default(),
             notes: Vec::new(),
+            access_times: Default::default(),
         })
     }
 
@@ -379,6 +382,7 @@ impl Engine {
 
     pub(crate) fn put_inode(&mut self, id: InodeId, inode: &InodeRecord) -> Result<()> {
         self.dirty = true;
+        self.access_times.changed(id);
         self.meta().put_inode(id.subvol, id.ino, inode)
     }
 

@@ -3,6 +3,7 @@
 //! behind it, so every front end enforces the same rules.
 
 mod alloc;
+mod atime;
 mod attrs;
 mod balance;
 mod cache;
@@ -44,6 +45,7 @@ use std::time::Duration;
 use crate::device::{BlockDevice, FileDevice, GatedDevice};
 use crate::error::{Error, Result};
 use crate::format::{FileKind, InodeRecord, Superblock, Timespec, FIRST_SUBVOLUME, ROOT_INO};
+use atime::AccessTimes;
 use engine::Engine;
 
 /// An inode's identity: the subvolume it belongs to and its number there.
@@ -172,9 +174,22 @@ pub struct MkfsOptions {
     pub compress: Option<CompressionConfig>,
 }
 
+/// When reads update access times (the mount options of the same names).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AtimePolicy {
+    /// `noatime`: never.
+    Never,
+    /// `relatime`: when the access time is not after the last change, or a day old.
+    #[default]
+    Relative,
+    /// `strictatime`: on every read.
+    Always,
+}
+
 #[derive(Debug, Clone)]
 pub struct OpenOptions {
     pub read_only: bool,
+    pub atime: AtimePolicy,
     /// Commit on this interval when there are changes; None: only on sync, fsync and unmount.
     pub commit_interval: Option<Duration>,
     /// Compress all new data while open, whatever mkfs chose (`compress=zstd:N` mount option).
@@ -185,6 +200,7 @@ impl Default for OpenOptions {
     fn default() -> Self {
         OpenOptions {
             read_only: false,
+            atime: AtimePolicy::default(),
             commit_interval: Some(Duration::from_secs(5)),
             compress: None,
         }
@@ -220,6 +236,7 @@ impl Shared {
         match Engine::open(device, true) {
             Ok(mut stopped) => {
                 stopped.failed = engine.failed.take();
+                stopped.access_times.policy = engine.access_times.policy;
                 stopped.swapfiles = std::mem::take(&mut engine.swapfiles);
                 stopped.held = std::mem::take(&mut engine.held);
                 *engine = stopped;
@@ -263,6 +280,7 @@ impl Filesystem {
         if opts.compress.is_some() {
             engine.compression = opts.compress;
         }
+        engine.access_times.policy = opts.atime;
         let shared = Arc::new(Shared {
             engine: Mutex::new(engine),
             gate,
@@ -315,7 +333,6 @@ impl Filesystem {
 
     forward!(getattr(&self, id: InodeId) -> Attr);
     forward!(lookup(&self, dir: InodeId, name: &[u8]) -> InodeId);
-    forward!(readdir(&self, dir: InodeId, after: Option<&[u8]>, limit: usize) -> Vec<DirEntry>);
     forward!(create(&self, dir: InodeId, name: &[u8], kind: FileKind, attrs: CreateAttrs) -> InodeId);
     forward!(symlink(&self, dir: InodeId, name: &[u8], target: &[u8], attrs: CreateAttrs) -> InodeId);
     forward!(readlink(&self, id: InodeId) -> Vec<u8>);
@@ -329,12 +346,30 @@ impl Filesystem {
     /// engine's lock is held only to find them, so reads from several threads overlap.
     pub fn read(&self, id: InodeId, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let planned = self.with(|e| e.plan_file_read(id, offset, buf.len()))?;
-        if let Some((plan, n)) = planned {
-            if plan.read(&mut buf[..n]) {
-                return Ok(n);
-            }
-        }
-        self.with(|e| e.read(id, offset, buf))
+        let read = match planned {
+            Some((plan, n)) if plan.read(&mut buf[..n]) => n,
+            _ => self.with(|e| e.read(id, offset, buf))?,
+        };
+        self.accessed(id);
+        Ok(read)
+    }
+
+    /// Lists a directory from after `after`, at most `limit` entries.
+    pub fn readdir(
+        &self,
+        dir: InodeId,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<DirEntry>> {
+        let entries = self.with(|e| e.readdir(dir, after, limit))?;
+        self.accessed(dir);
+        Ok(entries)
+    }
+
+    /// A read of `id` happened: its access time moves as the policy says. A failure to
+    /// record that fails no read.
+    fn accessed(&self, id: InodeId) {
+        let _ = self.engine().touch_atime(id);
     }
     forward!(
         /// Buffered write: gathered in memory, allocated at commit, fsync or under memory pressure.
