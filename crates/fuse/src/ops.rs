@@ -45,6 +45,9 @@ pub struct CowfsFuse {
     pub(crate) runner: Option<Arc<dyn CommandRunner>>,
     /// Tells the kernel to drop what it cached, from a thread of its own.
     invalidator: Arc<Invalidator>,
+    /// Every node's generation in this mount, different in every mount: node ids are this
+    /// mount's, so a file handle made under another mount must be stale, never another file.
+    generation: u64,
     /// Files pinned for the kernel's swap, and their maps (bmap answers from these).
     swap_maps: Mutex<HashMap<InodeId, SwapActivation>>,
     /// Open directories: their entries as listed at opendir, served by index.
@@ -69,6 +72,14 @@ pub(crate) fn errno(e: cowfs::Error) -> Errno {
         eprintln!("cowfs: {e}");
     }
     Errno::from_i32(e.errno().raw_os_error())
+}
+
+/// A generation number for this mount's nodes: the clock's nanoseconds and the process id.
+fn mount_generation() -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    (now.as_nanos() as u64 ^ u64::from(std::process::id()) << 32).max(1)
 }
 
 fn file_type(kind: FileKind) -> FileType {
@@ -131,6 +142,7 @@ impl CowfsFuse {
             dirs: Mutex::new(HashMap::new()),
             swap_maps: Mutex::new(HashMap::new()),
             invalidator,
+            generation: mount_generation(),
             runner,
             next_handle: AtomicU64::new(1),
             read_bufs: Mutex::new(Vec::new()),
@@ -191,7 +203,8 @@ impl CowfsFuse {
         match attr {
             Ok(attr) => {
                 self.referenced(attr.ino);
-                reply.entry_with_ttls(&self.attr_ttl(&attr), &ENTRY_TTL, &attr, Generation(0))
+                let generation = Generation(self.generation);
+                reply.entry_with_ttls(&self.attr_ttl(&attr), &ENTRY_TTL, &attr, generation)
             }
             Err(e) => reply.error(e),
         }
@@ -366,6 +379,8 @@ macro_rules! answer {
 
 impl fuser::Filesystem for CowfsFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // File handles (name_to_handle_at, NFS): the kernel asks for `.` and `..` by node.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_EXPORT_SUPPORT);
         let _ = config.set_max_write(MAX_WRITE);
         // Sequential reads come in requests as large as writes may be (the kernel caps it).
         let _ = config.set_max_readahead(MAX_WRITE);
@@ -378,14 +393,22 @@ impl fuser::Filesystem for CowfsFuse {
         }
     }
 
+    /// Names, and `.` and `..`, which the kernel asks for to open a file handle
+    /// (open_by_handle_at; an NFS export): a node gone since is ESTALE.
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         answer!(
             reply,
             {
-                let id = self
-                    .fs
-                    .lookup(self.inode(parent)?, self::name(name))
-                    .map_err(errno)?;
+                let dir = self.inode(parent)?;
+                let stale = |e: cowfs::Error| match e.errno() {
+                    cowfs::Errno::NOENT => Errno::ESTALE,
+                    _ => errno(e),
+                };
+                let id = match self::name(name) {
+                    b"." => self.fs.getattr(dir).map_err(stale)?.id,
+                    b".." => self.fs.parent(dir).map_err(stale)?,
+                    name => self.fs.lookup(dir, name).map_err(errno)?,
+                };
                 self.attr(id)
             },
             |attr| self.entry(reply, Ok(attr))
@@ -831,7 +854,7 @@ impl fuser::Filesystem for CowfsFuse {
                 reply.created(
                     &TTL,
                     &attr,
-                    Generation(0),
+                    Generation(self.generation),
                     FileHandle(0),
                     FopenFlags::empty(),
                 )

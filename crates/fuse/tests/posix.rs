@@ -237,3 +237,80 @@ fn reads_through_the_mount_move_the_access_time() {
     mounted.unmount();
     scratch.assert_clean();
 }
+
+/// name_to_handle_at / open_by_handle_at (generic/426, 467, 477; what NFS export needs): a
+/// handle opens its file or directory while the mount lives, even after the kernel forgot
+/// it, and is stale under another mount, never another file.
+#[test]
+fn file_handles_open_their_file_and_go_stale_with_the_mount() {
+    let Some(scratch) = Scratch::new(64 * MIB) else {
+        return;
+    };
+    let mounted = scratch.mount();
+    fs::create_dir(scratch.path("d")).unwrap();
+    fs::write(scratch.path("d/f"), b"handled").unwrap();
+    let handle = |path: &std::path::Path| {
+        // struct file_handle: bytes, type, then up to 128 bytes of handle.
+        let mut buf = [0u8; 8 + 128];
+        buf[..4].copy_from_slice(&128u32.to_ne_bytes());
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        let mut mount_id = 0;
+        // SAFETY: a NUL-terminated path, a file_handle buffer of the size it states.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_name_to_handle_at,
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                buf.as_mut_ptr(),
+                &mut mount_id,
+                0,
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "name_to_handle_at: {}",
+            std::io::Error::last_os_error()
+        );
+        buf
+    };
+    let open = |mut handle: [u8; 136], flags: i32| {
+        let root = File::open(&scratch.at).unwrap();
+        // SAFETY: a descriptor on the mount and a file_handle made above.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_open_by_handle_at,
+                root.as_raw_fd(),
+                handle.as_mut_ptr(),
+                flags,
+            )
+        };
+        match fd {
+            fd if fd >= 0 => {
+                // SAFETY: a descriptor the call just opened, owned from here.
+                Ok(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+            }
+            _ => Err(std::io::Error::last_os_error()),
+        }
+    };
+    let (file_handle, dir_handle) = (handle(&scratch.path("d/f")), handle(&scratch.path("d")));
+    // Make the kernel forget what it cached, so it must ask the daemon by node.
+    fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    let mut content = String::new();
+    std::io::Read::read_to_string(
+        &mut open(file_handle, libc::O_RDONLY).unwrap(),
+        &mut content,
+    )
+    .unwrap();
+    assert_eq!(content, "handled");
+    let dir = open(dir_handle, libc::O_RDONLY | libc::O_DIRECTORY).unwrap();
+    assert!(dir.metadata().unwrap().is_dir());
+    drop(dir);
+    mounted.unmount();
+    let mounted = scratch.mount();
+    fs::write(scratch.path("other"), b"not it").unwrap();
+    let stale = open(file_handle, libc::O_RDONLY).unwrap_err();
+    assert_eq!(stale.raw_os_error(), Some(libc::ESTALE), "{stale}");
+    mounted.unmount();
+    scratch.assert_clean();
+}

@@ -484,6 +484,15 @@ impl Filesystem {
         self.with(|e| e.commit())
     }
 
+    /// The directory holding `dir` (its first name's, for a file with several); the root is
+    /// its own parent.
+    pub fn parent(&self, dir: InodeId) -> Result<InodeId> {
+        self.with(|e| {
+            e.inode(dir)?;
+            Ok(e.parent_of(dir)?.map_or(dir, |(parent, _)| parent))
+        })
+    }
+
     /// A path for messages (the first name of each ancestor).
     pub fn path_of(&self, id: InodeId) -> String {
         self.engine().path_of(id)
