@@ -202,9 +202,9 @@ fn a_punch_in_a_block_shared_within_the_running_transaction_leaves_the_other_cop
     expect[0x38000..0x45000].fill(0xaa);
     expect.copy_within(0x38000..0x44000, 0x14000);
     expect[0x1b215..0x1b215 + 0xbcde].fill(0);
-    assert_eq!(read_all(&fs, f), expect, "before a commit");
+    assert!(read_all(&fs, f) == expect, "before a commit");
     fs.sync().unwrap();
-    assert_eq!(read_all(&fs, f), expect, "after it");
+    assert!(read_all(&fs, f) == expect, "after it");
     fs.unmount().unwrap();
     assert_clean(&dev);
 }
@@ -238,25 +238,32 @@ fn in_place_overwrites_never_reach_a_block_shared_within_or_between_files() {
                 if commit_first {
                     fs.sync().unwrap();
                 }
+                // Overwrites in place before any sharing, which splits preallocated extents
+                // and lets the engine learn that each has one owner; sharing must unlearn it.
+                for page in [1u64, 3, 9, 11] {
+                    fs.write_direct(f, page * 4096, &AlignedBuf::from_slice(&[2; 4096]))
+                        .unwrap();
+                }
                 fs.clone_range(f, 0, f, 48 * 1024, 8 * 1024).unwrap();
                 fs.clone_range(f, 40 * 1024, g, 0, 8 * 1024).unwrap();
                 let before = (read_all(&fs, f), read_all(&fs, g));
                 // Overwrite each shared range in a different way, from either side.
-                fs.write_direct(f, 0, &AlignedBuf::from_slice(&[7; 4096]))
+                // Page 1 was written (no longer preallocated) before it was shared.
+                fs.write_direct(f, 4096, &AlignedBuf::from_slice(&[7; 4096]))
                     .unwrap();
                 fs.write(f, 52 * 1024 + 100, &[8; 50]).unwrap();
                 fs.write(g, 0, &[9; 10]).unwrap();
                 let zero = cowfs::FallocateMode::ZeroRange { keep_size: true };
                 fs.fallocate(f, zero, 44 * 1024 + 10, 20).unwrap();
                 let mut want_f = before.0.clone();
-                want_f[..4096].fill(7);
+                want_f[4096..8192].fill(7);
                 want_f[52 * k + 100..52 * k + 150].fill(8);
                 want_f[44 * k + 10..44 * k + 30].fill(0);
                 let mut want_g = before.1.clone();
                 want_g[..10].fill(9);
                 let case = format!("nocow {nocow}, committed {commit_first}, prealloc {prealloc}");
-                assert_eq!(read_all(&fs, f), want_f, "f: {case}");
-                assert_eq!(read_all(&fs, g), want_g, "g: {case}");
+                assert!(read_all(&fs, f) == want_f, "f: {case}");
+                assert!(read_all(&fs, g) == want_g, "g: {case}");
                 fs.unmount().unwrap();
                 assert_clean(&dev);
             }

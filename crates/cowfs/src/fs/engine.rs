@@ -49,6 +49,8 @@ pub struct Engine {
     pub(crate) notes: Vec<String>,
     /// When reads move access times.
     pub(crate) access_times: super::AccessTimes,
+    /// Extents known to have one owner (see `extents`).
+    pub(crate) sole_owners: super::extents::SoleOwners,
 }
 
 /// Reads every superblock copy of a device.
@@ -267,6 +269,7 @@ impl Engine {
             held: Default::default(),
             notes: Vec::new(),
             access_times: Default::default(),
+            sole_owners: Default::default(),
         })
     }
 

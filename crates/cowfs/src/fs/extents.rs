@@ -2,6 +2,8 @@
 //! count and back references of each extent, whether an extent is shared, and the extent map
 //! (FIEMAP) a caller sees. Every change to a file's mapping goes through `replace_range`.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ops::Bound;
 
 use super::alloc::Extent;
@@ -12,6 +14,54 @@ use crate::format::{
     decode_checksums, extent_ref_key, key1, key3, key_part, table, Compression, ExtentKind,
     ExtentRecord, FileExtent, FileKind, InodeRecord, BLOCK_SIZE,
 };
+
+/// Extents known to be referenced by one file only, every reference a piece of one record
+/// (the same origin: file offset less extent offset), so that an in-place overwrite of any of
+/// its bytes touches no one else's. Learnt by a full look at an extent's references; forgotten
+/// when a reference is added by anything but a split of such a piece, and when the extent is
+/// freed. Held in memory only: a remount learns it again.
+#[derive(Debug, Default)]
+pub(crate) struct SoleOwners(RefCell<HashMap<u64, (InodeId, u64)>>);
+
+/// A piece of a record being added to an extent; restores the extent's sole owner if it was
+/// the record's own.
+#[must_use]
+pub(super) struct Piece(Option<(u64, InodeId, u64)>);
+
+impl SoleOwners {
+    fn is(&self, extent: u64, owner: InodeId, origin: u64) -> bool {
+        self.0.borrow().get(&extent) == Some(&(owner, origin))
+    }
+
+    fn set(&self, extent: u64, owner: InodeId, origin: u64) {
+        self.0.borrow_mut().insert(extent, (owner, origin));
+    }
+
+    pub(super) fn forget(&self, extent: u64) {
+        let mut known = self.0.borrow_mut();
+        if !known.is_empty() {
+            known.remove(&extent);
+        }
+    }
+
+    /// A reference is about to be added for `owner`'s record at `offset` mapping `extent`
+    /// from `extent_offset`: whether it is one more piece of the sole owner's record.
+    fn keep_piece(&self, extent: u64, owner: InodeId, offset: u64, extent_offset: u64) -> Piece {
+        let origin = offset.wrapping_sub(extent_offset);
+        Piece(
+            self.is(extent, owner, origin)
+                .then_some((extent, owner, origin)),
+        )
+    }
+}
+
+impl Piece {
+    fn restore(self, owners: &SoleOwners) {
+        if let Some((extent, owner, origin)) = self.0 {
+            owners.set(extent, owner, origin);
+        }
+    }
+}
 
 /// Where one range of a file lives, as FIEMAP reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +174,9 @@ impl Engine {
     ) -> Result<()> {
         self.dirty = true;
         if let Some(n) = new.as_ref().filter(|n| n.kind != ExtentKind::Inline) {
+            let piece = self
+                .sole_owners
+                .keep_piece(n.disk_start, id, start, n.extent_offset);
             debug_assert!(
                 start == 0
                     || self
@@ -133,6 +186,7 @@ impl Engine {
                 "an extent mapped beside inline data"
             );
             self.adjust_extent_refs(n.disk_start, 1)?;
+            piece.restore(&self.sole_owners);
         }
         for (off, e) in self.extents_in(id, start, end)? {
             if off + e.len > end {
@@ -182,7 +236,13 @@ impl Engine {
             &extent_ref_key(e.disk_start, id.subvol, id.ino, offset),
             &[],
         )?;
-        self.adjust_extent_refs(e.disk_start, 1)
+        // The tail of a split record: a piece of the same record.
+        let piece = self
+            .sole_owners
+            .keep_piece(e.disk_start, id, offset, e.extent_offset);
+        self.adjust_extent_refs(e.disk_start, 1)?;
+        piece.restore(&self.sole_owners);
+        Ok(())
     }
 
     /// Removes a file extent record, its back reference and its count; the extent goes with
@@ -205,7 +265,13 @@ impl Engine {
         self.adjust_extent_refs(e.disk_start, -1)
     }
 
+    /// Counts a reference more or less to extent `start`; the extent goes with its last. A
+    /// new reference may share it with someone new: it is no longer known to have one owner
+    /// (callers adding a piece of an existing record say so again).
     pub(super) fn adjust_extent_refs(&mut self, start: u64, delta: i64) -> Result<()> {
+        if delta > 0 {
+            self.sole_owners.forget(start);
+        }
         let key = key1(start);
         let meta = self.store.meta();
         let raw = meta.get(table::EXTENTS, &key)?;
@@ -221,6 +287,7 @@ impl Engine {
         }
         meta.remove(table::EXTENTS, &key)?;
         meta.remove(table::CHECKSUMS, &key)?;
+        self.sole_owners.forget(start);
         self.alloc.free(
             meta,
             Extent {
@@ -270,40 +337,50 @@ impl Engine {
     }
 
     /// Whether the bytes `[from, to)` of data extent `extent` belong to the record of `owner`
-    /// at file offset `record_offset` alone, so they may be overwritten in place: no record
-    /// of another file, and no other record of this one (a clone or copy within the file),
-    /// maps any of them. Records split from one another map disjoint bytes and do not count.
-    /// An extent with one reference answers at once; past that, each other reference's
-    /// record is looked at.
+    /// at file offset `record_offset` (mapping extent bytes from `extent_offset`) alone, so
+    /// they may be overwritten in place: no record of another file, and no other record of
+    /// this one (a clone or copy within the file), maps any of them. Records split from one
+    /// another map disjoint bytes and do not count. An extent with one reference answers at
+    /// once, and so does one known to be referenced only by pieces of one record
+    /// ([`SoleOwners`]); past that, each other reference's record is looked at, once.
     pub(super) fn bytes_exclusive(
         &self,
         extent: u64,
         record: &ExtentRecord,
         (from, to): (u64, u64),
         owner: InodeId,
-        record_offset: u64,
+        (record_offset, extent_offset): (u64, u64),
     ) -> Result<bool> {
         if record.refs <= 1 {
             return Ok(true);
         }
-        let meta = self.meta();
-        for (k, _) in meta.scan_prefix(table::EXTENT_REFS, &key1(extent))? {
-            let (subvol, ino, offset) = (key_part(&k, 1)?, key_part(&k, 2)?, key_part(&k, 3)?);
-            if InodeId::new(subvol, ino) != owner {
+        let origin = record_offset.wrapping_sub(extent_offset);
+        if self.sole_owners.is(extent, owner, origin) {
+            return Ok(true);
+        }
+        let (mut exclusive, mut one_origin) = (true, true);
+        for (k, _) in self.meta().scan_prefix(table::EXTENT_REFS, &key1(extent))? {
+            let other = InodeId::new(key_part(&k, 1)?, key_part(&k, 2)?);
+            let offset = key_part(&k, 3)?;
+            if other != owner {
                 return Ok(false);
             }
             if offset == record_offset {
                 continue;
             }
-            let raw = meta.get(table::FILE_EXTENTS, &key3(subvol, ino, offset))?;
-            let other = FileExtent::decode(&raw.ok_or_else(|| {
+            let raw = self
+                .meta()
+                .get(table::FILE_EXTENTS, &key3(other.subvol, other.ino, offset))?;
+            let e = FileExtent::decode(&raw.ok_or_else(|| {
                 Error::corrupt(format!("extent {extent} is referenced by a missing record"))
             })?)?;
-            if other.extent_offset < to && from < other.extent_offset + other.len {
-                return Ok(false);
-            }
+            one_origin &= offset.wrapping_sub(e.extent_offset) == origin;
+            exclusive &= to <= e.extent_offset || e.extent_offset + e.len <= from;
         }
-        Ok(true)
+        if one_origin {
+            self.sole_owners.set(extent, owner, origin);
+        }
+        Ok(exclusive)
     }
 
     /// Bytes of data space a file references (for `st_blocks`), dirty pages included.

@@ -94,6 +94,7 @@ impl Engine {
         }
         let meta = self.store.meta();
         meta.remove(table::EXTENTS, &key1(old))?;
+        self.sole_owners.forget(old);
         self.alloc.free(
             meta,
             Extent {

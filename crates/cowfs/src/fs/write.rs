@@ -227,7 +227,8 @@ impl Engine {
         }
         let within = e.extent_offset + (from - record_offset);
         let bytes = (within, within + (to - from));
-        self.bytes_exclusive(e.disk_start, &record, bytes, id, record_offset)
+        let record_at = (record_offset, e.extent_offset);
+        self.bytes_exclusive(e.disk_start, &record, bytes, id, record_at)
     }
 
     /// Overwrites existing extents, consecutive on the device, with one write; then records
