@@ -23,10 +23,10 @@ use crate::format::{
 #[derive(Debug, Default)]
 pub(crate) struct SoleOwners(RefCell<HashMap<u64, (InodeId, u64)>>);
 
-/// A piece of a record being added to an extent; restores the extent's sole owner if it was
-/// the record's own.
+/// Kept across the counting of a new piece of a record: restores the extent's sole owner if the
+/// piece is the owner's own.
 #[must_use]
-pub(super) struct Piece(Option<(u64, InodeId, u64)>);
+pub(super) struct OwnerToKeep(Option<(u64, InodeId, u64)>);
 
 impl SoleOwners {
     fn is(&self, extent: u64, owner: InodeId, origin: u64) -> bool {
@@ -46,16 +46,22 @@ impl SoleOwners {
 
     /// A reference is about to be added for `owner`'s record at `offset` mapping `extent`
     /// from `extent_offset`: whether it is one more piece of the sole owner's record.
-    fn keep_piece(&self, extent: u64, owner: InodeId, offset: u64, extent_offset: u64) -> Piece {
+    fn keep_piece(
+        &self,
+        extent: u64,
+        owner: InodeId,
+        offset: u64,
+        extent_offset: u64,
+    ) -> OwnerToKeep {
         let origin = offset.wrapping_sub(extent_offset);
-        Piece(
+        OwnerToKeep(
             self.is(extent, owner, origin)
                 .then_some((extent, owner, origin)),
         )
     }
 }
 
-impl Piece {
+impl OwnerToKeep {
     fn restore(self, owners: &SoleOwners) {
         if let Some((extent, owner, origin)) = self.0 {
             owners.set(extent, owner, origin);
