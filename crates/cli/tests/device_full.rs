@@ -1,7 +1,8 @@
 //! A sparse image on a host filesystem that runs out of space: the image's own writes fail with
 //! ENOSPC. The write that meets it, and every fsync after, report it; changes are refused
-//! (EROFS); nothing after the last good commit is kept; fsck finds the image clean. Needs root
-//! for a small tmpfs (under CI=true its absence fails the test).
+//! (EROFS); nothing after the last good commit is kept; fsck finds the image clean. Through
+//! `cowfs io` and through the mount. Needs root for a small tmpfs, and /dev/fuse to mount
+//! (under CI=true their absence fails the test).
 
 mod common;
 
@@ -76,4 +77,57 @@ fn a_full_host_filesystem_stops_cowfs_at_its_last_good_commit() {
         "nothing after the last commit"
     );
     ok(&["io", &img, "-c", "verify /kept 0 1M 0x22"]);
+}
+
+/// The same through the mount: write(2) meets ENOSPC, fsync(2) after it fails too (never 0),
+/// changes are EROFS, reads go on; after the unmount the image is at its last good commit.
+#[test]
+fn through_the_mount_fsync_never_succeeds_after_a_failed_write() {
+    if !can_mount() || !capable(&[(is_root(), "root (to mount a small tmpfs)")]) {
+        return;
+    }
+    let tmpfs = SmallTmpfs::new("160M");
+    let img = tmpfs.dir.path().join("img").to_str().unwrap().to_string();
+    let mnt = tmpfs.dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    ok(&["mkfs", &img, "--size", "1G"]);
+    ok(&["io", &img, "-c", "write /kept 0 1M 0x22"]);
+    ok(&["mount", &img, mnt.to_str().unwrap(), "--no-blkdev"]);
+    let mut big = std::fs::File::create(mnt.join("big")).unwrap();
+    let chunk = vec![0x11u8; 1 << 20];
+    let mut written = 0u64;
+    let failed = loop {
+        match std::io::Write::write_all(&mut big, &chunk).and_then(|()| big.sync_data()) {
+            Ok(()) => written += 1,
+            Err(e) => break e,
+        }
+        assert!(written < 1024, "the tmpfs never filled");
+    };
+    assert!(
+        [Some(libc::ENOSPC), Some(libc::EIO)].contains(&failed.raw_os_error()),
+        "{failed}"
+    );
+    let again = big
+        .sync_all()
+        .expect_err("fsync after a failed write must fail");
+    assert!(
+        [Some(libc::ENOSPC), Some(libc::EIO)].contains(&again.raw_os_error()),
+        "{again}"
+    );
+    drop(big);
+    let change = std::fs::create_dir(mnt.join("after")).unwrap_err();
+    assert_eq!(change.raw_os_error(), Some(libc::EROFS), "{change}");
+    assert_eq!(
+        std::fs::read(mnt.join("kept")).unwrap(),
+        vec![0x22u8; 1 << 20]
+    );
+    let _ = cowfs(&["umount", mnt.to_str().unwrap()]);
+    let _ = Command::new("umount")
+        .arg("-l")
+        .arg(&mnt)
+        .stderr(std::process::Stdio::null())
+        .status();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(ok(&["fsck", &img]).contains("clean"));
+    assert!(ok(&["ls", &img, "/"]).contains("kept"));
 }
