@@ -157,20 +157,26 @@ fn the_kernel_swaps_to_a_pinned_cowfs_file() {
     assert!(ok(&["swapon", sf, "-p", "10"]).contains("swapping"));
     assert!(ok(&["swapon", "--show"]).contains(sf));
 
+    // Other tests' dirty data on the host disk is written out first: swap-in waiting behind
+    // it at a tight cgroup limit can starve the cgroup into its OOM killer.
+    rustix::fs::sync();
     let swapped_out = vmstat("pswpout ");
-    let mut load = Command::new(COWFS)
-        .args([
-            "memload",
-            "--size",
-            "128M",
-            "--limit",
-            "32M",
-            "--threads",
-            "2",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let memload = || {
+        Command::new(COWFS)
+            .args([
+                "memload",
+                "--size",
+                "128M",
+                "--limit",
+                "32M",
+                "--threads",
+                "2",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut load = memload();
     // The active-file rules, with real tools, while the kernel swaps.
     assert!(refused("rm", &["-f", sf]).contains("Operation not permitted"));
     assert!(refused("chattr", &["+c", sf]).contains("Invalid argument"));
@@ -186,16 +192,31 @@ fn the_kernel_swaps_to_a_pinned_cowfs_file() {
         "umount refuses"
     );
     let mut most_used = 0;
-    let start = Instant::now();
-    while load.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(300) {
-        most_used = most_used.max(swap_used(&swapfile).unwrap_or(0));
-        std::thread::sleep(Duration::from_millis(5));
+    let mut watch = |mut load: std::process::Child| {
+        let start = Instant::now();
+        while load.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(300) {
+            most_used = most_used.max(swap_used(&swapfile).unwrap_or(0));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        load.wait_with_output().unwrap()
+    };
+    let mut out = watch(load);
+    // A cgroup v1 at its limit can be OOM-killed while its swap-in waits behind swap-out I/O
+    // (the kernel's own behaviour; the disk here is slow at times): that is tried again, a
+    // wrong page never is.
+    for _ in 0..2 {
+        if std::os::unix::process::ExitStatusExt::signal(&out.status) != Some(libc::SIGKILL) {
+            break;
+        }
+        eprintln!("note: memload was OOM-killed in its cgroup; running it again");
+        load = memload();
+        out = watch(load);
     }
-    let out = load.wait_with_output().unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && said.contains("verified 32768 pages"),
-        "memload: {said}"
+        "memload ({}): {said}",
+        out.status
     );
     assert!(
         vmstat("pswpout ") > swapped_out + 16384,

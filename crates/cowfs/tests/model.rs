@@ -86,6 +86,12 @@ enum Op {
         offset: u64,
         len: u64,
     },
+    /// A write at the file's end, as O_APPEND makes it.
+    Append {
+        path: usize,
+        len: usize,
+        byte: u8,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -141,6 +147,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (path.clone(), path.clone(), 0..40u64, 0..70u64, 1..12u64).prop_map(|(from, to, src_block, dst_block, blocks)| Op::CloneRange { from, to, src_block, dst_block, blocks }),
         2 => (path.clone(), path.clone(), 0..MAX_OFFSET, 0..MAX_OFFSET, 0..60_000u64).prop_map(|(from, to, src_off, dst_off, len)| Op::CopyRange { from, to, src_off, dst_off, len }),
         3 => (path.clone(), fallocate_kind(), 0..MAX_OFFSET, 1..60_000u64).prop_map(|(path, mode, offset, len)| Op::Fallocate { path, mode, offset, len }),
+        3 => (path.clone(), 1..1500usize, any::<u8>()).prop_map(|(path, len, byte)| Op::Append { path, len, byte }),
     ]
 }
 
@@ -398,6 +405,11 @@ impl Model {
                 }
                 Ok(())
             }
+            Op::Append { path, len, byte } => {
+                let f = self.file(PATHS[path])?;
+                let end = self.files[f].len() as u64;
+                self.write(PATHS[path], end, &vec![byte; len])
+            }
         }
     }
 
@@ -605,6 +617,11 @@ impl Subject {
             } => {
                 let id = fs.resolve(PATHS[path]).map_err(errno)?;
                 fs.fallocate(id, mode.mode(), offset, len).map_err(errno)
+            }
+            Op::Append { path, len, byte } => {
+                let id = fs.resolve(PATHS[path]).map_err(errno)?;
+                let end = fs.getattr(id).map_err(errno)?.size;
+                fs.write(id, end, &vec![byte; len]).map(drop).map_err(errno)
             }
         }
     }
