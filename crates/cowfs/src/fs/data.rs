@@ -382,13 +382,9 @@ impl Engine {
         }
         let (first, last) = (offset / BLOCK_SIZE, end.div_ceil(BLOCK_SIZE));
         let new_pages = (last - first) - self.cache.pages_in(id, first..last).count() as u64;
-        if let Err(full) = self.reserve(new_pages * BLOCK_SIZE) {
-            // Too full to hold them as dirty pages: pages that land in place (preallocated
-            // space, a NOCOW file's own blocks) need no new space, so they go out at once.
-            let (from, to) = (first * BLOCK_SIZE, last * BLOCK_SIZE);
-            if full.errno() != Errno::NOSPC || !self.writes_in_place(id, from, to)? {
-                return Err(full);
-            }
+        let (from, to) = (first * BLOCK_SIZE, last * BLOCK_SIZE);
+        if self.reserve_unless_in_place(id, (from, to), new_pages * BLOCK_SIZE)? {
+            // Too full to hold them as dirty pages, but they land in place: out at once.
             return self.write_through(id, offset, data);
         }
         let mut index = first;
@@ -466,6 +462,24 @@ impl Engine {
         Err(Error::no_space("no space left on the filesystem"))
     }
 
+    /// Reserves `bytes` for writing `[from, to)` of a file; when there is no room, whether
+    /// the range lands in place (preallocated space, a NOCOW file's own blocks), which needs
+    /// none. ENOSPC when it does not. Ok(false): reserved.
+    fn reserve_unless_in_place(
+        &mut self,
+        id: InodeId,
+        (from, to): (u64, u64),
+        bytes: u64,
+    ) -> Result<bool> {
+        match self.reserve(bytes) {
+            Ok(()) => Ok(false),
+            Err(full) if full.errno() == Errno::NOSPC && self.writes_in_place(id, from, to)? => {
+                Ok(true)
+            }
+            Err(full) => Err(full),
+        }
+    }
+
     /// Makes sure the metadata store can grow by `rows` new rows for `what`; ENOSPC (and
     /// nothing done) otherwise, rather than running out halfway, which would stop the
     /// filesystem. Each row is costed at [`METADATA_ROW_COST`].
@@ -510,9 +524,7 @@ impl Engine {
         self.settle_inline(id, &inode)?;
         self.cache
             .discard_range(id, offset / BLOCK_SIZE..end / BLOCK_SIZE);
-        if !self.writes_in_place(id, offset, end)? {
-            self.reserve(data.len() as u64)?;
-        }
+        self.reserve_unless_in_place(id, (offset, end), data.len() as u64)?;
         self.write_extents(id, offset, ExtentData::Direct(data))?;
         self.written_up_to(id, &mut inode, end)?;
         Ok(data.len())

@@ -344,32 +344,32 @@ impl Filesystem {
     /// Buffered read; returns the bytes read (short at end of file). Whole blocks with no
     /// dirty page among them are read as swap reads are (see [`Self::swap_read`]): the
     /// engine's lock is held only to find them, so reads from several threads overlap.
+    /// Reading moves the access time (see `atime`) under the same hold of the lock; failing
+    /// to record that fails no read.
     pub fn read(&self, id: InodeId, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let planned = self.with(|e| e.plan_file_read(id, offset, buf.len()))?;
-        let read = match planned {
-            Some((plan, n)) if plan.read(&mut buf[..n]) => n,
-            _ => self.with(|e| e.read(id, offset, buf))?,
-        };
-        self.accessed(id);
-        Ok(read)
+        let planned = self.with(|e| {
+            let plan = e.plan_file_read(id, offset, buf.len())?;
+            let _ = e.touch_atime(id);
+            Ok(plan)
+        })?;
+        match planned {
+            Some((plan, n)) if plan.read(&mut buf[..n]) => Ok(n),
+            _ => self.with(|e| e.read(id, offset, buf)),
+        }
     }
 
-    /// Lists a directory from after `after`, at most `limit` entries.
+    /// Lists a directory from after `after`, at most `limit` entries; moves its access time.
     pub fn readdir(
         &self,
         dir: InodeId,
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<DirEntry>> {
-        let entries = self.with(|e| e.readdir(dir, after, limit))?;
-        self.accessed(dir);
-        Ok(entries)
-    }
-
-    /// A read of `id` happened: its access time moves as the policy says. A failure to
-    /// record that fails no read.
-    fn accessed(&self, id: InodeId) {
-        let _ = self.engine().touch_atime(id);
+        self.with(|e| {
+            let entries = e.readdir(dir, after, limit)?;
+            let _ = e.touch_atime(dir);
+            Ok(entries)
+        })
     }
     forward!(
         /// Buffered write: gathered in memory, allocated at commit, fsync or under memory pressure.
