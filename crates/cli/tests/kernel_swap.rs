@@ -105,6 +105,18 @@ struct Cleanup {
     mountpoint: PathBuf,
 }
 
+impl Cleanup {
+    /// The swap file of `scratch`'s mount, and what puts the machine back after the test.
+    fn of(scratch: &Scratch) -> (PathBuf, Cleanup) {
+        let swapfile = scratch.mountpoint.join("swapfile");
+        let cleanup = Cleanup {
+            swapfile: swapfile.clone(),
+            mountpoint: scratch.mountpoint.clone(),
+        };
+        (swapfile, cleanup)
+    }
+}
+
 impl Drop for Cleanup {
     fn drop(&mut self) {
         if swap_used(&self.swapfile).is_some() {
@@ -138,11 +150,7 @@ fn the_kernel_swaps_to_a_pinned_cowfs_file() {
     let scratch = Scratch::new();
     let (img, mnt, mountpoint) = (scratch.image.as_str(), scratch.mnt(), &scratch.mountpoint);
     mounted_swapfile(&scratch, "768M", "256M");
-    let swapfile = mountpoint.join("swapfile");
-    let _cleanup = Cleanup {
-        swapfile: swapfile.clone(),
-        mountpoint: mountpoint.clone(),
-    };
+    let (swapfile, _cleanup) = Cleanup::of(&scratch);
     let plain = std::fs::File::create(mountpoint.join("plain")).unwrap();
     plain.set_len(1 << 20).unwrap();
     let unpinned = Command::new("swapon")
@@ -248,11 +256,7 @@ fn swapoff_works_after_the_daemon_is_killed() {
         let scratch = Scratch::new();
         let (img, mountpoint) = (scratch.image.as_str(), &scratch.mountpoint);
         let pid = daemon_pid(&mounted_swapfile(&scratch, "256M", "64M"));
-        let swapfile = mountpoint.join("swapfile");
-        let _cleanup = Cleanup {
-            swapfile: swapfile.clone(),
-            mountpoint: mountpoint.clone(),
-        };
+        let (swapfile, _cleanup) = Cleanup::of(&scratch);
         std::fs::write(mountpoint.join("other"), b"x").unwrap();
         let sf = swapfile.to_str().unwrap();
         assert_eq!(daemon_protection(pid), (0, true), "before swapon");
@@ -306,13 +310,9 @@ fn plain_swapoff_of_the_name_proc_swaps_shows_works() {
     }
     let _turn = take_turn();
     let scratch = Scratch::new();
-    let (img, mountpoint) = (scratch.image.as_str(), &scratch.mountpoint);
+    let img = scratch.image.as_str();
     mounted_swapfile(&scratch, "256M", "64M");
-    let swapfile = mountpoint.join("swapfile");
-    let _cleanup = Cleanup {
-        swapfile: swapfile.clone(),
-        mountpoint: mountpoint.clone(),
-    };
+    let (swapfile, _cleanup) = Cleanup::of(&scratch);
     ok(&["swapon", swapfile.to_str().unwrap()]);
     let areas = cowfs_fuse::swaps::areas().unwrap();
     let area = areas.iter().find(|a| a.file == swapfile).unwrap();
@@ -343,13 +343,9 @@ fn swapon_flushes_pages_dirty_in_a_mapping_first() {
     }
     let _turn = take_turn();
     let scratch = Scratch::new();
-    let (img, mountpoint) = (scratch.image.as_str(), &scratch.mountpoint);
+    let img = scratch.image.as_str();
     mounted_swapfile(&scratch, "256M", "64M");
-    let swapfile = mountpoint.join("swapfile");
-    let _cleanup = Cleanup {
-        swapfile: swapfile.clone(),
-        mountpoint: mountpoint.clone(),
-    };
+    let (swapfile, _cleanup) = Cleanup::of(&scratch);
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
