@@ -112,6 +112,7 @@ impl<'a> Checker<'a> {
         let file_extents = self.file_extents(&inodes)?;
         self.inline_extents(&file_extents);
         self.reference_counts(&extents, &file_extents);
+        self.shared_claims(&file_extents);
         self.back_references(&file_extents)?;
         self.namespace(&inodes)?;
         self.checksums(&extents, &file_extents, progress)?;
@@ -360,6 +361,63 @@ impl<'a> Checker<'a> {
                     "extent {start}: {} references recorded, {counted} found",
                     e.refs
                 ));
+            }
+        }
+    }
+
+    /// Records that share a data extent must agree on what its blocks hold. They may disagree
+    /// only if one of them changed the shared blocks in place: a different compression or
+    /// decoded length, or one block read as data through one record and as unwritten
+    /// (zeros) through another, which a write into a shared preallocated block would leave.
+    /// Byte-level disagreement between two records of written data cannot exist on disk: a
+    /// block has one copy and one checksum, and every record reads that copy.
+    fn shared_claims(&mut self, files: &[FileExtentRow]) {
+        let mut claims: HashMap<u64, SharedExtent> = HashMap::new();
+        for row in files.iter().filter(|r| r.extent.kind != ExtentKind::Inline) {
+            let e = &row.extent;
+            let shared = claims.entry(e.disk_start).or_insert_with(|| SharedExtent {
+                first: row,
+                blocks: Vec::new(),
+            });
+            let first = &shared.first.extent;
+            if (first.compression, first.ram_len) != (e.compression, e.ram_len) {
+                let (a, b) = (shared.first, row);
+                self.report.problem(format!(
+                    "extent {}: {} at offset {} and {} at offset {} disagree on its encoding",
+                    e.disk_start,
+                    self.engine.path_of(a.owner),
+                    a.offset,
+                    self.engine.path_of(b.owner),
+                    b.offset
+                ));
+                continue;
+            }
+            if e.compression != Compression::None as u8 {
+                continue;
+            }
+            if shared.blocks.is_empty() {
+                shared.blocks = vec![None; e.ram_len.div_ceil(BLOCK_SIZE) as usize];
+            }
+            let first_block = (e.extent_offset / BLOCK_SIZE) as usize;
+            let end_block = (e.extent_offset + e.len).div_ceil(BLOCK_SIZE) as usize;
+            for index in first_block..end_block.min(shared.blocks.len()) {
+                match shared.blocks[index] {
+                    None => shared.blocks[index] = Some((e.kind, row)),
+                    Some((kind, other)) if kind != e.kind => {
+                        self.report.problem(format!(
+                            "extent {} block {index}: {} at offset {} reads it as {}, {} at offset {} as {}",
+                            e.disk_start,
+                            self.engine.path_of(other.owner),
+                            other.offset,
+                            kind_name(kind),
+                            self.engine.path_of(row.owner),
+                            row.offset,
+                            kind_name(e.kind)
+                        ));
+                        break;
+                    }
+                    Some(_) => {}
+                }
             }
         }
     }
@@ -698,6 +756,21 @@ impl<'a> Checker<'a> {
     }
 }
 
+/// What the records seen so far say of one data extent: the first record, and for an
+/// uncompressed extent, the kind each block was first read as and by which record.
+struct SharedExtent<'r> {
+    first: &'r FileExtentRow,
+    blocks: Vec<Option<(ExtentKind, &'r FileExtentRow)>>,
+}
+
+fn kind_name(kind: ExtentKind) -> &'static str {
+    match kind {
+        ExtentKind::Regular => "data",
+        ExtentKind::Prealloc => "unwritten",
+        ExtentKind::Inline => "inline",
+    }
+}
+
 /// For each extent, which of its blocks hold written data (are mapped by a regular record).
 fn written_blocks(
     extents: &BTreeMap<u64, ExtentRecord>,
@@ -739,4 +812,67 @@ fn locate(files: &[FileExtentRow], start: u64, within: u64) -> Option<(InodeId, 
 fn group_containing(groups: &BTreeMap<u64, BlockGroupRecord>, start: u64, len: u64) -> Option<u64> {
     let (logical, g) = groups.range(..=start).next_back()?;
     (start + len <= logical + g.length).then_some(*logical)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::MemoryDevice;
+    use crate::format::key3;
+    use crate::fs::{CreateAttrs, FallocateMode, Filesystem, MkfsOptions, OpenOptions};
+
+    /// Two files sharing one preallocated extent, the second record rewritten by `tamper`
+    /// and committed: the problems fsck then finds.
+    fn problems_after(tamper: impl FnOnce(&mut FileExtent)) -> Vec<String> {
+        let dev: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(64 << 20));
+        Filesystem::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+        let fs = Filesystem::open(dev.clone(), &OpenOptions::default()).unwrap();
+        let attrs = CreateAttrs::with_mode(0o644);
+        let a = fs
+            .create(fs.root(), b"a", FileKind::Regular, attrs)
+            .unwrap();
+        let b = fs
+            .create(fs.root(), b"b", FileKind::Regular, attrs)
+            .unwrap();
+        let allocate = FallocateMode::Allocate { keep_size: false };
+        fs.fallocate(a, allocate, 0, 64 << 10).unwrap();
+        fs.clone_file(a, b).unwrap();
+        fs.with(|e| {
+            let key = key3(b.subvol, b.ino, 0);
+            let meta = e.meta();
+            let mut record = FileExtent::decode(&meta.get(table::FILE_EXTENTS, &key)?.unwrap())?;
+            tamper(&mut record);
+            meta.put(table::FILE_EXTENTS, &key, &record.encode())
+        })
+        .unwrap();
+        fs.unmount().unwrap();
+        check(dev, &mut |_, _| {}).problems
+    }
+
+    #[test]
+    fn sharing_records_that_agree_are_clean() {
+        assert_eq!(problems_after(|_| {}), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_shared_block_read_as_data_by_one_file_and_as_zeros_by_another_is_found() {
+        let problems = problems_after(|r| r.kind = ExtentKind::Regular);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("/a at offset 0 reads it as unwritten, /b at offset 0 as data")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn records_disagreeing_on_a_shared_extent_encoding_are_found() {
+        let problems = problems_after(|r| r.compression = Compression::Zstd as u8);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("disagree on its encoding")),
+            "{problems:?}"
+        );
+    }
 }

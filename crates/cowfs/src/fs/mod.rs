@@ -317,7 +317,7 @@ impl Filesystem {
     }
 
     /// Runs an engine operation; a device or store failure stops the filesystem.
-    fn with<T>(&self, f: impl FnOnce(&mut Engine) -> Result<T>) -> Result<T> {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Engine) -> Result<T>) -> Result<T> {
         let mut engine = self.engine();
         let result = f(&mut engine);
         if let Err(e) = &result {
