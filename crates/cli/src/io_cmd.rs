@@ -138,7 +138,7 @@ pub fn execute(
         "fsync" => match fs.resolve(arg(args, 0, "path")?) {
             Ok(id) => fs.fsync(id)?,
             // A filesystem stopped by a device error lost the file: say why, not ENOENT.
-            Err(e) => return Err(fs.stopped().unwrap_or(e).into()),
+            Err(e) => return Err(fs.stopped().unwrap_or(e)),
         },
         "sync" => fs.sync()?,
         "rm" => files::rm(fs, arg(args, 0, "path")?, false)?,

@@ -522,7 +522,7 @@ impl<'a> Checker<'a> {
             // Only the top subvolume's root has no name.
             let is_root =
                 id.ino == ROOT_INO && subvols.get(&id.subvol).is_some_and(|s| s.parent == 0);
-            if !subvols.get(&id.subvol).is_some_and(|s| id.ino < s.next_ino) {
+            if subvols.get(&id.subvol).is_none_or(|s| id.ino >= s.next_ino) {
                 self.report.problem(format!(
                     "inode {} of subvolume {} is beyond its subvolume's numbering",
                     id.ino, id.subvol

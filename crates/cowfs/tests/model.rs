@@ -526,7 +526,7 @@ impl Subject {
                 compress,
             } => {
                 let id = fs.resolve(PATHS[path]).map_err(errno)?;
-                let flags = u64::from(nocow) * NOCOW | u64::from(compress) * COMPRESS;
+                let flags = (u64::from(nocow) * NOCOW) | (u64::from(compress) * COMPRESS);
                 fs.set_flags(id, flags).map(drop).map_err(errno)
             }
             Op::Reflink(a, b) => {

@@ -15,6 +15,7 @@ pub struct Region {
 // SAFETY: the region is plain memory; synchronising accesses to it is its users' business, as
 // for any shared buffer, and the pager's own state is behind its lock.
 unsafe impl Send for Region {}
+// SAFETY: as for Send: the pager's state is behind its lock, the memory is its users' to share.
 unsafe impl Sync for Region {}
 
 impl Region {

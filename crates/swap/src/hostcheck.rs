@@ -102,7 +102,7 @@ fn check_btrfs_flags(file: &File) -> Result<()> {
     let Ok(stat) = rustix::fs::fstatfs(file) else {
         return Ok(());
     };
-    if stat.f_type as i64 != BTRFS_SUPER_MAGIC {
+    if stat.f_type != BTRFS_SUPER_MAGIC {
         return Ok(());
     }
     let flags =

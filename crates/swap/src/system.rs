@@ -85,6 +85,9 @@ impl IoCounts {
     }
 }
 
+/// Reads one slot's page back into memory so its area can go (see [`SwapSystem::swapoff`]).
+pub type BringBack<'a> = dyn FnMut(&mut SwapSystem, Slot) -> Result<()> + 'a;
+
 impl SwapSystem {
     pub fn new() -> Self {
         SwapSystem {
@@ -144,11 +147,7 @@ impl SwapSystem {
 
     /// Deactivates an area. With slots in use it is EBUSY, unless `bring_back` is given: it is
     /// called with every slot in use (to read the page back) before the area goes.
-    pub fn swapoff(
-        &mut self,
-        area: usize,
-        bring_back: Option<&mut dyn FnMut(&mut Self, Slot) -> Result<()>>,
-    ) -> Result<()> {
+    pub fn swapoff(&mut self, area: usize, bring_back: Option<&mut BringBack<'_>>) -> Result<()> {
         let used = self.area(area)?.slots().used_slots();
         match bring_back {
             None if !used.is_empty() => {

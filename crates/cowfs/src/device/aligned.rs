@@ -12,8 +12,10 @@ pub struct AlignedBuf {
     len: usize,
 }
 
-// SAFETY: AlignedBuf owns its allocation exclusively, like a Vec<u8>.
+// SAFETY: AlignedBuf owns its allocation exclusively, like a Vec<u8>: moving it moves the
+// ownership with it.
 unsafe impl Send for AlignedBuf {}
+// SAFETY: shared references only read (Deref); writing needs `&mut`, as for a Vec<u8>.
 unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
@@ -42,7 +44,7 @@ impl AlignedBuf {
     }
 
     pub fn is_aligned(data: &[u8]) -> bool {
-        data.as_ptr() as usize % BLOCK_SIZE as usize == 0
+        (data.as_ptr() as usize).is_multiple_of(BLOCK_SIZE as usize)
     }
 }
 

@@ -599,7 +599,7 @@ pub fn encode_checksums(sums: &[u32]) -> Vec<u8> {
 }
 
 pub fn decode_checksums(data: &[u8]) -> Result<Vec<u32>> {
-    if data.len() % 4 != 0 {
+    if !data.len().is_multiple_of(4) {
         return Err(Error::corrupt(format!(
             "checksum record of {} bytes",
             data.len()

@@ -161,7 +161,7 @@ impl Superblock {
     }
 
     fn validate(&self, device_len: u64) -> Result<()> {
-        if self.fs_size < MIN_FS_SIZE || self.fs_size % BLOCK_SIZE != 0 {
+        if self.fs_size < MIN_FS_SIZE || !self.fs_size.is_multiple_of(BLOCK_SIZE) {
             return Err(Error::corrupt(format!(
                 "filesystem size {} invalid",
                 self.fs_size
@@ -223,7 +223,7 @@ impl SuperblockScan {
         {
             return Ok(best);
         }
-        let primary = self.copies[0].as_ref().err().expect("no valid copy");
+        let primary = self.copies[0].as_ref().expect_err("no valid copy");
         Err(Error::new(
             primary.errno(),
             format!("no valid superblock ({})", primary.reason()),

@@ -108,9 +108,9 @@ impl DataAllocator {
                     )))
                 }
             }
-            if !alloc
+            if alloc
                 .group_of(free.start)
-                .is_some_and(|g| g.record.flags & BLOCK_GROUP_READ_ONLY != 0)
+                .is_none_or(|g| g.record.flags & BLOCK_GROUP_READ_ONLY == 0)
             {
                 alloc.free.insert(free.start, free.len);
             }

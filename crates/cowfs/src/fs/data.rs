@@ -91,7 +91,7 @@ const BS: usize = BLOCK_SIZE as usize;
 const METADATA_ROW_COST: u64 = 256;
 
 fn check_direct(offset: u64, len: usize) -> Result<()> {
-    if offset % BLOCK_SIZE != 0 || len as u64 % BLOCK_SIZE != 0 {
+    if !offset.is_multiple_of(BLOCK_SIZE) || !(len as u64).is_multiple_of(BLOCK_SIZE) {
         return Err(Error::invalid(
             "direct I/O needs 4 KiB-aligned offset and length",
         ));
@@ -242,7 +242,7 @@ impl Engine {
     ) -> Result<Option<(ReadPlan, usize)>> {
         let size = self.regular_inode(id)?.size;
         let n = (len as u64).min(size.saturating_sub(offset));
-        if n == 0 || offset % BLOCK_SIZE != 0 || n % BLOCK_SIZE != 0 {
+        if n == 0 || !offset.is_multiple_of(BLOCK_SIZE) || n % BLOCK_SIZE != 0 {
             return Ok(None);
         }
         if self

@@ -347,18 +347,14 @@ impl Engine {
             src_kind == FileKind::Directory,
             dst.kind == FileKind::Directory,
         ) {
-            (true, false) => {
-                return Err(Error::new(
-                    Errno::NOTDIR,
-                    format!("{}: not a directory", self.child_path(dir, &dst.name)),
-                ))
-            }
-            (false, true) => {
-                return Err(Error::new(
-                    Errno::ISDIR,
-                    format!("{}: is a directory", self.child_path(dir, &dst.name)),
-                ))
-            }
+            (true, false) => Err(Error::new(
+                Errno::NOTDIR,
+                format!("{}: not a directory", self.child_path(dir, &dst.name)),
+            )),
+            (false, true) => Err(Error::new(
+                Errno::ISDIR,
+                format!("{}: is a directory", self.child_path(dir, &dst.name)),
+            )),
             (true, true) => {
                 self.check_empty_dir(dst.id)?;
                 self.remove_link(dir, &dst.name, dst.id)?;

@@ -100,7 +100,7 @@ impl Engine {
                 "the source range runs past the end of the file",
             ));
         }
-        let aligned = |x: u64| x % BLOCK_SIZE == 0;
+        let aligned = |x: u64| x.is_multiple_of(BLOCK_SIZE);
         // An unaligned length is allowed only when it ends at the source's end of file and the
         // destination range reaches (at least) the destination's end.
         let tail_ok =

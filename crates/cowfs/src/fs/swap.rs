@@ -344,7 +344,7 @@ impl Engine {
         let active = active
             .ok_or_else(|| swap_err(Errno::INVAL, "not an active through-filesystem swapfile"))?;
         let pages = len as u64 / BLOCK_SIZE;
-        if len as u64 % BLOCK_SIZE != 0
+        if !(len as u64).is_multiple_of(BLOCK_SIZE)
             || page.checked_add(pages).is_none_or(|end| end > active.pages)
         {
             return Err(swap_err(
