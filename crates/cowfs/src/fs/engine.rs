@@ -4,11 +4,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::alloc::DataAllocator;
-use super::cache::PageCache;
-use super::compress::CompressionConfig;
-use super::writer::WriteBehind;
-use super::{InodeId, MkfsOptions};
 use crate::device::{AlignedBuf, BlockDevice, OverlayDevice};
 use crate::error::{Errno, Error, Result};
 use crate::format::{
@@ -16,6 +11,11 @@ use crate::format::{
     SuperblockScan, Timespec, BLOCK_SIZE, DEFAULT_INLINE_LIMIT, FIRST_SUBVOLUME, MIN_FS_SIZE,
     ROOT_INO, SUPERBLOCK_OFFSETS, SUPERBLOCK_SIZE, SYSTEM_AREA_END,
 };
+use crate::fs::alloc::DataAllocator;
+use crate::fs::data::cache::PageCache;
+use crate::fs::data::compress::CompressionConfig;
+use crate::fs::data::writer::WriteBehind;
+use crate::fs::{InodeId, MkfsOptions};
 use crate::meta::{DeviceSpace, Meta, MetaSpace, Store};
 
 pub struct Engine {
@@ -38,7 +38,7 @@ pub struct Engine {
     /// The exclusive operation (balance, resize) running or paused, if any.
     pub(crate) exclusive: Option<&'static str>,
     /// Active swap files and their pins.
-    pub(crate) swapfiles: super::swap::SwapFiles,
+    pub(crate) swapfiles: crate::fs::swap::activate::SwapFiles,
     /// Data space reserved for through-filesystem swap files.
     pub(crate) swap_reserved: u64,
     /// Bytes of swap pages written since the last commit.
@@ -48,9 +48,9 @@ pub struct Engine {
     /// What opening did to the image that a person should hear of (repairs).
     pub(crate) notes: Vec<String>,
     /// When reads move access times.
-    pub(crate) access_times: super::AccessTimes,
+    pub(crate) access_times: crate::fs::AccessTimes,
     /// Extents known to have one owner (see `extents`).
-    pub(crate) sole_owners: super::extents::SoleOwners,
+    pub(crate) sole_owners: crate::fs::alloc::extents::SoleOwners,
 }
 
 /// Reads every superblock copy of a device.

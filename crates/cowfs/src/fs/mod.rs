@@ -2,41 +2,26 @@
 //! FUSE, the swap layer) use: an inode-and-name API, plus path helpers. All policy lives
 //! behind it, so every front end enforces the same rules.
 
-mod alloc;
-mod atime;
-mod attrs;
-mod balance;
-mod cache;
-mod compress;
-mod data;
-mod defrag;
+pub(crate) mod alloc;
+pub(crate) mod data;
 pub(crate) mod engine;
-mod extents;
-mod inline;
-mod namespace;
-mod orphans;
-mod prealloc;
-mod relocate;
-mod resize;
-mod scrub;
+pub(crate) mod maint;
 mod share;
-mod subvol;
-mod swap;
-mod write;
-mod writer;
+pub(crate) mod swap;
+pub(crate) mod tree;
 
+pub use alloc::extents::ExtentMapping;
 pub use alloc::{data_chunk_size, metadata_reserve, BlockGroup, Extent};
-pub use balance::{BalanceFilter, BalanceProgress, BalanceReport};
-pub use compress::{decompress_extent, CompressionConfig, MAX_COMPRESSED_LEN};
-pub use data::{checksum_blocks, MAX_FILE_SIZE};
-pub use defrag::DefragStats;
+pub use data::compress::{decompress_extent, CompressionConfig, MAX_COMPRESSED_LEN};
+pub use data::io::{checksum_blocks, MAX_FILE_SIZE};
+pub use data::prealloc::FallocateMode;
 pub use engine::scan_superblocks;
-pub use extents::ExtentMapping;
-pub use prealloc::FallocateMode;
-pub use scrub::{ScrubError, ScrubReport};
+pub use maint::balance::{BalanceFilter, BalanceProgress, BalanceReport};
+pub use maint::defrag::DefragStats;
+pub use maint::scrub::{ScrubError, ScrubReport};
 pub use share::DedupeOutcome;
-pub use subvol::SubvolumeInfo;
-pub use swap::{SwapActivation, SwapExtent, SwapMode};
+pub use swap::activate::{SwapActivation, SwapExtent, SwapMode};
+pub use tree::subvol::SubvolumeInfo;
 
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -45,8 +30,8 @@ use std::time::Duration;
 use crate::device::{BlockDevice, FileDevice, GatedDevice};
 use crate::error::{Error, Result};
 use crate::format::{FileKind, InodeRecord, Superblock, Timespec, FIRST_SUBVOLUME, ROOT_INO};
-use atime::AccessTimes;
 use engine::Engine;
+use tree::atime::AccessTimes;
 
 /// An inode's identity: the subvolume it belongs to and its number there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -218,7 +203,7 @@ struct Shared {
     engine: Mutex<Engine>,
     /// The device as the engine sees it; closed for good when a device write fails.
     gate: Arc<GatedDevice>,
-    control: balance::Control,
+    control: maint::balance::Control,
     committer: Arc<(Mutex<bool>, Condvar)>,
 }
 
@@ -284,7 +269,7 @@ impl Filesystem {
         let shared = Arc::new(Shared {
             engine: Mutex::new(engine),
             gate,
-            control: balance::Control::default(),
+            control: maint::balance::Control::default(),
             committer: Arc::new((Mutex::new(false), Condvar::new())),
         });
         if let (Some(interval), false) = (opts.commit_interval, opts.read_only) {

@@ -3,12 +3,12 @@
 //! it must). Shared extents are counted and back-referenced per record, so sharing is exact:
 //! when the last other reference goes, the extent is the file's own again.
 
-use super::attrs::Change;
-use super::engine::Engine;
-use super::InodeId;
 use crate::error::{Errno, Error, Result};
 use crate::format::inode_flags::NOCOW;
 use crate::format::{round_up, ExtentKind, InodeRecord, Timespec, BLOCK_SIZE};
+use crate::fs::engine::Engine;
+use crate::fs::tree::attrs::Change;
+use crate::fs::InodeId;
 
 /// The bytes copied per step when copy_file_range cannot share.
 const COPY_CHUNK: u64 = 1 << 20;
@@ -93,7 +93,7 @@ impl Engine {
             .ok_or_else(|| Error::invalid("range overflows"))?;
         dst_off
             .checked_add(len)
-            .filter(|e| *e <= super::MAX_FILE_SIZE)
+            .filter(|e| *e <= crate::fs::MAX_FILE_SIZE)
             .ok_or_else(|| Error::new(Errno::FBIG, "file too large"))?;
         if src_end > src_inode.size {
             return Err(Error::invalid(

@@ -6,14 +6,14 @@
 
 use std::ops::Bound;
 
-use super::attrs::Change;
-use super::engine::{new_inode, Engine};
-use super::{DirEntry, InodeId};
 use crate::error::{Errno, Error, Result};
 use crate::format::{
     extent_ref_key, key1, key_part, table, DirEntryRecord, ExtentKind, FileExtent, FileKind,
     InodeRecord, SubvolumeRecord, Timespec, ROOT_INO,
 };
+use crate::fs::engine::{new_inode, Engine};
+use crate::fs::tree::attrs::Change;
+use crate::fs::{DirEntry, InodeId};
 use crate::meta::Row;
 
 /// Rows copied or deleted per batch, bounding memory for large subvolumes.

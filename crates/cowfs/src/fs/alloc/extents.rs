@@ -6,14 +6,14 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ops::Bound;
 
-use super::alloc::Extent;
-use super::engine::Engine;
-use super::InodeId;
 use crate::error::{Error, Result};
 use crate::format::{
     decode_checksums, extent_ref_key, key1, key3, key_part, table, Compression, ExtentKind,
     ExtentRecord, FileExtent, FileKind, InodeRecord, BLOCK_SIZE,
 };
+use crate::fs::alloc::Extent;
+use crate::fs::engine::Engine;
+use crate::fs::InodeId;
 
 /// Extents known to be referenced by one file only, every reference a piece of one record
 /// (the same origin: file offset less extent offset), so that an in-place overwrite of any of
@@ -26,7 +26,7 @@ pub(crate) struct SoleOwners(RefCell<HashMap<u64, (InodeId, u64)>>);
 /// Kept across the counting of a new piece of a record: restores the extent's sole owner if the
 /// piece is the owner's own.
 #[must_use]
-pub(super) struct OwnerToKeep(Option<(u64, InodeId, u64)>);
+pub(in crate::fs) struct OwnerToKeep(Option<(u64, InodeId, u64)>);
 
 impl SoleOwners {
     fn is(&self, extent: u64, owner: InodeId, origin: u64) -> bool {
@@ -37,7 +37,7 @@ impl SoleOwners {
         self.0.borrow_mut().insert(extent, (owner, origin));
     }
 
-    pub(super) fn forget(&self, extent: u64) {
+    pub(in crate::fs) fn forget(&self, extent: u64) {
         let mut known = self.0.borrow_mut();
         if !known.is_empty() {
             known.remove(&extent);
@@ -106,7 +106,7 @@ impl ExtentMapping {
 
 impl Engine {
     /// File extent records of `id` overlapping `[start, end)`, as (file offset, extent).
-    pub(super) fn extents_in(
+    pub(in crate::fs) fn extents_in(
         &self,
         id: InodeId,
         start: u64,
@@ -139,7 +139,7 @@ impl Engine {
     }
 
     /// The checksums of a data extent, or None for an extent without them.
-    pub(super) fn extent_checksums(&self, start: u64) -> Result<Option<Vec<u32>>> {
+    pub(in crate::fs) fn extent_checksums(&self, start: u64) -> Result<Option<Vec<u32>>> {
         self.meta()
             .get(table::CHECKSUMS, &key1(start))?
             .map(|v| decode_checksums(&v))
@@ -147,7 +147,12 @@ impl Engine {
     }
 
     /// The ranges of `[start, end)` no file extent record maps.
-    pub(super) fn holes(&self, id: InodeId, start: u64, end: u64) -> Result<Vec<(u64, u64)>> {
+    pub(in crate::fs) fn holes(
+        &self,
+        id: InodeId,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<(u64, u64)>> {
         let mut holes = Vec::new();
         let mut cursor = start;
         for (off, e) in self.extents_in(id, start, end)? {
@@ -163,7 +168,7 @@ impl Engine {
     }
 
     /// Removes the mapping of file bytes `[start, end)`, leaving a hole.
-    pub(super) fn punch_extents(&mut self, id: InodeId, start: u64, end: u64) -> Result<()> {
+    pub(in crate::fs) fn punch_extents(&mut self, id: InodeId, start: u64, end: u64) -> Result<()> {
         self.replace_range(id, start, end, None)
     }
 
@@ -171,7 +176,7 @@ impl Engine {
     /// straddle the edges and dropping the references of what is replaced. The new record's
     /// reference is counted first, so an extent it shares with a replaced record is never
     /// freed in between.
-    pub(super) fn replace_range(
+    pub(in crate::fs) fn replace_range(
         &mut self,
         id: InodeId,
         start: u64,
@@ -218,7 +223,12 @@ impl Engine {
         Ok(())
     }
 
-    pub(super) fn put_record(&mut self, id: InodeId, offset: u64, e: &FileExtent) -> Result<()> {
+    pub(in crate::fs) fn put_record(
+        &mut self,
+        id: InodeId,
+        offset: u64,
+        e: &FileExtent,
+    ) -> Result<()> {
         self.meta().put(
             table::FILE_EXTENTS,
             &key3(id.subvol, id.ino, offset),
@@ -227,7 +237,7 @@ impl Engine {
     }
 
     /// Adds a file extent record, with its back reference and count.
-    pub(super) fn insert_mapping(
+    pub(in crate::fs) fn insert_mapping(
         &mut self,
         id: InodeId,
         offset: u64,
@@ -253,7 +263,7 @@ impl Engine {
 
     /// Removes a file extent record, its back reference and its count; the extent goes with
     /// its last reference.
-    pub(super) fn remove_mapping(
+    pub(in crate::fs) fn remove_mapping(
         &mut self,
         id: InodeId,
         offset: u64,
@@ -274,7 +284,7 @@ impl Engine {
     /// Counts a reference more or less to extent `start`; the extent goes with its last. A
     /// new reference may share it with someone new: it is no longer known to have one owner
     /// (callers adding a piece of an existing record say so again).
-    pub(super) fn adjust_extent_refs(&mut self, start: u64, delta: i64) -> Result<()> {
+    pub(in crate::fs) fn adjust_extent_refs(&mut self, start: u64, delta: i64) -> Result<()> {
         if delta > 0 {
             self.sole_owners.forget(start);
         }
@@ -335,7 +345,7 @@ impl Engine {
     }
 
     /// A data extent's record: its length, count and the generation that allocated it.
-    pub(super) fn extent_record(&self, extent: u64) -> Result<ExtentRecord> {
+    pub(in crate::fs) fn extent_record(&self, extent: u64) -> Result<ExtentRecord> {
         let raw = self.meta().get(table::EXTENTS, &key1(extent))?;
         ExtentRecord::decode(
             &raw.ok_or_else(|| Error::corrupt(format!("extent {extent} is missing")))?,
@@ -349,7 +359,7 @@ impl Engine {
     /// another map disjoint bytes and do not count. An extent with one reference answers at
     /// once, and so does one known to be referenced only by pieces of one record
     /// ([`SoleOwners`]); past that, each other reference's record is looked at, once.
-    pub(super) fn bytes_exclusive(
+    pub(in crate::fs) fn bytes_exclusive(
         &self,
         extent: u64,
         record: &ExtentRecord,
@@ -390,7 +400,7 @@ impl Engine {
     }
 
     /// Bytes of data space a file references (for `st_blocks`), dirty pages included.
-    pub(super) fn allocated_bytes(&self, id: InodeId, inode: &InodeRecord) -> Result<u64> {
+    pub(in crate::fs) fn allocated_bytes(&self, id: InodeId, inode: &InodeRecord) -> Result<u64> {
         if inode.kind()? == FileKind::Directory {
             return Ok(0);
         }

@@ -3,16 +3,16 @@
 
 use std::ops::Bound;
 
-use super::attrs::Change;
-use super::engine::{new_inode, Engine};
-use super::{Attr, CreateAttrs, DirEntry, InodeId, RenameFlags, SetAttr};
 use crate::error::{Errno, Error, Result};
 use crate::format::{
     key2, key_part, key_tail, key_with_name, table, DirEntryRecord, ExtentKind, FileExtent,
     FileKind, InodeRecord, Timespec, NAME_MAX, ROOT_INO, SYMLINK_MAX,
 };
+use crate::fs::engine::{new_inode, Engine};
+use crate::fs::tree::attrs::Change;
+use crate::fs::{Attr, CreateAttrs, DirEntry, InodeId, RenameFlags, SetAttr};
 
-pub(super) fn check_name(name: &[u8]) -> Result<()> {
+pub(in crate::fs) fn check_name(name: &[u8]) -> Result<()> {
     if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
     {
         return Err(Error::invalid(format!(
@@ -44,7 +44,7 @@ impl Engine {
         Attr::from_record(id, &inode, allocated)
     }
 
-    pub(super) fn dir_inode(&self, dir: InodeId) -> Result<InodeRecord> {
+    pub(in crate::fs) fn dir_inode(&self, dir: InodeId) -> Result<InodeRecord> {
         let inode = self.inode(dir)?;
         if inode.kind()? != FileKind::Directory {
             return Err(Error::new(
@@ -61,7 +61,11 @@ impl Engine {
             .ok_or_else(|| Error::not_found(self.child_path(dir, name)))
     }
 
-    pub(super) fn lookup_entry(&self, dir: InodeId, name: &[u8]) -> Result<Option<DirEntry>> {
+    pub(in crate::fs) fn lookup_entry(
+        &self,
+        dir: InodeId,
+        name: &[u8],
+    ) -> Result<Option<DirEntry>> {
         self.dir_inode(dir)?;
         if name.len() > NAME_MAX {
             // No such name can exist; POSIX says so with ENAMETOOLONG, not ENOENT.
@@ -273,7 +277,7 @@ impl Engine {
         self.drop_directory(entry.id)
     }
 
-    pub(super) fn check_empty_dir(&self, dir: InodeId) -> Result<()> {
+    pub(in crate::fs) fn check_empty_dir(&self, dir: InodeId) -> Result<()> {
         if !self.readdir(dir, None, 1)?.is_empty() {
             return Err(Error::new(
                 Errno::NOTEMPTY,
@@ -403,7 +407,7 @@ impl Engine {
         Err(Error::corrupt("directory tree too deep or cyclic"))
     }
 
-    pub(super) fn add_link(
+    pub(in crate::fs) fn add_link(
         &mut self,
         dir: InodeId,
         name: &[u8],
@@ -429,7 +433,12 @@ impl Engine {
         self.update_dir(dir, 1)
     }
 
-    pub(super) fn remove_link(&mut self, dir: InodeId, name: &[u8], child: InodeId) -> Result<()> {
+    pub(in crate::fs) fn remove_link(
+        &mut self,
+        dir: InodeId,
+        name: &[u8],
+        child: InodeId,
+    ) -> Result<()> {
         let meta = self.meta();
         meta.remove(table::DIR_ENTRIES, &dirent_key(dir, name))?;
         if child.subvol == dir.subvol {
@@ -439,7 +448,7 @@ impl Engine {
     }
 
     /// A directory's size counts its entries; its times change with them.
-    pub(super) fn update_dir(&mut self, dir: InodeId, entries: i64) -> Result<()> {
+    pub(in crate::fs) fn update_dir(&mut self, dir: InodeId, entries: i64) -> Result<()> {
         let mut inode = self.inode(dir)?;
         inode.size = inode.size.saturating_add_signed(entries);
         let now = Timespec::now();
@@ -448,7 +457,7 @@ impl Engine {
         self.put_inode(dir, &inode)
     }
 
-    pub(super) fn adjust_nlink(&mut self, id: InodeId, delta: i32) -> Result<()> {
+    pub(in crate::fs) fn adjust_nlink(&mut self, id: InodeId, delta: i32) -> Result<()> {
         let mut inode = self.inode(id)?;
         inode.nlink = inode.nlink.saturating_add_signed(delta);
         inode.ctime = Timespec::now();
@@ -482,7 +491,7 @@ impl Engine {
         self.adjust_nlink(id, -1)
     }
 
-    pub(super) fn free_inode(&mut self, id: InodeId) -> Result<()> {
+    pub(in crate::fs) fn free_inode(&mut self, id: InodeId) -> Result<()> {
         self.cache.discard_from(id, 0);
         self.punch_extents(id, 0, u64::MAX)?;
         self.remove_inode(id)
@@ -515,7 +524,7 @@ impl Engine {
 
     /// Checks that `name` may be added to `dir`: a valid name, not taken, in a directory that
     /// accepts new entries. Returns the directory's inode.
-    pub(super) fn check_new_entry(&self, dir: InodeId, name: &[u8]) -> Result<InodeRecord> {
+    pub(in crate::fs) fn check_new_entry(&self, dir: InodeId, name: &[u8]) -> Result<InodeRecord> {
         self.check_writable()?;
         check_name(name)?;
         if self.lookup_entry(dir, name)?.is_some() {
@@ -528,14 +537,14 @@ impl Engine {
     }
 
     /// The inode, after checking that `change` to it is allowed.
-    pub(super) fn check(&self, id: InodeId, change: Change) -> Result<InodeRecord> {
+    pub(in crate::fs) fn check(&self, id: InodeId, change: Change) -> Result<InodeRecord> {
         let inode = self.inode(id)?;
         self.check_change(id, &inode, change)?;
         Ok(inode)
     }
 
     /// The first (parent, name) that links to `id`; None for a subvolume root.
-    pub(super) fn parent_of(&self, id: InodeId) -> Result<Option<(InodeId, Vec<u8>)>> {
+    pub(in crate::fs) fn parent_of(&self, id: InodeId) -> Result<Option<(InodeId, Vec<u8>)>> {
         if id.ino == ROOT_INO {
             let subvol = self.subvolume(id.subvol)?;
             return Ok((subvol.parent != 0)
@@ -577,7 +586,7 @@ impl Engine {
         format!("/{}", parts.join("/"))
     }
 
-    pub(super) fn child_path(&self, dir: InodeId, name: &[u8]) -> String {
+    pub(in crate::fs) fn child_path(&self, dir: InodeId, name: &[u8]) -> String {
         let parent = self.path_of(dir);
         let sep = if parent.ends_with('/') { "" } else { "/" };
         format!("{parent}{sep}{}", String::from_utf8_lossy(name))

@@ -5,8 +5,8 @@
 
 use std::sync::{Condvar, Mutex};
 
-use super::{BlockGroup, Filesystem};
 use crate::error::{Errno, Error, Result};
+use crate::fs::{BlockGroup, Filesystem};
 
 /// Extents moved per step (per turn with the engine lock).
 const EXTENTS_PER_STEP: usize = 32;
@@ -39,7 +39,7 @@ pub struct BalanceProgress {
 
 /// Pause and cancel requests for the running exclusive operation.
 #[derive(Debug, Default)]
-pub(super) struct Control {
+pub(in crate::fs) struct Control {
     state: Mutex<ControlState>,
     wake: Condvar,
 }
@@ -191,7 +191,7 @@ impl Filesystem {
     }
 
     /// Moves every extent out of a group and removes it; false if cancelled first.
-    pub(super) fn empty_group(
+    pub(in crate::fs) fn empty_group(
         &self,
         group: u64,
         status: &mut BalanceProgress,

@@ -6,13 +6,13 @@
 
 use std::ops::Bound;
 
-use super::engine::Engine;
-use super::{Filesystem, InodeId};
 use crate::device::AlignedBuf;
 use crate::error::Result;
 use crate::format::{
     decode_checksums, key1, key3, key_part, table, ExtentKind, ExtentRecord, FileExtent, BLOCK_SIZE,
 };
+use crate::fs::engine::Engine;
+use crate::fs::{Filesystem, InodeId};
 
 /// Extents verified per turn with the engine lock.
 const EXTENTS_PER_STEP: usize = 16;

@@ -5,17 +5,17 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::attrs::Change;
-use super::cache::{CHUNK_PAGES, DIRTY_LIMIT};
-use super::engine::Engine;
-use super::write::{ExtentData, EXTENT_PAGES};
-use super::InodeId;
 use crate::device::{AlignedBuf, BlockDevice};
 use crate::error::{Errno, Error, Result};
 use crate::format::{
     round_down, round_up, Compression, ExtentKind, FileExtent, FileKind, InodeRecord, Timespec,
     BLOCK_SIZE,
 };
+use crate::fs::data::cache::{CHUNK_PAGES, DIRTY_LIMIT};
+use crate::fs::data::write::{ExtentData, EXTENT_PAGES};
+use crate::fs::engine::Engine;
+use crate::fs::tree::attrs::Change;
+use crate::fs::InodeId;
 
 /// Part of a read: file bytes `[from, to)`, found at `within` of `extent`'s bytes.
 struct Piece {
@@ -111,7 +111,7 @@ pub fn checksum_blocks(data: &[u8]) -> Vec<u32> {
 }
 
 impl Engine {
-    pub(super) fn regular_inode(&self, id: InodeId) -> Result<InodeRecord> {
+    pub(in crate::fs) fn regular_inode(&self, id: InodeId) -> Result<InodeRecord> {
         let inode = self.inode(id)?;
         match inode.kind()? {
             FileKind::Regular => Ok(inode),
@@ -128,7 +128,12 @@ impl Engine {
 
     /// Reads file bytes `[offset, offset + buf.len())` as stored (ignoring dirty pages).
     /// Holes and preallocated ranges read as zeros.
-    pub(super) fn read_stored(&self, id: InodeId, offset: u64, buf: &mut [u8]) -> Result<()> {
+    pub(in crate::fs) fn read_stored(
+        &self,
+        id: InodeId,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<()> {
         buf.fill(0);
         let pieces = self.pieces(id, offset, offset + buf.len() as u64)?;
         let mut i = 0;
@@ -318,7 +323,7 @@ impl Engine {
     }
 
     /// Checks blocks read from extent offset `first` against the extent's checksums.
-    pub(super) fn verify_blocks(
+    pub(in crate::fs) fn verify_blocks(
         &self,
         id: InodeId,
         e: &FileExtent,
@@ -448,7 +453,7 @@ impl Engine {
 
     /// Makes sure `bytes` of new data can be written out, committing to reuse space the
     /// running transaction freed if that is what it takes. ENOSPC otherwise.
-    pub(super) fn reserve(&mut self, bytes: u64) -> Result<()> {
+    pub(in crate::fs) fn reserve(&mut self, bytes: u64) -> Result<()> {
         let fits = |e: &Engine| e.free_for_data() >= e.cache.dirty_page_bytes() + bytes;
         if fits(self) {
             return Ok(());
@@ -483,7 +488,7 @@ impl Engine {
     /// Makes sure the metadata store can grow by `rows` new rows for `what`; ENOSPC (and
     /// nothing done) otherwise, rather than running out halfway, which would stop the
     /// filesystem. Each row is costed at [`METADATA_ROW_COST`].
-    pub(super) fn reserve_metadata(&self, rows: u64, what: &str) -> Result<()> {
+    pub(in crate::fs) fn reserve_metadata(&self, rows: u64, what: &str) -> Result<()> {
         let need = rows.saturating_mul(METADATA_ROW_COST);
         let room = self.meta_space.room();
         if room < need {
@@ -531,7 +536,7 @@ impl Engine {
     }
 
     /// Moves inline data out to a regular extent now (before direct I/O or fallocate).
-    pub(super) fn settle_inline(&mut self, id: InodeId, inode: &InodeRecord) -> Result<()> {
+    pub(in crate::fs) fn settle_inline(&mut self, id: InodeId, inode: &InodeRecord) -> Result<()> {
         self.uninline(id, inode)?;
         if self.cache.has_pages_in(id, 0..1) {
             // Not `writeback`, which would store a small file inline again.
@@ -541,7 +546,12 @@ impl Engine {
     }
 
     /// Makes page `index` dirty with its stored contents (zeros past the end of the file).
-    pub(super) fn load_page(&mut self, id: InodeId, inode: &InodeRecord, index: u64) -> Result<()> {
+    pub(in crate::fs) fn load_page(
+        &mut self,
+        id: InodeId,
+        inode: &InodeRecord,
+        index: u64,
+    ) -> Result<()> {
         let mut page = [0u8; BS];
         if index * BLOCK_SIZE < inode.size {
             self.read_stored(id, index * BLOCK_SIZE, &mut page)?;
@@ -552,7 +562,7 @@ impl Engine {
 
     /// Changes a file's size. Shrinking drops the extents past the end and zeroes the tail of
     /// the last block, so bytes past EOF always read as zeros if the file grows again.
-    pub(super) fn truncate(&mut self, id: InodeId, size: u64) -> Result<()> {
+    pub(in crate::fs) fn truncate(&mut self, id: InodeId, size: u64) -> Result<()> {
         if size > MAX_FILE_SIZE {
             return Err(Error::new(Errno::FBIG, "file too large"));
         }

@@ -3,11 +3,11 @@
 //! when metadata lies past the new end (metadata chunks do not move yet) or the data does not
 //! fit below it.
 
-use super::balance::BalanceProgress;
-use super::engine::Engine;
-use super::Filesystem;
 use crate::error::{Error, Result};
 use crate::format::{round_down, BLOCK_SIZE, MIN_FS_SIZE};
+use crate::fs::engine::Engine;
+use crate::fs::maint::balance::BalanceProgress;
+use crate::fs::Filesystem;
 
 impl Filesystem {
     /// Changes the filesystem's size to `new_size` (rounded down to 4 KiB); returns it.
@@ -90,7 +90,7 @@ impl Engine {
             )));
         }
         let pinned = self.pinned_groups();
-        let past_end = |g: &&super::BlockGroup| g.record.physical + g.record.length > new_size;
+        let past_end = |g: &&crate::fs::BlockGroup| g.record.physical + g.record.length > new_size;
         if self
             .alloc
             .groups()

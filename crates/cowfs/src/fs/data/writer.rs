@@ -9,9 +9,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use super::cache::{ChunkPool, Piece};
 use crate::device::BlockDevice;
 use crate::error::{Errno, Error, Result};
+use crate::fs::data::cache::{ChunkPool, Piece};
 
 type Inflight = JoinHandle<(Vec<Piece>, std::io::Result<()>)>;
 

@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::engine::Engine;
-use super::{AtimePolicy, InodeId};
 use crate::error::Result;
 use crate::format::inode_flags::NOATIME;
 use crate::format::{InodeRecord, Timespec};
+use crate::fs::engine::Engine;
+use crate::fs::{AtimePolicy, InodeId};
 
 /// How old an access time relatime lets stand.
 const DAY: Duration = Duration::from_secs(24 * 3600);

@@ -13,14 +13,14 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::attrs::Change;
-use super::data::ReadPlan;
-use super::engine::Engine;
-use super::write::ExtentData;
-use super::InodeId;
 use crate::error::{Errno, Error, Result};
 use crate::format::inode_flags::{COMPRESS, NOCOW};
 use crate::format::{round_down, Compression, ExtentKind, BLOCK_GROUP_READ_ONLY, BLOCK_SIZE};
+use crate::fs::data::io::ReadPlan;
+use crate::fs::data::write::ExtentData;
+use crate::fs::engine::Engine;
+use crate::fs::tree::attrs::Change;
+use crate::fs::InodeId;
 
 /// How swap I/O reaches an active swap file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

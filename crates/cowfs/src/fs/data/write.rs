@@ -2,29 +2,29 @@
 //! overwritten in place (NOCOW files, preallocated space) or copied to newly allocated
 //! extents, with checksums and write-behind.
 
-use super::alloc::Extent;
-use super::cache::Piece;
-use super::data::checksum_blocks;
-use super::engine::Engine;
-use super::InodeId;
 use crate::error::{Error, Result};
 use crate::format::inode_flags::NOCOW;
 use crate::format::{
     decode_checksums, encode_checksums, key1, table, Compression, ExtentKind, ExtentRecord,
     FileExtent, BLOCK_SIZE, MAX_EXTENT_LEN,
 };
+use crate::fs::alloc::Extent;
+use crate::fs::data::cache::Piece;
+use crate::fs::data::io::checksum_blocks;
+use crate::fs::engine::Engine;
+use crate::fs::InodeId;
 
 /// Pages in the largest extent.
-pub(super) const EXTENT_PAGES: u64 = MAX_EXTENT_LEN / BLOCK_SIZE;
+pub(in crate::fs) const EXTENT_PAGES: u64 = MAX_EXTENT_LEN / BLOCK_SIZE;
 
 /// What `write_extents` writes: the caller's buffer, or dirty chunks.
-pub(super) enum ExtentData<'a> {
+pub(in crate::fs) enum ExtentData<'a> {
     Direct(&'a [u8]),
     Chunks(Vec<Piece>),
 }
 
 impl<'a> ExtentData<'a> {
-    pub(super) fn len(&self) -> u64 {
+    pub(in crate::fs) fn len(&self) -> u64 {
         match self {
             ExtentData::Direct(bytes) => bytes.len() as u64,
             ExtentData::Chunks(pieces) => pieces.iter().map(|p| p.range.len() as u64).sum(),
@@ -32,7 +32,7 @@ impl<'a> ExtentData<'a> {
     }
 
     /// Takes the first `len` bytes off the front.
-    pub(super) fn take(&mut self, len: u64) -> ExtentData<'a> {
+    pub(in crate::fs) fn take(&mut self, len: u64) -> ExtentData<'a> {
         match self {
             ExtentData::Direct(bytes) => {
                 let (head, tail) = bytes.split_at(len as usize);
@@ -43,7 +43,7 @@ impl<'a> ExtentData<'a> {
         }
     }
 
-    pub(super) fn slices(&self) -> Vec<&[u8]> {
+    pub(in crate::fs) fn slices(&self) -> Vec<&[u8]> {
         match self {
             ExtentData::Direct(bytes) => vec![bytes],
             ExtentData::Chunks(pieces) => pieces.iter().map(Piece::bytes).collect(),
@@ -106,7 +106,7 @@ impl Engine {
     /// data of a NOCOW file, and over unshared extents the running transaction allocated, are
     /// overwritten in place; the rest is copy-on-write to new extents. Direct data is on the device when this returns; dirty chunks going to new
     /// extents are written behind, overlapping whatever the caller does next.
-    pub(super) fn write_extents(
+    pub(in crate::fs) fn write_extents(
         &mut self,
         id: InodeId,
         offset: u64,
@@ -161,7 +161,7 @@ impl Engine {
 
     /// Whether all of `[start, end)` would be overwritten in place: writing it needs no new
     /// space.
-    pub(super) fn writes_in_place(&self, id: InodeId, start: u64, end: u64) -> Result<bool> {
+    pub(in crate::fs) fn writes_in_place(&self, id: InodeId, start: u64, end: u64) -> Result<bool> {
         let nocow = self.inode(id)?.flags & NOCOW != 0;
         let spans = self.plan_write(id, start, end, nocow)?;
         Ok(spans
@@ -280,7 +280,7 @@ impl Engine {
     }
 
     /// Writes to newly allocated extents, checksummed unless the file is NOCOW.
-    pub(super) fn write_new(
+    pub(in crate::fs) fn write_new(
         &mut self,
         id: InodeId,
         nocow: bool,
@@ -312,7 +312,7 @@ impl Engine {
     }
 
     /// Records a new extent (checksummed when `sums` is given) and maps it at `file_offset`.
-    pub(super) fn record_extent(
+    pub(in crate::fs) fn record_extent(
         &mut self,
         id: InodeId,
         file_offset: u64,
@@ -369,7 +369,7 @@ impl Engine {
     /// Writes out up to `budget` dirty pages of a file, lowest offsets first.
     /// Inline data cannot sit beside other extents: when pages past the first are going
     /// out, the inline data goes with them as a regular extent.
-    pub(super) fn writeback_pages(&mut self, id: InodeId, budget: u64) -> Result<()> {
+    pub(in crate::fs) fn writeback_pages(&mut self, id: InodeId, budget: u64) -> Result<()> {
         if self.cache.has_pages_in(id, 1..u64::MAX) {
             let inode = self.inode(id)?;
             self.uninline(id, &inode)?;
@@ -380,7 +380,7 @@ impl Engine {
         Ok(())
     }
 
-    pub(super) fn writeback_all(&mut self) -> Result<()> {
+    pub(in crate::fs) fn writeback_all(&mut self) -> Result<()> {
         for id in self.cache.dirty_files() {
             self.writeback(id)?;
         }

@@ -4,15 +4,15 @@
 //! rewrite is copy-on-write, like any write: content is unchanged, and (as in btrfs) what is
 //! rewritten is no longer shared with clones or snapshots. Holes and preallocated ranges stay.
 
-use super::attrs::Change;
-use super::compress::DEFAULT_LEVEL;
-use super::engine::Engine;
-use super::write::ExtentData;
-use super::InodeId;
 use crate::device::AlignedBuf;
 use crate::error::Result;
 use crate::format::inode_flags::{NOCOMPRESS, NOCOW};
 use crate::format::{Compression, ExtentKind, FileExtent, MAX_EXTENT_LEN};
+use crate::fs::data::compress::DEFAULT_LEVEL;
+use crate::fs::data::write::ExtentData;
+use crate::fs::engine::Engine;
+use crate::fs::tree::attrs::Change;
+use crate::fs::InodeId;
 
 /// What a defrag did to one file.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1,14 +1,14 @@
 //! fallocate: preallocated (unwritten) extents that read as zeros until written and are then
 //! written in place; punching holes; zeroing ranges. The modes are Linux's.
 
-use super::attrs::Change;
-use super::engine::Engine;
-use super::InodeId;
 use crate::error::{Errno, Error, Result};
 use crate::format::inode_flags::NOCOW;
 use crate::format::{
     round_down, round_up, ExtentKind, FileExtent, Timespec, BLOCK_SIZE, MAX_EXTENT_LEN,
 };
+use crate::fs::engine::Engine;
+use crate::fs::tree::attrs::Change;
+use crate::fs::InodeId;
 
 /// An fallocate(2) mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +36,7 @@ impl Engine {
         }
         let end = offset
             .checked_add(len)
-            .filter(|e| *e <= super::MAX_FILE_SIZE)
+            .filter(|e| *e <= crate::fs::MAX_FILE_SIZE)
             .ok_or_else(|| Error::new(Errno::FBIG, "file too large"))?;
         let mut inode = self.regular_inode(id)?;
         let change = if matches!(mode, FallocateMode::Allocate { .. }) {

@@ -7,12 +7,12 @@
 
 use std::ops::Bound;
 
-use super::alloc::Extent;
-use super::engine::Engine;
-use super::InodeId;
 use crate::device::AlignedBuf;
 use crate::error::{Errno, Error, Result};
 use crate::format::{extent_ref_key, key1, key3, key_part, table, ExtentRecord, FileExtent};
+use crate::fs::alloc::Extent;
+use crate::fs::engine::Engine;
+use crate::fs::InodeId;
 
 /// Bytes copied per device read when moving an extent.
 const COPY_CHUNK: u64 = 4 << 20;
@@ -40,7 +40,7 @@ impl Engine {
         let space = self.space.lock().unwrap();
         space
             .unallocated()
-            .saturating_sub(super::metadata_reserve(space.fs_size()))
+            .saturating_sub(crate::fs::metadata_reserve(space.fs_size()))
     }
 
     /// Moves up to `max` extents out of block group `group`; returns the bytes moved and

@@ -6,10 +6,6 @@
 
 use std::sync::Arc;
 
-use super::cache::Piece;
-use super::engine::Engine;
-use super::write::ExtentData;
-use super::InodeId;
 use crate::device::AlignedBuf;
 use crate::error::{Error, Result};
 use crate::format::inode_flags::{COMPRESS, NOCOMPRESS, NOCOW};
@@ -17,6 +13,10 @@ use crate::format::{
     round_up, Compression, FileExtent, InodeRecord, BLOCK_SIZE, FS_COMPRESSION_LEVEL_SHIFT,
     FS_COMPRESSION_MASK,
 };
+use crate::fs::data::cache::Piece;
+use crate::fs::data::write::ExtentData;
+use crate::fs::engine::Engine;
+use crate::fs::InodeId;
 
 /// The most file data one compressed extent holds.
 pub const MAX_COMPRESSED_LEN: u64 = 128 << 10;
@@ -90,7 +90,7 @@ pub fn decompress_extent(stored: &[u8], ram_len: u64) -> Result<Vec<u8>> {
 
 impl Engine {
     /// The zstd level new data of this file is compressed with, if any.
-    pub(super) fn compression_level(&self, inode: &InodeRecord) -> Option<i32> {
+    pub(in crate::fs) fn compression_level(&self, inode: &InodeRecord) -> Option<i32> {
         if inode.flags & (NOCOW | NOCOMPRESS) != 0 {
             return None;
         }
@@ -103,7 +103,7 @@ impl Engine {
 
     /// Writes dirty data to new extents, compressing each piece of at most 128 KiB that
     /// shrinks by a block or more and writing the rest plainly.
-    pub(super) fn write_compressed(
+    pub(in crate::fs) fn write_compressed(
         &mut self,
         id: InodeId,
         mut offset: u64,
@@ -144,7 +144,7 @@ impl Engine {
             return self.write_new(id, false, offset, part);
         };
         let physical = self.alloc.physical(extent.start)?;
-        let sums = super::data::checksum_blocks(&stored);
+        let sums = crate::fs::data::io::checksum_blocks(&stored);
         let range = 0..stored.len();
         self.writer.write_behind(
             &self.device,
@@ -164,7 +164,7 @@ impl Engine {
     }
 
     /// Reads `dst.len()` bytes at `within` of a compressed extent's decoded data.
-    pub(super) fn read_compressed(
+    pub(in crate::fs) fn read_compressed(
         &self,
         id: InodeId,
         e: &FileExtent,

@@ -3,11 +3,11 @@
 //! compression exclude each other, immutable files refuse every change and append-only files
 //! every change but appending. A read-only subvolume refuses all changes with EROFS.
 
-use super::engine::Engine;
-use super::InodeId;
 use crate::error::{Errno, Error, Result};
 use crate::format::inode_flags::{APPEND, COMPRESS, IMMUTABLE, NOCOMPRESS, NOCOW, SUPPORTED};
 use crate::format::{FileKind, InodeRecord, Timespec};
+use crate::fs::engine::Engine;
+use crate::fs::InodeId;
 
 /// What a caller is about to do to an inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

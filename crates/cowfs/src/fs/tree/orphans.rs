@@ -8,8 +8,8 @@ use std::collections::hash_map::Entry;
 use crate::error::Result;
 use crate::format::{key2, key_part, table, Timespec};
 
-use super::engine::Engine;
-use super::InodeId;
+use crate::fs::engine::Engine;
+use crate::fs::InodeId;
 
 impl Engine {
     /// A front end has the inode open: its data outlives its last name until released.
@@ -38,12 +38,12 @@ impl Engine {
         Ok(())
     }
 
-    pub(super) fn is_held(&self, id: InodeId) -> bool {
+    pub(in crate::fs) fn is_held(&self, id: InodeId) -> bool {
         self.held.contains_key(&id)
     }
 
     /// The last name of a held inode is gone: keep it, nameless, until released.
-    pub(super) fn make_orphan(&mut self, id: InodeId) -> Result<()> {
+    pub(in crate::fs) fn make_orphan(&mut self, id: InodeId) -> Result<()> {
         let mut inode = self.inode(id)?;
         inode.nlink = 0;
         inode.ctime = Timespec::now();

@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
-use super::InodeId;
 use crate::device::AlignedBuf;
 use crate::format::BLOCK_SIZE;
+use crate::fs::InodeId;
 
 /// Pages per chunk: large enough that writeback segments are big, small enough that a
 /// scattered 4 KiB write does not pin much memory.

@@ -4,11 +4,11 @@
 //! it past the limit, a direct write, or fallocate moves the data back to the page cache first,
 //! so it is written out as a regular extent.
 
-use super::engine::Engine;
-use super::InodeId;
 use crate::error::Result;
 use crate::format::inode_flags::NOCOW;
 use crate::format::{ExtentKind, FileExtent, InodeRecord, BLOCK_SIZE};
+use crate::fs::engine::Engine;
+use crate::fs::InodeId;
 
 impl FileExtent {
     pub fn inline(data: Vec<u8>) -> Self {
@@ -27,7 +27,7 @@ impl FileExtent {
 
 impl Engine {
     /// Stores a small file's dirty data inline; false when the file does not qualify.
-    pub(super) fn writeback_inline(&mut self, id: InodeId) -> Result<bool> {
+    pub(in crate::fs) fn writeback_inline(&mut self, id: InodeId) -> Result<bool> {
         let inode = self.inode(id)?;
         let fits = inode.size > 0
             && inode.size <= u64::from(self.state.inline_limit)
@@ -50,7 +50,7 @@ impl Engine {
     }
 
     /// Moves a file's inline data to a dirty page, to be written as a regular extent.
-    pub(super) fn uninline(&mut self, id: InodeId, inode: &InodeRecord) -> Result<()> {
+    pub(in crate::fs) fn uninline(&mut self, id: InodeId, inode: &InodeRecord) -> Result<()> {
         let inline = self
             .extents_in(id, 0, 1)?
             .into_iter()

@@ -1,0 +1,7 @@
+//! Where space is counted: block groups and the data allocator, extent records and their
+//! reference counts, and every reservation made before a change is allowed to start.
+
+pub(crate) mod extents;
+pub(crate) mod groups;
+
+pub use groups::*;

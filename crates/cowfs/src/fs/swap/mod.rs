@@ -1,0 +1,4 @@
+//! Swap files: the rules for activating one and for an active one, its pins, and swap I/O in
+//! both designs (pinned extents, and through the filesystem).
+
+pub(crate) mod activate;
