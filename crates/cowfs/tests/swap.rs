@@ -273,6 +273,40 @@ fn active() -> (Arc<dyn BlockDevice>, Filesystem, InodeId, InodeId) {
 }
 
 #[test]
+fn pinned_swap_io_reaches_only_the_pinned_pages_and_only_while_active() {
+    let (dev, fs, f, other) = active();
+    let io = fs.pinned_swap_io(f).unwrap();
+    let page = [7u8; 4096];
+    io.write_pages(3, &page).unwrap();
+    let at = fs.extent_map(f).unwrap()[0].physical + 3 * 4096;
+    let mut on_device = AlignedBuf::zeroed(4096);
+    dev.read_at(at, &mut on_device).unwrap();
+    assert_eq!(on_device[..], page[..], "written at the pinned offset");
+    let mut back = [0u8; 4096];
+    io.read_pages(3, &mut back).unwrap();
+    assert_eq!(back, page);
+    let past_end = AREA / 4096;
+    assert_eq!(errno(io.write_pages(past_end, &page)), Errno::INVAL);
+    assert_eq!(errno(io.write_pages(0, &page[..100])), Errno::INVAL);
+    assert_eq!(
+        errno(fs.pinned_swap_io(other)),
+        Errno::INVAL,
+        "not a swap file"
+    );
+    fs.deactivate_swap(f).unwrap();
+    assert_eq!(
+        errno(io.write_pages(0, &page)),
+        Errno::INVAL,
+        "after swapoff"
+    );
+    assert_eq!(
+        read_all(&fs, other),
+        vec![5u8; 8192],
+        "nothing else touched"
+    );
+}
+
+#[test]
 fn generic_493_reads_and_copies_from_it_are_allowed() {
     let (_dev, fs, f, _) = active();
     assert_eq!(read_all(&fs, f).len() as u64, AREA);

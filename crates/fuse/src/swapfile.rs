@@ -8,7 +8,7 @@
 //! daemons that serve swap must: a daemon page swapped out would have to come back in while
 //! the kernel may be reclaiming memory by swapping.
 
-use cowfs::{InodeId, SwapActivation, SwapMode};
+use cowfs::{InodeId, SwapMode};
 use fuser::Request;
 
 use crate::control::Refusal;
@@ -59,19 +59,10 @@ impl CowfsFuse {
         let Some(activation) = maps.get(&id) else {
             return 0;
         };
-        physical(activation, index * u64::from(block_size))
-            .map_or(0, |at| at / u64::from(block_size))
+        activation
+            .device_range(index * u64::from(block_size))
+            .map_or(0, |(at, _)| at / u64::from(block_size))
     }
-}
-
-/// Device offset of a byte of an activated file, from its swap extents.
-fn physical(activation: &SwapActivation, offset: u64) -> Option<u64> {
-    let page = offset / cowfs::format::BLOCK_SIZE;
-    let extent = activation
-        .extents
-        .iter()
-        .find(|e| (e.page..e.page + e.pages).contains(&page))?;
-    Some(extent.physical + (offset - extent.page * cowfs::format::BLOCK_SIZE))
 }
 
 /// Only root may hand a file to the kernel as swap (swapon(2) needs CAP_SYS_ADMIN anyway).

@@ -9,10 +9,9 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use cowfs::device::{AlignedBuf, BlockDevice};
-use cowfs::{Errno, Error, Filesystem, InodeId, Result, SwapActivation, SwapMode};
+use cowfs::device::AlignedBuf;
+use cowfs::{Errno, Error, Filesystem, InodeId, PinnedSwapIo, Result, SwapMode};
 
 use crate::header::PAGE_SIZE;
 
@@ -47,8 +46,9 @@ pub struct CowfsFile {
     id: InodeId,
     path: String,
     mode: SwapMode,
-    device: Arc<dyn BlockDevice>,
-    map: Option<SwapActivation>,
+    active: bool,
+    /// Pinned mode: the device ranges of the file, while active.
+    pinned: Option<PinnedSwapIo>,
 }
 
 impl CowfsFile {
@@ -59,35 +59,15 @@ impl CowfsFile {
             id,
             path: path.to_string(),
             mode,
-            device: fs.device(),
-            map: None,
+            active: false,
+            pinned: None,
         })
     }
 
-    /// Calls `f(device offset, byte range)` for each device-contiguous piece of pages.
-    fn pieces(
-        &self,
-        page: u64,
-        len: usize,
-        mut f: impl FnMut(u64, std::ops::Range<usize>) -> Result<()>,
-    ) -> Result<()> {
-        let map = self
-            .map
+    fn pinned(&self) -> Result<&PinnedSwapIo> {
+        self.pinned
             .as_ref()
-            .ok_or_else(|| Error::invalid("swap area not active"))?;
-        let mut done = 0usize;
-        while done < len {
-            let p = page + (done / PAGE_SIZE) as u64;
-            let x = map
-                .extents
-                .iter()
-                .find(|x| (x.page..x.page + x.pages).contains(&p))
-                .ok_or_else(|| Error::invalid(format!("page {p} is outside the swap area")))?;
-            let n = (((x.page + x.pages - p) * PAGE) as usize).min(len - done);
-            f(x.physical + (p - x.page) * PAGE, done..done + n)?;
-            done += n;
-        }
-        Ok(())
+            .ok_or_else(|| Error::invalid("swap area not active"))
     }
 }
 
@@ -95,7 +75,7 @@ impl CowfsFile {
 /// ends) leaves no pin behind in the engine.
 impl Drop for CowfsFile {
     fn drop(&mut self) {
-        if self.map.take().is_some() {
+        if std::mem::take(&mut self.active) {
             let _ = self.fs.deactivate_swap(self.id);
         }
     }
@@ -115,35 +95,30 @@ impl Backing for CowfsFile {
 
     fn activate(&mut self) -> Result<u64> {
         let map = self.fs.activate_swap(self.id, self.mode)?;
-        let pages = map.pages;
-        self.map = Some(map);
-        Ok(pages)
+        self.active = true;
+        if self.mode == SwapMode::Pinned {
+            self.pinned = Some(self.fs.pinned_swap_io(self.id)?);
+        }
+        Ok(map.pages)
     }
 
     fn deactivate(&mut self) -> Result<()> {
-        self.map = None;
+        self.active = false;
+        self.pinned = None;
         self.fs.deactivate_swap(self.id)
     }
 
     fn read_pages(&self, page: u64, buf: &mut [u8]) -> Result<()> {
         match self.mode {
             SwapMode::ThroughFs => self.fs.swap_read(self.id, page, buf),
-            SwapMode::Pinned => self.pieces(page, buf.len(), |at, r| {
-                self.device
-                    .read_at(at, &mut buf[r])
-                    .map_err(io_error("swap read"))
-            }),
+            SwapMode::Pinned => self.pinned()?.read_pages(page, buf),
         }
     }
 
     fn write_pages(&self, page: u64, data: &[u8]) -> Result<()> {
         match self.mode {
             SwapMode::ThroughFs => self.fs.swap_write(self.id, page, data),
-            SwapMode::Pinned => self.pieces(page, data.len(), |at, r| {
-                self.device
-                    .write_at(at, &data[r])
-                    .map_err(io_error("swap write"))
-            }),
+            SwapMode::Pinned => self.pinned()?.write_pages(page, data),
         }
     }
 }

@@ -11,10 +11,13 @@ use crate::format::{
     SuperblockScan, Timespec, BLOCK_SIZE, DEFAULT_INLINE_LIMIT, FIRST_SUBVOLUME, MIN_FS_SIZE,
     ROOT_INO, SUPERBLOCK_OFFSETS, SUPERBLOCK_SIZE, SYSTEM_AREA_END,
 };
+use crate::fs::alloc::owners::SoleOwners;
 use crate::fs::alloc::DataAllocator;
 use crate::fs::data::cache::PageCache;
-use crate::fs::data::compress::CompressionConfig;
 use crate::fs::data::writer::WriteBehind;
+use crate::fs::swap::state::SwapState;
+use crate::fs::tree::access_times::AccessTimes;
+use crate::fs::CompressionConfig;
 use crate::fs::{InodeId, MkfsOptions};
 use crate::meta::{DeviceSpace, Meta, MetaSpace, Store};
 
@@ -37,20 +40,16 @@ pub struct Engine {
     pub(crate) compression: Option<CompressionConfig>,
     /// The exclusive operation (balance, resize) running or paused, if any.
     pub(crate) exclusive: Option<&'static str>,
-    /// Active swap files and their pins.
-    pub(crate) swapfiles: crate::fs::swap::activate::SwapFiles,
-    /// Data space reserved for through-filesystem swap files.
-    pub(crate) swap_reserved: u64,
-    /// Bytes of swap pages written since the last commit.
-    pub(crate) swap_written: u64,
+    /// Active swap files and their pins (the swap module's own).
+    pub(crate) swap: SwapState,
     /// Inodes front ends hold open, and how many times (see `orphans`).
     pub(crate) held: std::collections::HashMap<InodeId, u32>,
     /// What opening did to the image that a person should hear of (repairs).
     pub(crate) notes: Vec<String>,
     /// When reads move access times.
-    pub(crate) access_times: crate::fs::AccessTimes,
+    pub(crate) access_times: AccessTimes,
     /// Extents known to have one owner (see `extents`).
-    pub(crate) sole_owners: crate::fs::alloc::extents::SoleOwners,
+    pub(crate) sole_owners: SoleOwners,
 }
 
 /// Reads every superblock copy of a device.
@@ -263,9 +262,7 @@ impl Engine {
             writer,
             compression: CompressionConfig::from_flags(state.flags)?,
             exclusive: None,
-            swapfiles: Default::default(),
-            swap_reserved: 0,
-            swap_written: 0,
+            swap: SwapState::default(),
             held: Default::default(),
             notes: Vec::new(),
             access_times: Default::default(),
@@ -351,7 +348,7 @@ impl Engine {
         self.meta().put_fs_state(&self.state)?;
         self.store.commit()?;
         self.alloc.unpin();
-        self.swap_written = 0;
+        self.swap.committed();
         self.dirty = false;
         self.last_commit = Instant::now();
         Ok(())

@@ -6,8 +6,8 @@
 use crate::error::{Errno, Error, Result};
 use crate::format::inode_flags::NOCOW;
 use crate::format::{round_up, ExtentKind, InodeRecord, Timespec, BLOCK_SIZE};
+use crate::fs::common::Change;
 use crate::fs::engine::Engine;
-use crate::fs::tree::attrs::Change;
 use crate::fs::InodeId;
 
 /// The bytes copied per step when copy_file_range cannot share.

@@ -60,6 +60,8 @@ pub struct DataAllocator {
     /// Counts the commits that made freed space reusable: a reader that resolved blocks
     /// without the engine's lock knows, by it, whether they can have been reused meanwhile.
     reuse_epoch: Arc<AtomicU64>,
+    /// Bytes promised away from ordinary writers (swap files' copy-on-write room).
+    set_aside: u64,
 }
 
 /// How much of the device to give a new data block group.
@@ -138,13 +140,25 @@ impl DataAllocator {
         Ok(g.record.physical + (addr - g.logical))
     }
 
-    /// Bytes that can be allocated now, counting block groups not yet made.
+    /// Bytes ordinary writers can allocate now, counting block groups not yet made, less
+    /// what is set aside.
     pub fn available(&self, space: &Mutex<DeviceSpace>) -> u64 {
         let space = space.lock().unwrap();
         let free: u64 = self.free.values().sum();
-        free + space
-            .unallocated()
-            .saturating_sub(metadata_reserve(space.fs_size()))
+        (free
+            + space
+                .unallocated()
+                .saturating_sub(metadata_reserve(space.fs_size())))
+        .saturating_sub(self.set_aside)
+    }
+
+    /// Promises `bytes` away from ordinary writers (its owner still allocates from them).
+    pub fn set_aside(&mut self, bytes: u64) {
+        self.set_aside += bytes;
+    }
+
+    pub fn release_set_aside(&mut self, bytes: u64) {
+        self.set_aside -= bytes;
     }
 
     pub fn pinned_bytes(&self) -> u64 {

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::device::AlignedBuf;
 use crate::format::BLOCK_SIZE;
+use crate::fs::common::DirtyRange;
 use crate::fs::InodeId;
 
 /// Pages per chunk: large enough that writeback segments are big, small enough that a
@@ -60,19 +61,6 @@ pub struct Chunk {
 impl Chunk {
     fn page(&self, i: u64) -> &[u8] {
         &self.buf[i as usize * BS..][..BS]
-    }
-}
-
-/// Part of a chunk buffer: what writeback sends to the device.
-#[derive(Debug, Clone)]
-pub struct Piece {
-    pub buf: Arc<AlignedBuf>,
-    pub range: Range<usize>,
-}
-
-impl Piece {
-    pub fn bytes(&self) -> &[u8] {
-        &self.buf[self.range.clone()]
     }
 }
 
@@ -230,7 +218,12 @@ impl PageCache {
 
     /// Takes up to `budget` dirty pages of `id`, lowest offsets first, as runs of consecutive
     /// pages of at most `max_run` pages: (first page, pieces of chunk buffers).
-    pub fn take_runs(&mut self, id: InodeId, max_run: u64, budget: u64) -> Vec<(u64, Vec<Piece>)> {
+    pub fn take_runs(
+        &mut self,
+        id: InodeId,
+        max_run: u64,
+        budget: u64,
+    ) -> Vec<(u64, Vec<DirtyRange>)> {
         let mut taken = 0u64;
         let pages = self.remove_pages(
             id,
@@ -240,7 +233,7 @@ impl PageCache {
             },
             0..u64::MAX,
         );
-        let mut runs: Vec<(u64, u64, Vec<Piece>)> = Vec::new();
+        let mut runs: Vec<(u64, u64, Vec<DirtyRange>)> = Vec::new();
         for (index, buf) in pages {
             let at = (index % CHUNK_PAGES) as usize * BS;
             match runs.last_mut() {
@@ -250,7 +243,7 @@ impl PageCache {
                     if Arc::ptr_eq(&last.buf, &buf) && last.range.end == at {
                         last.range.end += BS;
                     } else {
-                        pieces.push(Piece {
+                        pieces.push(DirtyRange {
                             buf,
                             range: at..at + BS,
                         });
@@ -259,7 +252,7 @@ impl PageCache {
                 _ => runs.push((
                     index,
                     1,
-                    vec![Piece {
+                    vec![DirtyRange {
                         buf,
                         range: at..at + BS,
                     }],

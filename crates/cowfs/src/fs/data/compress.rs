@@ -9,67 +9,15 @@ use std::sync::Arc;
 use crate::device::AlignedBuf;
 use crate::error::{Error, Result};
 use crate::format::inode_flags::{COMPRESS, NOCOMPRESS, NOCOW};
-use crate::format::{
-    round_up, Compression, FileExtent, InodeRecord, BLOCK_SIZE, FS_COMPRESSION_LEVEL_SHIFT,
-    FS_COMPRESSION_MASK,
-};
-use crate::fs::data::cache::Piece;
-use crate::fs::data::write::ExtentData;
+use crate::format::{round_up, Compression, FileExtent, InodeRecord, BLOCK_SIZE};
+use crate::fs::common::DirtyRange;
+use crate::fs::common::ExtentData;
 use crate::fs::engine::Engine;
+use crate::fs::types::DEFAULT_LEVEL;
 use crate::fs::InodeId;
 
 /// The most file data one compressed extent holds.
 pub const MAX_COMPRESSED_LEN: u64 = 128 << 10;
-
-/// zstd's level when none is given.
-pub const DEFAULT_LEVEL: i32 = 3;
-
-/// A compression choice: `zstd` or `zstd:LEVEL` (1 to 19).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CompressionConfig {
-    pub algorithm: Compression,
-    pub level: i32,
-}
-
-impl CompressionConfig {
-    /// Parses `none`, `zstd` or `zstd:LEVEL`.
-    pub fn parse(text: &str) -> Result<Option<Self>> {
-        let (name, level) = text
-            .split_once(':')
-            .map_or((text, None), |(n, l)| (n, Some(l)));
-        match name {
-            "none" | "no" if level.is_none() => Ok(None),
-            "zstd" => {
-                let level = level.map_or(Ok(DEFAULT_LEVEL), |l| {
-                    l.parse::<i32>()
-                        .ok()
-                        .filter(|l| (1..=19).contains(l))
-                        .ok_or_else(|| Error::invalid(format!("zstd level {l:?} is not 1 to 19")))
-                })?;
-                Ok(Some(CompressionConfig {
-                    algorithm: Compression::Zstd,
-                    level,
-                }))
-            }
-            _ => Err(Error::invalid(format!(
-                "unknown compression {text:?} (try zstd or zstd:5)"
-            ))),
-        }
-    }
-
-    /// The `fs_state` flags bits that record it.
-    pub fn to_flags(config: Option<Self>) -> u32 {
-        config.map_or(0, |c| {
-            c.algorithm as u32 | ((c.level as i8 as u8 as u32) << FS_COMPRESSION_LEVEL_SHIFT)
-        })
-    }
-
-    pub fn from_flags(flags: u32) -> Result<Option<Self>> {
-        let algorithm = Compression::from_code((flags & FS_COMPRESSION_MASK) as u8)?;
-        let level = ((flags >> FS_COMPRESSION_LEVEL_SHIFT) & 0xff) as u8 as i8 as i32;
-        Ok((algorithm != Compression::None).then_some(CompressionConfig { algorithm, level }))
-    }
-}
 
 /// Decodes a compressed extent's stored bytes (a frame and zero padding) to exactly
 /// `ram_len` bytes.
@@ -144,12 +92,12 @@ impl Engine {
             return self.write_new(id, false, offset, part);
         };
         let physical = self.alloc.physical(extent.start)?;
-        let sums = crate::fs::data::io::checksum_blocks(&stored);
+        let sums = crate::fs::common::checksum_blocks(&stored);
         let range = 0..stored.len();
         self.writer.write_behind(
             &self.device,
             physical,
-            vec![Piece {
+            vec![DirtyRange {
                 buf: Arc::new(stored),
                 range,
             }],

@@ -11,14 +11,14 @@ use crate::format::{
     round_down, round_up, Compression, ExtentKind, FileExtent, FileKind, InodeRecord, Timespec,
     BLOCK_SIZE,
 };
+use crate::fs::common::Change;
+use crate::fs::common::{ExtentData, EXTENT_PAGES};
 use crate::fs::data::cache::{CHUNK_PAGES, DIRTY_LIMIT};
-use crate::fs::data::write::{ExtentData, EXTENT_PAGES};
 use crate::fs::engine::Engine;
-use crate::fs::tree::attrs::Change;
-use crate::fs::InodeId;
+use crate::fs::{InodeId, MAX_FILE_SIZE};
 
 /// Part of a read: file bytes `[from, to)`, found at `within` of `extent`'s bytes.
-struct Piece {
+struct ReadSpan {
     from: u64,
     to: u64,
     within: u64,
@@ -81,14 +81,7 @@ impl ReadPlan {
     }
 }
 
-/// The largest file size: offsets must fit an i64, as in the kernel.
-pub const MAX_FILE_SIZE: u64 = i64::MAX as u64 & !(BLOCK_SIZE - 1);
-
 const BS: usize = BLOCK_SIZE as usize;
-
-/// Metadata bytes a new row may take: its key and value, the B-tree's own overhead, and the
-/// copies of the pages a transaction rewrites (generous on purpose).
-const METADATA_ROW_COST: u64 = 256;
 
 fn check_direct(offset: u64, len: usize) -> Result<()> {
     if !offset.is_multiple_of(BLOCK_SIZE) || !(len as u64).is_multiple_of(BLOCK_SIZE) {
@@ -104,10 +97,6 @@ fn check_range(offset: u64, len: usize) -> Result<u64> {
         .checked_add(len as u64)
         .filter(|end| *end <= MAX_FILE_SIZE)
         .ok_or_else(|| Error::new(Errno::FBIG, "file too large"))
-}
-
-pub fn checksum_blocks(data: &[u8]) -> Vec<u32> {
-    data.chunks(BS).map(crc32c::crc32c).collect()
 }
 
 impl Engine {
@@ -166,13 +155,13 @@ impl Engine {
     }
 
     /// The stored pieces of file bytes `[offset, end)`, in file order; gaps are holes.
-    fn pieces(&self, id: InodeId, offset: u64, end: u64) -> Result<Vec<Piece>> {
+    fn pieces(&self, id: InodeId, offset: u64, end: u64) -> Result<Vec<ReadSpan>> {
         Ok(self
             .extents_in(id, offset, end)?
             .into_iter()
             .filter_map(|(off, e)| {
                 let (from, to) = (off.max(offset), (off + e.len).min(end));
-                (from < to).then(|| Piece {
+                (from < to).then(|| ReadSpan {
                     from,
                     to,
                     within: e.extent_offset + (from - off),
@@ -263,7 +252,7 @@ impl Engine {
 
     /// How many pieces from the first are whole blocks of plain data, consecutive both in the
     /// file and on the device (so one device read serves them).
-    fn device_run(&self, pieces: &[Piece]) -> Result<usize> {
+    fn device_run(&self, pieces: &[ReadSpan]) -> Result<usize> {
         let mut next: Option<(u64, u64)> = None;
         for (n, p) in pieces.iter().enumerate() {
             let plain = p.extent.kind == ExtentKind::Regular
@@ -282,7 +271,7 @@ impl Engine {
 
     /// Reads a run of pieces with one device read into `buf` (which starts at the first
     /// piece), then checks each piece against its own extent's checksums.
-    fn read_run(&self, id: InodeId, run: &[Piece], buf: &mut [u8]) -> Result<()> {
+    fn read_run(&self, id: InodeId, run: &[ReadSpan], buf: &mut [u8]) -> Result<()> {
         let first = &run[0];
         let len = (run[run.len() - 1].to - first.from) as usize;
         self.device_read(first.extent.disk_start + first.within, &mut buf[..len])?;
@@ -451,22 +440,6 @@ impl Engine {
         Ok(data.len())
     }
 
-    /// Makes sure `bytes` of new data can be written out, committing to reuse space the
-    /// running transaction freed if that is what it takes. ENOSPC otherwise.
-    pub(in crate::fs) fn reserve(&mut self, bytes: u64) -> Result<()> {
-        let fits = |e: &Engine| e.free_for_data() >= e.cache.dirty_page_bytes() + bytes;
-        if fits(self) {
-            return Ok(());
-        }
-        if self.alloc.pinned_bytes() > 0 {
-            self.commit()?;
-            if fits(self) {
-                return Ok(());
-            }
-        }
-        Err(Error::no_space("no space left on the filesystem"))
-    }
-
     /// Reserves `bytes` for writing `[from, to)` of a file; when there is no room, whether
     /// the range lands in place (preallocated space, a NOCOW file's own blocks), which needs
     /// none. ENOSPC when it does not. Ok(false): reserved.
@@ -483,20 +456,6 @@ impl Engine {
             }
             Err(full) => Err(full),
         }
-    }
-
-    /// Makes sure the metadata store can grow by `rows` new rows for `what`; ENOSPC (and
-    /// nothing done) otherwise, rather than running out halfway, which would stop the
-    /// filesystem. Each row is costed at [`METADATA_ROW_COST`].
-    pub(in crate::fs) fn reserve_metadata(&self, rows: u64, what: &str) -> Result<()> {
-        let need = rows.saturating_mul(METADATA_ROW_COST);
-        let room = self.meta_space.room();
-        if room < need {
-            return Err(Error::no_space(format!(
-                "{what} needs about {need} bytes of metadata space; {room} are left"
-            )));
-        }
-        Ok(())
     }
 
     /// Direct read: 4 KiB-aligned, straight from the device into `buf`.

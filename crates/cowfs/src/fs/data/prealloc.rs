@@ -6,8 +6,8 @@ use crate::format::inode_flags::NOCOW;
 use crate::format::{
     round_down, round_up, ExtentKind, FileExtent, Timespec, BLOCK_SIZE, MAX_EXTENT_LEN,
 };
+use crate::fs::common::Change;
 use crate::fs::engine::Engine;
-use crate::fs::tree::attrs::Change;
 use crate::fs::InodeId;
 
 /// An fallocate(2) mode.

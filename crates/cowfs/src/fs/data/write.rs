@@ -9,54 +9,9 @@ use crate::format::{
     FileExtent, BLOCK_SIZE, MAX_EXTENT_LEN,
 };
 use crate::fs::alloc::Extent;
-use crate::fs::data::cache::Piece;
-use crate::fs::data::io::checksum_blocks;
+use crate::fs::common::{ExtentData, EXTENT_PAGES};
 use crate::fs::engine::Engine;
 use crate::fs::InodeId;
-
-/// Pages in the largest extent.
-pub(in crate::fs) const EXTENT_PAGES: u64 = MAX_EXTENT_LEN / BLOCK_SIZE;
-
-/// What `write_extents` writes: the caller's buffer, or dirty chunks.
-pub(in crate::fs) enum ExtentData<'a> {
-    Direct(&'a [u8]),
-    Chunks(Vec<Piece>),
-}
-
-impl<'a> ExtentData<'a> {
-    pub(in crate::fs) fn len(&self) -> u64 {
-        match self {
-            ExtentData::Direct(bytes) => bytes.len() as u64,
-            ExtentData::Chunks(pieces) => pieces.iter().map(|p| p.range.len() as u64).sum(),
-        }
-    }
-
-    /// Takes the first `len` bytes off the front.
-    pub(in crate::fs) fn take(&mut self, len: u64) -> ExtentData<'a> {
-        match self {
-            ExtentData::Direct(bytes) => {
-                let (head, tail) = bytes.split_at(len as usize);
-                *bytes = tail;
-                ExtentData::Direct(head)
-            }
-            ExtentData::Chunks(pieces) => ExtentData::Chunks(take_pieces(pieces, len as usize)),
-        }
-    }
-
-    pub(in crate::fs) fn slices(&self) -> Vec<&[u8]> {
-        match self {
-            ExtentData::Direct(bytes) => vec![bytes],
-            ExtentData::Chunks(pieces) => pieces.iter().map(Piece::bytes).collect(),
-        }
-    }
-
-    fn checksums(&self) -> Vec<u32> {
-        self.slices()
-            .iter()
-            .flat_map(|s| checksum_blocks(s))
-            .collect()
-    }
-}
 
 /// Where one range of a write goes.
 enum Target {
@@ -73,32 +28,6 @@ struct Span {
     start: u64,
     end: u64,
     target: Target,
-}
-
-/// Takes the first `len` bytes off `pieces`, splitting a piece that straddles the boundary.
-fn take_pieces(pieces: &mut Vec<Piece>, mut len: usize) -> Vec<Piece> {
-    let mut head = Vec::new();
-    let mut rest = std::mem::take(pieces).into_iter();
-    for mut piece in rest.by_ref() {
-        if piece.range.len() <= len {
-            len -= piece.range.len();
-            head.push(piece);
-        } else {
-            let cut = piece.range.start + len;
-            head.push(Piece {
-                buf: piece.buf.clone(),
-                range: piece.range.start..cut,
-            });
-            piece.range.start = cut;
-            pieces.push(piece);
-            len = 0;
-        }
-        if len == 0 {
-            break;
-        }
-    }
-    pieces.extend(rest);
-    head
 }
 
 impl Engine {

@@ -11,9 +11,10 @@ use std::thread::JoinHandle;
 
 use crate::device::BlockDevice;
 use crate::error::{Errno, Error, Result};
-use crate::fs::data::cache::{ChunkPool, Piece};
+use crate::fs::common::DirtyRange;
+use crate::fs::data::cache::ChunkPool;
 
-type Inflight = JoinHandle<(Vec<Piece>, std::io::Result<()>)>;
+type Inflight = JoinHandle<(Vec<DirtyRange>, std::io::Result<()>)>;
 
 /// Writes in flight at once: one on the device while the next is queued behind it.
 const DEPTH: usize = 2;
@@ -43,7 +44,7 @@ impl WriteBehind {
         &self,
         device: &Arc<dyn BlockDevice>,
         physical: u64,
-        pieces: Vec<Piece>,
+        pieces: Vec<DirtyRange>,
     ) -> Result<()> {
         while self.inflight.lock().unwrap().len() >= DEPTH {
             self.finish_oldest()?;
@@ -52,7 +53,7 @@ impl WriteBehind {
         let handle = std::thread::Builder::new()
             .name("cowfs-writeback".into())
             .spawn(move || {
-                let slices: Vec<&[u8]> = pieces.iter().map(Piece::bytes).collect();
+                let slices: Vec<&[u8]> = pieces.iter().map(DirtyRange::bytes).collect();
                 let written = device.write_vectored_at(physical, &slices);
                 (pieces, written)
             })

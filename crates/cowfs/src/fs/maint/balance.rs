@@ -3,9 +3,7 @@
 //! taking the engine lock for one batch of extents at a time, so the filesystem stays usable;
 //! between steps it can be paused, resumed or cancelled from another thread.
 
-use std::sync::{Condvar, Mutex};
-
-use crate::error::{Errno, Error, Result};
+use crate::error::{Error, Result};
 use crate::fs::{BlockGroup, Filesystem};
 
 /// Extents moved per step (per turn with the engine lock).
@@ -37,54 +35,6 @@ pub struct BalanceProgress {
     pub bytes_total: u64,
 }
 
-/// Pause and cancel requests for the running exclusive operation.
-#[derive(Debug, Default)]
-pub(in crate::fs) struct Control {
-    state: Mutex<ControlState>,
-    wake: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct ControlState {
-    running: bool,
-    paused: bool,
-    cancel: bool,
-}
-
-impl Control {
-    fn start(&self) {
-        *self.state.lock().unwrap() = ControlState {
-            running: true,
-            paused: false,
-            cancel: false,
-        };
-    }
-
-    fn stop(&self) {
-        self.state.lock().unwrap().running = false;
-        self.wake.notify_all();
-    }
-
-    /// Waits while paused; true when the operation is to stop.
-    fn should_stop(&self) -> bool {
-        let mut state = self.state.lock().unwrap();
-        while state.paused && !state.cancel {
-            state = self.wake.wait(state).unwrap();
-        }
-        state.cancel
-    }
-
-    fn request(&self, change: impl FnOnce(&mut ControlState)) -> Result<()> {
-        let mut state = self.state.lock().unwrap();
-        if !state.running {
-            return Err(Error::new(Errno::INVAL, "no balance is running"));
-        }
-        change(&mut state);
-        self.wake.notify_all();
-        Ok(())
-    }
-}
-
 impl Filesystem {
     /// Relocates the block groups `filter` selects. Returns what was done; a cancelled
     /// balance reports what it finished before stopping.
@@ -99,9 +49,9 @@ impl Filesystem {
             )));
         }
         self.with(|e| e.begin_exclusive("balance"))?;
-        self.shared.control.start();
+        self.balance_control().start();
         let result = self.run_balance(filter, progress);
-        self.shared.control.stop();
+        self.balance_control().stop();
         self.with(|e| {
             e.end_exclusive();
             Ok(())
@@ -110,15 +60,15 @@ impl Filesystem {
     }
 
     pub fn pause_balance(&self) -> Result<()> {
-        self.shared.control.request(|s| s.paused = true)
+        self.balance_control().request(|s| s.paused = true)
     }
 
     pub fn resume_balance(&self) -> Result<()> {
-        self.shared.control.request(|s| s.paused = false)
+        self.balance_control().request(|s| s.paused = false)
     }
 
     pub fn cancel_balance(&self) -> Result<()> {
-        self.shared.control.request(|s| s.cancel = true)
+        self.balance_control().request(|s| s.cancel = true)
     }
 
     fn run_balance(
@@ -202,7 +152,7 @@ impl Filesystem {
             Ok(())
         })?;
         let moved = loop {
-            if self.shared.control.should_stop() {
+            if self.balance_control().should_stop() {
                 break Ok(false);
             }
             match self.with(|e| e.relocate_some(group, EXTENTS_PER_STEP)) {

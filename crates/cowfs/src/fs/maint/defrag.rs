@@ -8,10 +8,10 @@ use crate::device::AlignedBuf;
 use crate::error::Result;
 use crate::format::inode_flags::{NOCOMPRESS, NOCOW};
 use crate::format::{Compression, ExtentKind, FileExtent, MAX_EXTENT_LEN};
-use crate::fs::data::compress::DEFAULT_LEVEL;
-use crate::fs::data::write::ExtentData;
+use crate::fs::common::Change;
+use crate::fs::common::ExtentData;
 use crate::fs::engine::Engine;
-use crate::fs::tree::attrs::Change;
+use crate::fs::types::DEFAULT_LEVEL;
 use crate::fs::InodeId;
 
 /// What a defrag did to one file.

@@ -2,6 +2,7 @@
 //! block groups, resize, scrub and defrag.
 
 pub(crate) mod balance;
+pub(crate) mod control;
 pub(crate) mod defrag;
 pub(crate) mod relocate;
 pub(crate) mod resize;

@@ -8,7 +8,7 @@
 use std::ops::Bound;
 
 use crate::device::AlignedBuf;
-use crate::error::{Errno, Error, Result};
+use crate::error::{Error, Result};
 use crate::format::{extent_ref_key, key1, key3, key_part, table, ExtentRecord, FileExtent};
 use crate::fs::alloc::Extent;
 use crate::fs::engine::Engine;
@@ -18,31 +18,6 @@ use crate::fs::InodeId;
 const COPY_CHUNK: u64 = 4 << 20;
 
 impl Engine {
-    /// Starts an exclusive operation (balance, resize); EBUSY while another runs or is paused.
-    pub(crate) fn begin_exclusive(&mut self, name: &'static str) -> Result<()> {
-        self.check_writable()?;
-        if let Some(running) = self.exclusive {
-            return Err(Error::new(
-                Errno::BUSY,
-                format!("{running} is running; {name} must wait"),
-            ));
-        }
-        self.exclusive = Some(name);
-        Ok(())
-    }
-
-    pub(crate) fn end_exclusive(&mut self) {
-        self.exclusive = None;
-    }
-
-    /// Device space new data block groups may still take.
-    pub(crate) fn unallocated_for_data(&self) -> u64 {
-        let space = self.space.lock().unwrap();
-        space
-            .unallocated()
-            .saturating_sub(crate::fs::metadata_reserve(space.fs_size()))
-    }
-
     /// Moves up to `max` extents out of block group `group`; returns the bytes moved and
     /// whether the group is now empty.
     pub(crate) fn relocate_some(&mut self, group: u64, max: usize) -> Result<(u64, bool)> {

@@ -11,62 +11,19 @@
 //!   `swap_read`), so COW, checksummed and snapshotted files are fine; activation reserves the
 //!   data space that copy-on-write of the whole area can need, so swap-out never meets ENOSPC.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::error::{Errno, Error, Result};
 use crate::format::inode_flags::{COMPRESS, NOCOW};
 use crate::format::{round_down, Compression, ExtentKind, BLOCK_GROUP_READ_ONLY, BLOCK_SIZE};
+use crate::fs::common::Change;
+use crate::fs::common::ExtentData;
 use crate::fs::data::io::ReadPlan;
-use crate::fs::data::write::ExtentData;
 use crate::fs::engine::Engine;
-use crate::fs::tree::attrs::Change;
-use crate::fs::InodeId;
-
-/// How swap I/O reaches an active swap file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SwapMode {
-    /// The caller writes the device at the pinned physical offsets.
-    Pinned,
-    /// Every swap read and write goes through the engine.
-    ThroughFs,
-}
-
-/// A run of swap pages that is contiguous on the device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SwapExtent {
-    /// The first page of the file in this run.
-    pub page: u64,
-    pub pages: u64,
-    /// Device offset of `page`.
-    pub physical: u64,
-}
-
-/// What activation gives the swap layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SwapActivation {
-    pub mode: SwapMode,
-    /// Whole pages of the file (its size rounded down).
-    pub pages: u64,
-    /// The page -> device map (pinned mode: fixed until deactivation).
-    pub extents: Vec<SwapExtent>,
-}
-
-/// An active swap file's pins.
-#[derive(Debug)]
-pub(crate) struct ActiveSwap {
-    mode: SwapMode,
-    pages: u64,
-    /// Block groups holding its extents (pinned mode): never relocated while active.
-    groups: BTreeSet<u64>,
-    /// Data space set aside for its copy-on-write (through-filesystem mode).
-    reserved: u64,
-}
-
-impl ActiveSwap {
-    pub(crate) fn is_pinned(&self) -> bool {
-        self.mode == SwapMode::Pinned
-    }
-}
+use crate::fs::swap::state::ActiveSwap;
+use crate::fs::{InodeId, SwapActivation, SwapExtent, SwapMode};
 
 fn swap_err(errno: Errno, reason: &str) -> Error {
     Error::new(errno, reason.to_string())
@@ -81,7 +38,7 @@ impl Engine {
         if inode.kind()? != crate::format::FileKind::Regular {
             return Err(swap_err(Errno::INVAL, "swapfile must be a regular file"));
         }
-        if self.swapfiles.contains_key(&id) {
+        if self.swap.files.contains_key(&id) {
             return Err(swap_err(Errno::BUSY, "swapfile is already active"));
         }
         if self.subvolume(id.subvol)?.read_only() {
@@ -125,13 +82,15 @@ impl Engine {
         } else {
             BTreeSet::new()
         };
-        self.swapfiles.insert(
+        self.swap.files.insert(
             id,
             ActiveSwap {
                 mode,
                 pages,
                 groups,
                 reserved,
+                extents: if pinned { extents.clone() } else { Vec::new() },
+                live: Arc::new(AtomicBool::new(true)),
             },
         );
         Ok(SwapActivation {
@@ -144,16 +103,33 @@ impl Engine {
     /// swap_deactivate: undoes exactly what activation did. EINVAL when not active.
     pub fn deactivate_swap(&mut self, id: InodeId) -> Result<()> {
         let active = self
-            .swapfiles
+            .swap
+            .files
             .remove(&id)
             .ok_or_else(|| swap_err(Errno::INVAL, "not an active swapfile"))?;
-        self.swap_reserved -= active.reserved;
+        self.release_set_aside(active.reserved);
+        active.live.store(false, Ordering::Release);
         Ok(())
+    }
+
+    /// The page -> device map of an active pinned swap file, and the flag that says it still
+    /// is; EINVAL for any other file.
+    pub(crate) fn pinned_swap_map(
+        &self,
+        id: InodeId,
+    ) -> Result<(Vec<SwapExtent>, u64, Arc<AtomicBool>)> {
+        let active = self
+            .swap
+            .files
+            .get(&id)
+            .filter(|a| a.is_pinned())
+            .ok_or_else(|| swap_err(Errno::INVAL, "not an active pinned swapfile"))?;
+        Ok((active.extents.clone(), active.pages, active.live.clone()))
     }
 
     /// Whether `id` is an active swap file.
     pub fn swap_active(&self, id: InodeId) -> Option<SwapMode> {
-        self.swapfiles.get(&id).map(|a| a.mode)
+        self.swap.files.get(&id).map(|a| a.mode)
     }
 
     fn any_checksummed(&self, records: &[(u64, crate::format::FileExtent)]) -> Result<bool> {
@@ -247,25 +223,13 @@ impl Engine {
     /// page away from snapshots and clones, once for the copies written between commits.
     fn reserve_for_swap(&mut self, bytes: u64) -> Result<u64> {
         let need = 2 * bytes;
-        if self.free_for_data() < need + self.cache.dirty_page_bytes() {
-            return Err(Error::no_space(format!(
-                "a through-filesystem swapfile needs {need} bytes of free space reserved"
-            )));
-        }
-        self.swap_reserved += need;
+        self.set_aside(need, "a through-filesystem swapfile")?;
         Ok(need)
-    }
-
-    /// Data space writers may use: what is free, less what swap files have reserved.
-    pub(crate) fn free_for_data(&self) -> u64 {
-        self.alloc
-            .available(&self.space)
-            .saturating_sub(self.swap_reserved)
     }
 
     /// Section B: what an active swap file refuses.
     pub(crate) fn swap_guard(&self, id: InodeId, change: Change) -> Result<()> {
-        if !self.swapfiles.contains_key(&id) {
+        if !self.swap.files.contains_key(&id) {
             return Ok(());
         }
         let busy = || {
@@ -291,14 +255,16 @@ impl Engine {
 
     /// The subvolume holds an active swap file (`pinned_only`: a pinned one).
     pub(crate) fn subvolume_has_swap(&self, subvol: u64, pinned_only: bool) -> bool {
-        self.swapfiles
+        self.swap
+            .files
             .iter()
             .any(|(id, a)| id.subvol == subvol && (!pinned_only || a.is_pinned()))
     }
 
     /// Block groups pinned by active swap files.
     pub(crate) fn pinned_groups(&self) -> BTreeSet<u64> {
-        self.swapfiles
+        self.swap
+            .files
             .values()
             .flat_map(|a| a.groups.iter().copied())
             .collect()
@@ -308,13 +274,13 @@ impl Engine {
     pub fn swap_write(&mut self, id: InodeId, page: u64, data: &[u8]) -> Result<()> {
         self.check_writable()?;
         self.check_swap_io(id, page, data.len())?;
-        let active = &self.swapfiles[&id];
+        let active = &self.swap.files[&id];
         // Copies written since the last commit may not outgrow one area's worth: commit, which
         // frees the copies they replaced.
-        if self.swap_written + data.len() as u64 > active.pages * BLOCK_SIZE {
+        if self.swap.written + data.len() as u64 > active.pages * BLOCK_SIZE {
             self.commit()?;
         }
-        self.swap_written += data.len() as u64;
+        self.swap.written += data.len() as u64;
         self.write_extents(id, page * BLOCK_SIZE, ExtentData::Direct(data))
     }
 
@@ -338,7 +304,8 @@ impl Engine {
 
     fn check_swap_io(&self, id: InodeId, page: u64, len: usize) -> Result<()> {
         let active = self
-            .swapfiles
+            .swap
+            .files
             .get(&id)
             .filter(|a| a.mode == SwapMode::ThroughFs);
         let active = active
@@ -355,6 +322,3 @@ impl Engine {
         Ok(())
     }
 }
-
-/// The active swap files of a filesystem.
-pub(crate) type SwapFiles = HashMap<InodeId, ActiveSwap>;

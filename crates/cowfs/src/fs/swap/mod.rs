@@ -2,3 +2,5 @@
 //! both designs (pinned extents, and through the filesystem).
 
 pub(crate) mod activate;
+pub(crate) mod pinned_io;
+pub(crate) mod state;

@@ -6,29 +6,9 @@
 use crate::error::{Errno, Error, Result};
 use crate::format::inode_flags::{APPEND, COMPRESS, IMMUTABLE, NOCOMPRESS, NOCOW, SUPPORTED};
 use crate::format::{FileKind, InodeRecord, Timespec};
+use crate::fs::common::Change;
 use crate::fs::engine::Engine;
 use crate::fs::InodeId;
-
-/// What a caller is about to do to an inode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Change {
-    /// Write file data starting at this offset.
-    Write(u64),
-    /// Change the size (truncate), punch or deallocate data.
-    Resize,
-    /// Change mode, owner, times, or the link count.
-    Attributes,
-    /// Set the times to now (touch, UTIME_NOW), which append-only files allow, as Linux does.
-    Touch,
-    /// Move or add the file's blocks without changing its bytes (defrag, preallocation).
-    Layout,
-    /// Remove or rename this inode's name.
-    Unname,
-    /// Add an entry to this directory.
-    AddEntry,
-    /// Remove an entry from this directory.
-    RemoveEntry,
-}
 
 /// Flags a new inode takes from its directory.
 const INHERITED: u64 = NOCOW | COMPRESS | NOCOMPRESS;
@@ -102,8 +82,7 @@ impl Engine {
                 "a file cannot be both compressed (c) and never compressed (m)",
             ));
         }
-        if self.swapfiles.contains_key(&id) && flags & COMPRESS != 0 && inode.flags & COMPRESS == 0
-        {
+        if self.swap_active(id).is_some() && flags & COMPRESS != 0 && inode.flags & COMPRESS == 0 {
             return Err(Error::invalid("an active swapfile cannot be compressed"));
         }
         let mut new = flags;

@@ -8,8 +8,8 @@ use crate::format::{
     key2, key_part, key_tail, key_with_name, table, DirEntryRecord, ExtentKind, FileExtent,
     FileKind, InodeRecord, Timespec, NAME_MAX, ROOT_INO, SYMLINK_MAX,
 };
+use crate::fs::common::Change;
 use crate::fs::engine::{new_inode, Engine};
-use crate::fs::tree::attrs::Change;
 use crate::fs::{Attr, CreateAttrs, DirEntry, InodeId, RenameFlags, SetAttr};
 
 pub(in crate::fs) fn check_name(name: &[u8]) -> Result<()> {

@@ -11,8 +11,8 @@ use crate::format::{
     extent_ref_key, key1, key_part, table, DirEntryRecord, ExtentKind, FileExtent, FileKind,
     InodeRecord, SubvolumeRecord, Timespec, ROOT_INO,
 };
+use crate::fs::common::Change;
 use crate::fs::engine::{new_inode, Engine};
-use crate::fs::tree::attrs::Change;
 use crate::fs::{DirEntry, InodeId};
 use crate::meta::Row;
 
