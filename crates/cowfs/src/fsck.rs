@@ -392,7 +392,7 @@ impl<'a> Checker<'a> {
                 ));
                 continue;
             }
-            if e.compression != Compression::None as u8 {
+            if e.compression != Compression::None {
                 continue;
             }
             if shared.blocks.is_empty() {
@@ -690,7 +690,7 @@ impl<'a> Checker<'a> {
         let mut seen = std::collections::HashSet::new();
         for row in files
             .iter()
-            .filter(|r| r.extent.compression != Compression::None as u8)
+            .filter(|r| r.extent.compression != Compression::None)
         {
             if !seen.insert(row.extent.disk_start) {
                 continue;
@@ -867,7 +867,7 @@ mod tests {
 
     #[test]
     fn records_disagreeing_on_a_shared_extent_encoding_are_found() {
-        let problems = problems_after(|r| r.compression = Compression::Zstd as u8);
+        let problems = problems_after(|r| r.compression = Compression::Zstd);
         assert!(
             problems
                 .iter()

@@ -1,14 +1,24 @@
-//! The on-disk format, version 2: the superblock and its copies, the metadata chunk map, and
+//! The on-disk format (version [`FORMAT_VERSION`]): the superblock and its copies, the metadata chunk map, and
 //! the encoding of every record the metadata store holds. docs/FORMAT.md describes each byte;
 //! the constants here are the ones it names. Values are little-endian; keys are big-endian so
 //! that the store's byte order is numeric order.
 
 mod bytes;
-mod records;
+mod extent;
+mod inode;
+mod keys;
+mod space;
+mod state;
 mod superblock;
+#[cfg(test)]
+mod tests;
 
 pub use bytes::{ByteReader, ByteWriter};
-pub use records::*;
+pub use extent::*;
+pub use inode::*;
+pub use keys::*;
+pub use space::*;
+pub use state::*;
 pub use superblock::*;
 
 /// The filesystem block: allocation, checksums and direct I/O all work in these.

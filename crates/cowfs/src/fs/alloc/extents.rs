@@ -370,7 +370,7 @@ impl Engine {
                 ExtentKind::Inline => (0, 0, false),
                 _ => {
                     // An encoded extent's offset is into its decoded bytes: report its start.
-                    let encoded = e.compression != Compression::None as u8;
+                    let encoded = e.compression != Compression::None;
                     let logical = e.disk_start + if encoded { 0 } else { e.extent_offset };
                     let shared = self.extent_shared(e.disk_start, id)?;
                     (logical, self.alloc.physical(logical)?, shared)
@@ -382,7 +382,7 @@ impl Engine {
                 logical,
                 physical,
                 kind: e.kind,
-                encoded: e.compression != Compression::None as u8,
+                encoded: e.compression != Compression::None,
                 shared,
             });
         }

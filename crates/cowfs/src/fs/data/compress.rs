@@ -103,7 +103,7 @@ impl Engine {
             }],
         )?;
         let mapping = FileExtent {
-            compression: Compression::Zstd as u8,
+            compression: Compression::Zstd,
             len,
             ram_len: len,
             ..FileExtent::regular(extent.start, extent.len)

@@ -6,7 +6,7 @@
 
 use crate::error::Result;
 use crate::format::inode_flags::NOCOW;
-use crate::format::{ExtentKind, FileExtent, InodeRecord, BLOCK_SIZE};
+use crate::format::{Compression, ExtentKind, FileExtent, InodeRecord, BLOCK_SIZE};
 use crate::fs::engine::Engine;
 use crate::fs::InodeId;
 
@@ -14,7 +14,7 @@ impl FileExtent {
     pub fn inline(data: Vec<u8>) -> Self {
         FileExtent {
             kind: ExtentKind::Inline,
-            compression: 0,
+            compression: Compression::None,
             disk_start: 0,
             disk_len: 0,
             extent_offset: 0,

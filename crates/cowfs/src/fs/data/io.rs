@@ -144,7 +144,7 @@ impl Engine {
                 ExtentKind::Inline => {
                     dst.copy_from_slice(&p.extent.inline_data[p.within as usize..][..dst.len()])
                 }
-                ExtentKind::Regular if p.extent.compression != Compression::None as u8 => {
+                ExtentKind::Regular if p.extent.compression != Compression::None => {
                     self.read_compressed(id, &p.extent, p.within, p.from, dst)?
                 }
                 ExtentKind::Regular => self.read_extent(id, &p.extent, p.within, p.from, dst)?,
@@ -184,8 +184,8 @@ impl Engine {
         self.writer.settle()?;
         let mut reads: Vec<PlannedRead> = Vec::new();
         for p in self.pieces(id, offset, offset + len as u64)? {
-            let plain = p.extent.kind == ExtentKind::Regular
-                && p.extent.compression == Compression::None as u8;
+            let plain =
+                p.extent.kind == ExtentKind::Regular && p.extent.compression == Compression::None;
             let whole = p.within % BLOCK_SIZE == 0 && (p.to - p.from) % BLOCK_SIZE == 0;
             if p.extent.kind == ExtentKind::Prealloc {
                 continue;
@@ -255,8 +255,8 @@ impl Engine {
     fn device_run(&self, pieces: &[ReadSpan]) -> Result<usize> {
         let mut next: Option<(u64, u64)> = None;
         for (n, p) in pieces.iter().enumerate() {
-            let plain = p.extent.kind == ExtentKind::Regular
-                && p.extent.compression == Compression::None as u8;
+            let plain =
+                p.extent.kind == ExtentKind::Regular && p.extent.compression == Compression::None;
             if !plain || p.within % BLOCK_SIZE != 0 || (p.to - p.from) % BLOCK_SIZE != 0 {
                 return Ok(n);
             }

@@ -145,7 +145,7 @@ impl Engine {
         (from, to): (u64, u64),
         nocow: bool,
     ) -> Result<bool> {
-        let plain = e.compression == Compression::None as u8;
+        let plain = e.compression == Compression::None;
         if e.kind == ExtentKind::Inline || !plain {
             return Ok(false);
         }

@@ -64,7 +64,7 @@ fn runs_to_rewrite(extents: &[(u64, FileExtent)], compress: bool) -> Vec<(u64, u
     let mut run: Vec<&(u64, FileExtent)> = Vec::new();
     let flush = |run: &mut Vec<&(u64, FileExtent)>, runs: &mut Vec<(u64, u64)>| {
         if let (Some(first), Some(last)) = (run.first(), run.last()) {
-            let encoded = |e: &FileExtent| e.compression != Compression::None as u8;
+            let encoded = |e: &FileExtent| e.compression != Compression::None;
             let contiguous = run.windows(2).all(|w| {
                 !encoded(&w[0].1)
                     && w[0].1.disk_start + w[0].1.extent_offset + w[0].1.len

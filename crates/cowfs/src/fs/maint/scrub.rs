@@ -9,7 +9,8 @@ use std::ops::Bound;
 use crate::device::AlignedBuf;
 use crate::error::Result;
 use crate::format::{
-    decode_checksums, key1, key3, key_part, table, ExtentKind, ExtentRecord, FileExtent, BLOCK_SIZE,
+    decode_checksums, key1, key3, key_part, table, Compression, ExtentKind, ExtentRecord,
+    FileExtent, BLOCK_SIZE,
 };
 use crate::fs::engine::Engine;
 use crate::fs::{Filesystem, InodeId};
@@ -143,7 +144,7 @@ impl Engine {
                 continue;
             }
             // A compressed extent's blocks are all written; its offsets are into decoded data.
-            let (first, end) = if e.compression != 0 {
+            let (first, end) = if e.compression != Compression::None {
                 (0, len)
             } else {
                 (e.extent_offset, e.extent_offset + e.len)

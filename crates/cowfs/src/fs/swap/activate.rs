@@ -166,7 +166,7 @@ impl Engine {
                 ExtentKind::Inline => {
                     return Err(swap_err(Errno::INVAL, "swapfile must not be inline"))
                 }
-                _ if e.compression != Compression::None as u8 => {
+                _ if e.compression != Compression::None => {
                     return Err(swap_err(Errno::INVAL, "swapfile must not be compressed"))
                 }
                 _ if pinned && self.extent_shared(e.disk_start, id)? => {

@@ -5,8 +5,8 @@ use std::ops::Bound;
 
 use crate::error::{Errno, Error, Result};
 use crate::format::{
-    key2, key_part, key_tail, key_with_name, table, DirEntryRecord, ExtentKind, FileExtent,
-    FileKind, InodeRecord, Timespec, NAME_MAX, ROOT_INO, SYMLINK_MAX,
+    key2, key_part, key_tail, key_with_name, table, Compression, DirEntryRecord, ExtentKind,
+    FileExtent, FileKind, InodeRecord, Timespec, NAME_MAX, ROOT_INO, SYMLINK_MAX,
 };
 use crate::fs::common::Change;
 use crate::fs::engine::{new_inode, Engine};
@@ -178,7 +178,7 @@ impl Engine {
         )?;
         let extent = FileExtent {
             kind: ExtentKind::Inline,
-            compression: 0,
+            compression: Compression::None,
             disk_start: 0,
             disk_len: 0,
             extent_offset: 0,
