@@ -2,16 +2,28 @@
 //! the CLI) and a one-line reason a person can act on.
 
 use std::fmt;
+use std::sync::Arc;
 
 pub use rustix::io::Errno;
 
 /// An engine error: an errno and the reason, e.g. `EIO: checksum mismatch in /a at offset 8192`.
-#[derive(Clone, PartialEq, Eq)]
+/// Where it came from another library's error, that error is kept as its source.
+#[derive(Clone)]
 pub struct Error {
     errno: Errno,
     reason: String,
     origin: Origin,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
+
+/// Two errors are equal when they say the same; their sources are not compared.
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        (self.errno, &self.reason, self.origin) == (other.errno, &other.reason, other.origin)
+    }
+}
+
+impl Eq for Error {}
 
 /// What an error says about the filesystem, which decides whether it stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,15 +44,15 @@ impl Error {
             errno,
             reason: reason.into(),
             origin: Origin::Request,
+            source: None,
         }
     }
 
     /// A data block failed its checksum: EIO for the reader, but the filesystem is sound.
     pub fn checksum(reason: impl Into<String>) -> Self {
         Error {
-            errno: Errno::IO,
-            reason: reason.into(),
             origin: Origin::Data,
+            ..Error::new(Errno::IO, reason)
         }
     }
 
@@ -173,7 +185,13 @@ impl fmt::Debug for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 impl From<Error> for std::io::Error {
     fn from(e: Error) -> Self {
@@ -184,14 +202,46 @@ impl From<Error> for std::io::Error {
     }
 }
 
-/// Errors from the metadata store. redb reports corruption and I/O failures; the engine keeps
-/// their text and gives them an errno.
-pub(crate) fn store_error(context: &str, err: impl fmt::Display) -> Error {
-    let text = err.to_string();
-    let errno = if text.contains("orrupt") || text.contains("checksum") {
-        Errno::UCLEAN
-    } else {
-        Errno::IO
+/// Errors from the metadata store, classified by redb's variant: damage the store found is
+/// EUCLEAN; a failure of its I/O is a failure of the device under it, which stops the
+/// filesystem like any device error, with the device's errno; anything else is EIO. The
+/// redb error is kept as the source.
+pub(crate) fn store_error(context: &str, err: impl Into<redb::Error>) -> Error {
+    let err: redb::Error = err.into();
+    let (errno, origin) = match &err {
+        redb::Error::Corrupted(_) | redb::Error::UpgradeRequired(_) => {
+            (Errno::UCLEAN, Origin::Request)
+        }
+        redb::Error::Io(io) => (
+            io.raw_os_error()
+                .map_or(Errno::IO, Errno::from_raw_os_error),
+            Origin::DeviceWrite,
+        ),
+        redb::Error::Backend(_) | redb::Error::PreviousIo => (Errno::IO, Origin::DeviceWrite),
+        _ => (Errno::IO, Origin::Request),
     };
-    Error::new(errno, format!("metadata store: {context}: {text}"))
+    Error {
+        errno,
+        reason: format!("metadata store: {context}: {err}"),
+        origin,
+        source: Some(Arc::new(err)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_are_classified_by_variant_and_keep_their_source() {
+        let damaged = store_error("get", redb::Error::Corrupted("page 7".into()));
+        assert_eq!(damaged.errno(), Errno::UCLEAN);
+        assert!(damaged.stops_the_filesystem());
+        let full = std::io::Error::from_raw_os_error(Errno::NOSPC.raw_os_error());
+        let failed = store_error("commit", redb::Error::Io(full));
+        assert_eq!(failed.errno(), Errno::NOSPC, "the device's errno");
+        assert!(failed.is_device_write_error() && failed.stops_the_filesystem());
+        let source = std::error::Error::source(&failed).expect("the redb error is kept");
+        assert!(source.to_string().contains("No space left"), "{source}");
+    }
 }
