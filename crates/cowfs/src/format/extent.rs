@@ -187,11 +187,11 @@ impl ExtentRecord {
 }
 
 /// A `checksums` value: crc32c of each 4 KiB block of an extent.
-pub fn encode_checksums(sums: &[u32]) -> Vec<u8> {
+pub(super) fn encode_checksums(sums: &[u32]) -> Vec<u8> {
     sums.iter().flat_map(|s| s.to_le_bytes()).collect()
 }
 
-pub fn decode_checksums(data: &[u8]) -> Result<Vec<u32>> {
+pub(super) fn decode_checksums(data: &[u8]) -> Result<Vec<u32>> {
     if !data.len().is_multiple_of(4) {
         return Err(Error::corrupt(format!(
             "checksum record of {} bytes",

@@ -51,10 +51,10 @@ impl BlockGroupRecord {
 }
 
 /// Encodes a `free_space` value (the free range's length).
-pub fn encode_len(len: u64) -> [u8; 8] {
+pub(super) fn encode_len(len: u64) -> [u8; 8] {
     len.to_le_bytes()
 }
 
-pub fn decode_len(data: &[u8]) -> Result<u64> {
+pub(super) fn decode_len(data: &[u8]) -> Result<u64> {
     ByteReader::exact(data, 8, "free space")?.u64(0)
 }

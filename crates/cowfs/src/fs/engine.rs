@@ -7,9 +7,9 @@ use std::time::Instant;
 use crate::device::{AlignedBuf, BlockDevice, OverlayDevice};
 use crate::error::{Errno, Error, Result};
 use crate::format::{
-    key1, key2, table, FileKind, FsState, InodeRecord, MetaChunk, SubvolumeRecord, Superblock,
-    SuperblockScan, Timespec, BLOCK_SIZE, DEFAULT_INLINE_LIMIT, FIRST_SUBVOLUME, MIN_FS_SIZE,
-    ROOT_INO, SUPERBLOCK_OFFSETS, SUPERBLOCK_SIZE, SYSTEM_AREA_END,
+    FileKind, FsState, InodeRecord, MetaChunk, SubvolumeRecord, Superblock, SuperblockScan,
+    Timespec, BLOCK_SIZE, DEFAULT_INLINE_LIMIT, FIRST_SUBVOLUME, MIN_FS_SIZE, ROOT_INO,
+    SUPERBLOCK_OFFSETS, SUPERBLOCK_SIZE, SYSTEM_AREA_END,
 };
 use crate::fs::alloc::owners::SoleOwners;
 use crate::fs::alloc::DataAllocator;
@@ -32,8 +32,6 @@ pub struct Engine {
     pub(crate) read_only: bool,
     /// Set by the first I/O error; every later change is refused until the image is reopened.
     pub(crate) failed: Option<Error>,
-    /// The running transaction has changes.
-    pub(crate) dirty: bool,
     pub(crate) last_commit: Instant,
     pub(crate) writer: WriteBehind,
     /// What new data is compressed with filesystem-wide (files marked `+c` get zstd anyway).
@@ -157,7 +155,7 @@ impl Engine {
             inline_limit: opts.inline_limit.unwrap_or(DEFAULT_INLINE_LIMIT),
             flags: CompressionConfig::to_flags(opts.compress),
         };
-        meta.put_fs_state(&state)?;
+        meta.put_state(&state)?;
         let subvol = SubvolumeRecord {
             root_ino: ROOT_INO,
             next_ino: ROOT_INO + 1,
@@ -169,9 +167,11 @@ impl Engine {
             snapshot_of: 0,
             name: vec![],
         };
-        meta.put(table::SUBVOLUMES, &key1(FIRST_SUBVOLUME), &subvol.encode())?;
+        meta.subvolumes().put(&FIRST_SUBVOLUME, &subvol)?;
         let root = new_inode(FileKind::Directory, 0o755, 0, 0, 1);
-        meta.put_inode(FIRST_SUBVOLUME, ROOT_INO, &InodeRecord { nlink: 2, ..root })?;
+        let root_id = InodeId::new(FIRST_SUBVOLUME, ROOT_INO);
+        meta.inodes()
+            .put(&root_id, &InodeRecord { nlink: 2, ..root })?;
         DataAllocator::default().add_group(meta, space, 0)
     }
 
@@ -232,17 +232,12 @@ impl Engine {
         let meta_space = Arc::new(MetaSpace::new(device.clone(), space.clone(), sb));
         let store = Store::open(meta_space.clone(), verify)?;
         let meta = store.meta();
-        let state = meta.fs_state()?;
+        let state = meta.state()?;
         let alloc = DataAllocator::load(meta, &space)?;
-        let root_subvol = meta.get(table::SUBVOLUMES, &key1(state.default_subvolume))?;
-        let root = root_subvol
-            .map(|v| SubvolumeRecord::decode(&v))
-            .transpose()?;
+        let root = meta.subvolumes().get(&state.default_subvolume)?;
         let root = root.ok_or_else(|| Error::corrupt("the default subvolume is missing"))?;
-        if meta
-            .inode(state.default_subvolume, root.root_ino)?
-            .is_none()
-        {
+        let root_dir = InodeId::new(state.default_subvolume, root.root_ino);
+        if !meta.inodes().contains(&root_dir)? {
             return Err(Error::corrupt("the root directory is missing"));
         }
         let cache = PageCache::default();
@@ -257,7 +252,6 @@ impl Engine {
             state,
             read_only,
             failed: None,
-            dirty: false,
             last_commit: Instant::now(),
             writer,
             compression: CompressionConfig::from_flags(state.flags)?,
@@ -341,15 +335,14 @@ impl Engine {
     fn commit_inner(&mut self) -> Result<()> {
         self.writeback_all()?;
         self.writer.settle()?;
-        if !self.dirty {
+        if !self.store.has_changes() {
             return Ok(());
         }
         self.state.generation += 1;
-        self.meta().put_fs_state(&self.state)?;
+        self.meta().put_state(&self.state)?;
         self.store.commit()?;
         self.alloc.unpin();
         self.swap.committed();
-        self.dirty = false;
         self.last_commit = Instant::now();
         Ok(())
     }
@@ -363,32 +356,30 @@ impl Engine {
     }
 
     pub(crate) fn subvolume(&self, subvol: u64) -> Result<SubvolumeRecord> {
-        let raw = self.meta().get(table::SUBVOLUMES, &key1(subvol))?;
-        let raw = raw.ok_or_else(|| Error::not_found(format!("subvolume {subvol}")))?;
-        SubvolumeRecord::decode(&raw)
+        self.meta()
+            .subvolumes()
+            .get(&subvol)?
+            .ok_or_else(|| Error::not_found(format!("subvolume {subvol}")))
     }
 
     pub(crate) fn put_subvolume(&mut self, id: u64, subvol: &SubvolumeRecord) -> Result<()> {
-        self.dirty = true;
-        self.meta()
-            .put(table::SUBVOLUMES, &key1(id), &subvol.encode())
+        self.meta().subvolumes().put(&id, subvol)
     }
 
     pub(crate) fn inode(&self, id: InodeId) -> Result<InodeRecord> {
         self.meta()
-            .inode(id.subvol, id.ino)?
+            .inodes()
+            .get(&id)?
             .ok_or_else(|| Error::not_found(format!("inode {}", id.ino)))
     }
 
     pub(crate) fn put_inode(&mut self, id: InodeId, inode: &InodeRecord) -> Result<()> {
-        self.dirty = true;
         self.access_times.changed(id);
-        self.meta().put_inode(id.subvol, id.ino, inode)
+        self.meta().inodes().put(&id, inode)
     }
 
     pub(crate) fn remove_inode(&mut self, id: InodeId) -> Result<()> {
-        self.meta()
-            .remove(table::INODES, &key2(id.subvol, id.ino))?;
+        self.meta().inodes().remove(&id)?;
         Ok(())
     }
 }

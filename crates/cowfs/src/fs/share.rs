@@ -182,7 +182,6 @@ impl Engine {
         self.writeback(src)?;
         self.writeback(dst)?;
         self.share_extents(src, src_off, dst, dst_off, len)?;
-        self.dirty = true;
         Ok(DedupeOutcome::Deduped(len))
     }
 

@@ -4,24 +4,12 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+pub use crate::format::InodeId;
 use crate::format::{
     Compression, FileKind, InodeRecord, Superblock, Timespec, BLOCK_SIZE,
     FS_COMPRESSION_LEVEL_SHIFT, FS_COMPRESSION_MASK,
 };
 use crate::fs::BlockGroup;
-
-/// An inode's identity: the subvolume it belongs to and its number there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct InodeId {
-    pub subvol: u64,
-    pub ino: u64,
-}
-
-impl InodeId {
-    pub const fn new(subvol: u64, ino: u64) -> Self {
-        InodeId { subvol, ino }
-    }
-}
 
 /// The attributes `stat` shows.
 #[derive(Debug, Clone, PartialEq, Eq)]

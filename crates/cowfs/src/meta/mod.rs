@@ -3,16 +3,19 @@
 //! through. redb gives the copy-on-write B-trees and the atomic, two-phase commit.
 
 mod space;
+mod tables;
 
 pub use space::{DeviceSpace, MetaSpace};
+pub use tables::*;
 
+use std::cell::Cell;
 use std::ops::Bound;
 use std::sync::Arc;
 
 use redb::{ReadableTable, TableDefinition};
 
-use crate::error::{store_error, Error, Result};
-use crate::format::{key2, table, FsState, InodeRecord, FS_STATE_KEY};
+use crate::error::{store_error, Result};
+use crate::format::table;
 
 type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
@@ -42,6 +45,9 @@ const CACHE_BYTES: usize = 256 << 20;
 pub struct Store {
     db: redb::Database,
     txn: Option<redb::WriteTransaction>,
+    /// The running transaction has changes to commit: set by every write through `Meta`, and
+    /// by `note_change` for changes made outside the store (data rewritten in place).
+    changed: Cell<bool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -59,7 +65,11 @@ impl Store {
             .set_check_integrity_on_open(verify)
             .create_with_backend(SharedSpace(space))
             .map_err(|e| store_error("open", e))?;
-        let mut store = Store { db, txn: None };
+        let mut store = Store {
+            db,
+            txn: None,
+            changed: Cell::new(false),
+        };
         store.begin()?;
         Ok(store)
     }
@@ -74,13 +84,27 @@ impl Store {
     pub fn meta(&self) -> Meta<'_> {
         Meta {
             txn: self.txn.as_ref().expect("a running transaction"),
+            changed: &self.changed,
         }
+    }
+
+    /// Whether the running transaction has anything to commit.
+    pub fn has_changes(&self) -> bool {
+        self.changed.get()
+    }
+
+    /// Something the next commit must make durable changed outside the store.
+    pub fn note_change(&self) {
+        self.changed.set(true);
     }
 
     /// Commits the running transaction durably and starts the next.
     pub fn commit(&mut self) -> Result<()> {
         let txn = self.txn.take().expect("a running transaction");
         let result = txn.commit().map_err(|e| store_error("commit", e));
+        if result.is_ok() {
+            self.changed.set(false);
+        }
         self.begin()?;
         result
     }
@@ -127,6 +151,7 @@ pub type Row = (Vec<u8>, Vec<u8>);
 #[derive(Clone, Copy)]
 pub struct Meta<'t> {
     txn: &'t redb::WriteTransaction,
+    changed: &'t Cell<bool>,
 }
 
 impl<'t> Meta<'t> {
@@ -143,26 +168,28 @@ impl<'t> Meta<'t> {
         Ok(())
     }
 
-    pub fn get(&self, name: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    fn get(&self, name: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let t = self.open(name)?;
         let v = t.get(key).map_err(|e| store_error(name, e))?;
         Ok(v.map(|g| g.value().to_vec()))
     }
 
-    pub fn put(&self, name: &'static str, key: &[u8], value: &[u8]) -> Result<()> {
+    fn put(&self, name: &'static str, key: &[u8], value: &[u8]) -> Result<()> {
+        self.changed.set(true);
         let mut t = self.open(name)?;
         t.insert(key, value).map_err(|e| store_error(name, e))?;
         Ok(())
     }
 
-    pub fn remove(&self, name: &'static str, key: &[u8]) -> Result<bool> {
+    fn remove(&self, name: &'static str, key: &[u8]) -> Result<bool> {
+        self.changed.set(true);
         let mut t = self.open(name)?;
         let old = t.remove(key).map_err(|e| store_error(name, e))?;
         Ok(old.is_some())
     }
 
     /// Rows with keys in `[from, to)`, at most `limit`, in key order (or reverse).
-    pub fn range(
+    fn range(
         &self,
         name: &'static str,
         from: Bound<&[u8]>,
@@ -198,7 +225,7 @@ impl<'t> Meta<'t> {
     }
 
     /// How many rows have keys starting with `prefix` (without reading them out).
-    pub fn count_prefix(&self, name: &'static str, prefix: &[u8]) -> Result<u64> {
+    fn count_prefix(&self, name: &'static str, prefix: &[u8]) -> Result<u64> {
         let end = prefix_end(prefix);
         let to = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
         let t = self.open(name)?;
@@ -214,43 +241,15 @@ impl<'t> Meta<'t> {
     }
 
     /// Every row whose key starts with `prefix`.
-    pub fn scan_prefix(&self, name: &'static str, prefix: &[u8]) -> Result<Vec<Row>> {
+    fn scan_prefix(&self, name: &'static str, prefix: &[u8]) -> Result<Vec<Row>> {
         let end = prefix_end(prefix);
         let to = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
         self.range(name, Bound::Included(prefix), to, usize::MAX, false)
     }
-
-    /// The row with the greatest key `<= key`.
-    pub fn at_or_before(&self, name: &'static str, key: &[u8]) -> Result<Option<Row>> {
-        Ok(self
-            .range(name, Bound::Unbounded, Bound::Included(key), 1, true)?
-            .pop())
-    }
-
-    pub fn fs_state(&self) -> Result<FsState> {
-        let raw = self
-            .get(table::FS_STATE, FS_STATE_KEY)?
-            .ok_or_else(|| Error::corrupt("the fs_state record is missing"))?;
-        FsState::decode(&raw)
-    }
-
-    pub fn put_fs_state(&self, state: &FsState) -> Result<()> {
-        self.put(table::FS_STATE, FS_STATE_KEY, &state.encode())
-    }
-
-    pub fn inode(&self, subvol: u64, ino: u64) -> Result<Option<InodeRecord>> {
-        self.get(table::INODES, &key2(subvol, ino))?
-            .map(|v| InodeRecord::decode(&v))
-            .transpose()
-    }
-
-    pub fn put_inode(&self, subvol: u64, ino: u64, inode: &InodeRecord) -> Result<()> {
-        self.put(table::INODES, &key2(subvol, ino), &inode.encode())
-    }
 }
 
 /// The smallest key greater than every key starting with `prefix`.
-pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {

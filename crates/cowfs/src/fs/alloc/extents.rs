@@ -6,8 +6,8 @@ use std::ops::Bound;
 
 use crate::error::{Error, Result};
 use crate::format::{
-    decode_checksums, extent_ref_key, key1, key3, key_part, table, Compression, ExtentKind,
-    ExtentRecord, FileExtent, FileKind, InodeRecord, BLOCK_SIZE,
+    Compression, ExtentKind, ExtentRecord, ExtentRefKey, FileExtent, FileExtentKey, FileKind,
+    InodeRecord, BLOCK_SIZE,
 };
 use crate::fs::alloc::Extent;
 use crate::fs::engine::Engine;
@@ -56,38 +56,23 @@ impl Engine {
         start: u64,
         end: u64,
     ) -> Result<Vec<(u64, FileExtent)>> {
-        let meta = self.meta();
+        let records = self.meta().file_extents();
+        let (from, to) = (FileExtentKey::new(id, start), FileExtentKey::new(id, end));
         let mut found = Vec::new();
-        if let Some((k, v)) =
-            meta.at_or_before(table::FILE_EXTENTS, &key3(id.subvol, id.ino, start))?
-        {
-            if key_part(&k, 0)? == id.subvol && key_part(&k, 1)? == id.ino {
-                let (off, e) = (key_part(&k, 2)?, FileExtent::decode(&v)?);
-                if off < start && off + e.len > start {
-                    found.push((off, e));
-                }
+        if let Some((key, e)) = records.at_or_before(&from)? {
+            if key.file == id && key.offset < start && key.offset + e.len > start {
+                found.push((key.offset, e));
             }
         }
-        let from = key3(id.subvol, id.ino, start);
-        let to = key3(id.subvol, id.ino, end);
-        for (k, v) in meta.range(
-            table::FILE_EXTENTS,
-            Bound::Included(&from),
-            Bound::Excluded(&to),
-            usize::MAX,
-            false,
-        )? {
-            found.push((key_part(&k, 2)?, FileExtent::decode(&v)?));
+        for (key, e) in records.range(Bound::Included(&from), Bound::Excluded(&to), usize::MAX)? {
+            found.push((key.offset, e));
         }
         Ok(found)
     }
 
     /// The checksums of a data extent, or None for an extent without them.
     pub(in crate::fs) fn extent_checksums(&self, start: u64) -> Result<Option<Vec<u32>>> {
-        self.meta()
-            .get(table::CHECKSUMS, &key1(start))?
-            .map(|v| decode_checksums(&v))
-            .transpose()
+        self.meta().checksums().get(&start)
     }
 
     /// The ranges of `[start, end)` no file extent record maps.
@@ -127,7 +112,6 @@ impl Engine {
         end: u64,
         new: Option<FileExtent>,
     ) -> Result<()> {
-        self.dirty = true;
         if let Some(n) = new.as_ref().filter(|n| n.kind != ExtentKind::Inline) {
             let piece = self
                 .sole_owners
@@ -157,11 +141,8 @@ impl Engine {
         if let Some(n) = new {
             self.put_record(id, start, &n)?;
             if n.kind != ExtentKind::Inline {
-                self.meta().put(
-                    table::EXTENT_REFS,
-                    &extent_ref_key(n.disk_start, id.subvol, id.ino, start),
-                    &[],
-                )?;
+                let back = ExtentRefKey::new(n.disk_start, id, start);
+                self.meta().extent_refs().put(&back, &())?;
             }
         }
         Ok(())
@@ -173,11 +154,9 @@ impl Engine {
         offset: u64,
         e: &FileExtent,
     ) -> Result<()> {
-        self.meta().put(
-            table::FILE_EXTENTS,
-            &key3(id.subvol, id.ino, offset),
-            &e.encode(),
-        )
+        self.meta()
+            .file_extents()
+            .put(&FileExtentKey::new(id, offset), e)
     }
 
     /// Adds a file extent record, with its back reference and count.
@@ -191,11 +170,8 @@ impl Engine {
         if e.kind == ExtentKind::Inline {
             return Ok(());
         }
-        self.meta().put(
-            table::EXTENT_REFS,
-            &extent_ref_key(e.disk_start, id.subvol, id.ino, offset),
-            &[],
-        )?;
+        let back = ExtentRefKey::new(e.disk_start, id, offset);
+        self.meta().extent_refs().put(&back, &())?;
         // The tail of a split record: a piece of the same record.
         let piece = self
             .sole_owners
@@ -214,14 +190,13 @@ impl Engine {
         e: &FileExtent,
     ) -> Result<()> {
         self.meta()
-            .remove(table::FILE_EXTENTS, &key3(id.subvol, id.ino, offset))?;
+            .file_extents()
+            .remove(&FileExtentKey::new(id, offset))?;
         if e.kind == ExtentKind::Inline {
             return Ok(());
         }
-        self.meta().remove(
-            table::EXTENT_REFS,
-            &extent_ref_key(e.disk_start, id.subvol, id.ino, offset),
-        )?;
+        let back = ExtentRefKey::new(e.disk_start, id, offset);
+        self.meta().extent_refs().remove(&back)?;
         self.adjust_extent_refs(e.disk_start, -1)
     }
 
@@ -232,21 +207,19 @@ impl Engine {
         if delta > 0 {
             self.sole_owners.forget(start);
         }
-        let key = key1(start);
         let meta = self.store.meta();
-        let raw = meta.get(table::EXTENTS, &key)?;
-        let mut record = ExtentRecord::decode(&raw.ok_or_else(|| {
+        let mut record = meta.extents().get(&start)?.ok_or_else(|| {
             Error::corrupt(format!("file extent points at unallocated extent {start}"))
-        })?)?;
+        })?;
         record.refs = record
             .refs
             .checked_add_signed(delta)
             .ok_or_else(|| Error::corrupt(format!("extent {start} reference count underflow")))?;
         if record.refs > 0 {
-            return meta.put(table::EXTENTS, &key, &record.encode());
+            return meta.extents().put(&start, &record);
         }
-        meta.remove(table::EXTENTS, &key)?;
-        meta.remove(table::CHECKSUMS, &key)?;
+        meta.extents().remove(&start)?;
+        meta.checksums().remove(&start)?;
         self.sole_owners.forget(start);
         self.alloc.free(
             meta,
@@ -262,38 +235,25 @@ impl Engine {
     /// references sort by owner, so two bounded lookups answer: is the first one someone
     /// else's, and is there one after `owner`'s?
     pub fn extent_shared(&self, extent: u64, owner: InodeId) -> Result<bool> {
-        let meta = self.meta();
-        let (start, end) = (key1(extent), key1(extent + 1));
-        let first = meta.range(
-            table::EXTENT_REFS,
-            Bound::Included(&start[..]),
-            Bound::Excluded(&end[..]),
-            1,
-            false,
-        )?;
-        let Some((k, _)) = first.first() else {
+        let refs = self.meta().extent_refs();
+        let first = refs.within_from(&extent, Bound::Unbounded, 1)?;
+        let Some((first, ())) = first.first() else {
             return Ok(false);
         };
-        if InodeId::new(key_part(k, 1)?, key_part(k, 2)?) != owner {
+        if first.record.file != owner {
             return Ok(true);
         }
-        let past_owner = extent_ref_key(extent, owner.subvol, owner.ino, u64::MAX);
-        let next = meta.range(
-            table::EXTENT_REFS,
-            Bound::Excluded(&past_owner[..]),
-            Bound::Excluded(&end[..]),
-            1,
-            false,
-        )?;
+        let past_owner = ExtentRefKey::new(extent, owner, u64::MAX);
+        let next = refs.within_from(&extent, Bound::Excluded(&past_owner), 1)?;
         Ok(!next.is_empty())
     }
 
     /// A data extent's record: its length, count and the generation that allocated it.
     pub(in crate::fs) fn extent_record(&self, extent: u64) -> Result<ExtentRecord> {
-        let raw = self.meta().get(table::EXTENTS, &key1(extent))?;
-        ExtentRecord::decode(
-            &raw.ok_or_else(|| Error::corrupt(format!("extent {extent} is missing")))?,
-        )
+        self.meta()
+            .extents()
+            .get(&extent)?
+            .ok_or_else(|| Error::corrupt(format!("extent {extent} is missing")))
     }
 
     /// Whether the bytes `[from, to)` of data extent `extent` belong to the record of `owner`
@@ -319,21 +279,21 @@ impl Engine {
             return Ok(true);
         }
         let (mut exclusive, mut one_origin) = (true, true);
-        for (k, _) in self.meta().scan_prefix(table::EXTENT_REFS, &key1(extent))? {
-            let other = InodeId::new(key_part(&k, 1)?, key_part(&k, 2)?);
-            let offset = key_part(&k, 3)?;
+        for (back, ()) in self.meta().extent_refs().within(&extent)? {
+            let (other, offset) = (back.record.file, back.record.offset);
             if other != owner {
                 return Ok(false);
             }
             if offset == record_offset {
                 continue;
             }
-            let raw = self
+            let e = self
                 .meta()
-                .get(table::FILE_EXTENTS, &key3(other.subvol, other.ino, offset))?;
-            let e = FileExtent::decode(&raw.ok_or_else(|| {
-                Error::corrupt(format!("extent {extent} is referenced by a missing record"))
-            })?)?;
+                .file_extents()
+                .get(&back.record)?
+                .ok_or_else(|| {
+                    Error::corrupt(format!("extent {extent} is referenced by a missing record"))
+                })?;
             one_origin &= offset.wrapping_sub(e.extent_offset) == origin;
             exclusive &= to <= e.extent_offset || e.extent_offset + e.len <= from;
         }

@@ -11,8 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    decode_len, encode_len, key1, key_part, round_down, table, BlockGroupRecord, BLOCK_GROUP_DATA,
-    BLOCK_GROUP_READ_ONLY, BLOCK_SIZE,
+    round_down, BlockGroupRecord, BLOCK_GROUP_DATA, BLOCK_GROUP_READ_ONLY, BLOCK_SIZE,
 };
 use crate::meta::{DeviceSpace, Meta};
 
@@ -78,11 +77,8 @@ impl DataAllocator {
     /// Loads the block groups and the free space of the committed state.
     pub fn load(meta: Meta<'_>, space: &Mutex<DeviceSpace>) -> Result<Self> {
         let mut alloc = DataAllocator::default();
-        for (k, v) in meta.scan_prefix(table::BLOCK_GROUPS, &[])? {
-            let group = BlockGroup {
-                logical: key_part(&k, 0)?,
-                record: BlockGroupRecord::decode(&v)?,
-            };
+        for (logical, record) in meta.block_groups().all()? {
+            let group = BlockGroup { logical, record };
             if group.record.kind != BLOCK_GROUP_DATA || group.logical != group.record.physical {
                 return Err(Error::corrupt(format!("block group {group:?} malformed")));
             }
@@ -97,11 +93,8 @@ impl DataAllocator {
             }
             alloc.groups.insert(group.logical, group);
         }
-        for (k, v) in meta.scan_prefix(table::FREE_SPACE, &[])? {
-            let free = Extent {
-                start: key_part(&k, 0)?,
-                len: decode_len(&v)?,
-            };
+        for (start, len) in meta.free_space().all()? {
+            let free = Extent { start, len };
             match alloc.group_of(free.start) {
                 Some(g) if free.len > 0 && free.end() <= g.end() => {}
                 _ => {
@@ -248,8 +241,8 @@ impl DataAllocator {
             flags: 0,
             used: 0,
         };
-        meta.put(table::BLOCK_GROUPS, &key1(physical), &record.encode())?;
-        meta.put(table::FREE_SPACE, &key1(physical), &encode_len(size))?;
+        meta.block_groups().put(&physical, &record)?;
+        meta.free_space().put(&physical, &size)?;
         self.groups.insert(
             physical,
             BlockGroup {
@@ -329,16 +322,12 @@ impl DataAllocator {
                 format!("block group {logical} is not empty yet"),
             ));
         }
-        for (k, _) in meta.range(
-            table::FREE_SPACE,
-            Bound::Included(&key1(g.logical)[..]),
-            Bound::Excluded(&key1(g.end())[..]),
-            usize::MAX,
-            false,
-        )? {
-            meta.remove(table::FREE_SPACE, &k)?;
+        let free_space = meta.free_space();
+        let inside = (Bound::Included(&g.logical), Bound::Excluded(&g.end()));
+        for (start, _) in free_space.range(inside.0, inside.1, usize::MAX)? {
+            free_space.remove(&start)?;
         }
-        meta.remove(table::BLOCK_GROUPS, &key1(logical))?;
+        meta.block_groups().remove(&logical)?;
         self.groups.remove(&logical);
         self.held.remove(&logical);
         Ok(g.record.physical)
@@ -361,79 +350,61 @@ impl DataAllocator {
                 ))
             })?
         };
-        meta.put(table::BLOCK_GROUPS, &key1(g.logical), &g.record.encode())
+        meta.block_groups().put(&g.logical, &g.record)
     }
 
     fn take_persisted(&self, meta: Meta<'_>, e: Extent) -> Result<()> {
-        let (k, v) = meta
-            .at_or_before(table::FREE_SPACE, &key1(e.start))?
+        let free_space = meta.free_space();
+        let (start, len) = free_space
+            .at_or_before(&e.start)?
             .ok_or_else(|| Error::corrupt(format!("allocated {e:?} is not free on disk")))?;
-        let free = Extent {
-            start: key_part(&k, 0)?,
-            len: decode_len(&v)?,
-        };
+        let free = Extent { start, len };
         if free.end() < e.end() {
             return Err(Error::corrupt(format!(
                 "allocated {e:?} is not free on disk ({free:?})"
             )));
         }
-        meta.remove(table::FREE_SPACE, &k)?;
+        free_space.remove(&free.start)?;
         if free.start < e.start {
-            meta.put(table::FREE_SPACE, &k, &encode_len(e.start - free.start))?;
+            free_space.put(&free.start, &(e.start - free.start))?;
         }
         if e.end() < free.end() {
-            meta.put(
-                table::FREE_SPACE,
-                &key1(e.end()),
-                &encode_len(free.end() - e.end()),
-            )?;
+            free_space.put(&e.end(), &(free.end() - e.end()))?;
         }
         Ok(())
     }
 
     fn give_persisted(&self, meta: Meta<'_>, e: Extent) -> Result<()> {
+        let free_space = meta.free_space();
         let mut merged = e;
-        if let Some((k, v)) = meta.at_or_before(table::FREE_SPACE, &key1(e.start))? {
-            let prev = Extent {
-                start: key_part(&k, 0)?,
-                len: decode_len(&v)?,
-            };
+        if let Some((start, len)) = free_space.at_or_before(&e.start)? {
+            let prev = Extent { start, len };
             if prev.end() > e.start {
                 return Err(Error::corrupt(format!(
                     "freed {e:?} overlaps free {prev:?}"
                 )));
             }
             if prev.end() == e.start && same_group(&self.groups, prev.start, e.start) {
-                meta.remove(table::FREE_SPACE, &k)?;
+                free_space.remove(&prev.start)?;
                 merged = Extent {
                     start: prev.start,
                     len: prev.len + e.len,
                 };
             }
         }
-        if let Some(v) = meta.get(table::FREE_SPACE, &key1(e.end()))? {
+        if let Some(len) = free_space.get(&e.end())? {
             if same_group(&self.groups, e.start, e.end()) {
-                meta.remove(table::FREE_SPACE, &key1(e.end()))?;
-                merged.len += decode_len(&v)?;
+                free_space.remove(&e.end())?;
+                merged.len += len;
             }
         }
-        let next = meta.range(
-            table::FREE_SPACE,
-            Bound::Excluded(&key1(e.start)[..]),
-            Bound::Unbounded,
-            1,
-            false,
-        )?;
-        if let Some((k, _)) = next.first() {
-            if key_part(k, 0)? < merged.end() {
+        let next = free_space.range(Bound::Excluded(&e.start), Bound::Unbounded, 1)?;
+        if let Some(&(start, _)) = next.first() {
+            if start < merged.end() {
                 return Err(Error::corrupt(format!("freed {e:?} overlaps free space")));
             }
         }
-        meta.put(
-            table::FREE_SPACE,
-            &key1(merged.start),
-            &encode_len(merged.len),
-        )
+        free_space.put(&merged.start, &merged.len)
     }
 }
 

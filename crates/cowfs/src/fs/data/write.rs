@@ -5,8 +5,7 @@
 use crate::error::{Error, Result};
 use crate::format::inode_flags::NOCOW;
 use crate::format::{
-    decode_checksums, encode_checksums, key1, table, Compression, ExtentKind, ExtentRecord,
-    FileExtent, BLOCK_SIZE, MAX_EXTENT_LEN,
+    Compression, ExtentKind, ExtentRecord, FileExtent, BLOCK_SIZE, MAX_EXTENT_LEN,
 };
 use crate::fs::alloc::Extent;
 use crate::fs::common::{ExtentData, EXTENT_PAGES};
@@ -184,7 +183,7 @@ impl Engine {
         self.device
             .write_vectored_at(physical, &data.slices())
             .map_err(|e| Error::device_write("data write", &e))?;
-        self.dirty = true;
+        self.store.note_change();
         for span in spans {
             let Target::InPlace {
                 record_offset,
@@ -249,7 +248,6 @@ impl Engine {
         sums: Option<&[u32]>,
         mapping: FileExtent,
     ) -> Result<()> {
-        self.dirty = true;
         let flags = if sums.is_some() {
             0
         } else {
@@ -262,29 +260,24 @@ impl Engine {
             generation: self.state.generation,
         };
         let meta = self.meta();
-        meta.put(table::EXTENTS, &key1(extent.start), &record.encode())?;
+        meta.extents().put(&extent.start, &record)?;
         if let Some(sums) = sums {
-            meta.put(
-                table::CHECKSUMS,
-                &key1(extent.start),
-                &encode_checksums(sums),
-            )?;
+            meta.checksums().put(&extent.start, &sums.to_vec())?;
         }
         self.replace_range(id, file_offset, file_offset + mapping.len, Some(mapping))
     }
 
     /// Replaces the checksums of blocks `within..` of an extent.
     fn update_checksums(&mut self, extent: u64, within: u64, sums: &[u32]) -> Result<()> {
-        let meta = self.meta();
-        let raw = meta.get(table::CHECKSUMS, &key1(extent))?;
-        let mut all = decode_checksums(
-            &raw.ok_or_else(|| Error::corrupt(format!("extent {extent} has no checksums")))?,
-        )?;
+        let checksums = self.meta().checksums();
+        let mut all = checksums
+            .get(&extent)?
+            .ok_or_else(|| Error::corrupt(format!("extent {extent} has no checksums")))?;
         let first = (within / BLOCK_SIZE) as usize;
         all.get_mut(first..first + sums.len())
             .ok_or_else(|| Error::corrupt(format!("extent {extent} has too few checksums")))?
             .copy_from_slice(sums);
-        meta.put(table::CHECKSUMS, &key1(extent), &encode_checksums(&all))
+        checksums.put(&extent, &all)
     }
 
     /// Writes out the dirty pages of one file as extents, one per run of consecutive pages.

@@ -9,10 +9,9 @@ use std::ops::Bound;
 
 use crate::device::AlignedBuf;
 use crate::error::{Error, Result};
-use crate::format::{extent_ref_key, key1, key3, key_part, table, ExtentRecord, FileExtent};
+use crate::format::{ExtentRecord, ExtentRefKey, FileExtentKey};
 use crate::fs::alloc::Extent;
 use crate::fs::engine::Engine;
-use crate::fs::InodeId;
 
 /// Bytes copied per device read when moving an extent.
 const COPY_CHUNK: u64 = 4 << 20;
@@ -26,17 +25,14 @@ impl Engine {
             .groups()
             .find(|g| g.logical == group)
             .ok_or_else(|| Error::not_found(format!("block group {group}")))?;
-        let rows = self.meta().range(
-            table::EXTENTS,
-            Bound::Included(&key1(g.logical)[..]),
-            Bound::Excluded(&key1(g.end())[..]),
+        let rows = self.meta().extents().range(
+            Bound::Included(&g.logical),
+            Bound::Excluded(&g.end()),
             max,
-            false,
         )?;
         let mut moved = 0;
-        for (k, v) in &rows {
-            let record = ExtentRecord::decode(v)?;
-            self.relocate_extent(key_part(k, 0)?, record)?;
+        for &(start, record) in &rows {
+            self.relocate_extent(start, record)?;
             moved += record.len;
         }
         Ok((moved, rows.len() < max))
@@ -55,20 +51,17 @@ impl Engine {
         // The extent may be being written behind right now.
         self.writer.settle()?;
         self.copy_blocks(old, new.start, record.len)?;
-        self.dirty = true;
         let meta = self.store.meta();
-        meta.put(table::EXTENTS, &key1(new.start), &record.encode())?;
-        if let Some(sums) = meta.get(table::CHECKSUMS, &key1(old))? {
-            meta.put(table::CHECKSUMS, &key1(new.start), &sums)?;
-            meta.remove(table::CHECKSUMS, &key1(old))?;
+        meta.extents().put(&new.start, &record)?;
+        if let Some(sums) = meta.checksums().get(&old)? {
+            meta.checksums().put(&new.start, &sums)?;
+            meta.checksums().remove(&old)?;
         }
-        for (k, _) in meta.scan_prefix(table::EXTENT_REFS, &key1(old))? {
-            let owner = InodeId::new(key_part(&k, 1)?, key_part(&k, 2)?);
-            let offset = key_part(&k, 3)?;
-            self.redirect(owner, offset, old, new.start)?;
+        for (back, ()) in meta.extent_refs().within(&old)? {
+            self.redirect(back.record, old, new.start)?;
         }
         let meta = self.store.meta();
-        meta.remove(table::EXTENTS, &key1(old))?;
+        meta.extents().remove(&old)?;
         self.sole_owners.forget(old);
         self.alloc.free(
             meta,
@@ -79,14 +72,12 @@ impl Engine {
         )
     }
 
-    /// Points the file extent record at `offset` of `owner` from extent `old` to `new`.
-    fn redirect(&mut self, owner: InodeId, offset: u64, old: u64, new: u64) -> Result<()> {
+    /// Points the file extent record `record` from extent `old` to `new`.
+    fn redirect(&mut self, record: FileExtentKey, old: u64, new: u64) -> Result<()> {
         let meta = self.meta();
-        let key = key3(owner.subvol, owner.ino, offset);
-        let raw = meta.get(table::FILE_EXTENTS, &key)?;
-        let mut e = FileExtent::decode(&raw.ok_or_else(|| {
+        let mut e = meta.file_extents().get(&record)?.ok_or_else(|| {
             Error::corrupt(format!("back reference from {old} to a missing record"))
-        })?)?;
+        })?;
         if e.disk_start != old {
             return Err(Error::corrupt(format!(
                 "back reference from {old} to a record of {}",
@@ -94,16 +85,10 @@ impl Engine {
             )));
         }
         e.disk_start = new;
-        meta.put(table::FILE_EXTENTS, &key, &e.encode())?;
-        meta.remove(
-            table::EXTENT_REFS,
-            &extent_ref_key(old, owner.subvol, owner.ino, offset),
-        )?;
-        meta.put(
-            table::EXTENT_REFS,
-            &extent_ref_key(new, owner.subvol, owner.ino, offset),
-            &[],
-        )
+        meta.file_extents().put(&record, &e)?;
+        let back = |extent| ExtentRefKey { extent, record };
+        meta.extent_refs().remove(&back(old))?;
+        meta.extent_refs().put(&back(new), &())
     }
 
     /// Copies `len` bytes of data from logical address `from` to `to`.
@@ -127,7 +112,6 @@ impl Engine {
     pub(crate) fn retire_group(&mut self, group: u64) -> Result<()> {
         self.commit()?;
         let physical = self.alloc.remove_group(self.store.meta(), group)?;
-        self.dirty = true;
         self.commit()?;
         self.space.lock().unwrap().release(physical);
         Ok(())

@@ -63,7 +63,7 @@ impl Engine {
     fn set_size(&mut self, new_size: u64) -> Result<()> {
         self.space.lock().unwrap().set_fs_size(new_size);
         self.meta_space.set_fs_size(new_size);
-        self.dirty = true;
+        self.store.note_change();
         self.commit()
     }
 

@@ -8,10 +8,7 @@ use std::ops::Bound;
 
 use crate::device::AlignedBuf;
 use crate::error::Result;
-use crate::format::{
-    decode_checksums, key1, key3, key_part, table, Compression, ExtentKind, ExtentRecord,
-    FileExtent, BLOCK_SIZE,
-};
+use crate::format::{Compression, ExtentKind, BLOCK_SIZE};
 use crate::fs::engine::Engine;
 use crate::fs::{Filesystem, InodeId};
 
@@ -92,36 +89,24 @@ impl Engine {
         report: &mut ScrubReport,
     ) -> Result<(Option<u64>, u64)> {
         self.writer.settle()?;
-        let from = after.map(key1);
-        let bound = from
-            .as_ref()
-            .map_or(Bound::Unbounded, |k| Bound::Excluded(&k[..]));
-        let rows = self.meta().range(
-            table::EXTENTS,
-            bound,
-            Bound::Unbounded,
-            EXTENTS_PER_STEP,
-            false,
-        )?;
+        let from = after.as_ref().map_or(Bound::Unbounded, Bound::Excluded);
+        let rows = self
+            .meta()
+            .extents()
+            .range(from, Bound::Unbounded, EXTENTS_PER_STEP)?;
         let mut bytes = 0;
         let mut last = None;
-        for (k, v) in &rows {
-            let start = key_part(k, 0)?;
-            let record = ExtentRecord::decode(v)?;
+        for &(start, record) in &rows {
             bytes += record.len;
             last = Some(start);
             let group = self.alloc.group_of(start).map(|g| g.logical);
             if group.is_some_and(|g| report.skipped_groups.contains(&g)) {
                 continue;
             }
-            if let Some(sums) = self.meta().get(table::CHECKSUMS, &key1(start))? {
+            if let Some(sums) = self.meta().checksums().get(&start)? {
                 let written = self.written_blocks(start, record.len)?;
-                report.data_bytes_verified += self.scrub_extent(
-                    start,
-                    &decode_checksums(&sums)?,
-                    &written,
-                    &mut report.errors,
-                )?;
+                report.data_bytes_verified +=
+                    self.scrub_extent(start, &sums, &written, &mut report.errors)?;
             }
         }
         Ok((last.filter(|_| rows.len() == EXTENTS_PER_STEP), bytes))
@@ -130,16 +115,11 @@ impl Engine {
     /// Which blocks of an extent hold written data, and the (file, offset) of each.
     fn written_blocks(&self, start: u64, len: u64) -> Result<Vec<Option<(InodeId, u64)>>> {
         let mut blocks = vec![None; (len / BLOCK_SIZE) as usize];
-        for (k, _) in self.meta().scan_prefix(table::EXTENT_REFS, &key1(start))? {
-            let owner = InodeId::new(key_part(&k, 1)?, key_part(&k, 2)?);
-            let offset = key_part(&k, 3)?;
-            let Some(raw) = self
-                .meta()
-                .get(table::FILE_EXTENTS, &key3(owner.subvol, owner.ino, offset))?
-            else {
+        for (back, ()) in self.meta().extent_refs().within(&start)? {
+            let Some(e) = self.meta().file_extents().get(&back.record)? else {
                 continue;
             };
-            let e = FileExtent::decode(&raw)?;
+            let (owner, offset) = (back.record.file, back.record.offset);
             if e.kind != ExtentKind::Regular {
                 continue;
             }

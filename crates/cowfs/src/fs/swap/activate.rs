@@ -134,14 +134,7 @@ impl Engine {
 
     fn any_checksummed(&self, records: &[(u64, crate::format::FileExtent)]) -> Result<bool> {
         for (_, e) in records.iter().filter(|(_, e)| e.kind != ExtentKind::Inline) {
-            if self
-                .meta()
-                .get(
-                    crate::format::table::CHECKSUMS,
-                    &crate::format::key1(e.disk_start),
-                )?
-                .is_some()
-            {
+            if self.meta().checksums().contains(&e.disk_start)? {
                 return Ok(true);
             }
         }

@@ -5,8 +5,8 @@ use std::ops::Bound;
 
 use crate::error::{Errno, Error, Result};
 use crate::format::{
-    key2, key_part, key_tail, key_with_name, table, Compression, DirEntryRecord, ExtentKind,
-    FileExtent, FileKind, InodeRecord, Timespec, NAME_MAX, ROOT_INO, SYMLINK_MAX,
+    Compression, DirEntryKey, DirEntryRecord, ExtentKind, FileExtent, FileExtentKey, FileKind,
+    InodeRecord, InodeRefKey, Timespec, NAME_MAX, ROOT_INO, SYMLINK_MAX,
 };
 use crate::fs::common::Change;
 use crate::fs::engine::{new_inode, Engine};
@@ -29,12 +29,19 @@ pub(in crate::fs) fn check_name(name: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn dirent_key(dir: InodeId, name: &[u8]) -> Vec<u8> {
-    key_with_name(&[dir.subvol, dir.ino], name)
+fn dirent_key(dir: InodeId, name: &[u8]) -> DirEntryKey {
+    DirEntryKey {
+        dir,
+        name: name.to_vec(),
+    }
 }
 
-fn backref_key(child: InodeId, parent: u64, name: &[u8]) -> Vec<u8> {
-    key_with_name(&[child.subvol, child.ino, parent], name)
+fn backref_key(child: InodeId, parent: u64, name: &[u8]) -> InodeRefKey {
+    InodeRefKey {
+        inode: child,
+        dir: parent,
+        name: name.to_vec(),
+    }
 }
 
 impl Engine {
@@ -74,18 +81,12 @@ impl Engine {
                 format!("name longer than {NAME_MAX} bytes"),
             ));
         }
-        let raw = self
-            .meta()
-            .get(table::DIR_ENTRIES, &dirent_key(dir, name))?;
-        raw.map(|v| {
-            let rec = DirEntryRecord::decode(&v)?;
-            Ok(DirEntry {
-                name: name.to_vec(),
-                id: InodeId::new(rec.subvol, rec.ino),
-                kind: rec.kind,
-            })
-        })
-        .transpose()
+        let rec = self.meta().dir_entries().get(&dirent_key(dir, name))?;
+        Ok(rec.map(|rec| DirEntry {
+            name: name.to_vec(),
+            id: InodeId::new(rec.subvol, rec.ino),
+            kind: rec.kind,
+        }))
     }
 
     /// Entries of `dir` in name order, starting after `after`, at most `limit`.
@@ -96,30 +97,17 @@ impl Engine {
         limit: usize,
     ) -> Result<Vec<DirEntry>> {
         self.dir_inode(dir)?;
-        let prefix = key2(dir.subvol, dir.ino);
-        let start = after.map(|a| dirent_key(dir, a));
-        let from = start
-            .as_deref()
-            .map_or(Bound::Included(&prefix[..]), Bound::Excluded);
-        let end = crate::meta::prefix_end(&prefix).expect("a finite prefix");
-        let rows = self.meta().range(
-            table::DIR_ENTRIES,
-            from,
-            Bound::Excluded(&end),
-            limit,
-            false,
-        )?;
-        rows.into_iter()
-            .map(|(k, v)| {
-                let rec = DirEntryRecord::decode(&v)?;
-                let name = key_tail(&k, 2)?.to_vec();
-                Ok(DirEntry {
-                    name,
-                    id: InodeId::new(rec.subvol, rec.ino),
-                    kind: rec.kind,
-                })
+        let after = after.map(|a| dirent_key(dir, a));
+        let from = after.as_ref().map_or(Bound::Unbounded, Bound::Excluded);
+        let rows = self.meta().dir_entries().within_from(&dir, from, limit)?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, rec)| DirEntry {
+                name: key.name,
+                id: InodeId::new(rec.subvol, rec.ino),
+                kind: rec.kind,
             })
-            .collect()
+            .collect())
     }
 
     pub fn create(
@@ -186,11 +174,11 @@ impl Engine {
             ram_len: target.len() as u64,
             inline_data: target.to_vec(),
         };
-        self.meta().put(
-            table::FILE_EXTENTS,
-            &crate::format::key3(id.subvol, id.ino, 0),
-            &extent.encode(),
-        )?;
+        let key = FileExtentKey {
+            file: id,
+            offset: 0,
+        };
+        self.meta().file_extents().put(&key, &extent)?;
         let mut inode = self.inode(id)?;
         inode.size = target.len() as u64;
         self.put_inode(id, &inode)?;
@@ -420,10 +408,12 @@ impl Engine {
             kind,
         };
         self.meta()
-            .put(table::DIR_ENTRIES, &dirent_key(dir, name), &record.encode())?;
+            .dir_entries()
+            .put(&dirent_key(dir, name), &record)?;
         if child.subvol == dir.subvol {
             self.meta()
-                .put(table::INODE_REFS, &backref_key(child, dir.ino, name), &[])?;
+                .inode_refs()
+                .put(&backref_key(child, dir.ino, name), &())?;
         } else {
             // A subvolume's root: its one name is recorded in its subvolume record.
             let mut subvol = self.subvolume(child.subvol)?;
@@ -440,9 +430,10 @@ impl Engine {
         child: InodeId,
     ) -> Result<()> {
         let meta = self.meta();
-        meta.remove(table::DIR_ENTRIES, &dirent_key(dir, name))?;
+        meta.dir_entries().remove(&dirent_key(dir, name))?;
         if child.subvol == dir.subvol {
-            meta.remove(table::INODE_REFS, &backref_key(child, dir.ino, name))?;
+            meta.inode_refs()
+                .remove(&backref_key(child, dir.ino, name))?;
         }
         self.update_dir(dir, -1)
     }
@@ -550,22 +541,14 @@ impl Engine {
             return Ok((subvol.parent != 0)
                 .then(|| (InodeId::new(subvol.parent, subvol.parent_dir), subvol.name)));
         }
-        let rows = self.meta().range(
-            table::INODE_REFS,
-            Bound::Included(&key2(id.subvol, id.ino)[..]),
-            Bound::Excluded(&key2(id.subvol, id.ino + 1)[..]),
-            1,
-            false,
-        )?;
-        rows.into_iter()
+        let first = self
+            .meta()
+            .inode_refs()
+            .within_from(&id, Bound::Unbounded, 1)?;
+        Ok(first
+            .into_iter()
             .next()
-            .map(|(k, _)| {
-                Ok((
-                    InodeId::new(id.subvol, key_part(&k, 2)?),
-                    key_tail(&k, 3)?.to_vec(),
-                ))
-            })
-            .transpose()
+            .map(|(key, ())| (InodeId::new(id.subvol, key.dir), key.name)))
     }
 
     /// A path for messages: the first name of each ancestor, or `inode N` when unreachable.

@@ -6,7 +6,7 @@
 use std::collections::hash_map::Entry;
 
 use crate::error::Result;
-use crate::format::{key2, key_part, table, Timespec};
+use crate::format::Timespec;
 
 use crate::fs::engine::Engine;
 use crate::fs::InodeId;
@@ -27,11 +27,7 @@ impl Engine {
             return Ok(());
         }
         held.remove();
-        if self
-            .meta()
-            .get(table::ORPHANS, &key2(id.subvol, id.ino))?
-            .is_some()
-        {
+        if self.meta().orphans().contains(&id)? {
             self.check_writable()?;
             self.free_orphan(id)?;
         }
@@ -48,14 +44,12 @@ impl Engine {
         inode.nlink = 0;
         inode.ctime = Timespec::now();
         self.put_inode(id, &inode)?;
-        self.meta()
-            .put(table::ORPHANS, &key2(id.subvol, id.ino), &[])
+        self.meta().orphans().put(&id, &())
     }
 
     fn free_orphan(&mut self, id: InodeId) -> Result<()> {
         self.free_inode(id)?;
-        self.meta()
-            .remove(table::ORPHANS, &key2(id.subvol, id.ino))?;
+        self.meta().orphans().remove(&id)?;
         Ok(())
     }
 
@@ -64,9 +58,8 @@ impl Engine {
         if self.read_only {
             return Ok(());
         }
-        let listed = self.meta().scan_prefix(table::ORPHANS, &[])?;
-        for (key, _) in listed {
-            let id = InodeId::new(key_part(&key, 0)?, key_part(&key, 1)?);
+        let listed = self.meta().orphans().all()?;
+        for (id, ()) in listed {
             self.held.remove(&id);
             self.free_orphan(id)?;
         }

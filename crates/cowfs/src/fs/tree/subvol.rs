@@ -8,27 +8,16 @@ use std::ops::Bound;
 
 use crate::error::{Errno, Error, Result};
 use crate::format::{
-    extent_ref_key, key1, key_part, table, DirEntryRecord, ExtentKind, FileExtent, FileKind,
-    InodeRecord, SubvolumeRecord, Timespec, ROOT_INO,
+    ExtentKind, ExtentRefKey, FileKind, InodeRecord, Subvolume, SubvolumeKey, SubvolumeRecord,
+    Timespec, Value, ROOT_INO,
 };
 use crate::fs::common::Change;
 use crate::fs::engine::{new_inode, Engine};
 use crate::fs::{DirEntry, InodeId};
-use crate::meta::Row;
+use crate::meta::{self, TableDef};
 
 /// Rows copied or deleted per batch, bounding memory for large subvolumes.
 const BATCH: usize = 4096;
-
-/// The tables whose keys start with a subvolume id.
-/// A snapshot copies these rows; its copies of orphans are not held, so they go at the next
-/// open or close, as a crash's would.
-const PER_SUBVOLUME: [&str; 5] = [
-    table::INODES,
-    table::DIR_ENTRIES,
-    table::INODE_REFS,
-    table::FILE_EXTENTS,
-    table::ORPHANS,
-];
 
 /// A subvolume as `subvolume list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +41,9 @@ impl Engine {
             nlink: 2,
             ..new_inode(FileKind::Directory, 0o755, 0, 0, self.state.generation)
         };
-        self.meta().put_inode(id, ROOT_INO, &root)?;
+        self.meta()
+            .inodes()
+            .put(&InodeId::new(id, ROOT_INO), &root)?;
         self.put_subvolume(id, &self.new_subvolume_record(ROOT_INO + 1, 0))?;
         self.attach(dir, name, id)?;
         Ok(id)
@@ -83,9 +74,7 @@ impl Engine {
             record.flags |= SubvolumeRecord::FLAG_READ_ONLY;
         }
         self.put_subvolume(id, &record)?;
-        for table in PER_SUBVOLUME {
-            self.copy_subvolume_rows(table, source, id)?;
-        }
+        self.copy_subvolume(source, id)?;
         self.attach(dir, name, id)?;
         Ok(id)
     }
@@ -132,19 +121,15 @@ impl Engine {
         }
         self.remove_link(dir, name, entry.id)?;
         self.adjust_nlink(dir, -1)?;
-        for table in PER_SUBVOLUME {
-            self.delete_subvolume_rows(table, id)?;
-        }
-        self.meta().remove(table::SUBVOLUMES, &key1(id))?;
+        self.delete_subvolume_rows(id)?;
+        self.meta().subvolumes().remove(&id)?;
         Ok(())
     }
 
     /// Every subvolume, in id order.
     pub fn list_subvolumes(&self) -> Result<Vec<SubvolumeInfo>> {
         let mut list = Vec::new();
-        for (k, v) in self.meta().scan_prefix(table::SUBVOLUMES, &[])? {
-            let id = key_part(&k, 0)?;
-            let record = SubvolumeRecord::decode(&v)?;
+        for (id, record) in self.meta().subvolumes().all()? {
             list.push(SubvolumeInfo {
                 id,
                 path: self.path_of(InodeId::new(id, record.root_ino)),
@@ -176,8 +161,7 @@ impl Engine {
     fn next_subvolume_id(&mut self) -> Result<u64> {
         let id = self.state.next_subvolume;
         self.state.next_subvolume += 1;
-        self.dirty = true;
-        self.meta().put_fs_state(&self.state)?;
+        self.meta().put_state(&self.state)?;
         Ok(id)
     }
 
@@ -204,12 +188,10 @@ impl Engine {
     /// The entries inside subvolume `id` that name other subvolumes.
     fn nested_subvolumes(&self, id: u64) -> Result<impl Iterator<Item = DirEntry>> {
         let mut nested = Vec::new();
-        for (k, v) in self.meta().scan_prefix(table::DIR_ENTRIES, &key1(id))? {
-            let rec = DirEntryRecord::decode(&v)?;
+        for (key, rec) in self.meta().dir_entries().within(&Subvolume(id))? {
             if rec.subvol != id {
-                let name = crate::format::key_tail(&k, 2)?.to_vec();
                 nested.push(DirEntry {
-                    name,
+                    name: key.name,
                     id: InodeId::new(rec.subvol, rec.ino),
                     kind: rec.kind,
                 });
@@ -218,74 +200,58 @@ impl Engine {
         Ok(nested.into_iter())
     }
 
-    /// Calls `f` on the rows of `table` under subvolume `id`, a batch at a time.
-    fn for_each_batch(
+    /// Calls `f` on the rows of a table under subvolume `id`, a batch at a time.
+    fn for_each_batch<K: SubvolumeKey + Clone, V: Value>(
         &mut self,
-        table: &'static str,
+        table: TableDef<K, V>,
         id: u64,
-        mut f: impl FnMut(&mut Self, Vec<Row>) -> Result<()>,
+        mut f: impl FnMut(&mut Self, Vec<(K, V)>) -> Result<()>,
     ) -> Result<()> {
-        let (prefix, end) = (key1(id), key1(id + 1));
-        let mut after: Option<Vec<u8>> = None;
+        let mut next: Option<K> = None;
         loop {
-            let from = after
-                .as_deref()
-                .map_or(Bound::Included(&prefix[..]), Bound::Excluded);
-            let rows = self
-                .meta()
-                .range(table, from, Bound::Excluded(&end), BATCH, false)?;
-            let Some((last, _)) = rows.last() else {
-                return Ok(());
-            };
-            after = Some(last.clone());
+            let mut rows = self.meta().table(table).within_from(
+                &Subvolume(id),
+                next.as_ref().map_or(Bound::Unbounded, Bound::Included),
+                BATCH + 1,
+            )?;
+            next = (rows.len() > BATCH).then(|| rows.pop().expect("more than a batch").0);
             f(self, rows)?;
+            if next.is_none() {
+                return Ok(());
+            }
         }
     }
 
-    /// Copies `table`'s rows of subvolume `from` to subvolume `to`, taking a reference on
-    /// every extent a copied file extent record points at. Entries naming nested subvolumes
-    /// are not copied (a snapshot does not descend into them, as in btrfs).
     /// The metadata rows a snapshot of `source` adds: a copy of each of its own, and a back
     /// reference per file extent record.
     fn snapshot_rows(&self, source: u64) -> Result<u64> {
-        let mut rows = self
-            .meta()
-            .count_prefix(table::FILE_EXTENTS, &key1(source))?;
-        for table in PER_SUBVOLUME {
-            rows += self.meta().count_prefix(table, &key1(source))?;
-        }
-        Ok(rows)
+        let (meta, of) = (self.meta(), Subvolume(source));
+        Ok(2 * meta.file_extents().count_within(&of)?
+            + meta.inodes().count_within(&of)?
+            + meta.dir_entries().count_within(&of)?
+            + meta.inode_refs().count_within(&of)?
+            + meta.orphans().count_within(&of)?)
     }
 
-    fn copy_subvolume_rows(&mut self, table: &'static str, from: u64, to: u64) -> Result<()> {
+    /// Copies subvolume `from`'s rows to subvolume `to`: inodes, names, back references,
+    /// orphans, and file extent records, taking a reference on every extent one points at.
+    /// Entries naming nested subvolumes are not copied (a snapshot does not descend into them,
+    /// as in btrfs). Copies of orphans are not held, so they go at the next open or close, as
+    /// a crash's would.
+    fn copy_subvolume(&mut self, from: u64, to: u64) -> Result<()> {
+        self.copy_rows(meta::INODES, from, to)?;
+        self.copy_rows(meta::INODE_REFS, from, to)?;
+        self.copy_rows(meta::ORPHANS, from, to)?;
         let mut lost_entries = Vec::new();
-        self.for_each_batch(table, from, |engine, rows| {
-            for (k, v) in rows {
-                let mut key = k.clone();
-                key[..8].copy_from_slice(&to.to_be_bytes());
-                let mut value = v.clone();
-                if table == table::DIR_ENTRIES {
-                    let mut entry = DirEntryRecord::decode(&v)?;
-                    if entry.subvol != from {
-                        lost_entries.push(InodeId::new(to, key_part(&k, 1)?));
-                        continue;
-                    }
-                    entry.subvol = to;
-                    value = entry.encode();
+        self.for_each_batch(meta::DIR_ENTRIES, from, |engine, rows| {
+            for (key, mut entry) in rows {
+                let key = key.in_subvolume(to);
+                if entry.subvol != from {
+                    lost_entries.push(key.dir);
+                    continue;
                 }
-                engine.meta().put(table, &key, &value)?;
-                if table == table::FILE_EXTENTS {
-                    let e = FileExtent::decode(&v)?;
-                    if e.kind != ExtentKind::Inline {
-                        let (ino, offset) = (key_part(&k, 1)?, key_part(&k, 2)?);
-                        engine.meta().put(
-                            table::EXTENT_REFS,
-                            &extent_ref_key(e.disk_start, to, ino, offset),
-                            &[],
-                        )?;
-                        engine.adjust_extent_refs(e.disk_start, 1)?;
-                    }
-                }
+                entry.subvol = to;
+                engine.meta().dir_entries().put(&key, &entry)?;
             }
             Ok(())
         })?;
@@ -294,19 +260,63 @@ impl Engine {
             self.update_dir(dir, -1)?;
             self.adjust_nlink(dir, -1)?;
         }
-        Ok(())
+        self.for_each_batch(meta::FILE_EXTENTS, from, |engine, rows| {
+            for (key, extent) in rows {
+                let record = key.in_subvolume(to);
+                engine.meta().file_extents().put(&record, &extent)?;
+                if extent.kind != ExtentKind::Inline {
+                    let back = ExtentRefKey {
+                        extent: extent.disk_start,
+                        record,
+                    };
+                    engine.meta().extent_refs().put(&back, &())?;
+                    engine.adjust_extent_refs(extent.disk_start, 1)?;
+                }
+            }
+            Ok(())
+        })
     }
 
-    /// Deletes `table`'s rows of subvolume `id`, dropping the references of file extents.
-    fn delete_subvolume_rows(&mut self, table: &'static str, id: u64) -> Result<()> {
+    /// Copies a table's rows of subvolume `from` to subvolume `to` as they are.
+    fn copy_rows<K: SubvolumeKey + Clone, V: Value>(
+        &mut self,
+        table: TableDef<K, V>,
+        from: u64,
+        to: u64,
+    ) -> Result<()> {
+        self.for_each_batch(table, from, |engine, rows| {
+            for (key, value) in rows {
+                engine
+                    .meta()
+                    .table(table)
+                    .put(&key.in_subvolume(to), &value)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Deletes every row of subvolume `id`, dropping the references of its file extents.
+    fn delete_subvolume_rows(&mut self, id: u64) -> Result<()> {
+        self.for_each_batch(meta::FILE_EXTENTS, id, |engine, rows| {
+            for (key, extent) in rows {
+                engine.remove_mapping(key.file, key.offset, &extent)?;
+            }
+            Ok(())
+        })?;
+        self.delete_rows(meta::INODES, id)?;
+        self.delete_rows(meta::DIR_ENTRIES, id)?;
+        self.delete_rows(meta::INODE_REFS, id)?;
+        self.delete_rows(meta::ORPHANS, id)
+    }
+
+    fn delete_rows<K: SubvolumeKey + Clone, V: Value>(
+        &mut self,
+        table: TableDef<K, V>,
+        id: u64,
+    ) -> Result<()> {
         self.for_each_batch(table, id, |engine, rows| {
-            for (k, v) in rows {
-                if table == table::FILE_EXTENTS {
-                    let owner = InodeId::new(id, key_part(&k, 1)?);
-                    engine.remove_mapping(owner, key_part(&k, 2)?, &FileExtent::decode(&v)?)?;
-                } else {
-                    engine.meta().remove(table, &k)?;
-                }
+            for (key, _) in rows {
+                engine.meta().table(table).remove(&key)?;
             }
             Ok(())
         })
