@@ -433,3 +433,48 @@ fn a_region_outlives_its_pager() {
         "the last region took the swap area with it"
     );
 }
+
+/// Region memory handed to a write on the very filesystem that holds the region's swap area
+/// (through the filesystem): the engine copies under its lock, and a missing page's fault
+/// needs that lock to read swap. The filesystem faults the buffer in before taking the lock,
+/// so a write smaller than what eviction can push out meanwhile completes with the right
+/// bytes (a large one can still deadlock: docs/PAGER.md). A watchdog turns a deadlock into a
+/// failure rather than a hung test run.
+#[test]
+fn a_write_from_evicted_region_memory_to_the_swap_filesystem_completes() {
+    let dev: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(160 * MIB as u64));
+    let (fs, _, system) = through_fs_swap(dev, 32 * MIB);
+    let Some(pager) = pager_or_skip(PagerConfig::with_budget(2 * MIB as u64), system) else {
+        return;
+    };
+    let mut region = pager.region(16 * MIB).unwrap();
+    fill(region.as_mut_slice(), 9);
+    assert!(
+        pager.stats().pages_out > 0,
+        "the start of the region went out"
+    );
+    let file = fs
+        .create(
+            fs.root(),
+            b"copy",
+            cowfs::format::FileKind::Regular,
+            cowfs::CreateAttrs::with_mode(0o644),
+        )
+        .unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if finished
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .is_err()
+        {
+            eprintln!("the write from region memory deadlocked");
+            std::process::abort();
+        }
+    });
+    let evicted = &region.as_slice()[..64 << 10];
+    assert_eq!(fs.write(file, 0, evicted).unwrap(), evicted.len());
+    done.send(()).unwrap();
+    let mut back = vec![0; evicted.len()];
+    fs.read(file, 0, &mut back).unwrap();
+    verify(&back, 9);
+}

@@ -169,7 +169,10 @@ impl Filesystem {
         })?;
         match planned {
             Some((plan, n)) if plan.read(&mut buf[..n]) => Ok(n),
-            _ => self.with(|e| e.read(id, offset, buf)),
+            _ => {
+                fault_in(buf);
+                self.with(|e| e.read(id, offset, buf))
+            }
         }
     }
 
@@ -186,15 +189,23 @@ impl Filesystem {
             Ok(entries)
         })
     }
-    forward!(
-        /// Buffered write: gathered in memory, allocated at commit, fsync or under memory pressure.
-        write(&self, id: InodeId, offset: u64, data: &[u8]) -> usize);
-    forward!(
-        /// Direct read: offset and length 4 KiB-aligned; data read straight from the device.
-        read_direct(&self, id: InodeId, offset: u64, buf: &mut [u8]) -> usize);
-    forward!(
-        /// Direct write: offset and length 4 KiB-aligned; data written straight to new extents.
-        write_direct(&self, id: InodeId, offset: u64, data: &[u8]) -> usize);
+    /// Buffered write: gathered in memory, allocated at commit, fsync or under memory pressure.
+    pub fn write(&self, id: InodeId, offset: u64, data: &[u8]) -> Result<usize> {
+        fault_in(data);
+        self.with(|e| e.write(id, offset, data))
+    }
+
+    /// Direct read: offset and length 4 KiB-aligned; data read straight from the device.
+    pub fn read_direct(&self, id: InodeId, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        fault_in(buf);
+        self.with(|e| e.read_direct(id, offset, buf))
+    }
+
+    /// Direct write: offset and length 4 KiB-aligned; data written straight to new extents.
+    pub fn write_direct(&self, id: InodeId, offset: u64, data: &[u8]) -> Result<usize> {
+        fault_in(data);
+        self.with(|e| e.write_direct(id, offset, data))
+    }
 
     forward!(
         /// fallocate(2): preallocate, punch a hole, or zero a range.
@@ -251,9 +262,11 @@ impl Filesystem {
     pub fn swap_active(&self, id: InodeId) -> Option<SwapMode> {
         self.engine().swap_active(id)
     }
-    forward!(
-        /// Writes whole pages of an active through-filesystem swap file.
-        swap_write(&self, id: InodeId, page: u64, data: &[u8]) -> ());
+    /// Writes whole pages of an active through-filesystem swap file.
+    pub fn swap_write(&self, id: InodeId, page: u64, data: &[u8]) -> Result<()> {
+        fault_in(data);
+        self.with(|e| e.swap_write(id, page, data))
+    }
 
     /// Reads whole pages of an active through-filesystem swap file, verifying checksums.
     /// The engine's lock is held only to find where the pages are: the device reads run
@@ -390,6 +403,25 @@ impl Engine {
             block_groups: groups,
             superblock: sb,
         }
+    }
+}
+
+/// Touches every page of a caller's buffer before the engine's lock is taken. The engine
+/// copies from (or into) the buffer under its lock; if a page of it is missing, the fault
+/// must be served without that lock: a page of a userspace pager's region whose swap area is
+/// a through-filesystem file on this very filesystem would otherwise wait for the lock its
+/// own copy holds. Touching first brings such pages in while the lock is free. It narrows
+/// the window rather than closing it: a page evicted again between the touch and the copy
+/// (the pager under pressure from other threads) still deadlocks, which is why docs/PAGER.md
+/// says not to hand region memory to this filesystem's reads and writes.
+fn fault_in(buf: &[u8]) {
+    const PAGE: usize = crate::format::BLOCK_SIZE as usize;
+    let start = buf.as_ptr() as usize;
+    // The first byte, then the first byte of every later page the buffer reaches into.
+    let firsts = std::iter::once(0).chain((start / PAGE + 1..).map(|p| p * PAGE - start));
+    for at in firsts.take_while(|at| *at < buf.len()) {
+        // SAFETY: `at` is inside the live slice `buf`.
+        unsafe { std::ptr::read_volatile(buf.as_ptr().add(at)) };
     }
 }
 
