@@ -18,17 +18,18 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
+use rustix::ioctl::{opcode, Direction};
+
 /// Bytes of a swap pin's reply.
 pub const REPLY_LEN: usize = 256;
 /// Bytes of a command's argument: the command line in, the reply out (the most an ioctl
 /// number can encode).
 pub const COMMAND_LEN: usize = 0x3fff;
-const TYPE: u32 = 0xCF;
-const READ: u32 = 2;
-const READ_WRITE: u32 = 3;
+/// The ioctl group of cowfs's own commands.
+const GROUP: u8 = 0xCF;
 
-const fn ioctl(direction: u32, nr: u32, size: usize) -> u32 {
-    (direction << 30) | ((size as u32) << 16) | (TYPE << 8) | nr
+const fn ioctl(direction: Direction, nr: u8, size: usize) -> u32 {
+    opcode::from_components(direction, GROUP, nr, size)
 }
 
 /// The argument size a command number encodes.
@@ -37,11 +38,11 @@ pub const fn arg_len(cmd: u32) -> usize {
 }
 
 /// Activate the file as a pinned swap file, so the kernel's swapon can map it.
-pub const SWAP_ACTIVATE: u32 = ioctl(READ, 1, REPLY_LEN);
+pub const SWAP_ACTIVATE: u32 = ioctl(Direction::Read, 1, REPLY_LEN);
 /// Undo [`SWAP_ACTIVATE`] (after the kernel's swapoff).
-pub const SWAP_DEACTIVATE: u32 = ioctl(READ, 2, REPLY_LEN);
+pub const SWAP_DEACTIVATE: u32 = ioctl(Direction::Read, 2, REPLY_LEN);
 /// Run one whole-filesystem command: snapshot, subvol, defrag, balance, resize, scrub, fiemap.
-pub const COMMAND: u32 = ioctl(READ_WRITE, 3, COMMAND_LEN);
+pub const COMMAND: u32 = ioctl(Direction::ReadWrite, 3, COMMAND_LEN);
 
 /// Runs the commands [`COMMAND`] carries; the `cowfs` binary gives its `cowfs io` interpreter.
 pub trait CommandRunner: Send + Sync {

@@ -2,6 +2,8 @@
 //! SETFLAGS, and the FS_IOC_FSGETXATTR pair) into FUSE ioctl requests; the flags are the
 //! engine's own, which use the same bit values.
 
+use rustix::ioctl::opcode;
+
 use cowfs::format::inode_flags as flags;
 use cowfs::{Filesystem, InodeId};
 use fuser::Errno;
@@ -9,14 +11,14 @@ use fuser::Errno;
 use crate::ops::errno;
 
 /// `_IOR('f', 1, long)` and its 32-bit twin; the kernel's fileattr code sends the latter size.
-const FS_IOC_GETFLAGS: u32 = 0x8008_6601;
-const FS_IOC32_GETFLAGS: u32 = 0x8004_6601;
-const FS_IOC_SETFLAGS: u32 = 0x4008_6602;
-const FS_IOC32_SETFLAGS: u32 = 0x4004_6602;
+const FS_IOC_GETFLAGS: u32 = opcode::read::<i64>(b'f', 1);
+const FS_IOC32_GETFLAGS: u32 = opcode::read::<i32>(b'f', 1);
+const FS_IOC_SETFLAGS: u32 = opcode::write::<i64>(b'f', 2);
+const FS_IOC32_SETFLAGS: u32 = opcode::write::<i32>(b'f', 2);
 /// `struct fsxattr` (28 bytes) in and out.
-const FS_IOC_FSGETXATTR: u32 = 0x801c_581f;
-const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
 const FSXATTR_LEN: usize = 28;
+const FS_IOC_FSGETXATTR: u32 = opcode::read::<[u8; FSXATTR_LEN]>(b'X', 31);
+const FS_IOC_FSSETXATTR: u32 = opcode::write::<[u8; FSXATTR_LEN]>(b'X', 32);
 
 /// FS_XFLAG_* bits and the inode flags they stand for.
 const XFLAGS: [(u32, u64); 5] = [
@@ -96,4 +98,20 @@ fn sized(value: &[u8], len: usize) -> Vec<u8> {
     let mut out = value.to_vec();
     out.resize(len, 0);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The numbers linux/fs.h gives, as the kernel's headers spell them.
+    #[test]
+    fn ioctl_numbers_are_the_kernels() {
+        assert_eq!(FS_IOC_GETFLAGS, 0x8008_6601);
+        assert_eq!(FS_IOC32_GETFLAGS, 0x8004_6601);
+        assert_eq!(FS_IOC_SETFLAGS, 0x4008_6602);
+        assert_eq!(FS_IOC32_SETFLAGS, 0x4004_6602);
+        assert_eq!(FS_IOC_FSGETXATTR, 0x801c_581f);
+        assert_eq!(FS_IOC_FSSETXATTR, 0x401c_5820);
+    }
 }

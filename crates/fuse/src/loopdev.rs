@@ -10,8 +10,10 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 const LOOP_CONTROL: &str = "/dev/loop-control";
-const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
-const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+/// `_IO('L', ...)` numbers of linux/loop.h (they carry no size: their argument is an int, or
+/// a pointer the kernel reads by its own struct size).
+const LOOP_CTL_GET_FREE: libc::c_ulong = rustix::ioctl::opcode::none(b'L', 0x82) as libc::c_ulong;
+const LOOP_CONFIGURE: libc::c_ulong = rustix::ioctl::opcode::none(b'L', 0x0A) as libc::c_ulong;
 const LO_FLAGS_READ_ONLY: u32 = 1;
 /// Detach when the last user (the mount) closes the device.
 const LO_FLAGS_AUTOCLEAR: u32 = 4;

@@ -208,8 +208,10 @@ fn aligned_copy(rng: &mut Rng, fd: i32, model: &mut Vec<u8>) -> &'static str {
 /// FICLONERANGE or FIDEDUPERANGE within the file: the kernel refuses both for FUSE, and the
 /// destination keeps its bytes.
 fn refused_remap(rng: &mut Rng, file: &File, model: &[u8]) -> &'static str {
-    const FICLONERANGE: libc::c_ulong = 0x4020_940d;
-    const FIDEDUPERANGE: libc::c_ulong = 0xc018_9436;
+    use rustix::ioctl::opcode;
+    // _IOW(0x94, 13, struct file_clone_range) and _IOWR(0x94, 54, struct file_dedupe_range).
+    const FICLONERANGE: libc::c_ulong = opcode::write::<[u64; 4]>(0x94, 13) as libc::c_ulong;
+    const FIDEDUPERANGE: libc::c_ulong = opcode::read_write::<[u64; 3]>(0x94, 54) as libc::c_ulong;
     let fd = file.as_raw_fd();
     let (src, dst) = (rng.below(8) * 4096, (8 + rng.below(8)) * 4096);
     // struct file_clone_range, and struct file_dedupe_range with one destination.

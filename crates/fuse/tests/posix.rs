@@ -118,7 +118,8 @@ fn flags_ctime_append_only_and_unsupported_xflags() {
     set_times([now, now]).unwrap();
     flags(&file, Some(0)).unwrap();
     // struct fsxattr with FS_XFLAG_DAX (0x8000).
-    const FS_IOC_FSSETXATTR: libc::c_ulong = 0x401c_5820;
+    const FS_IOC_FSSETXATTR: libc::c_ulong =
+        rustix::ioctl::opcode::write::<[u8; 28]>(b'X', 32) as libc::c_ulong;
     let mut xattr = [0u8; 28];
     xattr[..4].copy_from_slice(&0x8000u32.to_ne_bytes());
     // SAFETY: the ioctl reads a 28-byte struct fsxattr.

@@ -8,15 +8,21 @@ use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use rustix::ioctl::opcode;
+
+/// The userfaultfd API version, and the ioctl group of its commands (linux/userfaultfd.h).
 const UFFD_API: u64 = 0xAA;
-const USERFAULTFD_IOC_NEW: libc::c_ulong = 0xAA00;
-const UFFDIO_API: libc::c_ulong = 0xC018_AA3F;
-const UFFDIO_REGISTER: libc::c_ulong = 0xC020_AA00;
-const UFFDIO_UNREGISTER: libc::c_ulong = 0x8010_AA01;
-const UFFDIO_WAKE: libc::c_ulong = 0x8010_AA02;
-const UFFDIO_COPY: libc::c_ulong = 0xC028_AA03;
-const UFFDIO_WRITEPROTECT: libc::c_ulong = 0xC018_AA06;
-const UFFDIO_POISON: libc::c_ulong = 0xC020_AA08;
+const UFFDIO: u8 = 0xAA;
+const USERFAULTFD_IOC_NEW: libc::c_ulong = opcode::none(UFFDIO, 0x00) as libc::c_ulong;
+const UFFDIO_API: libc::c_ulong = opcode::read_write::<Api>(UFFDIO, 0x3F) as libc::c_ulong;
+const UFFDIO_REGISTER: libc::c_ulong =
+    opcode::read_write::<Register>(UFFDIO, 0x00) as libc::c_ulong;
+const UFFDIO_UNREGISTER: libc::c_ulong = opcode::read::<Range>(UFFDIO, 0x01) as libc::c_ulong;
+const UFFDIO_WAKE: libc::c_ulong = opcode::read::<Range>(UFFDIO, 0x02) as libc::c_ulong;
+const UFFDIO_COPY: libc::c_ulong = opcode::read_write::<Copy>(UFFDIO, 0x03) as libc::c_ulong;
+const UFFDIO_WRITEPROTECT: libc::c_ulong =
+    opcode::read_write::<WriteProtect>(UFFDIO, 0x06) as libc::c_ulong;
+const UFFDIO_POISON: libc::c_ulong = opcode::read_write::<Poison>(UFFDIO, 0x08) as libc::c_ulong;
 
 pub const FEATURE_PAGEFAULT_FLAG_WP: u64 = 1 << 0;
 pub const FEATURE_POISON: u64 = 1 << 14;
@@ -282,5 +288,23 @@ impl Userfaultfd {
             };
         }
         Ok(n as usize / std::mem::size_of::<Message>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The numbers linux/userfaultfd.h gives, as the kernel's headers spell them.
+    #[test]
+    fn ioctl_numbers_are_the_kernels() {
+        assert_eq!(USERFAULTFD_IOC_NEW, 0xAA00);
+        assert_eq!(UFFDIO_API, 0xC018_AA3F);
+        assert_eq!(UFFDIO_REGISTER, 0xC020_AA00);
+        assert_eq!(UFFDIO_UNREGISTER, 0x8010_AA01);
+        assert_eq!(UFFDIO_WAKE, 0x8010_AA02);
+        assert_eq!(UFFDIO_COPY, 0xC028_AA03);
+        assert_eq!(UFFDIO_WRITEPROTECT, 0xC018_AA06);
+        assert_eq!(UFFDIO_POISON, 0xC020_AA08);
     }
 }

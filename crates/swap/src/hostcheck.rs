@@ -9,7 +9,8 @@ use cowfs::Result;
 use crate::backing::{raw_fd, refuse};
 
 /// FS_IOC_FIEMAP, _IOWR('f', 11, struct fiemap).
-const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+const FS_IOC_FIEMAP: libc::c_ulong =
+    rustix::ioctl::opcode::read_write::<[u8; 32]>(b'f', 11) as libc::c_ulong;
 const FIEMAP_FLAG_SYNC: u32 = 0x1;
 const FIEMAP_EXTENT_LAST: u32 = 0x1;
 const FIEMAP_EXTENT_UNKNOWN: u32 = 0x2;
