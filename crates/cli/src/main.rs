@@ -360,6 +360,7 @@ fn main() -> ExitCode {
     // quietly instead of failing a print.
     // SAFETY: setting a signal's disposition to the default before any thread starts.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    init_logging();
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(code) => code,
@@ -369,6 +370,22 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// What the libraries and the mount daemon log goes to stderr, filtered by `COWFS_LOG`
+/// (`info` unless set; `COWFS_LOG=debug`, or per crate, `cowfs_pager=debug`). A command's own
+/// output and errors are printed, not logged.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(LOG_FILTER_ENV)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+/// The environment variable that sets what is logged.
+const LOG_FILTER_ENV: &str = "COWFS_LOG";
 
 pub type CliResult<T = ExitCode> = Result<T, Box<dyn std::error::Error>>;
 

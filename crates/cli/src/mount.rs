@@ -101,7 +101,7 @@ pub fn mount(
     daemon::block_stop_signals()?;
     if rustix::process::geteuid().is_root() {
         if let Err(e) = daemon::become_io_flusher() {
-            eprintln!("cowfs: PR_SET_IO_FLUSHER: {e}");
+            tracing::warn!("PR_SET_IO_FLUSHER: {e}");
         }
     }
     let fs = crate::open_with(image, &opts)?;
@@ -117,13 +117,7 @@ pub fn mount(
         mountpoint,
         &mount_options,
         Some(Arc::new(crate::mounted::Interpreter)),
-        || {
-            eprintln!(
-                "cowfs: {} mounted at {}",
-                image.display(),
-                mountpoint.display()
-            )
-        },
+        || tracing::info!("{} mounted at {}", image.display(), mountpoint.display()),
     )
     .map_err(|e| format!("{}: {e}", mountpoint.display()))?;
     // A daemon that ended cleanly leaves no log behind; one that failed keeps it.

@@ -80,8 +80,8 @@ fn unmount_on_signal(mountpoint: PathBuf) {
     while unsafe { libc::sigwait(&set, &mut signal) } == 0 {
         match unmount_for_signal(&mountpoint) {
             Ok(()) => return,
-            Err(e) => eprintln!(
-                "cowfs: not unmounting {} on signal {signal}: {e}",
+            Err(e) => tracing::warn!(
+                "not unmounting {} on signal {signal}: {e}",
                 mountpoint.display()
             ),
         }

@@ -50,7 +50,7 @@ impl Invalidator {
             .name("cowfs-invalidate".into())
             .spawn(move || send_all(&notifier, &pending, &sent));
         if let Err(e) = spawned {
-            eprintln!("cowfs: cannot start the invalidation thread: {e}");
+            tracing::error!("cannot start the invalidation thread: {e}");
         }
     }
 

@@ -69,7 +69,7 @@ struct Listed {
 /// checksums, corruption) are also logged with their reason, which the errno alone loses.
 pub(crate) fn errno(e: cowfs::Error) -> Errno {
     if e.errno() == cowfs::Errno::IO || e.errno() == cowfs::Errno::UCLEAN {
-        eprintln!("cowfs: {e}");
+        tracing::error!("{e}");
     }
     Errno::from_i32(e.errno().raw_os_error())
 }
@@ -389,7 +389,7 @@ impl fuser::Filesystem for CowfsFuse {
 
     fn destroy(&mut self) {
         if let Err(e) = self.fs.sync() {
-            eprintln!("cowfs: final commit failed: {e}");
+            tracing::error!("final commit failed: {e}");
         }
     }
 
@@ -418,7 +418,7 @@ impl fuser::Filesystem for CowfsFuse {
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         if let Some(id) = self.nodes.forgotten(ino, nlookup) {
             if let Err(e) = self.fs.release(id) {
-                eprintln!("cowfs: freeing an unlinked file: {e}");
+                tracing::error!("freeing an unlinked file: {e}");
             }
         }
     }

@@ -89,6 +89,6 @@ fn lock_memory(on: bool) {
     };
     if rc != 0 {
         let what = if on { "mlockall" } else { "munlockall" };
-        eprintln!("cowfs: {what}: {}", std::io::Error::last_os_error());
+        tracing::warn!("{what}: {}", std::io::Error::last_os_error());
     }
 }

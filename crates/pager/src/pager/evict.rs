@@ -64,7 +64,7 @@ impl Inner {
             Ok(slots) => slots,
             Err(e) => {
                 // Keep them: over budget beats losing data. They stay dirty and protected.
-                eprintln!("pager: swap-out: {e}");
+                tracing::error!("swap-out: {e}");
                 state.stats.swap_out_failures += 1;
                 state.clock.extend(victims);
                 self.give_back(state, buf);
@@ -147,7 +147,7 @@ impl Inner {
     /// them retry. When it failed, the pages go back in from the buffer, dirty, as they were.
     pub(super) fn settle_write(&self, state: &mut State, batch: Writeback, result: io::Result<()>) {
         if let Err(e) = &result {
-            eprintln!("pager: swap-out: {e}");
+            tracing::error!("swap-out: {e}");
             state.stats.swap_out_failures += 1;
             let swap = self.swap();
             for slot in &batch.slots {

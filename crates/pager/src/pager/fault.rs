@@ -23,7 +23,7 @@ impl Inner {
             let n = match inner.uffd.read(&mut messages, 50) {
                 Ok(n) => n,
                 Err(e) => {
-                    eprintln!("pager: reading faults: {e}");
+                    tracing::error!("reading faults: {e}");
                     return;
                 }
             };
@@ -238,7 +238,7 @@ impl Inner {
         if let Err(e) = result {
             // A read ahead that failed poisons nothing: the page's own fault tries again.
             if !plan.ahead {
-                eprintln!("pager: page {} of region {:#x}: {e}", plan.index, plan.base);
+                tracing::error!(region = plan.base, page = plan.index, "swap-in: {e}");
                 state.stats.poisoned += 1;
                 pages[0].poisoned = true;
                 let _ = self.uffd.poison(address, PAGE);
