@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use cowfs::Filesystem;
 use cowfs_fuse::control::{self, CommandRunner, Refusal};
 
-use crate::mount::cowfs_mounts;
+use crate::commands::mount::cowfs_mounts;
 use crate::output::Output;
 use crate::CliResult;
 
@@ -83,7 +83,7 @@ impl CommandRunner for Interpreter {
         };
         let mut out = Output::Buffer(String::new());
         let mut swaps = swap::SwapSystem::new();
-        let result = crate::io_cmd::execute(fs, &mut swaps, name, args, &mut out);
+        let result = crate::commands::io::execute(fs, &mut swaps, name, args, &mut out);
         let Output::Buffer(text) = out else {
             unreachable!("a buffer stays a buffer")
         };

@@ -91,3 +91,87 @@ mod tests {
         assert!(apply_specs(&specs(&["C"]), 0).is_err());
     }
 }
+
+use std::process::ExitCode;
+
+use cowfs::format::FileKind;
+use cowfs::{Error, Filesystem, InodeId};
+
+use crate::CliResult;
+
+use std::path::PathBuf;
+
+use crate::target::{done, open};
+
+/// Change file attributes: +C (NOCOW), +c (compress), +i (immutable), +a (append only), ...
+#[derive(clap::Args)]
+pub struct Chattr {
+    pub image: PathBuf,
+    pub path: String,
+    /// Changes such as +C, -i, =c
+    #[arg(required = true, allow_hyphen_values = true, num_args = 1..)]
+    pub changes: Vec<String>,
+}
+
+impl Chattr {
+    pub fn run(self) -> CliResult {
+        let Chattr {
+            image,
+            path,
+            changes,
+        } = self;
+        done(&image, |fs| chattr(fs, &path, &changes))
+    }
+}
+
+/// Show file attributes (of a directory's entries; with -d, of the directory itself)
+#[derive(clap::Args)]
+pub struct Lsattr {
+    pub image: PathBuf,
+    #[arg(default_value = "/")]
+    pub path: String,
+    #[arg(short = 'd')]
+    pub directory: bool,
+}
+
+impl Lsattr {
+    pub fn run(self) -> CliResult {
+        let Lsattr {
+            image,
+            path,
+            directory,
+        } = self;
+        lsattr(&open(&image, true)?, &path, directory)
+    }
+}
+
+pub fn chattr(fs: &Filesystem, path: &str, changes: &[String]) -> cowfs::Result<()> {
+    let id = fs.resolve(path)?;
+    let flags = crate::commands::attrs::apply_specs(changes, fs.getattr(id)?.flags)
+        .map_err(Error::invalid)?;
+    fs.set_flags(id, flags)?;
+    Ok(())
+}
+
+pub fn lsattr(fs: &Filesystem, path: &str, directory: bool) -> CliResult {
+    let id = fs.resolve(path)?;
+    let show = |id: InodeId, name: &str| -> cowfs::Result<()> {
+        println!(
+            "{} {name}",
+            crate::commands::attrs::lsattr_string(fs.getattr(id)?.flags)
+        );
+        Ok(())
+    };
+    if directory || fs.getattr(id)?.kind != FileKind::Directory {
+        show(id, path)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let base = path.trim_end_matches('/');
+    for e in fs.readdir(id, None, usize::MAX)? {
+        show(
+            e.id,
+            &format!("{base}/{}", String::from_utf8_lossy(&e.name)),
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

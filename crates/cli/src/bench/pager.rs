@@ -13,8 +13,8 @@ use cowfs::{Filesystem, MkfsOptions, OpenOptions, SwapMode};
 use pager::{FaultMode, Pager, PagerConfig};
 use swap::{CowfsFile, HostFile, SwapSystem};
 
-use crate::bench_kswap::{workload as kernel_workload, SwapHost};
-use crate::memload::{workload, Figures, Memory};
+use crate::bench::kernel_swap::{workload as kernel_workload, SwapHost};
+use crate::commands::memload::{workload, Figures, Memory};
 use crate::size::human;
 use crate::CliResult;
 

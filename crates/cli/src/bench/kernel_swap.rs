@@ -15,7 +15,7 @@ use std::time::Instant;
 use cowfs::device::AlignedBuf;
 use cowfs_fuse::LoopDevice;
 
-use crate::memload::Figures;
+use crate::commands::memload::Figures;
 use crate::size::human;
 use crate::CliResult;
 

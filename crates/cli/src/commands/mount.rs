@@ -95,7 +95,7 @@ pub fn mount(
     if !foreground {
         return spawn_daemon(image, mountpoint, options, blkdev);
     }
-    let opts = crate::mount_options(Some(&engine_options))?;
+    let opts = crate::target::mount_options(Some(&engine_options))?;
     // Before the filesystem starts its commit thread, which must not take a stop signal, and
     // must be part of the I/O path like every other thread of a daemon the kernel may swap on.
     daemon::block_stop_signals()?;
@@ -265,5 +265,59 @@ pub fn umount(mountpoint: &Path) -> CliResult {
                 )
             }
         }
+    }
+}
+
+/// Mount an image with FUSE (as a daemon unless --foreground); umount or cowfs umount
+/// commits everything
+#[derive(clap::Args)]
+pub struct Mount {
+    pub image: PathBuf,
+    pub mountpoint: PathBuf,
+    /// Options: ro, allow_other, threads=N (serving threads), compress=zstd[:LEVEL],
+    /// noatime, relatime (the default), strictatime
+    #[arg(short = 'o')]
+    pub options: Option<String>,
+    /// Serve in this process until unmounted (SIGINT or SIGTERM unmount too)
+    #[arg(short = 'f', long)]
+    pub foreground: bool,
+    /// Mount as fuseblk over a loop device, so the kernel can swap to files on it (the
+    /// default as root)
+    #[arg(long, conflicts_with = "no_blkdev")]
+    pub blkdev: bool,
+    /// Mount as plain fuse even as root
+    #[arg(long)]
+    pub no_blkdev: bool,
+}
+
+impl Mount {
+    pub fn run(self) -> CliResult {
+        let Mount {
+            image,
+            mountpoint,
+            options,
+            foreground,
+            blkdev,
+            no_blkdev,
+        } = self;
+        let blkdev = match (blkdev, no_blkdev) {
+            (true, _) => Blkdev::Always,
+            (_, true) => Blkdev::Never,
+            _ => Blkdev::Auto,
+        };
+        mount(&image, &mountpoint, options.as_deref(), blkdev, foreground)
+    }
+}
+
+/// Unmount a cowfs mount and wait until its daemon has committed everything
+#[derive(clap::Args)]
+pub struct Umount {
+    pub mountpoint: PathBuf,
+}
+
+impl Umount {
+    pub fn run(self) -> CliResult {
+        let Umount { mountpoint } = self;
+        umount(&mountpoint)
     }
 }

@@ -14,7 +14,7 @@ use cowfs::{CreateAttrs, Filesystem, InodeId, MkfsOptions, OpenOptions, SwapMode
 use pager::{Pager, PagerConfig, PAGE};
 use swap::{CowfsFile, SwapSystem};
 
-use crate::files::progress;
+use crate::output::progress;
 use crate::size::human;
 use crate::CliResult;
 
@@ -93,7 +93,7 @@ pub fn run(dir: Option<PathBuf>, kernel: bool) -> CliResult {
         let kinds: Vec<&str> = map.iter().flat_map(|m| m.flag_names()).collect();
         println!(
             "    {} /{name:<9} {:>9}, {} extent(s) {}",
-            crate::attrs::lsattr_string(fs.getattr(id)?.flags),
+            crate::commands::attrs::lsattr_string(fs.getattr(id)?.flags),
             human(fs.getattr(id)?.size),
             map.len(),
             if kinds.is_empty() {
@@ -116,7 +116,7 @@ pub fn run(dir: Option<PathBuf>, kernel: bool) -> CliResult {
     println!(
         "    mkswapfile /swapfile: {}, {} (NOCOW, preallocated, mode 0600, SWAPSPACE2 header)",
         human(SWAP_FILE),
-        crate::attrs::lsattr_string(fs.getattr(swapfile)?.flags)
+        crate::commands::attrs::lsattr_string(fs.getattr(swapfile)?.flags)
     );
 
     step(
@@ -293,13 +293,13 @@ fn kernel_swap(dir: &Path) -> CliResult<()> {
         return Ok(());
     }
     let (size, limit) = (256 << 20, 64 << 20);
-    let host = crate::bench_kswap::SwapHost::cowfs(dir, 768 << 20, 384 << 20)?;
+    let host = crate::bench::kernel_swap::SwapHost::cowfs(dir, 768 << 20, 384 << 20)?;
     println!(
         "    mounted {} as fuseblk; `cowfs swapon` pinned {}",
         host.mountpoint.display(),
         host.swapfile.display()
     );
-    let figures = crate::bench_kswap::workload(size, limit);
+    let figures = crate::bench::kernel_swap::workload(size, limit);
     host.finish()?;
     let f = figures?;
     println!(
@@ -311,4 +311,22 @@ fn kernel_swap(dir: &Path) -> CliResult<()> {
         f.random_1
     );
     Ok(())
+}
+
+/// The guided tour: make a scratch image, write, read back, check
+#[derive(clap::Args)]
+pub struct Demo {
+    /// Where to make the scratch image (a temporary directory by default)
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Also have the Linux kernel swap to a cowfs file (root, FUSE, loop devices)
+    #[arg(long)]
+    pub kernel: bool,
+}
+
+impl Demo {
+    pub fn run(self) -> CliResult {
+        let Demo { dir, kernel } = self;
+        run(dir, kernel)
+    }
 }

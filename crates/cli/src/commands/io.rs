@@ -2,12 +2,13 @@
 //! failing command prints `CMD: <strerror>` and the run goes on; the exit code says whether
 //! any failed.
 
+use crate::target::{mount_options, open_with};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use cowfs::device::AlignedBuf;
 use cowfs::{Errno, Error, Filesystem, SetAttr};
 
-use crate::files;
 use crate::output::{say, Output};
 use crate::size;
 use crate::CliResult;
@@ -78,7 +79,7 @@ pub fn execute(
 ) -> cowfs::Result<()> {
     match name {
         "write" | "dwrite" => {
-            let id = files::open_or_create(fs, arg(args, 0, "path")?)?;
+            let id = crate::commands::files::open_or_create(fs, arg(args, 0, "path")?)?;
             let (offset, len, fill) = (
                 num(args, 1, "offset")?,
                 num(args, 2, "length")?,
@@ -126,7 +127,7 @@ pub fn execute(
             }
         }
         "truncate" => {
-            let id = files::open_or_create(fs, arg(args, 0, "path")?)?;
+            let id = crate::commands::files::open_or_create(fs, arg(args, 0, "path")?)?;
             fs.setattr(
                 id,
                 &SetAttr {
@@ -141,9 +142,9 @@ pub fn execute(
             Err(e) => return Err(fs.stopped().unwrap_or(e)),
         },
         "sync" => fs.sync()?,
-        "rm" => files::rm(fs, arg(args, 0, "path")?, false)?,
-        "mv" => files::mv(fs, arg(args, 0, "source")?, arg(args, 1, "target")?)?,
-        "mkdir" => files::mkdir(fs, arg(args, 0, "path")?, false)?,
+        "rm" => crate::commands::files::rm(fs, arg(args, 0, "path")?, false)?,
+        "mv" => crate::commands::files::mv(fs, arg(args, 0, "source")?, arg(args, 1, "target")?)?,
+        "mkdir" => crate::commands::files::mkdir(fs, arg(args, 0, "path")?, false)?,
         "stat" => {
             let path = arg(args, 0, "path")?;
             let a = fs.getattr(fs.resolve(path)?)?;
@@ -162,13 +163,17 @@ pub fn execute(
         "falloc" | "fpunch" | "fzero" => {
             let keep_size = args.first() == Some(&"-k");
             let args = if keep_size { &args[1..] } else { args };
-            let id = files::open_or_create(fs, arg(args, 0, "path")?)?;
+            let id = crate::commands::files::open_or_create(fs, arg(args, 0, "path")?)?;
             let (offset, len) = (num(args, 1, "offset")?, num(args, 2, "length")?);
-            let mode = files::fallocate_mode(keep_size, name == "fpunch", name == "fzero");
+            let mode = crate::commands::files::fallocate_mode(
+                keep_size,
+                name == "fpunch",
+                name == "fzero",
+            );
             fs.fallocate(id, mode, offset, len)?;
         }
         "fallocate" => {
-            let id = files::open_or_create(fs, arg(args, 0, "path")?)?;
+            let id = crate::commands::files::open_or_create(fs, arg(args, 0, "path")?)?;
             let (offset, len) = (num(args, 1, "offset")?, num(args, 2, "length")?);
             let mode = match args.get(3).copied() {
                 None => cowfs::FallocateMode::Allocate { keep_size: false },
@@ -199,7 +204,7 @@ pub fn execute(
         "reflink" | "copy_range" | "copy-range" => {
             let (src, dst) = (
                 fs.resolve(arg(args, 0, "source")?)?,
-                files::open_or_create(fs, arg(args, 1, "target")?)?,
+                crate::commands::files::open_or_create(fs, arg(args, 1, "target")?)?,
             );
             let (src_off, dst_off) = (opt_num(args, 2)?, opt_num(args, 3)?);
             let len = opt_num(args, 4)?;
@@ -225,7 +230,7 @@ pub fn execute(
             );
         }
         "dedupe" => {
-            files::dedupe(
+            crate::commands::share::dedupe(
                 fs,
                 arg(args, 0, "source")?,
                 arg(args, 1, "target")?,
@@ -243,12 +248,12 @@ pub fn execute(
             fs.delete_subvolume(dir, name.as_bytes())?;
         }
         "subvol_list" => {
-            files::list_subvolumes(fs, out)?;
+            crate::commands::subvol::list_subvolumes(fs, out)?;
         }
         "snapshot" => {
             let read_only = args.first() == Some(&"-r");
             let args = if read_only { &args[1..] } else { args };
-            files::snapshot(
+            crate::commands::subvol::snapshot(
                 fs,
                 arg(args, 0, "source")?,
                 arg(args, 1, "destination")?,
@@ -258,7 +263,7 @@ pub fn execute(
         "defrag" => {
             let compress = args.first() == Some(&"-c");
             let args = if compress { &args[1..] } else { args };
-            files::defrag(fs, arg(args, 0, "path")?, true, compress, out)?;
+            crate::commands::maint::defrag(fs, arg(args, 0, "path")?, true, compress, out)?;
         }
         "balance" => {
             let args = if args.first() == Some(&"--usage") {
@@ -273,11 +278,11 @@ pub fn execute(
                         .map_err(|_| Error::invalid(format!("usage {u:?} is not a percent")))
                 })
                 .transpose()?;
-            files::balance(fs, usage, out)?;
+            crate::commands::maint::balance(fs, usage, out)?;
         }
-        "resize" => files::resize(fs, arg(args, 0, "size")?, out)?,
+        "resize" => crate::commands::maint::resize(fs, arg(args, 0, "size")?, out)?,
         "scrub" => {
-            if !files::scrub(fs, out)? {
+            if !crate::commands::maint::scrub(fs, out)? {
                 return Err(Error::new(Errno::UCLEAN, "scrub found damage"));
             }
         }
@@ -360,16 +365,20 @@ pub fn execute(
             }
         }
         "fiemap" => {
-            files::fiemap(fs, arg(args, 0, "path")?, out)?;
+            crate::commands::maint::fiemap(fs, arg(args, 0, "path")?, out)?;
         }
         "chattr" => {
             let changes: Vec<String> = args.iter().skip(1).map(|s| s.to_string()).collect();
-            files::chattr(fs, arg(args, 0, "path")?, &changes)?;
+            crate::commands::attrs::chattr(fs, arg(args, 0, "path")?, &changes)?;
         }
         "lsattr" => {
             let path = arg(args, 0, "path")?;
             let flags = fs.getattr(fs.resolve(path)?)?.flags;
-            say!(out, "{} {path}", crate::attrs::lsattr_string(flags));
+            say!(
+                out,
+                "{} {path}",
+                crate::commands::attrs::lsattr_string(flags)
+            );
         }
         "ls" => {
             let dir = fs.resolve(args.first().copied().unwrap_or("/"))?;
@@ -426,4 +435,27 @@ fn check_fill(data: &[u8], want: u8, at: u64, full: bool) -> cowfs::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Run commands over one open filesystem (xfs_io style): -c "write /f 0 4k 0xab"
+#[derive(clap::Args)]
+pub struct Io {
+    pub image: PathBuf,
+    /// Mount options: compress=zstd[:LEVEL]
+    #[arg(short = 'o')]
+    pub options: Option<String>,
+    #[arg(short = 'c', required = true)]
+    pub commands: Vec<String>,
+}
+
+impl Io {
+    pub fn run(self) -> CliResult {
+        let Io {
+            image,
+            options,
+            commands,
+        } = self;
+        let opts = mount_options(options.as_deref())?;
+        run(&open_with(&image, &opts)?, &commands)
+    }
 }

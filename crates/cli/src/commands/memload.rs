@@ -2,6 +2,7 @@
 //! kernel must swap it out and in, and that checks every page it gets back. The kernel-swap
 //! test and `cowfs bench kernel-swap` run it against swap files on cowfs, btrfs and ext4.
 
+use crate::size;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -310,4 +311,27 @@ fn random_reads(mem: &Memory, reads: usize, threads: usize) -> Result<(), String
             .into_iter()
             .try_for_each(|w| w.join().map_err(|_| "a reader panicked".to_string())?)
     })
+}
+
+/// Use SIZE of memory in a memory cgroup limited to LIMIT, so the kernel swaps, and check
+/// every page (the kernel-swap test and benchmark run it)
+#[derive(clap::Args)]
+pub struct Memload {
+    #[arg(long, value_parser = size::parse)]
+    pub size: u64,
+    #[arg(long, value_parser = size::parse)]
+    pub limit: Option<u64>,
+    #[arg(long, default_value_t = 4)]
+    pub threads: usize,
+}
+
+impl Memload {
+    pub fn run(self) -> CliResult {
+        let Memload {
+            size,
+            limit,
+            threads,
+        } = self;
+        run(size, limit, threads)
+    }
 }

@@ -8,12 +8,13 @@ use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use cowfs_fuse::control;
 use cowfs_fuse::swaps::{self, SwapArea};
 
-use crate::mount::cowfs_mounts;
+use crate::commands::mount::cowfs_mounts;
 use crate::CliResult;
 
 /// swapon(2) flags: use the priority given, in its low 15 bits.
@@ -134,4 +135,40 @@ pub fn show() -> CliResult {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Let the Linux kernel swap to a file on a cowfs mount (fuseblk): pin it, then swapon(2)
+#[derive(clap::Args)]
+pub struct Swapon {
+    #[arg(required_unless_present = "show")]
+    pub path: Option<PathBuf>,
+    /// Higher is used first, as swapon(8) -p
+    #[arg(short = 'p', long, allow_hyphen_values = true)]
+    pub priority: Option<i32>,
+    /// List the kernel's swap areas on cowfs mounts
+    #[arg(long, conflicts_with = "path")]
+    pub show: bool,
+}
+
+impl Swapon {
+    pub fn run(self) -> CliResult {
+        let Swapon { path, priority, .. } = self;
+        match path {
+            Some(path) => swapon(&path, priority),
+            None => show(),
+        }
+    }
+}
+
+/// swapoff(2) a file on a cowfs mount, then unpin it
+#[derive(clap::Args)]
+pub struct Swapoff {
+    pub path: PathBuf,
+}
+
+impl Swapoff {
+    pub fn run(self) -> CliResult {
+        let Swapoff { path } = self;
+        swapoff(&path)
+    }
 }

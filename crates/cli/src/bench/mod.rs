@@ -1,6 +1,10 @@
 //! `cowfs bench`: throughput figures, each measured beside its peer in the same run and
 //! reported as a ratio, because absolute times on a shared machine are noise.
 
+pub(crate) mod kernel_swap;
+mod pager;
+mod swap;
+
 use std::fs::OpenOptions as HostOpen;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -55,7 +59,7 @@ pub enum Which {
         json: bool,
         /// Run only these cases (all by default)
         #[arg(long, value_delimiter = ',')]
-        only: Vec<crate::bench_pager::Case>,
+        only: Vec<crate::bench::pager::Case>,
     },
     /// File I/O through a cowfs mount served on different numbers of threads, alternating
     /// them round by round (root)
@@ -92,21 +96,21 @@ const BUFFERED_CHUNK: usize = 1 << 20;
 pub fn run(which: Which) -> CliResult {
     match which {
         Which::Fs { size, dir, rounds } => fs_bench(size, &dir, rounds.max(1)),
-        Which::SwapIo { size, dir } => crate::bench_swap::run(size, &dir),
+        Which::SwapIo { size, dir } => crate::bench::swap::run(size, &dir),
         Which::Swap {
             size,
             budget,
             dir,
             json,
             only,
-        } => crate::bench_pager::run(size, budget, &dir, json, &only),
-        Which::KernelSwap { size, limit, dir } => crate::bench_kswap::run(&dir, size, limit),
+        } => crate::bench::pager::run(size, budget, &dir, json, &only),
+        Which::KernelSwap { size, limit, dir } => crate::bench::kernel_swap::run(&dir, size, limit),
         Which::Mount {
             threads,
             size,
             rounds,
             dir,
-        } => crate::bench_kswap::mount_threads(&dir, &threads, size, rounds.max(1)),
+        } => crate::bench::kernel_swap::mount_threads(&dir, &threads, size, rounds.max(1)),
     }
 }
 
@@ -408,4 +412,17 @@ fn run_file(
     }
     let read = mbps(size, t.elapsed().as_secs_f64());
     Ok(Rate { write, read })
+}
+
+/// Benchmarks (not tests)
+#[derive(clap::Args)]
+pub struct Bench {
+    #[command(subcommand)]
+    pub which: Which,
+}
+
+impl Bench {
+    pub fn run(self) -> CliResult {
+        run(self.which)
+    }
 }
