@@ -1,6 +1,8 @@
 //! Model-based property tests: random sequences of namespace and data operations run on cowfs
 //! and on a plain in-memory model; every result (value or errno) and the whole tree are
 //! compared after every step, across syncs and close/reopen, and fsck must pass at the end.
+//! One file on purpose: the model, its operations and their generators are one specification,
+//! read together.
 
 mod common;
 

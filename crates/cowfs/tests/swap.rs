@@ -1,5 +1,6 @@
-//! The swap-file contract (../shared/SWAP-CONTRACT.md), rule by rule. Tests are named after
-//! the xfstests case each mirrors, where there is one.
+//! The swap-file contract (docs/SWAP.md), rule by rule. Tests are named after
+//! the xfstests case each mirrors, where there is one. One file on purpose: it is the
+//! contract's checklist, in the contract's order.
 
 mod common;
 

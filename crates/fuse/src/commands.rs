@@ -7,7 +7,7 @@ use cowfs::InodeId;
 use fuser::Request;
 
 use crate::control::{self, Refusal};
-use crate::ops::CowfsFuse;
+use crate::served::CowfsFuse;
 use crate::swapfile::require_root;
 
 /// The commands a mount runs: the ones that change no file's data behind the kernel's page

@@ -8,7 +8,7 @@ use cowfs::format::inode_flags as flags;
 use cowfs::{Filesystem, InodeId};
 use fuser::Errno;
 
-use crate::ops::errno;
+use crate::convert::errno;
 
 /// `_IOR('f', 1, long)` and its 32-bit twin; the kernel's fileattr code sends the latter size.
 const FS_IOC_GETFLAGS: u32 = opcode::read::<i64>(b'f', 1);

@@ -5,6 +5,7 @@
 
 mod commands;
 pub mod control;
+mod convert;
 pub mod daemon;
 mod invalidate;
 mod ioctl;
@@ -12,6 +13,7 @@ mod kernel_mount;
 mod loopdev;
 mod nodes;
 mod ops;
+mod served;
 mod swapfile;
 pub mod swaps;
 
@@ -26,7 +28,7 @@ pub use control::CommandRunner;
 use invalidate::Invalidator;
 use kernel_mount::KernelMount;
 pub use loopdev::LoopDevice;
-pub use ops::CowfsFuse;
+pub use served::CowfsFuse;
 
 /// How a mount looks to the rest of the system.
 #[derive(Debug, Clone)]

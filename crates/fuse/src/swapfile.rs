@@ -12,7 +12,7 @@ use cowfs::{InodeId, SwapMode};
 use fuser::Request;
 
 use crate::control::Refusal;
-use crate::ops::CowfsFuse;
+use crate::served::CowfsFuse;
 
 impl CowfsFuse {
     pub(crate) fn pin_swapfile(&self, req: &Request, id: InodeId) -> Result<String, Refusal> {

@@ -237,7 +237,7 @@ impl Filesystem {
         /// Rewrites a file's fragmented data contiguously, compressed if asked.
         defrag(&self, id: InodeId, compress: bool) -> DefragStats);
     forward!(
-        /// swap_activate: checks a file as SWAP-CONTRACT.md section A says and pins it.
+        /// swap_activate: checks a file as docs/SWAP.md's section A says and pins it.
         activate_swap(&self, id: InodeId, mode: SwapMode) -> SwapActivation);
     forward!(
         /// swap_deactivate: undoes activation; EINVAL when the file is not active.

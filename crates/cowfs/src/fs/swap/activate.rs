@@ -1,4 +1,4 @@
-//! Swap files (../shared/SWAP-CONTRACT.md). Activation checks a file in the contract's order
+//! Swap files (the contract: docs/SWAP.md). Activation checks a file in the contract's order
 //! (section A), merges its physically contiguous runs into swap extents, and pins it; while
 //! active, every change that would move, share or rewrite its blocks is refused (section B);
 //! deactivation undoes exactly that (section C). Pins live in memory only: no pin survives a
