@@ -23,13 +23,26 @@ pub struct FileDevice {
 /// One writer or many readers per image: two engines writing one image would each commit
 /// over the other's metadata. The lock goes with the file and is dropped when it closes, so
 /// `cowfs umount` knows a daemon has finished its last commit when it can take the lock.
+///
+/// A lock that is taken is asked for again for a moment before the image is called in use: a
+/// process that forks to run a program holds a copy of every descriptor, the image's too,
+/// until the program starts, so an image just closed by one thread can stay locked that long
+/// by a child another thread forked.
 fn lock(file: &File, write: bool) -> io::Result<()> {
     use rustix::fs::{flock, FlockOperation};
+    const TRIES: u32 = 20;
+    const PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
     let op = if write {
         FlockOperation::NonBlockingLockExclusive
     } else {
         FlockOperation::NonBlockingLockShared
     };
+    for _ in 1..TRIES {
+        match flock(file, op) {
+            Err(rustix::io::Errno::WOULDBLOCK) => std::thread::sleep(PAUSE),
+            result => return result.map_err(io::Error::from),
+        }
+    }
     flock(file, op).map_err(|e| {
         if e == rustix::io::Errno::WOULDBLOCK {
             io::Error::new(
