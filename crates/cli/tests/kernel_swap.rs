@@ -141,6 +141,59 @@ fn refused(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Runs `cowfs memload` (128 MiB touched in a 32 MiB memory cgroup, every page checked),
+/// calling `meanwhile` once it has started, and watching how much of `swapfile` the kernel
+/// uses; returns its output and the most it saw in use.
+fn memload_swapping_to(
+    swapfile: &Path,
+    meanwhile: impl FnOnce() + Send,
+) -> (std::process::Output, u64) {
+    let memload = || {
+        Command::new(COWFS)
+            .args([
+                "memload",
+                "--size",
+                "128M",
+                "--limit",
+                "32M",
+                "--threads",
+                "2",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut most_used = 0;
+    let mut watch = |mut load: std::process::Child| {
+        let start = Instant::now();
+        while load.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(300) {
+            most_used = most_used.max(swap_used(swapfile).unwrap_or(0));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        load.wait_with_output().unwrap()
+    };
+    let mut out = std::thread::scope(|scope| {
+        let load = memload();
+        let checks = scope.spawn(meanwhile);
+        let out = watch(load);
+        if let Err(failed) = checks.join() {
+            std::panic::resume_unwind(failed);
+        }
+        out
+    });
+    // A cgroup v1 at its limit can be OOM-killed while its swap-in waits behind swap-out I/O
+    // (the kernel's own behaviour; the disk here is slow at times): that is tried again, a
+    // wrong page never is.
+    for _ in 0..2 {
+        if std::os::unix::process::ExitStatusExt::signal(&out.status) != Some(libc::SIGKILL) {
+            break;
+        }
+        eprintln!("note: memload was OOM-killed in its cgroup; running it again");
+        out = watch(memload());
+    }
+    (out, most_used)
+}
+
 #[test]
 fn the_kernel_swaps_to_a_pinned_cowfs_file() {
     if !can_swap_to_a_mount() {
@@ -169,57 +222,22 @@ fn the_kernel_swaps_to_a_pinned_cowfs_file() {
     // it at a tight cgroup limit can starve the cgroup into its OOM killer.
     rustix::fs::sync();
     let swapped_out = vmstat("pswpout ");
-    let memload = || {
-        Command::new(COWFS)
-            .args([
-                "memload",
-                "--size",
-                "128M",
-                "--limit",
-                "32M",
-                "--threads",
-                "2",
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let mut load = memload();
-    // The active-file rules, with real tools, while the kernel swaps.
-    assert!(refused("rm", &["-f", sf]).contains("Operation not permitted"));
-    assert!(refused("chattr", &["+c", sf]).contains("Invalid argument"));
-    assert!(refused("truncate", &["-s", "0", sf]).contains("Text file busy"));
-    let snapshot = cowfs(&["snapshot", mnt, &format!("{mnt}/snap")]);
-    assert!(
-        String::from_utf8_lossy(&snapshot.stderr).contains("Text file busy"),
-        "cowfs snapshot refuses"
-    );
-    let busy = cowfs(&["umount", mnt]);
-    assert!(
-        String::from_utf8_lossy(&busy.stderr).contains("active swap file"),
-        "umount refuses"
-    );
-    let mut most_used = 0;
-    let mut watch = |mut load: std::process::Child| {
-        let start = Instant::now();
-        while load.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(300) {
-            most_used = most_used.max(swap_used(&swapfile).unwrap_or(0));
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        load.wait_with_output().unwrap()
-    };
-    let mut out = watch(load);
-    // A cgroup v1 at its limit can be OOM-killed while its swap-in waits behind swap-out I/O
-    // (the kernel's own behaviour; the disk here is slow at times): that is tried again, a
-    // wrong page never is.
-    for _ in 0..2 {
-        if std::os::unix::process::ExitStatusExt::signal(&out.status) != Some(libc::SIGKILL) {
-            break;
-        }
-        eprintln!("note: memload was OOM-killed in its cgroup; running it again");
-        load = memload();
-        out = watch(load);
-    }
+    let (out, most_used) = memload_swapping_to(&swapfile, || {
+        // The active-file rules, with real tools, while the kernel swaps.
+        assert!(refused("rm", &["-f", sf]).contains("Operation not permitted"));
+        assert!(refused("chattr", &["+c", sf]).contains("Invalid argument"));
+        assert!(refused("truncate", &["-s", "0", sf]).contains("Text file busy"));
+        let snapshot = cowfs(&["snapshot", mnt, &format!("{mnt}/snap")]);
+        assert!(
+            String::from_utf8_lossy(&snapshot.stderr).contains("Text file busy"),
+            "cowfs snapshot refuses"
+        );
+        let busy = cowfs(&["umount", mnt]);
+        assert!(
+            String::from_utf8_lossy(&busy.stderr).contains("active swap file"),
+            "umount refuses"
+        );
+    });
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && said.contains("verified 32768 pages"),
@@ -235,6 +253,83 @@ fn the_kernel_swaps_to_a_pinned_cowfs_file() {
     ok(&["swapoff", sf]);
     assert_eq!(swap_used(&swapfile), None);
     drop(plain);
+    ok(&["umount", mnt]);
+    assert!(ok(&["fsck", img]).contains("clean"));
+}
+
+/// The 2014 design with the real kernel: a copy-on-write, checksummed swap file (no NOCOW),
+/// used through a loop device whose every read and write the daemon serves through the
+/// engine; while the kernel swaps to it, a snapshot of the subvolume and a balance run, and
+/// the active-file rules hold. Every page comes back; then swapoff, and the file is an
+/// ordinary file again.
+#[test]
+fn the_kernel_swaps_through_the_filesystem_to_a_copy_on_write_file() {
+    if !can_swap_to_a_mount() {
+        return;
+    }
+    let _turn = take_turn();
+    let scratch = Scratch::new();
+    let (img, mnt, mountpoint) = (scratch.image.as_str(), scratch.mnt(), &scratch.mountpoint);
+    ok(&["mkfs", img, "--size", "1G"]);
+    ok(&["mount", img, mnt]);
+    let (swapfile, _cleanup) = Cleanup::of(&scratch);
+    let sf = swapfile.to_str().unwrap();
+    let file = std::fs::File::create(&swapfile).unwrap();
+    rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, 256 << 20).unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut file.metadata().unwrap().permissions(), 0o600);
+    drop(file);
+    ok(&["mkswap", sf]);
+    let flags = Command::new("lsattr").arg(sf).output().unwrap();
+    let flags = String::from_utf8_lossy(&flags.stdout);
+    assert!(
+        flags.starts_with('-') && !flags.split(' ').next().unwrap().contains('C'),
+        "the swap file is copy-on-write: {flags}"
+    );
+    let said = ok(&["swapon", "--through-fs", sf, "-p", "10"]);
+    assert!(said.contains("through the filesystem"), "{said}");
+    let shown = ok(&["swapon", "--show"]);
+    assert!(
+        shown.contains(sf) && shown.contains("through-fs"),
+        "{shown}"
+    );
+
+    rustix::fs::sync();
+    let swapped_out = vmstat("pswpout ");
+    let (out, most_used) = memload_swapping_to(&swapfile, || {
+        assert!(refused("rm", &["-f", sf]).contains("Operation not permitted"));
+        assert!(refused("truncate", &["-s", "0", sf]).contains("Text file busy"));
+        let write = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&swapfile)
+            .unwrap();
+        let e = std::os::unix::fs::FileExt::write_at(&write, b"x", 4096).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ETXTBSY), "another writer: {e}");
+        // What the design buys: the swap file's blocks may be shared and moved meanwhile.
+        ok(&["snapshot", mnt, &format!("{mnt}/snap")]);
+        ok(&["balance", mnt]);
+    });
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("verified 32768 pages"),
+        "memload ({}): {said}",
+        out.status
+    );
+    assert!(
+        vmstat("pswpout ") > swapped_out + 16384,
+        "the kernel swapped out at least 64 MiB"
+    );
+    assert!(most_used > 0, "/proc/swaps showed the area in use");
+
+    ok(&["swapoff", sf]);
+    assert_eq!(swap_used(&swapfile), None);
+    std::fs::remove_file(&swapfile).expect("an ordinary file again after swapoff");
+    assert_eq!(
+        std::fs::metadata(mountpoint.join("snap/swapfile"))
+            .unwrap()
+            .len(),
+        256 << 20,
+        "the snapshot holds the swap area as it was"
+    );
     ok(&["umount", mnt]);
     assert!(ok(&["fsck", img]).contains("clean"));
 }

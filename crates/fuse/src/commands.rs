@@ -37,6 +37,8 @@ impl CowfsFuse {
         let result = match cmd {
             control::SWAP_ACTIVATE => self.pin_swapfile(req, id),
             control::SWAP_DEACTIVATE => self.unpin_swapfile(req, id),
+            control::SWAP_ACTIVATE_THROUGH_FS => self.activate_through_fs(req, id),
+            control::SWAP_DEACTIVATE_THROUGH_FS => self.deactivate_through_fs(req, id),
             control::COMMAND => self.command(req, &control::text(input)),
             _ => return None,
         };

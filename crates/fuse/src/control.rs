@@ -43,6 +43,41 @@ pub const SWAP_ACTIVATE: u32 = ioctl(Direction::Read, 1, REPLY_LEN);
 pub const SWAP_DEACTIVATE: u32 = ioctl(Direction::Read, 2, REPLY_LEN);
 /// Run one whole-filesystem command: snapshot, subvol, defrag, balance, resize, scrub, fiemap.
 pub const COMMAND: u32 = ioctl(Direction::ReadWrite, 3, COMMAND_LEN);
+/// Activate the file as a swap file used through the filesystem: reads and writes of its
+/// swap I/O node ([`swap_io_name`]) are then its swap I/O.
+pub const SWAP_ACTIVATE_THROUGH_FS: u32 = ioctl(Direction::Read, 4, REPLY_LEN);
+/// Undo [`SWAP_ACTIVATE_THROUGH_FS`] (after the kernel's swapoff).
+pub const SWAP_DEACTIVATE_THROUGH_FS: u32 = ioctl(Direction::Read, 5, REPLY_LEN);
+
+/// What starts the name of a swap I/O node: longer than a name may be (255 bytes), so no
+/// file can have it, and short enough with a name after it for FUSE (1024).
+const SWAP_IO_PREFIX: &str = concat!(
+    ".cowfs-swap-io.",
+    "................................................................",
+    "................................................................",
+    "................................................................",
+    "..................................................................",
+);
+
+const _: () = assert!(SWAP_IO_PREFIX.len() > 255);
+
+/// The name, in the swap file's directory, of its swap I/O node.
+pub fn swap_io_name(name: &[u8]) -> Vec<u8> {
+    [SWAP_IO_PREFIX.as_bytes(), name].concat()
+}
+
+/// The swap file a swap I/O node's name stands for.
+pub fn swap_io_target(name: &[u8]) -> Option<&[u8]> {
+    name.strip_prefix(SWAP_IO_PREFIX.as_bytes())
+        .filter(|target| !target.is_empty())
+}
+
+/// The swap file a loop device's backing path names, when it is a swap I/O node's path.
+pub fn swap_io_file(path: &Path) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let target = swap_io_target(path.file_name()?.as_bytes())?;
+    Some(path.with_file_name(std::ffi::OsStr::from_bytes(target)))
+}
 
 /// Runs the commands [`COMMAND`] carries; the `cowfs` binary gives its `cowfs io` interpreter.
 pub trait CommandRunner: Send + Sync {
@@ -120,6 +155,18 @@ fn decode(reply: &[u8]) -> Result<String, Refusal> {
 /// is the call itself failing (ENOTTY: not on a cowfs mount); the inner one is the daemon's
 /// refusal.
 pub fn call(path: &Path, cmd: u32, input: &[u8]) -> io::Result<Result<String, Refusal>> {
+    let file = File::open(path)?;
+    call_on(&file, cmd, input).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOTTY) => io::Error::new(
+            e.kind(),
+            format!("{}: not on a cowfs mount", path.display()),
+        ),
+        _ => e,
+    })
+}
+
+/// [`call`] on a file already open (the handle the daemon sees is this open's).
+pub fn call_on(file: &File, cmd: u32, input: &[u8]) -> io::Result<Result<String, Refusal>> {
     let mut arg = vec![0u8; arg_len(cmd)];
     if input.len() >= arg.len() {
         return Err(io::Error::new(
@@ -128,18 +175,10 @@ pub fn call(path: &Path, cmd: u32, input: &[u8]) -> io::Result<Result<String, Re
         ));
     }
     arg[..input.len()].copy_from_slice(input);
-    let file = File::open(path)?;
     // SAFETY: the argument is a writable buffer of the size the command encodes.
     let rc = unsafe { libc::ioctl(file.as_raw_fd(), cmd as libc::c_ulong, arg.as_mut_ptr()) };
     if rc < 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ENOTTY) {
-            return Err(io::Error::new(
-                e.kind(),
-                format!("{}: not on a cowfs mount", path.display()),
-            ));
-        }
-        return Err(e);
+        return Err(io::Error::last_os_error());
     }
     Ok(decode(&arg))
 }

@@ -10,7 +10,7 @@ pub mod daemon;
 mod invalidate;
 mod ioctl;
 mod kernel_mount;
-mod loopdev;
+pub mod loopdev;
 mod nodes;
 mod ops;
 mod served;

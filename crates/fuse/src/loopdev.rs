@@ -64,6 +64,12 @@ impl LoopDevice {
             .read(true)
             .write(!read_only)
             .open(image)?;
+        Self::attach_file(&backing, read_only)
+    }
+
+    /// Attaches the file `backing` is open on (the device keeps that open file: its I/O is
+    /// that handle's), with 4 KiB logical blocks and direct I/O.
+    pub fn attach_file(backing: &File, read_only: bool) -> io::Result<LoopDevice> {
         let control = File::open(LOOP_CONTROL).map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -81,7 +87,7 @@ impl LoopDevice {
                 .read(true)
                 .write(!read_only)
                 .open(&path)?;
-            match configure(&device, &backing, read_only) {
+            match configure(&device, backing, read_only) {
                 Ok(()) => {
                     return Ok(LoopDevice {
                         path,
@@ -123,4 +129,34 @@ fn configure(device: &File, backing: &File, read_only: bool) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The file a loop device reads and writes, as the kernel names it; None for a device that is
+/// not a configured loop device. The kernel adds " (deleted)" when the name it holds was
+/// dropped from its cache; an active swap file cannot be unlinked or renamed, so for one the
+/// path without it is still the file's.
+pub fn backing_file(device: &Path) -> Option<PathBuf> {
+    let name = device.file_name()?.to_str()?;
+    let text = std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).ok()?;
+    let path = text.trim_end_matches('\n');
+    Some(PathBuf::from(
+        path.strip_suffix(" (deleted)").unwrap_or(path),
+    ))
+}
+
+/// The loop device over the swap I/O node of the swap file `file`, if one is.
+pub fn swap_device_of(file: &Path) -> io::Result<Option<PathBuf>> {
+    for entry in std::fs::read_dir("/sys/block")? {
+        let device = Path::new("/dev").join(entry?.file_name());
+        let backing = backing_file(&device);
+        if backing
+            .as_deref()
+            .and_then(crate::control::swap_io_file)
+            .as_deref()
+            == Some(file)
+        {
+            return Ok(Some(device));
+        }
+    }
+    Ok(None)
 }

@@ -17,9 +17,11 @@ use fuser::{
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use crate::control;
 use crate::convert::{errno, fallocate_mode, name, timespec};
 use crate::ioctl;
 use crate::served::{CowfsFuse, MAX_WRITE, TTL};
+use crate::swapfile::{file_node, is_swap_io_node};
 
 /// Replies with the value or the errno. The body runs in a closure called on the spot, so
 /// that `?` works inside it (a try block, if Rust had one).
@@ -63,6 +65,9 @@ impl fuser::Filesystem for CowfsFuse {
                 let id = match self::name(name) {
                     b"." => self.fs.getattr(dir).map_err(stale)?.id,
                     b".." => self.fs.parent(dir).map_err(stale)?,
+                    name if control::swap_io_target(name).is_some() => {
+                        return self.swap_io_entry(dir, name);
+                    }
                     name => self.fs.lookup(dir, name).map_err(errno)?,
                 };
                 self.attr(id)
@@ -72,7 +77,7 @@ impl fuser::Filesystem for CowfsFuse {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        if let Some(id) = self.nodes.forgotten(ino, nlookup) {
+        if let Some(id) = self.nodes.forgotten(file_node(ino), nlookup) {
             if let Err(e) = self.fs.release(id) {
                 tracing::error!("freeing an unlinked file: {e}");
             }
@@ -277,6 +282,9 @@ impl fuser::Filesystem for CowfsFuse {
     /// Files need no open state here (every request names its inode), so the kernel is told
     /// to stop asking: after the first ENOSYS it opens files without the daemon. That is also
     /// what lets swapoff(2) open a swap file when the daemon has died.
+    /// No open support: the kernel then opens files without asking, so a swap file the
+    /// kernel reaches through a bind mount can still be opened by swapoff(2) after the daemon
+    /// has died.
     fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         reply.error(Errno::ENOSYS)
     }
@@ -302,7 +310,10 @@ impl fuser::Filesystem for CowfsFuse {
         let data = &mut buf[..size as usize];
         answer!(
             reply,
-            self.fs.read(self.inode(ino)?, offset, data).map_err(errno),
+            match is_swap_io_node(ino) {
+                true => self.swap_read(self.inode(ino)?, offset, data),
+                false => self.fs.read(self.inode(ino)?, offset, data).map_err(errno),
+            },
             |n| reply.data(&data[..n])
         );
         bufs().push(buf);
@@ -322,7 +333,10 @@ impl fuser::Filesystem for CowfsFuse {
     ) {
         answer!(
             reply,
-            self.fs.write(self.inode(ino)?, offset, data).map_err(errno),
+            match is_swap_io_node(ino) {
+                true => self.swap_write(self.inode(ino)?, offset, data),
+                false => self.fs.write(self.inode(ino)?, offset, data).map_err(errno),
+            },
             |n| reply.written(n as u32)
         )
     }

@@ -16,6 +16,7 @@ use crate::control::CommandRunner;
 use crate::convert::{errno, file_type, system_time};
 use crate::invalidate::Invalidator;
 use crate::nodes::NodeTable;
+use crate::swapfile::file_node;
 
 /// How long the kernel may cache attributes. Only this daemon changes the image while it is
 /// mounted and it answers every change, so a short cache is safe.
@@ -43,6 +44,11 @@ pub struct CowfsFuse {
     pub(crate) generation: u64,
     /// Files pinned for the kernel's swap, and their maps (bmap answers from these).
     pub(crate) swap_maps: Mutex<HashMap<InodeId, SwapActivation>>,
+    /// Swap files the kernel uses through the filesystem (their swap I/O node's reads and
+    /// writes are swap I/O).
+    pub(crate) through_fs: Mutex<std::collections::HashSet<InodeId>>,
+    /// The daemon's memory is locked (while any swap file is active for the kernel).
+    pub(crate) memory_locked: std::sync::atomic::AtomicBool,
     /// Open directories: their entries as listed at opendir, served by index.
     pub(crate) dirs: Mutex<HashMap<u64, Vec<Listed>>>,
     pub(crate) next_handle: AtomicU64,
@@ -78,6 +84,8 @@ impl CowfsFuse {
             nodes: NodeTable::new(root),
             dirs: Mutex::new(HashMap::new()),
             swap_maps: Mutex::new(HashMap::new()),
+            through_fs: Mutex::new(Default::default()),
+            memory_locked: Default::default(),
             invalidator,
             generation: mount_generation(),
             runner,
@@ -94,8 +102,9 @@ impl CowfsFuse {
         self.swap_maps.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The inode a node stands for (a swap I/O node stands for its swap file).
     pub(crate) fn inode(&self, node: INodeNo) -> Result<InodeId, Errno> {
-        self.nodes.inode(node).ok_or(Errno::ESTALE)
+        self.nodes.inode(file_node(node)).ok_or(Errno::ESTALE)
     }
 
     pub(crate) fn file_attr(&self, a: &Attr) -> FileAttr {
@@ -139,7 +148,7 @@ impl CowfsFuse {
     pub(crate) fn entry(&self, reply: ReplyEntry, attr: Result<FileAttr, Errno>) {
         match attr {
             Ok(attr) => {
-                self.referenced(attr.ino);
+                self.referenced(file_node(attr.ino));
                 let generation = Generation(self.generation);
                 reply.entry_with_ttls(&self.attr_ttl(&attr), &ENTRY_TTL, &attr, generation)
             }

@@ -1,15 +1,26 @@
-//! Swap files for the kernel. `cowfs swapon` pins a file through a control ioctl; the kernel's
-//! swapon then maps every page with bmap, which this daemon answers from the pinned map and
-//! only for files pinned this way. For any other file bmap says "no mapping" (block 0), so a
-//! plain swapon fails in the kernel ("swapfile has holes") and cannot write over blocks the
+//! Swap files for the kernel, in both designs.
+//!
+//! Pinned (Linux 5.0): `cowfs swapon` pins a file through a control ioctl; the kernel's swapon
+//! then maps every page with bmap, which this daemon answers from the pinned map and only for
+//! files pinned this way. For any other file bmap says "no mapping" (block 0), so a plain
+//! swapon fails in the kernel ("swapfile has holes") and cannot write over blocks the
 //! filesystem may move.
 //!
-//! While a file is pinned for the kernel the daemon keeps its memory locked (mlockall), as
+//! Through the filesystem (the 2014 design): `cowfs swapon --through-fs` activates the file,
+//! then configures a loop device over its swap I/O node: the same file under a name no file
+//! can have (longer than a name may be, `control::swap_io_name`) and a node id of its own.
+//! The kernel swaps to the loop device, whose direct I/O arrives here as reads and writes of
+//! that node and goes to the engine's swap I/O (copy-on-write, checksummed). The file's own
+//! node still gives every other writer "Text file busy". The node is told apart by its id,
+//! not by an open handle: this daemon has no open support, so that swapoff(2) of a pinned
+//! file needs no daemon.
+//!
+//! While any file is active for the kernel the daemon keeps its memory locked (mlockall), as
 //! daemons that serve swap must: a daemon page swapped out would have to come back in while
 //! the kernel may be reclaiming memory by swapping.
 
 use cowfs::{InodeId, SwapMode};
-use fuser::Request;
+use fuser::{Errno, INodeNo, Request};
 
 use crate::control::Refusal;
 use crate::served::CowfsFuse;
@@ -23,12 +34,8 @@ impl CowfsFuse {
             activation.pages,
             activation.extents.len()
         );
-        let mut maps = self.swap_maps();
-        if maps.is_empty() {
-            lock_memory(true);
-        }
-        maps.insert(id, activation);
-        drop(maps);
+        self.swap_maps().insert(id, activation);
+        self.lock_memory_while_swapping();
         // Its attributes are kept for good from now on (see `attr_ttl`); the kernel must ask
         // once more to learn that.
         let seq = self.forget_attrs(id);
@@ -38,19 +45,120 @@ impl CowfsFuse {
 
     pub(crate) fn unpin_swapfile(&self, req: &Request, id: InodeId) -> Result<String, Refusal> {
         require_root(req)?;
-        let mut maps = self.swap_maps();
-        if maps.remove(&id).is_none() {
+        if self.swap_maps().remove(&id).is_none() {
             return Err(Refusal {
                 errno: libc::EINVAL,
                 reason: "not a swapfile pinned for the kernel".into(),
             });
         }
-        if maps.is_empty() {
-            lock_memory(false);
-        }
-        drop(maps);
+        self.lock_memory_while_swapping();
         self.fs.deactivate_swap(id)?;
         Ok(String::new())
+    }
+
+    /// Activates `id` as a swap file used through the filesystem: from now on reads and
+    /// writes through its swap I/O node are its swap I/O.
+    pub(crate) fn activate_through_fs(
+        &self,
+        req: &Request,
+        id: InodeId,
+    ) -> Result<String, Refusal> {
+        require_root(req)?;
+        let activation = self.fs.activate_swap(id, SwapMode::ThroughFs)?;
+        self.through_fs().insert(id);
+        self.lock_memory_while_swapping();
+        Ok(format!("{} pages", activation.pages))
+    }
+
+    /// Undoes [`Self::activate_through_fs`] (after the kernel's swapoff, so no swap I/O
+    /// comes any more).
+    pub(crate) fn deactivate_through_fs(
+        &self,
+        req: &Request,
+        id: InodeId,
+    ) -> Result<String, Refusal> {
+        require_root(req)?;
+        if !self.through_fs().remove(&id) {
+            return Err(Refusal {
+                errno: libc::EINVAL,
+                reason: "not a swapfile used through the filesystem".into(),
+            });
+        }
+        self.lock_memory_while_swapping();
+        self.fs.deactivate_swap(id)?;
+        Ok(String::new())
+    }
+
+    /// The entry of the swap I/O node for `name` (the alias name [`control::swap_io_name`]
+    /// makes) in `dir`: the swap file's own attributes, under a node of its own.
+    pub(crate) fn swap_io_entry(
+        &self,
+        dir: InodeId,
+        name: &[u8],
+    ) -> Result<fuser::FileAttr, Errno> {
+        let target = crate::control::swap_io_target(name).ok_or(Errno::ENOENT)?;
+        let id = self.fs.lookup(dir, target).map_err(crate::convert::errno)?;
+        if !self.through_fs().contains(&id) {
+            return Err(Errno::ENOENT);
+        }
+        let mut attr = self.attr(id)?;
+        attr.ino = INodeNo(attr.ino.0 | SWAP_IO_NODE);
+        Ok(attr)
+    }
+
+    /// The kernel's swap-in of whole pages at byte `offset`, checksums verified: a mismatch
+    /// or an I/O error fails the swap-in (the process gets SIGBUS or is killed), and is logged
+    /// naming the file and offset.
+    pub(crate) fn swap_read(
+        &self,
+        id: InodeId,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, Errno> {
+        let page = swap_page(offset, buf.len())?;
+        self.fs.swap_read(id, page, buf).map_err(|e| {
+            tracing::error!("swap-in of {} at offset {offset}: {e}", self.fs.path_of(id));
+            Errno::from_i32(e.errno().raw_os_error())
+        })?;
+        Ok(buf.len())
+    }
+
+    /// The kernel's swap-out of whole pages at byte `offset` (copy-on-write, checksummed).
+    pub(crate) fn swap_write(&self, id: InodeId, offset: u64, data: &[u8]) -> Result<usize, Errno> {
+        let page = swap_page(offset, data.len())?;
+        self.check_through_fs(id)?;
+        self.fs.swap_write(id, page, data).map_err(|e| {
+            tracing::error!(
+                "swap-out to {} at offset {offset}: {e}",
+                self.fs.path_of(id)
+            );
+            Errno::from_i32(e.errno().raw_os_error())
+        })?;
+        Ok(data.len())
+    }
+
+    /// Swap I/O only while the file is active through the filesystem.
+    fn check_through_fs(&self, id: InodeId) -> Result<(), Errno> {
+        match self.through_fs().contains(&id) {
+            true => Ok(()),
+            false => Err(Errno::EINVAL),
+        }
+    }
+
+    fn through_fs(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<InodeId>> {
+        self.through_fs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Locks the daemon's memory while any file is active for the kernel, unlocks it after.
+    fn lock_memory_while_swapping(&self) {
+        let swapping = !self.swap_maps().is_empty() || !self.through_fs().is_empty();
+        if self
+            .memory_locked
+            .swap(swapping, std::sync::atomic::Ordering::AcqRel)
+            != swapping
+        {
+            lock_memory(swapping);
+        }
     }
 
     /// The device block holding byte `index * block_size` of a pinned swap file, or 0.
@@ -62,6 +170,29 @@ impl CowfsFuse {
         activation
             .device_range(index * u64::from(block_size))
             .map_or(0, |(at, _)| at / u64::from(block_size))
+    }
+}
+
+/// Node ids with this bit are swap I/O nodes: the same file as the node without it, whose
+/// reads and writes are the swap file's swap I/O. Real node ids never reach it.
+const SWAP_IO_NODE: u64 = 1 << 62;
+
+/// Whether `node` is a swap I/O node.
+pub(crate) fn is_swap_io_node(node: INodeNo) -> bool {
+    node.0 & SWAP_IO_NODE != 0
+}
+
+/// The node of the file itself, for a swap I/O node (any other node unchanged).
+pub(crate) fn file_node(node: INodeNo) -> INodeNo {
+    INodeNo(node.0 & !SWAP_IO_NODE)
+}
+
+/// The page swap I/O of `len` bytes at `offset` starts at; EINVAL unless it is whole pages.
+fn swap_page(offset: u64, len: usize) -> Result<u64, Errno> {
+    let page = cowfs::format::BLOCK_SIZE;
+    match offset.is_multiple_of(page) && (len as u64).is_multiple_of(page) {
+        true => Ok(offset / page),
+        false => Err(Errno::EINVAL),
     }
 }
 

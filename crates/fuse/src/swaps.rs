@@ -24,7 +24,8 @@ pub const BIND_DIR: &str = "/run/cowfs/swap";
 pub struct SwapArea {
     /// The name the kernel shows (for a cowfs swap file, its bind path).
     pub name: PathBuf,
-    /// The swap file: its path in the mount for a cowfs swap file, else the same as `name`.
+    /// The swap file: its path in the mount for a cowfs swap file (bound, or behind a loop
+    /// device for one used through the filesystem), else the same as `name`.
     pub file: PathBuf,
     pub kind: String,
     pub size_kib: u64,
@@ -69,8 +70,17 @@ pub fn areas() -> io::Result<Vec<SwapArea>> {
             continue;
         };
         let name = PathBuf::from(unescape(name));
+        let behind_loop = crate::loopdev::backing_file(&name);
+        let file = bound_file(&name)
+            .or_else(|| {
+                behind_loop
+                    .as_deref()
+                    .and_then(crate::control::swap_io_file)
+            })
+            .or(behind_loop)
+            .unwrap_or_else(|| name.clone());
         areas.push(SwapArea {
-            file: bound_file(&name).unwrap_or_else(|| name.clone()),
+            file,
             name,
             kind: kind.to_string(),
             size_kib: number(size)?,

@@ -1,8 +1,15 @@
 //! `cowfs swapon`, `cowfs swapoff` and `cowfs swapon --show`: the Linux kernel swapping to a
-//! file on a mounted cowfs. The daemon pins the file first (every activation check, with its
+//! file on a mounted cowfs, in either design (docs/SWAP.md compares them).
+//!
+//! Pinned (the default): the daemon pins the file first (every activation check, with its
 //! reason), then swapon(2) maps it through bmap, by a bind mount of the file outside the mount
 //! (`swaps::bind`: swapoff must reach it even when the daemon has died); swapoff(2) comes
 //! before the unpin.
+//!
+//! Through the filesystem (`--through-fs`): the file is opened, activated through that open
+//! handle, and a loop device with direct I/O is configured over the same handle; swapon(2)
+//! takes the loop device, whose every read and write the daemon serves through the engine.
+//! swapoff(2) releases the device, which then lets go of the file, which deactivates it.
 
 use std::ffi::CString;
 use std::io;
@@ -31,6 +38,65 @@ fn control(path: &Path, cmd: u32) -> CliResult<String> {
     reply.map_err(|refusal| format!("{}: {refusal}", path.display()).into())
 }
 
+/// swapon(2) flags for `priority`.
+fn swap_flags(priority: Option<i32>) -> i32 {
+    priority.map_or(0, |p| SWAP_FLAG_PREFER | (p & SWAP_FLAG_PRIO_MASK))
+}
+
+fn swapon_syscall(name: &Path, priority: Option<i32>) -> io::Result<()> {
+    let name = CString::new(name.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: `name` is a valid NUL-terminated path.
+    match unsafe { libc::swapon(name.as_ptr(), swap_flags(priority)) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// swapon through the filesystem: activate the file, configure a loop device with direct
+/// I/O over its swap I/O node, swapon(2) the device. A failure after the activation undoes it.
+pub fn swapon_through_fs(path: &Path, priority: Option<i32>) -> CliResult {
+    let path = std::fs::canonicalize(path)?;
+    std::fs::File::open(&path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| format!("{}: flush before swapon: {e}", path.display()))?;
+    let active = control(&path, control::SWAP_ACTIVATE_THROUGH_FS)?;
+    let on = attach_and_swapon(&path, priority);
+    if on.is_err() {
+        let _ = control(&path, control::SWAP_DEACTIVATE_THROUGH_FS);
+    }
+    let device = on?;
+    println!(
+        "{}: swapping through the filesystem (as {}), {active}",
+        path.display(),
+        device.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A loop device over the swap I/O node of the active swap file `path`, swapped on.
+fn attach_and_swapon(path: &Path, priority: Option<i32>) -> CliResult<PathBuf> {
+    let name = path.file_name().ok_or("a swap file has a name")?;
+    let node = path.with_file_name(std::ffi::OsStr::from_bytes(&control::swap_io_name(
+        name.as_bytes(),
+    )));
+    let io = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&node)
+        .map_err(|e| format!("{}: its swap I/O node: {e}", path.display()))?;
+    let device = cowfs_fuse::LoopDevice::attach_file(&io, false)
+        .map_err(|e| format!("{}: loop device: {e}", path.display()))?;
+    // The device detaches by itself once swap lets go of it (it holds the node open).
+    swapon_syscall(device.path(), priority).map_err(|e| {
+        format!(
+            "swapon {} (over {}): {e} (see the kernel log)",
+            device.path().display(),
+            path.display()
+        )
+    })?;
+    Ok(device.path().to_path_buf())
+}
+
 pub fn swapon(path: &Path, priority: Option<i32>) -> CliResult {
     let path = std::fs::canonicalize(path)?;
     // The contract's first step, flush, must cover pages dirty in the kernel's page cache
@@ -39,15 +105,10 @@ pub fn swapon(path: &Path, priority: Option<i32>) -> CliResult {
         .and_then(|f| f.sync_all())
         .map_err(|e| format!("{}: flush before swapon: {e}", path.display()))?;
     let pinned = control(&path, control::SWAP_ACTIVATE)?;
-    let flags = priority.map_or(0, |p| SWAP_FLAG_PREFER | (p & SWAP_FLAG_PRIO_MASK));
     let on = swaps::bind(&path).and_then(|bind| {
-        let name = CString::new(bind.as_os_str().as_bytes()).map_err(io::Error::other)?;
-        // SAFETY: `name` is a valid NUL-terminated path.
-        if unsafe { libc::swapon(name.as_ptr(), flags) } != 0 {
-            let err = io::Error::last_os_error();
+        swapon_syscall(&bind, priority).inspect_err(|_| {
             let _ = swaps::unbind(&bind);
-            return Err(err);
-        }
+        })?;
         Ok(bind)
     });
     let bind = match on {
@@ -71,6 +132,9 @@ pub fn swapon(path: &Path, priority: Option<i32>) -> CliResult {
 /// there is no pin left to undo. After a plain swapoff of the bind path, it finishes the job.
 pub fn swapoff(path: &Path) -> CliResult {
     let path = std::fs::canonicalize(path).or_else(|_| std::path::absolute(path))?;
+    if let Some(device) = cowfs_fuse::loopdev::swap_device_of(&path)? {
+        return swapoff_through_fs(&path, &device);
+    }
     let bind = swaps::bind_path(&path)?;
     let bound = swaps::is_bound(&bind)?;
     let area = swaps::areas()?.into_iter().find(|a| a.file == path);
@@ -110,6 +174,24 @@ pub fn swapoff(path: &Path) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
+/// swapoff(2) of the loop device a swap file used through the filesystem is behind (the
+/// device then detaches), then the file is deactivated: no swap I/O comes any more.
+fn swapoff_through_fs(path: &Path, device: &Path) -> CliResult {
+    let c_name = c_path(device)?;
+    // SAFETY: `c_name` is a valid NUL-terminated path.
+    if unsafe { libc::swapoff(c_name.as_ptr()) } != 0 {
+        let err = io::Error::last_os_error();
+        return Err(format!(
+            "swapoff {} (over {}): {err}",
+            device.display(),
+            path.display()
+        )
+        .into());
+    }
+    control(path, control::SWAP_DEACTIVATE_THROUGH_FS)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The kernel's swap areas that are files on cowfs mounts.
 pub fn on_cowfs() -> CliResult<Vec<SwapArea>> {
     let mounts = cowfs_mounts()?;
@@ -121,17 +203,22 @@ pub fn on_cowfs() -> CliResult<Vec<SwapArea>> {
 
 pub fn show() -> CliResult {
     println!(
-        "{:<40} {:<6} {:>10} {:>10} {:>5}",
-        "NAME", "TYPE", "SIZE", "USED", "PRIO"
+        "{:<40} {:<10} {:>10} {:>10} {:>5}  KERNEL NAME",
+        "NAME", "MODE", "SIZE", "USED", "PRIO"
     );
     for s in on_cowfs()? {
+        let mode = match s.kind.as_str() {
+            "partition" => "through-fs",
+            _ => "pinned",
+        };
         println!(
-            "{:<40} {:<6} {:>9}K {:>9}K {:>5}",
+            "{:<40} {:<10} {:>9}K {:>9}K {:>5}  {}",
             s.file.display(),
-            s.kind,
+            mode,
             s.size_kib,
             s.used_kib,
-            s.priority
+            s.priority,
+            s.name.display()
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -148,12 +235,23 @@ pub struct Swapon {
     /// List the kernel's swap areas on cowfs mounts
     #[arg(long, conflicts_with = "path")]
     pub show: bool,
+    /// Swap through the filesystem (a loop device whose I/O the daemon serves through the
+    /// engine): the file may be copy-on-write and checksummed, and may be snapshotted,
+    /// balanced and defragmented while active. Pinned extents otherwise
+    #[arg(long)]
+    pub through_fs: bool,
 }
 
 impl Swapon {
     pub fn run(self) -> CliResult {
-        let Swapon { path, priority, .. } = self;
+        let Swapon {
+            path,
+            priority,
+            through_fs,
+            ..
+        } = self;
         match path {
+            Some(path) if through_fs => swapon_through_fs(&path, priority),
             Some(path) => swapon(&path, priority),
             None => show(),
         }
