@@ -259,8 +259,8 @@ fn the_kernel_swaps_to_a_pinned_cowfs_file() {
 
 /// The 2014 design with the real kernel: a copy-on-write, checksummed swap file (no NOCOW),
 /// used through a loop device whose every read and write the daemon serves through the
-/// engine; while the kernel swaps to it, a snapshot of the subvolume and a balance run, and
-/// the active-file rules hold. Every page comes back; then swapoff, and the file is an
+/// engine; while the kernel swaps to it, a snapshot of the subvolume, a balance and a defrag
+/// of the file run, and the active-file rules hold. Every page comes back; then swapoff, and the file is an
 /// ordinary file again.
 #[test]
 fn the_kernel_swaps_through_the_filesystem_to_a_copy_on_write_file() {
@@ -307,6 +307,7 @@ fn the_kernel_swaps_through_the_filesystem_to_a_copy_on_write_file() {
         // What the design buys: the swap file's blocks may be shared and moved meanwhile.
         ok(&["snapshot", mnt, &format!("{mnt}/snap")]);
         ok(&["balance", mnt]);
+        ok(&["defrag", sf]);
     });
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -557,6 +557,47 @@ fn a_copy_on_write_swapfile_works_through_the_filesystem() {
     assert_clean(&dev);
 }
 
+/// Through the filesystem every swap I/O asks where the pages are, so defrag may move an
+/// active swap file's blocks (pinned mode refuses it: see btrfs_174 above); compressing it is
+/// still refused, as chattr +c is.
+#[test]
+fn defrag_moves_an_active_through_filesystem_swapfile() {
+    let (dev, fs) = memory_fs(96 * MIB);
+    let f = cow_swapfile(&fs);
+    let pages = AREA / 4096;
+    let mut rng = Rng(9);
+    let mut shadow: Vec<Vec<u8>> = (0..pages).map(|p| noise(p, 4096)).collect();
+    // Every page written once, in one order, then some again: all data, in many extents.
+    for (page, data) in shadow.iter().enumerate().rev() {
+        fs.swap_write(f, page as u64, data).unwrap();
+    }
+    for round in 0..400u64 {
+        let page = rng.below(pages);
+        shadow[page as usize] = noise(pages + round, 4096);
+        fs.swap_write(f, page, &shadow[page as usize]).unwrap();
+    }
+    let before = fs.extent_map(f).unwrap().len();
+    let stats = fs.defrag(f, false).unwrap();
+    assert!(
+        stats.extents_after < before,
+        "{before} extents, then {stats:?}"
+    );
+    assert_eq!(
+        errno(fs.defrag(f, true)),
+        Errno::TXTBSY,
+        "compressing defrag"
+    );
+    let mut buf = vec![0u8; 4096];
+    for (page, want) in shadow.iter().enumerate() {
+        fs.swap_read(f, page as u64, &mut buf).unwrap();
+        assert_eq!(&buf, want, "page {page} after defrag");
+    }
+    fs.swap_write(f, 7, &[3u8; 4096]).unwrap();
+    fs.deactivate_swap(f).unwrap();
+    fs.unmount().unwrap();
+    assert_clean(&dev);
+}
+
 #[test]
 fn the_through_filesystem_reservation_holds_when_the_disk_fills() {
     let (_dev, fs) = memory_fs(64 * MIB);

@@ -19,8 +19,11 @@ pub(crate) enum Change {
     Attributes,
     /// Set the times to now (touch, UTIME_NOW), which append-only files allow, as Linux does.
     Touch,
-    /// Move or add the file's blocks without changing its bytes (defrag, preallocation).
+    /// Add blocks to the file, or store its bytes another way, without changing them
+    /// (preallocation, compressing defrag).
     Layout,
+    /// Move the file's blocks elsewhere without changing its bytes or size (defrag).
+    Move,
     /// Remove or rename this inode's name.
     Unname,
     /// Add an entry to this directory.

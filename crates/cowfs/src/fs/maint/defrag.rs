@@ -27,7 +27,13 @@ impl Engine {
     pub fn defrag(&mut self, id: InodeId, compress: bool) -> Result<DefragStats> {
         self.check_writable()?;
         let inode = self.regular_inode(id)?;
-        self.check_change(id, &inode, Change::Layout)?;
+        // Compressing changes how the bytes are stored, not only where.
+        let change = if compress {
+            Change::Layout
+        } else {
+            Change::Move
+        };
+        self.check_change(id, &inode, change)?;
         self.writeback(id)?;
         // NOCOW and `+m` files are never compressed, whatever is asked.
         let compress = compress && inode.flags & (NOCOW | NOCOMPRESS) == 0;

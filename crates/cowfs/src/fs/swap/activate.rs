@@ -232,7 +232,9 @@ impl Engine {
             ))
         };
         match change {
-            Change::Write(_) | Change::Resize | Change::Layout => busy(),
+            // Every swap I/O asks where the blocks are now: through the filesystem they may move.
+            Change::Move if self.swap.files[&id].mode == SwapMode::ThroughFs => Ok(()),
+            Change::Write(_) | Change::Resize | Change::Layout | Change::Move => busy(),
             Change::Unname => Err(Error::new(
                 Errno::PERM,
                 format!("{}: active swapfile", self.path_of(id)),
