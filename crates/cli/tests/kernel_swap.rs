@@ -479,3 +479,65 @@ fn swapon_flushes_pages_dirty_in_a_mapping_first() {
     ok(&["umount", scratch.mnt()]);
     assert!(ok(&["fsck", img]).contains("clean"));
 }
+
+/// Through the filesystem every swap page goes through the daemon, so a daemon killed while
+/// the kernel swaps takes the swapped-out pages with it: the process that needs them fails
+/// (never gets wrong data). Then swapoff still works, the dead mount goes, and the image is at
+/// its last commit.
+#[test]
+fn a_daemon_killed_under_through_filesystem_swap_fails_the_process_not_the_machine() {
+    if !can_swap_to_a_mount() {
+        return;
+    }
+    let _turn = take_turn();
+    let scratch = Scratch::new();
+    let (img, mnt, mountpoint) = (scratch.image.as_str(), scratch.mnt(), &scratch.mountpoint);
+    ok(&["mkfs", img, "--size", "1G"]);
+    let pid = daemon_pid(&ok(&["mount", img, mnt]));
+    let (swapfile, _cleanup) = Cleanup::of(&scratch);
+    let sf = swapfile.to_str().unwrap();
+    let file = std::fs::File::create(&swapfile).unwrap();
+    rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, 256 << 20).unwrap();
+    drop(file);
+    ok(&["mkswap", sf]);
+    ok(&["swapon", "--through-fs", sf, "-p", "10"]);
+    rustix::fs::sync();
+    let mut load = Command::new(COWFS)
+        .args([
+            "memload",
+            "--size",
+            "256M",
+            "--limit",
+            "32M",
+            "--threads",
+            "2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while swap_used(&swapfile).unwrap_or(0) < 16 << 10 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60) && load.try_wait().unwrap().is_none(),
+            "the kernel swapped out through the filesystem"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: kill(2) on the daemon's pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let out = load.wait_with_output().unwrap();
+    let signal = std::os::unix::process::ExitStatusExt::signal(&out.status);
+    assert!(
+        [Some(libc::SIGBUS), Some(libc::SIGKILL)].contains(&signal),
+        "the process fails, killed, never checking a wrong page: {} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ok(&["swapoff", sf]);
+    assert_eq!(swap_used(&swapfile), None, "swap is off");
+    let lazy = Command::new("umount").args(["-l", mnt]).status().unwrap();
+    assert!(lazy.success());
+    assert!(!mountpoint.join("swapfile").exists());
+    assert!(ok(&["fsck", img]).contains("clean"));
+}

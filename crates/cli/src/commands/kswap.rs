@@ -159,10 +159,7 @@ pub fn swapoff(path: &Path) -> CliResult {
         Ok(reply) => reply.map_err(|refusal| format!("{}: {refusal}", path.display()))?,
         // The daemon died, or the mount was taken away meanwhile (its last bind just went):
         // the pin went with the daemon.
-        Err(e)
-            if [libc::ENOTCONN, libc::ECONNABORTED, libc::ENOENT]
-                .contains(&e.raw_os_error().unwrap_or(0)) =>
-        {
+        Err(e) if daemon_gone(&e) => {
             eprintln!(
                 "{}: swap is off; no daemon holds its pin ({e})",
                 path.display()
@@ -188,8 +185,20 @@ fn swapoff_through_fs(path: &Path, device: &Path) -> CliResult {
         )
         .into());
     }
-    control(path, control::SWAP_DEACTIVATE_THROUGH_FS)?;
+    match control::call(path, control::SWAP_DEACTIVATE_THROUGH_FS, &[]) {
+        Ok(reply) => reply.map_err(|refusal| format!("{}: {refusal}", path.display()))?,
+        Err(e) if daemon_gone(&e) => {
+            eprintln!("{}: swap is off; its daemon is gone ({e})", path.display());
+            String::new()
+        }
+        Err(e) => return Err(format!("{}: {e}", path.display()).into()),
+    };
     Ok(ExitCode::SUCCESS)
+}
+
+/// The daemon died, or the mount was taken away meanwhile: what it held went with it.
+fn daemon_gone(e: &io::Error) -> bool {
+    [libc::ENOTCONN, libc::ECONNABORTED, libc::ENOENT].contains(&e.raw_os_error().unwrap_or(0))
 }
 
 /// The kernel's swap areas that are files on cowfs mounts.
