@@ -541,3 +541,96 @@ fn a_daemon_killed_under_through_filesystem_swap_fails_the_process_not_the_machi
     assert!(!mountpoint.join("swapfile").exists());
     assert!(ok(&["fsck", img]).contains("clean"));
 }
+
+/// Every page swapped in through the filesystem is checked: blocks under the swap file
+/// damaged while pages are out make the kernel's swap-in fail (the process is killed or gets
+/// SIGBUS), never hand it wrong data, and the daemon's log names the file and offset.
+#[test]
+fn a_damaged_block_under_a_through_filesystem_swap_file_fails_the_swap_in() {
+    if !can_swap_to_a_mount() {
+        return;
+    }
+    let _turn = take_turn();
+    let scratch = Scratch::new();
+    let (img, mnt) = (scratch.image.as_str(), scratch.mnt());
+    ok(&["mkfs", img, "--size", "1G"]);
+    let mounted = ok(&["mount", img, mnt]);
+    let log = mounted
+        .split("log ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches([')', '\n']);
+    let (swapfile, _cleanup) = Cleanup::of(&scratch);
+    let sf = swapfile.to_str().unwrap();
+    let file = std::fs::File::create(&swapfile).unwrap();
+    rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, 256 << 20).unwrap();
+    drop(file);
+    ok(&["mkswap", sf]);
+    ok(&["swapon", "--through-fs", sf, "-p", "10"]);
+    rustix::fs::sync();
+    let mut load = Command::new(COWFS)
+        .args([
+            "memload",
+            "--size",
+            "256M",
+            "--limit",
+            "32M",
+            "--threads",
+            "2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while swap_used(&swapfile).unwrap_or(0) < 64 << 10 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60) && load.try_wait().unwrap().is_none(),
+            "the kernel swapped out through the filesystem"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Every block the swap file maps now, overwritten in the image behind the daemon's back.
+    let image = std::fs::OpenOptions::new().write(true).open(img).unwrap();
+    let garbage = vec![0x5au8; 1 << 20];
+    for (start, blocks) in physical_extents(&ok(&["fiemap", sf])) {
+        for at in (0..blocks * 4096).step_by(garbage.len()) {
+            let n = (blocks * 4096 - at).min(garbage.len() as u64) as usize;
+            std::os::unix::fs::FileExt::write_at(&image, &garbage[..n], start * 4096 + at).unwrap();
+        }
+    }
+    image.sync_all().unwrap();
+    drop(image);
+    // The daemon reads the image with O_DIRECT: drop the host's cached copy of it too.
+    std::fs::write("/proc/sys/vm/drop_caches", "1").unwrap();
+    let out = load.wait_with_output().unwrap();
+    let signal = std::os::unix::process::ExitStatusExt::signal(&out.status);
+    assert!(
+        [Some(libc::SIGBUS), Some(libc::SIGKILL)].contains(&signal),
+        "the process fails, killed, never checking a wrong page: {} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let logged = std::fs::read_to_string(log).unwrap();
+    assert!(
+        logged.contains("swap-in of /swapfile at offset") && logged.contains("checksum"),
+        "the daemon's log names the file and offset: {logged}"
+    );
+    ok(&["swapoff", sf]);
+    std::fs::remove_file(&swapfile).unwrap();
+    ok(&["umount", mnt]);
+    assert!(ok(&["fsck", img]).contains("clean"));
+}
+
+/// (first block, blocks) of each extent `cowfs fiemap` lists.
+fn physical_extents(fiemap: &str) -> Vec<(u64, u64)> {
+    fiemap
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(':').map(str::trim).collect();
+            let (physical, length) = (fields.get(2)?, fields.get(3)?);
+            let first = physical.split("..").next()?.trim().parse().ok()?;
+            Some((first, length.parse().ok()?))
+        })
+        .collect()
+}
