@@ -614,3 +614,38 @@ fn mount_refuses_a_mount_point_already_mounted() {
     ok(&["umount", scratch.mnt()]);
     assert!(ok(&["fsck", &scratch.image]).contains("clean"));
 }
+
+#[test]
+fn mkswapfile_makes_a_swap_file_on_a_mount_for_either_mode() {
+    if !can_mount() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let (img, at) = (&scratch.image, scratch.mnt());
+    ok(&["mkfs", img, "--size", "128M"]);
+    ok(&["mount", img, at]);
+    let pinned = format!("{at}/pinned");
+    let cow = format!("{at}/cow");
+    ok(&["mkswapfile", &pinned, "--size", "16M"]);
+    ok(&["mkswapfile", &cow, "--size", "16M", "--through-fs"]);
+    for (path, nocow) in [(&pinned, true), (&cow, false)] {
+        let page = std::fs::read(path).unwrap();
+        assert_eq!(page.len(), 16 << 20, "{path}: preallocated to its size");
+        assert_eq!(&page[4096 - 10..4096], b"SWAPSPACE2", "{path}: a header");
+        let meta = std::fs::metadata(path).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+            0o600
+        );
+        let file = std::fs::File::open(path).unwrap();
+        let flags = rustix::fs::ioctl_getflags(&file).unwrap();
+        assert_eq!(flags.contains(rustix::fs::IFlags::NOCOW), nocow, "{path}");
+    }
+    let again = cowfs(&["mkswapfile", &cow, "--size", "16M"]);
+    assert!(
+        !again.status.success(),
+        "an existing file is not overwritten"
+    );
+    ok(&["umount", at]);
+    assert!(ok(&["fsck", img]).contains("clean"));
+}

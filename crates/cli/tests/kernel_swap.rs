@@ -274,11 +274,7 @@ fn the_kernel_swaps_through_the_filesystem_to_a_copy_on_write_file() {
     ok(&["mount", img, mnt]);
     let (swapfile, _cleanup) = Cleanup::of(&scratch);
     let sf = swapfile.to_str().unwrap();
-    let file = std::fs::File::create(&swapfile).unwrap();
-    rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, 256 << 20).unwrap();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut file.metadata().unwrap().permissions(), 0o600);
-    drop(file);
-    ok(&["mkswap", sf]);
+    ok(&["mkswapfile", sf, "--size", "256M", "--through-fs"]);
     let flags = Command::new("lsattr").arg(sf).output().unwrap();
     let flags = String::from_utf8_lossy(&flags.stdout);
     assert!(
@@ -496,10 +492,7 @@ fn a_daemon_killed_under_through_filesystem_swap_fails_the_process_not_the_machi
     let pid = daemon_pid(&ok(&["mount", img, mnt]));
     let (swapfile, _cleanup) = Cleanup::of(&scratch);
     let sf = swapfile.to_str().unwrap();
-    let file = std::fs::File::create(&swapfile).unwrap();
-    rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, 256 << 20).unwrap();
-    drop(file);
-    ok(&["mkswap", sf]);
+    ok(&["mkswapfile", sf, "--size", "256M", "--through-fs"]);
     ok(&["swapon", "--through-fs", sf, "-p", "10"]);
     rustix::fs::sync();
     let mut load = Command::new(COWFS)
@@ -562,10 +555,7 @@ fn a_damaged_block_under_a_through_filesystem_swap_file_fails_the_swap_in() {
         .trim_end_matches([')', '\n']);
     let (swapfile, _cleanup) = Cleanup::of(&scratch);
     let sf = swapfile.to_str().unwrap();
-    let file = std::fs::File::create(&swapfile).unwrap();
-    rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, 256 << 20).unwrap();
-    drop(file);
-    ok(&["mkswap", sf]);
+    ok(&["mkswapfile", sf, "--size", "256M", "--through-fs"]);
     ok(&["swapon", "--through-fs", sf, "-p", "10"]);
     rustix::fs::sync();
     let mut load = Command::new(COWFS)

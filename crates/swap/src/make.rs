@@ -70,6 +70,38 @@ fn seek_len(file: &File) -> io::Result<u64> {
     f.seek(io::SeekFrom::End(0))
 }
 
+/// Makes a swap file of `size` bytes at `path` on a mounted cowfs, through the mount: NOCOW
+/// (for pinned use) or copy-on-write (for use through the filesystem), preallocated, with a
+/// header, mode 0600.
+pub fn mkswapfile_at(
+    path: &Path,
+    size: u64,
+    label: &str,
+    uuid: [u8; 16],
+    nocow: bool,
+) -> io::Result<SwapHeader> {
+    let header = SwapHeader::new(pages_of(size).map_err(io::Error::other)?, uuid, label)
+        .map_err(io::Error::other)?;
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    if nocow {
+        let flags = rustix::fs::ioctl_getflags(&file)?;
+        rustix::fs::ioctl_setflags(&file, flags | rustix::fs::IFlags::NOCOW)?;
+    }
+    rustix::fs::fallocate(
+        &file,
+        rustix::fs::FallocateFlags::empty(),
+        0,
+        header.pages * PAGE_SIZE as u64,
+    )?;
+    file.write_all_at(&header.encode(), 0)?;
+    file.sync_all()?;
+    Ok(header)
+}
+
 fn create_host_file(path: &Path, size: u64) -> io::Result<File> {
     let file = OpenOptions::new()
         .write(true)
@@ -84,7 +116,8 @@ fn create_host_file(path: &Path, size: u64) -> io::Result<File> {
     Ok(file)
 }
 
-/// Makes a swap file of `size` bytes at `path` inside a cowfs filesystem.
+/// Makes a swap file of `size` bytes at `path` inside a cowfs filesystem, for pinned use:
+/// NOCOW (so unchecksummed), preallocated.
 pub fn mkswapfile(
     fs: &Filesystem,
     path: &str,
@@ -92,7 +125,36 @@ pub fn mkswapfile(
     label: &str,
     uuid: [u8; 16],
 ) -> cowfs::Result<InodeId> {
-    let header = SwapHeader::new(pages_of(size)?, uuid, label)?;
+    make_swapfile(
+        fs,
+        path,
+        SwapHeader::new(pages_of(size)?, uuid, label)?,
+        true,
+    )
+}
+
+/// The same for use through the filesystem: copy-on-write and checksummed, preallocated.
+pub fn mkswapfile_through_fs(
+    fs: &Filesystem,
+    path: &str,
+    size: u64,
+    label: &str,
+    uuid: [u8; 16],
+) -> cowfs::Result<InodeId> {
+    make_swapfile(
+        fs,
+        path,
+        SwapHeader::new(pages_of(size)?, uuid, label)?,
+        false,
+    )
+}
+
+fn make_swapfile(
+    fs: &Filesystem,
+    path: &str,
+    header: SwapHeader,
+    nocow: bool,
+) -> cowfs::Result<InodeId> {
     let (dir, name) = fs.resolve_parent(path)?;
     let id = fs.create(
         dir,
@@ -100,7 +162,9 @@ pub fn mkswapfile(
         FileKind::Regular,
         CreateAttrs::with_mode(0o600),
     )?;
-    fs.set_flags(id, NOCOW)?;
+    if nocow {
+        fs.set_flags(id, NOCOW)?;
+    }
     let bytes = header.pages * PAGE_SIZE as u64;
     fs.fallocate(id, FallocateMode::Allocate { keep_size: false }, 0, bytes)?;
     fs.write(id, 0, &header.encode())?;

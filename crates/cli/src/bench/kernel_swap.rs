@@ -1,5 +1,6 @@
 //! `cowfs bench kernel-swap`: the Linux kernel swapping a process in a memory cgroup to a
-//! swap file on a mounted cowfs (fuseblk over a loop device), and in the same run to swap
+//! swap file on a mounted cowfs (pinned, on fuseblk over a loop device; and through the
+//! filesystem, a copy-on-write file behind a loop device of its own), and in the same run to swap
 //! files on the kernel's own btrfs and ext4 (each on a loop device with direct I/O, as cowfs
 //! is): sequential fill, sequential read back, random page reads on one and on four threads.
 //! Then file I/O through the cowfs mount against the same on btrfs. Needs root; installs
@@ -81,6 +82,37 @@ impl SwapHost {
             .args(["-p", PRIORITY]))?;
         Ok(SwapHost {
             kind: "cowfs (fuseblk)",
+            mountpoint,
+            swapfile,
+            _loop: None,
+        })
+    }
+
+    /// cowfs, the kernel swapping through the filesystem: a copy-on-write, checksummed swap
+    /// file made on the mount, `cowfs swapon --through-fs`.
+    pub(crate) fn cowfs_through_fs(dir: &Path, swap_len: u64) -> CliResult<SwapHost> {
+        let (image, mountpoint) = (dir.join("kswap-cowfs-fs.img"), dir.join("kswap-cowfs-fs"));
+        fs::create_dir_all(&mountpoint)?;
+        let cowfs = cowfs_binary()?;
+        let (img, mnt) = (
+            image.to_str().ok_or("path")?,
+            mountpoint.to_str().ok_or("path")?,
+        );
+        // The file, and twice its size reserved for its copy-on-write.
+        let image_len = 3 * swap_len + (1 << 30);
+        ok(Command::new(&cowfs).args(["mkfs", img, "--force", "--size", &image_len.to_string()]))?;
+        ok(Command::new(&cowfs).args(["mount", img, mnt]))?;
+        let swapfile = mountpoint.join("swapfile");
+        ok(Command::new(&cowfs)
+            .arg("mkswapfile")
+            .arg(&swapfile)
+            .args(["--size", &swap_len.to_string(), "--through-fs"]))?;
+        ok(Command::new(&cowfs)
+            .args(["swapon", "--through-fs"])
+            .arg(&swapfile)
+            .args(["-p", PRIORITY]))?;
+        Ok(SwapHost {
+            kind: "cowfs through fs (COW)",
             mountpoint,
             swapfile,
             _loop: None,
@@ -351,6 +383,9 @@ pub(crate) fn table(
     }
 }
 
+/// The swap files measured: cowfs pinned, cowfs through the filesystem, btrfs, ext4.
+const KINDS: [&str; 4] = ["cowfs", "cowfs-fs", "btrfs", "ext4"];
+
 pub fn run(dir: &Path, size: u64, limit: u64) -> CliResult {
     if !rustix::process::geteuid().is_root() {
         return Err(
@@ -371,15 +406,16 @@ pub fn run(dir: &Path, size: u64, limit: u64) -> CliResult {
     );
     let mut swap_rows = Vec::new();
     let mut io_rows = Vec::new();
-    for kind in ["cowfs", "btrfs", "ext4"] {
+    for kind in KINDS {
         let host = match kind {
             "cowfs" => SwapHost::cowfs(&dir, image_len, swap_len)?,
+            "cowfs-fs" => SwapHost::cowfs_through_fs(&dir, swap_len)?,
             _ => SwapHost::kernel(kind, &dir, image_len, swap_len)?,
         };
         let figures = workload(size, limit);
-        // File I/O beside the swap file, on the two copy-on-write filesystems.
+        // File I/O beside the swap file, on the two copy-on-write filesystems (once for cowfs).
         let io = match kind {
-            "ext4" => None,
+            "ext4" | "cowfs-fs" => None,
             _ => Some(
                 file_io(&host.mountpoint, FILE_IO_LEN)
                     .map_err(|e| format!("file I/O on {kind}: {e}")),
@@ -392,7 +428,7 @@ pub fn run(dir: &Path, size: u64, limit: u64) -> CliResult {
             io_rows.push((name.to_string(), io?.to_vec()));
         }
     }
-    for kind in ["cowfs", "btrfs", "ext4"] {
+    for kind in KINDS {
         let _ = fs::remove_file(dir.join(format!("kswap-{kind}.img")));
         let _ = fs::remove_dir(dir.join(format!("kswap-{kind}")));
     }

@@ -1,7 +1,7 @@
-//! Swap areas made offline: a swap header on a host file or block device (mkswap), a swap file
-//! inside an image (mkswapfile), and where activation would find one (map-swapfile).
+//! Swap areas: a swap header on a host file or block device (mkswap), a swap file inside an
+//! image or on a mount (mkswapfile), and where activation would find one (map-swapfile).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::target::{done, open};
@@ -46,35 +46,56 @@ impl Mkswap {
     }
 }
 
-/// Make a swap file inside an image: empty, NOCOW, preallocated, with a header, mode 0600
+/// Make a swap file: IMAGE PATH, or a PATH inside a mount. Empty, preallocated, with a header,
+/// mode 0600; NOCOW for the kernel's pinned use, copy-on-write with --through-fs
 #[derive(clap::Args)]
 pub struct Mkswapfile {
-    pub image: PathBuf,
-    pub path: String,
+    #[arg(required = true, num_args = 1..=2, value_names = ["IMAGE", "PATH"])]
+    pub args: Vec<String>,
     #[arg(long, value_parser = size::parse)]
     pub size: u64,
     #[arg(long, default_value = "")]
     pub label: String,
     #[arg(long)]
     pub uuid: Option<String>,
+    /// For `cowfs swapon --through-fs`: copy-on-write and checksummed, not NOCOW
+    #[arg(long)]
+    pub through_fs: bool,
 }
 
 impl Mkswapfile {
     pub fn run(self) -> CliResult {
         let Mkswapfile {
-            image,
-            path,
+            args,
             size,
             label,
             uuid,
+            through_fs,
         } = self;
         let uuid = uuid
             .map(|u| swap::parse_uuid(&u))
             .transpose()?
             .unwrap_or_else(swap::random_uuid);
-        done(&image, |fs| {
-            swap::mkswapfile(fs, &path, size, &label, uuid).map(drop)
-        })
+        if let [image, path] = &args[..] {
+            let make = match through_fs {
+                true => swap::mkswapfile_through_fs,
+                false => swap::mkswapfile,
+            };
+            return done(Path::new(image), |fs| {
+                make(fs, path, size, &label, uuid).map(drop)
+            });
+        }
+        let path = &args[0];
+        match crate::mounted::place(path)? {
+            crate::mounted::Place::Mounted { .. } => {
+                swap::mkswapfile_at(Path::new(path), size, &label, uuid, !through_fs)
+                    .map_err(|e| format!("{path}: {e}"))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            crate::mounted::Place::Image(_) => {
+                Err(format!("{path}: not inside a cowfs mount (or give the image first)").into())
+            }
+        }
     }
 }
 
