@@ -39,6 +39,9 @@ impl fuser::Filesystem for CowfsFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // File handles (name_to_handle_at, NFS): the kernel asks for `.` and `..` by node.
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_EXPORT_SUPPORT);
+        // Direct I/O submitted asynchronously (a loop device's, the kernel's swap through the
+        // filesystem) reaches the daemon as concurrent requests, not one at a time.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_ASYNC_DIO);
         let _ = config.set_max_write(MAX_WRITE);
         // Sequential reads come in requests as large as writes may be (the kernel caps it).
         let _ = config.set_max_readahead(MAX_WRITE);

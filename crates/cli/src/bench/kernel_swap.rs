@@ -245,9 +245,6 @@ pub fn mount_threads(dir: &Path, threads: &[usize], len: u64, rounds: usize) -> 
         }
         let title = format!("round {round} of {rounds}");
         let peer = rows[0].0.clone();
-        // The table compares its first row with the peer: the next count comes first.
-        let n = rows.len();
-        rows.rotate_left(1.min(n - 1));
         table(&title, &FILE_IO_LABELS, &[], &peer, &rows);
     }
     fs::remove_file(&image)?;
@@ -349,8 +346,9 @@ fn file_io(dir: &Path, len: u64) -> CliResult<[f64; 7]> {
     Ok(figures)
 }
 
-/// Prints rows of figures under `labels`, and each first row's figure against the peer's
-/// (for a latency, `lower` marks it, the peer's against the first row's: above 100% is better).
+/// Prints rows of figures under `labels`, then every row's figures as a percentage of the
+/// peer's (for a latency, which `lower` marks, the peer's against the row's: above 100% is
+/// better either way).
 pub(crate) fn table(
     title: &str,
     labels: &[&str],
@@ -358,28 +356,41 @@ pub(crate) fn table(
     peer: &str,
     rows: &[(String, Vec<f64>)],
 ) {
+    let width = rows.iter().map(|(n, _)| n.len() + 2).max().unwrap_or(0).max(18);
+    let header = || {
+        print!("{:<38}", "");
+        for (name, _) in rows {
+            print!("{name:>width$}");
+        }
+        println!();
+    };
     println!("\n{title}");
-    print!("{:<38}", "");
-    for (name, _) in rows {
-        print!("{name:>18}");
-    }
-    println!("{:>14}", format!("vs {peer}"));
-    let peer = rows
-        .iter()
-        .position(|(n, _)| n.starts_with(peer))
-        .unwrap_or(0);
+    header();
     for (i, label) in labels.iter().enumerate() {
         print!("{label:<38}");
         for (_, figures) in rows {
-            print!("{:>18.0}", figures[i]);
+            print!("{:>width$.0}", figures[i]);
         }
-        let (ours, theirs) = (rows[0].1[i], rows[peer].1[i]);
-        let ratio = if lower.get(i).copied().unwrap_or(false) {
-            theirs / ours
-        } else {
-            ours / theirs
-        };
-        println!("{:>13.0}%", ratio * 100.0);
+        println!();
+    }
+    let peer_row = rows
+        .iter()
+        .position(|(n, _)| n.starts_with(peer))
+        .unwrap_or(0);
+    println!("as % of {} (better is higher)", rows[peer_row].0);
+    header();
+    for (i, label) in labels.iter().enumerate() {
+        print!("{label:<38}");
+        for (_, figures) in rows {
+            let (ours, theirs) = (figures[i], rows[peer_row].1[i]);
+            let ratio = if lower.get(i).copied().unwrap_or(false) {
+                theirs / ours
+            } else {
+                ours / theirs
+            };
+            print!("{:>w$.0}%", ratio * 100.0, w = width - 1);
+        }
+        println!();
     }
 }
 
