@@ -598,6 +598,26 @@ fn defrag_moves_an_active_through_filesystem_swapfile() {
     assert_clean(&dev);
 }
 
+/// A reflink copy of an active through-filesystem swap file holds the area as it was; swap
+/// writes after it go to new blocks (a pinned one refuses: generic_356 above).
+#[test]
+fn a_reflink_copy_of_an_active_through_filesystem_swapfile_keeps_the_area_as_it_was() {
+    let (dev, fs) = memory_fs(96 * MIB);
+    let f = cow_swapfile(&fs);
+    fs.swap_write(f, 3, &[1u8; 4096]).unwrap();
+    let copy = file(&fs, fs.root(), "copy");
+    fs.clone_file(f, copy).unwrap();
+    fs.swap_write(f, 3, &[2u8; 4096]).unwrap();
+    let mut page = vec![0u8; 4096];
+    fs.read(copy, 3 * 4096, &mut page).unwrap();
+    assert_eq!(page, vec![1u8; 4096], "the copy keeps the page as it was");
+    fs.swap_read(f, 3, &mut page).unwrap();
+    assert_eq!(page, vec![2u8; 4096]);
+    fs.deactivate_swap(f).unwrap();
+    fs.unmount().unwrap();
+    assert_clean(&dev);
+}
+
 #[test]
 fn the_through_filesystem_reservation_holds_when_the_disk_fills() {
     let (_dev, fs) = memory_fs(64 * MIB);

@@ -103,10 +103,11 @@ impl SwapHost {
         ok(Command::new(&cowfs).args(["mkfs", img, "--force", "--size", &image_len.to_string()]))?;
         ok(Command::new(&cowfs).args(["mount", img, mnt]))?;
         let swapfile = mountpoint.join("swapfile");
-        ok(Command::new(&cowfs)
-            .arg("mkswapfile")
-            .arg(&swapfile)
-            .args(["--size", &swap_len.to_string(), "--through-fs"]))?;
+        ok(Command::new(&cowfs).arg("mkswapfile").arg(&swapfile).args([
+            "--size",
+            &swap_len.to_string(),
+            "--through-fs",
+        ]))?;
         ok(Command::new(&cowfs)
             .args(["swapon", "--through-fs"])
             .arg(&swapfile)
@@ -356,7 +357,12 @@ pub(crate) fn table(
     peer: &str,
     rows: &[(String, Vec<f64>)],
 ) {
-    let width = rows.iter().map(|(n, _)| n.len() + 2).max().unwrap_or(0).max(18);
+    let width = rows
+        .iter()
+        .map(|(n, _)| n.len() + 2)
+        .max()
+        .unwrap_or(0)
+        .max(18);
     let header = || {
         print!("{:<38}", "");
         for (name, _) in rows {

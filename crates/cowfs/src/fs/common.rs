@@ -24,6 +24,8 @@ pub(crate) enum Change {
     Layout,
     /// Move the file's blocks elsewhere without changing its bytes or size (defrag).
     Move,
+    /// Share the file's blocks with another file or range (reflink, dedupe or copy from it).
+    Share,
     /// Remove or rename this inode's name.
     Unname,
     /// Add an entry to this directory.

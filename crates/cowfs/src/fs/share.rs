@@ -85,7 +85,7 @@ impl Engine {
         len: u64,
     ) -> Result<()> {
         self.check_change(dst, dst_inode, Change::Write(dst_off))?;
-        // An active swap file's extents must stay its own.
+        // A pinned swap file's extents must stay its own.
         self.check_not_swap(src)?;
         self.check_nocow_match(src, dst)?;
         let src_end = src_off
@@ -203,7 +203,7 @@ impl Engine {
         if src == dst && src_off < dst_off + len && dst_off < src_off + len {
             return Err(Error::invalid("copy ranges in one file overlap"));
         }
-        // Copying from an active swap file is allowed; sharing its extents is not.
+        // Copying from a pinned swap file is allowed; sharing its extents is not.
         let can_share = (src_off % BLOCK_SIZE == dst_off % BLOCK_SIZE)
             && self.check_nocow_match(src, dst).is_ok()
             && self.check_not_swap(src).is_ok();

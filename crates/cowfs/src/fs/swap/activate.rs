@@ -232,9 +232,14 @@ impl Engine {
             ))
         };
         match change {
-            // Every swap I/O asks where the blocks are now: through the filesystem they may move.
-            Change::Move if self.swap.files[&id].mode == SwapMode::ThroughFs => Ok(()),
-            Change::Write(_) | Change::Resize | Change::Layout | Change::Move => busy(),
+            // Through the filesystem every swap I/O asks where the blocks are now, and every
+            // swap write copies a shared block: they may move, and be shared.
+            Change::Move | Change::Share if self.swap.files[&id].mode == SwapMode::ThroughFs => {
+                Ok(())
+            }
+            Change::Write(_) | Change::Resize | Change::Layout | Change::Move | Change::Share => {
+                busy()
+            }
             Change::Unname => Err(Error::new(
                 Errno::PERM,
                 format!("{}: active swapfile", self.path_of(id)),
@@ -243,9 +248,10 @@ impl Engine {
         }
     }
 
-    /// Refuses to share an active swap file's extents (reflink, dedupe from it).
+    /// Whether an active swap file's extents may be shared (reflink, dedupe from it): not a
+    /// pinned one's.
     pub(crate) fn check_not_swap(&self, id: InodeId) -> Result<()> {
-        self.swap_guard(id, Change::Write(0))
+        self.swap_guard(id, Change::Share)
     }
 
     /// The subvolume holds an active swap file (`pinned_only`: a pinned one).
