@@ -310,6 +310,46 @@ fn kernel_swap(dir: &Path) -> CliResult<()> {
         f.read_mb_s,
         f.random_1
     );
+    kernel_swap_through_fs(dir, size, limit)
+}
+
+/// The kernel swapping through the filesystem to a copy-on-write, checksummed swap file,
+/// with a snapshot of the subvolume taken while it swaps.
+fn kernel_swap_through_fs(dir: &Path, size: u64, limit: u64) -> CliResult<()> {
+    let host = crate::bench::kernel_swap::SwapHost::cowfs_through_fs(dir, 384 << 20)?;
+    println!(
+        "    `cowfs swapon --through-fs` {}: copy-on-write, checksummed, behind a loop device",
+        host.swapfile.display()
+    );
+    let mountpoint = host.mountpoint.clone();
+    let (figures, snapshot) = std::thread::scope(|scope| {
+        let load = scope
+            .spawn(|| crate::bench::kernel_swap::workload(size, limit).map_err(|e| e.to_string()));
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let snapshot = std::process::Command::new(std::env::current_exe()?)
+            .arg("snapshot")
+            .arg(&mountpoint)
+            .arg(mountpoint.join("snap"))
+            .output()?;
+        let figures = load.join().map_err(|_| "the workload panicked")?;
+        CliResult::Ok((figures, snapshot))
+    })?;
+    host.finish()?;
+    let f = figures?;
+    let took = match snapshot.status.success() {
+        true => "a snapshot of the subvolume taken while it swapped".to_string(),
+        false => format!(
+            "the snapshot failed: {}",
+            String::from_utf8_lossy(&snapshot.stderr).trim()
+        ),
+    };
+    println!(
+        "    a process touched {} under a {} memory cgroup: swap-out {:.0} MB/s, swap-in {:.0} MB/s through the filesystem; every page checked; {took}",
+        human(size),
+        human(limit),
+        f.fill_mb_s,
+        f.read_mb_s,
+    );
     Ok(())
 }
 
