@@ -616,7 +616,7 @@ fn mount_refuses_a_mount_point_already_mounted() {
 }
 
 #[test]
-fn mkswapfile_makes_a_swap_file_on_a_mount_for_either_mode() {
+fn mkswapfile_and_map_swapfile_work_on_a_mount_for_either_mode() {
     if !can_mount() {
         return;
     }
@@ -645,6 +645,13 @@ fn mkswapfile_makes_a_swap_file_on_a_mount_for_either_mode() {
     assert!(
         !again.status.success(),
         "an existing file is not overwritten"
+    );
+    let map = ok(&["map-swapfile", &pinned]);
+    assert!(map.contains("Physical start:"), "through the mount: {map}");
+    let refused = cowfs(&["map-swapfile", &cow]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("copy-on-write"),
+        "a COW file is no pinned swap file"
     );
     ok(&["umount", at]);
     assert!(ok(&["fsck", img]).contains("clean"));

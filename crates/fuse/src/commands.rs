@@ -12,7 +12,7 @@ use crate::swapfile::require_root;
 
 /// The commands a mount runs: the ones that change no file's data behind the kernel's page
 /// cache (defrag and balance move data without changing it).
-const ALLOWED: [&str; 10] = [
+const ALLOWED: [&str; 11] = [
     "snapshot",
     "subvol",
     "subvol_create",
@@ -23,6 +23,7 @@ const ALLOWED: [&str; 10] = [
     "resize",
     "scrub",
     "fiemap",
+    "map-swapfile",
 ];
 
 impl CowfsFuse {

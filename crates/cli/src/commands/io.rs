@@ -302,8 +302,7 @@ pub fn execute(
             fs.write(id, 0, &header.encode())?;
         }
         "map-swapfile" | "map_swapfile" => {
-            let (physical, resume) = swap::map_swapfile(fs, fs.resolve(arg(args, 0, "path")?)?)?;
-            say!(out, "physical start {physical}, resume offset {resume}");
+            crate::commands::swapfile::map_swapfile(fs, arg(args, 0, "path")?, out)?;
         }
         "swapon" => {
             let path = arg(args, 0, "path")?;

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::target::{done, open};
+use crate::output::{say, Output};
+use crate::target::{done, on_paths, open};
 use crate::{size, CliResult};
 
 /// Write a swap header to a host file or block device (--create --size: make the file)
@@ -99,20 +100,33 @@ impl Mkswapfile {
     }
 }
 
-/// Check a swap file as activation would; print its physical start and resume offset
+/// Check a swap file as activation would; print its physical start and resume offset: IMAGE
+/// PATH, or a PATH inside a mount
 #[derive(clap::Args)]
 pub struct MapSwapfile {
-    pub image: PathBuf,
-    pub path: String,
+    #[arg(required = true, num_args = 1..=2, value_names = ["IMAGE", "PATH"])]
+    pub args: Vec<String>,
 }
 
 impl MapSwapfile {
     pub fn run(self) -> CliResult {
-        let MapSwapfile { image, path } = self;
-        let fs = open(&image, false)?;
-        let (physical, resume) = swap::map_swapfile(&fs, fs.resolve(&path)?)?;
-        println!("Physical start: {physical:>12}");
-        println!("Resume offset:  {resume:>12}");
-        Ok(ExitCode::SUCCESS)
+        on_paths(
+            &self.args,
+            1,
+            |p| format!("map-swapfile {}", p[0]),
+            |image, p| {
+                map_swapfile(&open(image, false)?, &p[0], &mut Output::Terminal)?;
+                Ok(ExitCode::SUCCESS)
+            },
+        )
     }
+}
+
+/// Activates `path` as a pinned swap file and deactivates it again, reporting where it starts
+/// on the device (and, for hibernation, its resume offset in pages).
+pub fn map_swapfile(fs: &cowfs::Filesystem, path: &str, out: &mut Output) -> cowfs::Result<()> {
+    let (physical, resume) = swap::map_swapfile(fs, fs.resolve(path)?)?;
+    say!(out, "Physical start: {physical:>12}");
+    say!(out, "Resume offset:  {resume:>12}");
+    Ok(())
 }
