@@ -148,21 +148,7 @@ fn memload_swapping_to(
     swapfile: &Path,
     meanwhile: impl FnOnce() + Send,
 ) -> (std::process::Output, u64) {
-    let memload = || {
-        Command::new(COWFS)
-            .args([
-                "memload",
-                "--size",
-                "128M",
-                "--limit",
-                "32M",
-                "--threads",
-                "2",
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let memload = || spawn_memload("128M");
     let mut most_used = 0;
     let mut watch = |mut load: std::process::Child| {
         let start = Instant::now();
@@ -270,18 +256,14 @@ fn the_kernel_swaps_through_the_filesystem_to_a_copy_on_write_file() {
     let _turn = take_turn();
     let scratch = Scratch::new();
     let (img, mnt, mountpoint) = (scratch.image.as_str(), scratch.mnt(), &scratch.mountpoint);
-    ok(&["mkfs", img, "--size", "1G"]);
-    ok(&["mount", img, mnt]);
-    let (swapfile, _cleanup) = Cleanup::of(&scratch);
+    let (swapfile, _cleanup, _, said) = swapping_through_fs(&scratch);
     let sf = swapfile.to_str().unwrap();
-    ok(&["mkswapfile", sf, "--size", "256M", "--through-fs"]);
     let flags = Command::new("lsattr").arg(sf).output().unwrap();
     let flags = String::from_utf8_lossy(&flags.stdout);
     assert!(
         flags.starts_with('-') && !flags.split(' ').next().unwrap().contains('C'),
         "the swap file is copy-on-write: {flags}"
     );
-    let said = ok(&["swapon", "--through-fs", sf, "-p", "10"]);
     assert!(said.contains("through the filesystem"), "{said}");
     let shown = ok(&["swapon", "--show"]);
     assert!(
@@ -289,7 +271,6 @@ fn the_kernel_swaps_through_the_filesystem_to_a_copy_on_write_file() {
         "{shown}"
     );
 
-    rustix::fs::sync();
     let swapped_out = vmstat("pswpout ");
     let (out, most_used) = memload_swapping_to(&swapfile, || {
         assert!(refused("rm", &["-f", sf]).contains("Operation not permitted"));
@@ -488,35 +469,9 @@ fn a_daemon_killed_under_through_filesystem_swap_fails_the_process_not_the_machi
     let _turn = take_turn();
     let scratch = Scratch::new();
     let (img, mnt, mountpoint) = (scratch.image.as_str(), scratch.mnt(), &scratch.mountpoint);
-    ok(&["mkfs", img, "--size", "1G"]);
-    let pid = daemon_pid(&ok(&["mount", img, mnt]));
-    let (swapfile, _cleanup) = Cleanup::of(&scratch);
-    let sf = swapfile.to_str().unwrap();
-    ok(&["mkswapfile", sf, "--size", "256M", "--through-fs"]);
-    ok(&["swapon", "--through-fs", sf, "-p", "10"]);
-    rustix::fs::sync();
-    let mut load = Command::new(COWFS)
-        .args([
-            "memload",
-            "--size",
-            "256M",
-            "--limit",
-            "32M",
-            "--threads",
-            "2",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while swap_used(&swapfile).unwrap_or(0) < 16 << 10 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60) && load.try_wait().unwrap().is_none(),
-            "the kernel swapped out through the filesystem"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (swapfile, _cleanup, mounted, _) = swapping_through_fs(&scratch);
+    let (pid, sf) = (daemon_pid(&mounted), swapfile.to_str().unwrap());
+    let load = memload_until_swapped(&swapfile, 16 << 20);
     // SAFETY: kill(2) on the daemon's pid.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
     let out = load.wait_with_output().unwrap();
@@ -546,18 +501,13 @@ fn a_damaged_block_under_a_through_filesystem_swap_file_fails_the_swap_in() {
     let _turn = take_turn();
     let scratch = Scratch::new();
     let (img, mnt) = (scratch.image.as_str(), scratch.mnt());
-    ok(&["mkfs", img, "--size", "1G"]);
-    let mounted = ok(&["mount", img, mnt]);
+    let (swapfile, _cleanup, mounted, _) = swapping_through_fs(&scratch);
+    let sf = swapfile.to_str().unwrap();
     let log = mounted
         .split("log ")
         .nth(1)
         .unwrap()
         .trim_end_matches([')', '\n']);
-    let (swapfile, _cleanup) = Cleanup::of(&scratch);
-    let sf = swapfile.to_str().unwrap();
-    ok(&["mkswapfile", sf, "--size", "256M", "--through-fs"]);
-    ok(&["swapon", "--through-fs", sf, "-p", "10"]);
-    rustix::fs::sync();
     // A cgroup v1 at its limit can OOM-kill the process before it reads a damaged page back
     // (see memload_swapping_to): then the damage is done again under a new run.
     let mut logged = String::new();
@@ -590,28 +540,7 @@ fn a_damaged_block_under_a_through_filesystem_swap_file_fails_the_swap_in() {
 /// every block the swap file maps in the image behind the daemon's back, and waits for the
 /// process.
 fn swap_in_after_damage(img: &str, swapfile: &Path) -> std::process::Output {
-    let load = Command::new(COWFS)
-        .args([
-            "memload",
-            "--size",
-            "256M",
-            "--limit",
-            "32M",
-            "--threads",
-            "2",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while swap_used(swapfile).unwrap_or(0) < 64 << 10 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the kernel swapped out through the filesystem"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let load = memload_until_swapped(swapfile, 64 << 20);
     let image = std::fs::OpenOptions::new().write(true).open(img).unwrap();
     let garbage = vec![0x5au8; 1 << 20];
     for (start, blocks) in physical_extents(&ok(&["fiemap", swapfile.to_str().unwrap()])) {
@@ -625,6 +554,54 @@ fn swap_in_after_damage(img: &str, swapfile: &Path) -> std::process::Output {
     // The daemon reads the image with O_DIRECT: drop the host's cached copy of it too.
     std::fs::write("/proc/sys/vm/drop_caches", "1").unwrap();
     load.wait_with_output().unwrap()
+}
+
+/// Starts `cowfs memload` touching `size` in a 32 MiB memory cgroup (every page checked), its
+/// output kept.
+fn spawn_memload(size: &str) -> std::process::Child {
+    Command::new(COWFS)
+        .args([
+            "memload",
+            "--size",
+            size,
+            "--limit",
+            "32M",
+            "--threads",
+            "2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Starts `cowfs memload` on 256 MiB and returns once the kernel has `bytes` of it out in
+/// `swapfile`.
+fn memload_until_swapped(swapfile: &Path, bytes: u64) -> std::process::Child {
+    let mut load = spawn_memload("256M");
+    let start = Instant::now();
+    while swap_used(swapfile).unwrap_or(0) < bytes >> 10 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60) && load.try_wait().unwrap().is_none(),
+            "the kernel swapped out through the filesystem"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    load
+}
+
+/// A 1 GiB image mounted, with a 256 MiB copy-on-write swap file the kernel swaps to through
+/// the filesystem; the swap file, what puts the machine back, and what `mount` and `swapon`
+/// said.
+fn swapping_through_fs(scratch: &Scratch) -> (PathBuf, Cleanup, String, String) {
+    ok(&["mkfs", &scratch.image, "--size", "1G"]);
+    let mounted = ok(&["mount", &scratch.image, scratch.mnt()]);
+    let (swapfile, cleanup) = Cleanup::of(scratch);
+    let sf = swapfile.to_str().unwrap();
+    ok(&["mkswapfile", sf, "--size", "256M", "--through-fs"]);
+    let swapped = ok(&["swapon", "--through-fs", sf, "-p", "10"]);
+    rustix::fs::sync();
+    (swapfile, cleanup, mounted, swapped)
 }
 
 /// (first block, blocks) of each extent `cowfs fiemap` lists.

@@ -12,6 +12,6 @@ pub mod system;
 pub use backing::{Backing, CowfsFile, HostFile};
 pub use header::{HeaderError, SwapHeader, PAGE_SIZE};
 pub use make::{
-    map_swapfile, mkswap, mkswapfile, mkswapfile_at, mkswapfile_through_fs, parse_uuid, random_uuid,
+    map_swapfile, mkswap, mkswapfile, mkswapfile_at, mkswapfile_for, parse_uuid, random_uuid,
 };
 pub use system::{Slot, SwapInfo, SwapStats, SwapSystem};

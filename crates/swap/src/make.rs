@@ -53,7 +53,7 @@ pub fn mkswap(
     uuid: [u8; 16],
 ) -> io::Result<SwapHeader> {
     let file = match size {
-        Some(size) => create_host_file(path, size)?,
+        Some(size) => create_swap_file(path, size, Nocow::IfSupported)?,
         None => OpenOptions::new().write(true).open(path)?,
     };
     let len = std::fs::metadata(path)?.len().max(seek_len(&file)?);
@@ -70,47 +70,57 @@ fn seek_len(file: &File) -> io::Result<u64> {
     f.seek(io::SeekFrom::End(0))
 }
 
-/// Makes a swap file of `size` bytes at `path` on a mounted cowfs, through the mount: NOCOW
-/// (for pinned use) or copy-on-write (for use through the filesystem), preallocated, with a
-/// header, mode 0600.
+/// Makes a swap file of `size` bytes at `path` on a mounted cowfs, through the mount, for
+/// `mode`: NOCOW for pinned use, copy-on-write for use through the filesystem; preallocated,
+/// with a header, mode 0600.
 pub fn mkswapfile_at(
     path: &Path,
     size: u64,
     label: &str,
     uuid: [u8; 16],
-    nocow: bool,
+    mode: SwapMode,
 ) -> io::Result<SwapHeader> {
     let header = SwapHeader::new(pages_of(size).map_err(io::Error::other)?, uuid, label)
         .map_err(io::Error::other)?;
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    if nocow {
-        let flags = rustix::fs::ioctl_getflags(&file)?;
-        rustix::fs::ioctl_setflags(&file, flags | rustix::fs::IFlags::NOCOW)?;
-    }
-    rustix::fs::fallocate(
-        &file,
-        rustix::fs::FallocateFlags::empty(),
-        0,
-        header.pages * PAGE_SIZE as u64,
-    )?;
+    let nocow = match mode {
+        SwapMode::Pinned => Nocow::Required,
+        SwapMode::ThroughFs => Nocow::No,
+    };
+    let file = create_swap_file(path, header.pages * PAGE_SIZE as u64, nocow)?;
     file.write_all_at(&header.encode(), 0)?;
     file.sync_all()?;
     Ok(header)
 }
 
-fn create_host_file(path: &Path, size: u64) -> io::Result<File> {
+/// Whether a new swap file is made NOCOW.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Nocow {
+    /// Where the filesystem has the flag (a host file: the kernel wants it on btrfs).
+    IfSupported,
+    Required,
+    No,
+}
+
+/// A new file of `size` bytes at `path`, mode 0600, fully allocated, NOCOW as asked (it must
+/// be set while the file is empty).
+fn create_swap_file(path: &Path, size: u64, nocow: Nocow) -> io::Result<File> {
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)?;
-    // NOCOW must be set while the file is empty; filesystems without the flag refuse, fine.
-    if let Ok(flags) = rustix::fs::ioctl_getflags(&file) {
-        let _ = rustix::fs::ioctl_setflags(&file, flags | rustix::fs::IFlags::NOCOW);
+    let set_nocow = || -> io::Result<()> {
+        let flags = rustix::fs::ioctl_getflags(&file)?;
+        Ok(rustix::fs::ioctl_setflags(
+            &file,
+            flags | rustix::fs::IFlags::NOCOW,
+        )?)
+    };
+    match nocow {
+        Nocow::Required => set_nocow()?,
+        // Filesystems without the flag refuse it: fine.
+        Nocow::IfSupported => drop(set_nocow()),
+        Nocow::No => {}
     }
     rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, size)?;
     Ok(file)
@@ -125,36 +135,21 @@ pub fn mkswapfile(
     label: &str,
     uuid: [u8; 16],
 ) -> cowfs::Result<InodeId> {
-    make_swapfile(
-        fs,
-        path,
-        SwapHeader::new(pages_of(size)?, uuid, label)?,
-        true,
-    )
+    mkswapfile_for(fs, path, size, label, uuid, SwapMode::Pinned)
 }
 
-/// The same for use through the filesystem: copy-on-write and checksummed, preallocated.
-pub fn mkswapfile_through_fs(
+/// Makes a swap file inside a cowfs filesystem for `mode`: NOCOW (so unchecksummed) for
+/// pinned use, copy-on-write and checksummed for use through the filesystem; preallocated,
+/// with a header, mode 0600.
+pub fn mkswapfile_for(
     fs: &Filesystem,
     path: &str,
     size: u64,
     label: &str,
     uuid: [u8; 16],
+    mode: SwapMode,
 ) -> cowfs::Result<InodeId> {
-    make_swapfile(
-        fs,
-        path,
-        SwapHeader::new(pages_of(size)?, uuid, label)?,
-        false,
-    )
-}
-
-fn make_swapfile(
-    fs: &Filesystem,
-    path: &str,
-    header: SwapHeader,
-    nocow: bool,
-) -> cowfs::Result<InodeId> {
+    let header = SwapHeader::new(pages_of(size)?, uuid, label)?;
     let (dir, name) = fs.resolve_parent(path)?;
     let id = fs.create(
         dir,
@@ -162,7 +157,7 @@ fn make_swapfile(
         FileKind::Regular,
         CreateAttrs::with_mode(0o600),
     )?;
-    if nocow {
+    if mode == SwapMode::Pinned {
         fs.set_flags(id, NOCOW)?;
     }
     let bytes = header.pages * PAGE_SIZE as u64;

@@ -77,19 +77,19 @@ impl Mkswapfile {
             .map(|u| swap::parse_uuid(&u))
             .transpose()?
             .unwrap_or_else(swap::random_uuid);
+        let mode = match through_fs {
+            true => cowfs::SwapMode::ThroughFs,
+            false => cowfs::SwapMode::Pinned,
+        };
         if let [image, path] = &args[..] {
-            let make = match through_fs {
-                true => swap::mkswapfile_through_fs,
-                false => swap::mkswapfile,
-            };
             return done(Path::new(image), |fs| {
-                make(fs, path, size, &label, uuid).map(drop)
+                swap::mkswapfile_for(fs, path, size, &label, uuid, mode).map(drop)
             });
         }
         let path = &args[0];
         match crate::mounted::place(path)? {
             crate::mounted::Place::Mounted { .. } => {
-                swap::mkswapfile_at(Path::new(path), size, &label, uuid, !through_fs)
+                swap::mkswapfile_at(Path::new(path), size, &label, uuid, mode)
                     .map_err(|e| format!("{path}: {e}"))?;
                 Ok(ExitCode::SUCCESS)
             }
