@@ -339,7 +339,6 @@ impl Engine {
             return Ok(());
         }
         self.state.generation += 1;
-        self.alloc.persist(self.store.meta())?;
         self.meta().put_state(&self.state)?;
         self.store.commit()?;
         self.alloc.unpin();

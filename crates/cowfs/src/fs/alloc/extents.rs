@@ -221,10 +221,13 @@ impl Engine {
         meta.extents().remove(&start)?;
         meta.checksums().remove(&start)?;
         self.sole_owners.forget(start);
-        self.alloc.free(Extent {
-            start,
-            len: record.len,
-        })
+        self.alloc.free(
+            meta,
+            Extent {
+                start,
+                len: record.len,
+            },
+        )
     }
 
     /// Whether a data extent is referenced by any file other than `owner` (another file, a

@@ -61,8 +61,6 @@ pub struct DataAllocator {
     reuse_epoch: Arc<AtomicU64>,
     /// Bytes promised away from ordinary writers (swap files' copy-on-write room).
     set_aside: u64,
-    /// Block groups whose usage changed in the running transaction (written at `persist`).
-    changed_groups: std::collections::BTreeSet<u64>,
 }
 
 /// How much of the device to give a new data block group.
@@ -179,7 +177,7 @@ impl DataAllocator {
         remove_range(&mut self.free, extent);
         self.cursor = extent.end();
         self.take_persisted(meta, extent)?;
-        self.adjust_used(extent, true)?;
+        self.adjust_used(meta, extent, true)?;
         Ok(extent)
     }
 
@@ -257,41 +255,10 @@ impl DataAllocator {
     }
 
     /// Frees an extent whose last reference is gone; reusable after the next commit.
-    /// Frees `extent`: reusable once the running transaction has committed (see `unpin`).
-    /// The free-space table learns of it at the commit ([`Self::persist`]), with its
-    /// neighbours freed in the same transaction merged into one range: a rewrite that frees
-    /// hundreds of one-page extents costs a few table updates, not hundreds.
-    pub fn free(&mut self, extent: Extent) -> Result<()> {
-        self.adjust_used(extent, false)?;
+    pub fn free(&mut self, meta: Meta<'_>, extent: Extent) -> Result<()> {
+        self.give_persisted(meta, extent)?;
+        self.adjust_used(meta, extent, false)?;
         self.pinned.push(extent);
-        Ok(())
-    }
-
-    /// Writes what the running transaction changed in memory to its tables, before it
-    /// commits: the ranges it freed (merged) into the free-space table, and the usage of the
-    /// block groups it allocated from or freed into.
-    pub fn persist(&mut self, meta: Meta<'_>) -> Result<()> {
-        let mut freed = self.pinned.clone();
-        freed.sort_unstable_by_key(|e| e.start);
-        let mut runs: Vec<Extent> = Vec::new();
-        for e in freed {
-            match runs.last_mut() {
-                Some(run)
-                    if run.end() == e.start && same_group(&self.groups, run.start, e.start) =>
-                {
-                    run.len += e.len;
-                }
-                _ => runs.push(e),
-            }
-        }
-        for run in runs {
-            self.give_persisted(meta, run)?;
-        }
-        for logical in std::mem::take(&mut self.changed_groups) {
-            if let Some(g) = self.groups.get(&logical) {
-                meta.block_groups().put(&g.logical, &g.record)?;
-            }
-        }
         Ok(())
     }
 
@@ -361,13 +328,12 @@ impl DataAllocator {
             free_space.remove(&start)?;
         }
         meta.block_groups().remove(&logical)?;
-        self.changed_groups.remove(&logical);
         self.groups.remove(&logical);
         self.held.remove(&logical);
         Ok(g.record.physical)
     }
 
-    fn adjust_used(&mut self, extent: Extent, allocated: bool) -> Result<()> {
+    fn adjust_used(&mut self, meta: Meta<'_>, extent: Extent, allocated: bool) -> Result<()> {
         let outside = || Error::corrupt(format!("extent {extent:?} is not inside a block group"));
         let logical = self
             .group_of(extent.start)
@@ -384,8 +350,7 @@ impl DataAllocator {
                 ))
             })?
         };
-        self.changed_groups.insert(logical);
-        Ok(())
+        meta.block_groups().put(&g.logical, &g.record)
     }
 
     fn take_persisted(&self, meta: Meta<'_>, e: Extent) -> Result<()> {

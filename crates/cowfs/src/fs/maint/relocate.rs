@@ -63,10 +63,13 @@ impl Engine {
         let meta = self.store.meta();
         meta.extents().remove(&old)?;
         self.sole_owners.forget(old);
-        self.alloc.free(Extent {
-            start: old,
-            len: record.len,
-        })
+        self.alloc.free(
+            meta,
+            Extent {
+                start: old,
+                len: record.len,
+            },
+        )
     }
 
     /// Points the file extent record `record` from extent `old` to `new`.
