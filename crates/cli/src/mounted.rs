@@ -54,6 +54,13 @@ pub fn place(arg: &str) -> CliResult<Place> {
     })
 }
 
+/// Sends one command line to the daemon of the mount at `root`; what it says.
+pub fn ask(root: &Path, line: &str) -> CliResult<String> {
+    let reply = control::call(root, control::COMMAND, line.as_bytes())
+        .map_err(|e| format!("{}: {e}", root.display()))?;
+    Ok(reply?)
+}
+
 /// Sends one command line to the daemon of the mount at `root` and prints what it says. A
 /// scrub that found damage exits 4, as offline.
 pub fn run(root: &Path, line: &str) -> CliResult {

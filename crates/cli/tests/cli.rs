@@ -265,6 +265,43 @@ fn chattr_and_lsattr() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("----i----------C------ /nocow/f"));
 }
 
+/// `cowfs property`: a directory's own compression algorithm, taken by the files made in it;
+/// `none`, and a wrong name or value refused with the reason.
+#[test]
+fn property_sets_a_files_compression_algorithm() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path());
+    ok(&["mkdir", &img, "/logs"]);
+    assert_eq!(
+        ok(&["property", "get", &img, "/logs"]),
+        "compression=\t# new data is stored plainly\n"
+    );
+    ok(&["property", "set", &img, "/logs", "compression", "lz4"]);
+    ok(&["io", &img, "-c", "write /logs/f 0 1M 0x61"]);
+    assert_eq!(
+        ok(&["property", "get", &img, "/logs/f"]),
+        "compression=lz4\t# new data is stored as lz4\n"
+    );
+    assert!(ok(&["lsattr", &img, "-d", "/logs"]).starts_with("--------c"));
+    assert!(ok(&["fiemap", &img, "/logs/f"]).contains("encoded"));
+    ok(&["property", "set", &img, "/logs/f", "compression", "none"]);
+    assert!(ok(&["property", "get", &img, "/logs/f"]).starts_with("compression=none\t"));
+    assert!(ok(&["lsattr", &img, "/logs"]).ends_with("m /logs/f\n"));
+    for (args, says) in [
+        (["compression", "lzo"], "unknown compression"),
+        (["compression", "zstd:30"], "is not 1 to 19"),
+        (["colour", "red"], "unknown property"),
+    ] {
+        let out = cowfs(&["property", "set", &img, "/logs/f", args[0], args[1]]);
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(says),
+            "{args:?}"
+        );
+    }
+    assert!(ok(&["fsck", &img]).contains("clean"));
+}
+
 #[test]
 fn subvolumes_snapshots_reflinks_and_fiemap() {
     let dir = tempfile::tempdir().unwrap();

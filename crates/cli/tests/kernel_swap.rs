@@ -141,14 +141,15 @@ fn refused(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Runs `cowfs memload` (128 MiB touched in a 32 MiB memory cgroup, every page checked),
-/// calling `meanwhile` once it has started, and watching how much of `swapfile` the kernel
-/// uses; returns its output and the most it saw in use.
+/// Runs `cowfs memload` (128 MiB touched in a 32 MiB memory cgroup, every page checked; its
+/// pages compressible when asked), calling `meanwhile` once it has started, and watching how
+/// much of `swapfile` the kernel uses; returns its output and the most it saw in use.
 fn memload_swapping_to(
     swapfile: &Path,
+    compressible: bool,
     meanwhile: impl FnOnce() + Send,
 ) -> (std::process::Output, u64) {
-    let memload = || spawn_memload("128M");
+    let memload = || spawn_memload("128M", compressible);
     let mut most_used = 0;
     let mut watch = |mut load: std::process::Child| {
         let start = Instant::now();
@@ -208,7 +209,7 @@ fn the_kernel_swaps_to_a_pinned_cowfs_file() {
     // it at a tight cgroup limit can starve the cgroup into its OOM killer.
     rustix::fs::sync();
     let swapped_out = vmstat("pswpout ");
-    let (out, most_used) = memload_swapping_to(&swapfile, || {
+    let (out, most_used) = memload_swapping_to(&swapfile, false, || {
         // The active-file rules, with real tools, while the kernel swaps.
         assert!(refused("rm", &["-f", sf]).contains("Operation not permitted"));
         assert!(refused("chattr", &["+c", sf]).contains("Invalid argument"));
@@ -256,7 +257,7 @@ fn the_kernel_swaps_through_the_filesystem_to_a_copy_on_write_file() {
     let _turn = take_turn();
     let scratch = Scratch::new();
     let (img, mnt, mountpoint) = (scratch.image.as_str(), scratch.mnt(), &scratch.mountpoint);
-    let (swapfile, _cleanup, _, said) = swapping_through_fs(&scratch);
+    let (swapfile, _cleanup, _, said) = swapping_through_fs(&scratch, None);
     let sf = swapfile.to_str().unwrap();
     let flags = Command::new("lsattr").arg(sf).output().unwrap();
     let flags = String::from_utf8_lossy(&flags.stdout);
@@ -272,7 +273,7 @@ fn the_kernel_swaps_through_the_filesystem_to_a_copy_on_write_file() {
     );
 
     let swapped_out = vmstat("pswpout ");
-    let (out, most_used) = memload_swapping_to(&swapfile, || {
+    let (out, most_used) = memload_swapping_to(&swapfile, false, || {
         assert!(refused("rm", &["-f", sf]).contains("Operation not permitted"));
         assert!(refused("truncate", &["-s", "0", sf]).contains("Text file busy"));
         let write = std::fs::OpenOptions::new()
@@ -310,6 +311,79 @@ fn the_kernel_swaps_through_the_filesystem_to_a_copy_on_write_file() {
     );
     ok(&["umount", mnt]);
     assert!(ok(&["fsck", img]).contains("clean"));
+}
+
+/// A compressed swap file (lz4) with the real kernel: compressible memory four times a
+/// cgroup's limit swapped through the filesystem, every page back, a snapshot meanwhile; fewer
+/// bytes reach the image than the kernel swapped out (no balance here: it would write the
+/// area's blocks again), and `cowfs swapon --show` reports the ratio.
+#[test]
+fn the_kernel_swaps_through_the_filesystem_to_a_compressed_file() {
+    if !can_swap_to_a_mount() {
+        return;
+    }
+    let _turn = take_turn();
+    let scratch = Scratch::new();
+    let (img, mnt) = (scratch.image.as_str(), scratch.mnt());
+    let (swapfile, _cleanup, mounted, _) = swapping_through_fs(&scratch, Some("lz4"));
+    let sf = swapfile.to_str().unwrap();
+    assert!(ok(&["property", "get", sf]).contains("compression=lz4"));
+    let lsattr = Command::new("lsattr").arg(sf).output().unwrap();
+    let flags = String::from_utf8_lossy(&lsattr.stdout);
+    assert!(
+        flags.split(' ').next().unwrap().contains('c'),
+        "marked compressed: {flags}"
+    );
+    let daemon = daemon_pid(&mounted);
+    let written = || io_field(daemon, "write_bytes");
+    let (swapped_out, stored) = (vmstat("pswpout "), written());
+    let (out, most_used) = memload_swapping_to(&swapfile, true, || {
+        assert!(refused("truncate", &["-s", "0", sf]).contains("Text file busy"));
+        ok(&["snapshot", mnt, &format!("{mnt}/snap")]);
+    });
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("verified 32768 pages"),
+        "memload ({}): {said}",
+        out.status
+    );
+    let swapped_out = (vmstat("pswpout ") - swapped_out) * 4096;
+    let stored = written() - stored;
+    assert!(
+        swapped_out > 64 << 20,
+        "the kernel swapped out at least 64 MiB"
+    );
+    assert!(
+        stored < swapped_out / 2,
+        "{stored} bytes reached the image for {swapped_out} swapped out"
+    );
+    assert!(most_used > 0, "/proc/swaps showed the area in use");
+    let shown = ok(&["swapon", "--show"]);
+    let ratio: f64 = shown
+        .lines()
+        .find(|l| l.starts_with(sf))
+        .and_then(|l| l.split("lz4 ").nth(1)?.split('x').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no lz4 ratio in: {shown}"));
+    eprintln!("{stored} bytes reached the image for {swapped_out} swapped out; {shown}");
+    assert!(ratio > 2.0, "{shown}");
+
+    ok(&["swapoff", sf]);
+    ok(&["umount", mnt]);
+    assert!(ok(&["fsck", img]).contains("clean"));
+}
+
+/// A field of /proc/PID/io.
+fn io_field(pid: i32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .strip_prefix(':')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap()
 }
 
 #[test]
@@ -469,7 +543,7 @@ fn a_daemon_killed_under_through_filesystem_swap_fails_the_process_not_the_machi
     let _turn = take_turn();
     let scratch = Scratch::new();
     let (img, mnt, mountpoint) = (scratch.image.as_str(), scratch.mnt(), &scratch.mountpoint);
-    let (swapfile, _cleanup, mounted, _) = swapping_through_fs(&scratch);
+    let (swapfile, _cleanup, mounted, _) = swapping_through_fs(&scratch, None);
     let (pid, sf) = (daemon_pid(&mounted), swapfile.to_str().unwrap());
     let load = memload_until_swapped(&swapfile, 16 << 20);
     // SAFETY: kill(2) on the daemon's pid.
@@ -501,7 +575,7 @@ fn a_damaged_block_under_a_through_filesystem_swap_file_fails_the_swap_in() {
     let _turn = take_turn();
     let scratch = Scratch::new();
     let (img, mnt) = (scratch.image.as_str(), scratch.mnt());
-    let (swapfile, _cleanup, mounted, _) = swapping_through_fs(&scratch);
+    let (swapfile, _cleanup, mounted, _) = swapping_through_fs(&scratch, None);
     let sf = swapfile.to_str().unwrap();
     let log = mounted
         .split("log ")
@@ -556,9 +630,9 @@ fn swap_in_after_damage(img: &str, swapfile: &Path) -> std::process::Output {
     load.wait_with_output().unwrap()
 }
 
-/// Starts `cowfs memload` touching `size` in a 32 MiB memory cgroup (every page checked), its
-/// output kept.
-fn spawn_memload(size: &str) -> std::process::Child {
+/// Starts `cowfs memload` touching `size` in a 32 MiB memory cgroup (every page checked; its
+/// pages compressible when asked), its output kept.
+fn spawn_memload(size: &str, compressible: bool) -> std::process::Child {
     Command::new(COWFS)
         .args([
             "memload",
@@ -569,6 +643,7 @@ fn spawn_memload(size: &str) -> std::process::Child {
             "--threads",
             "2",
         ])
+        .args(compressible.then_some("--compressible"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -578,7 +653,7 @@ fn spawn_memload(size: &str) -> std::process::Child {
 /// Starts `cowfs memload` on 256 MiB and returns once the kernel has `bytes` of it out in
 /// `swapfile`.
 fn memload_until_swapped(swapfile: &Path, bytes: u64) -> std::process::Child {
-    let mut load = spawn_memload("256M");
+    let mut load = spawn_memload("256M", false);
     let start = Instant::now();
     while swap_used(swapfile).unwrap_or(0) < bytes >> 10 {
         assert!(
@@ -590,15 +665,21 @@ fn memload_until_swapped(swapfile: &Path, bytes: u64) -> std::process::Child {
     load
 }
 
-/// A 1 GiB image mounted, with a 256 MiB copy-on-write swap file the kernel swaps to through
-/// the filesystem; the swap file, what puts the machine back, and what `mount` and `swapon`
-/// said.
-fn swapping_through_fs(scratch: &Scratch) -> (PathBuf, Cleanup, String, String) {
+/// A 1 GiB image mounted, with a 256 MiB copy-on-write swap file (compressed as `compression`
+/// says, when given) the kernel swaps to through the filesystem; the swap file, what puts the
+/// machine back, and what `mount` and `swapon` said.
+fn swapping_through_fs(
+    scratch: &Scratch,
+    compression: Option<&str>,
+) -> (PathBuf, Cleanup, String, String) {
     ok(&["mkfs", &scratch.image, "--size", "1G"]);
     let mounted = ok(&["mount", &scratch.image, scratch.mnt()]);
     let (swapfile, cleanup) = Cleanup::of(scratch);
     let sf = swapfile.to_str().unwrap();
     ok(&["mkswapfile", sf, "--size", "256M", "--through-fs"]);
+    if let Some(how) = compression {
+        ok(&["property", "set", sf, "compression", how]);
+    }
     let swapped = ok(&["swapon", "--through-fs", sf, "-p", "10"]);
     rustix::fs::sync();
     (swapfile, cleanup, mounted, swapped)

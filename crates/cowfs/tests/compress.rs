@@ -7,6 +7,7 @@ use std::sync::Arc;
 use common::*;
 use cowfs::device::{AlignedBuf, BlockDevice, MemoryDevice};
 use cowfs::format::inode_flags::{COMPRESS, NOCOMPRESS, NOCOW};
+use cowfs::format::Compression;
 use cowfs::{CompressionConfig, Errno, Filesystem, MkfsOptions, MAX_COMPRESSED_LEN};
 
 /// Text-like data that zstd shrinks a lot.
@@ -119,9 +120,17 @@ fn compression_options_parse() {
     assert_eq!(CompressionConfig::parse("none").unwrap(), None);
     assert!(CompressionConfig::parse("zstd:0").is_err());
     assert!(CompressionConfig::parse("lzo").is_err());
-    let config = CompressionConfig::parse("zstd:19").unwrap();
+    assert!(CompressionConfig::parse("lz4:3").is_err());
+    let lz4 = CompressionConfig::parse("lz4").unwrap().unwrap();
     assert_eq!(
-        CompressionConfig::from_flags(CompressionConfig::to_flags(config)).unwrap(),
-        config
+        (lz4.algorithm, lz4.to_string().as_str()),
+        (Compression::Lz4, "lz4")
     );
+    for text in ["zstd:19", "zstd:1", "lz4", "none"] {
+        let config = CompressionConfig::parse(text).unwrap();
+        assert_eq!(
+            CompressionConfig::decode(CompressionConfig::encode(config)).unwrap(),
+            config
+        );
+    }
 }

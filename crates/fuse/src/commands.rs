@@ -11,8 +11,9 @@ use crate::served::CowfsFuse;
 use crate::swapfile::require_root;
 
 /// The commands a mount runs: the ones that change no file's data behind the kernel's page
-/// cache (defrag and balance move data without changing it).
-const ALLOWED: [&str; 11] = [
+/// cache (defrag and balance move data without changing it; a property says how new data is
+/// stored).
+const ALLOWED: [&str; 13] = [
     "snapshot",
     "subvol",
     "subvol_create",
@@ -24,6 +25,8 @@ const ALLOWED: [&str; 11] = [
     "scrub",
     "fiemap",
     "map-swapfile",
+    "property",
+    "swap-status",
 ];
 
 impl CowfsFuse {

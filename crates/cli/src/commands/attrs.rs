@@ -95,13 +95,13 @@ mod tests {
 use std::process::ExitCode;
 
 use cowfs::format::FileKind;
-use cowfs::{Error, Filesystem, InodeId};
+use cowfs::{CompressionConfig, Error, Filesystem, InodeId};
 
+use crate::output::{say, Output};
+use crate::target::{done, on_paths, open};
 use crate::CliResult;
 
 use std::path::PathBuf;
-
-use crate::target::{done, open};
 
 /// Change file attributes: +C (NOCOW), +c (compress), +i (immutable), +a (append only), ...
 #[derive(clap::Args)]
@@ -174,4 +174,78 @@ pub fn lsattr(fs: &Filesystem, path: &str, directory: bool) -> CliResult {
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Get or set a file's properties, as `btrfs property`: `get [IMAGE] PATH`, `set [IMAGE] PATH
+/// compression VALUE` (zstd, zstd:LEVEL, lz4 or none). With the image left out, PATH is inside a
+/// cowfs mount. An algorithm also sets flag `c`; `none` sets `m` (never compress)
+#[derive(clap::Args)]
+pub struct Property {
+    /// get or set
+    pub action: String,
+    #[arg(required = true, num_args = 1..=4)]
+    pub args: Vec<String>,
+}
+
+impl Property {
+    pub fn run(self) -> CliResult {
+        let Property { action, args } = self;
+        let (paths, setting) = match action.as_str() {
+            "get" => (&args[..], None),
+            "set" if args.len() >= 3 => {
+                let (paths, setting) = args.split_at(args.len() - 2);
+                (paths, Some((setting[0].clone(), setting[1].clone())))
+            }
+            "set" => return Err("property set takes [IMAGE] PATH compression VALUE".into()),
+            other => return Err(format!("{other:?}: get or set").into()),
+        };
+        let tail = setting
+            .as_ref()
+            .map_or(String::new(), |(name, value)| format!(" {name} {value}"));
+        on_paths(
+            paths,
+            1,
+            |p| format!("property {}{tail}", p[0]),
+            |image, p| {
+                let fs = open(image, setting.is_none())?;
+                let result = property(&fs, &p[0], setting_ref(&setting), &mut Output::Terminal);
+                fs.unmount()?;
+                result?;
+                Ok(ExitCode::SUCCESS)
+            },
+        )
+    }
+}
+
+fn setting_ref(setting: &Option<(String, String)>) -> Option<(&str, &str)> {
+    setting.as_ref().map(|(n, v)| (n.as_str(), v.as_str()))
+}
+
+/// Sets a property of `path` when `setting` is given; prints them all either way.
+pub fn property(
+    fs: &Filesystem,
+    path: &str,
+    setting: Option<(&str, &str)>,
+    out: &mut Output,
+) -> cowfs::Result<()> {
+    let id = fs.resolve(path)?;
+    match setting {
+        Some(("compression", value)) => fs.set_compression(id, CompressionConfig::parse(value)?)?,
+        Some((name, _)) => {
+            return Err(Error::invalid(format!(
+                "unknown property {name:?} (there is compression)"
+            )))
+        }
+        None => {}
+    }
+    let (own, effective) = fs.compression_of(id)?;
+    let never = fs.getattr(id)?.flags & inode_flags::NOCOMPRESS != 0;
+    let own = match own {
+        Some(config) => config.to_string(),
+        None if never => "none".into(),
+        None => String::new(),
+    };
+    let stored = effective.map_or("plainly".to_string(), |c| format!("as {c}"));
+    say!(out, "compression={own}\t# new data is stored {stored}");
+    Ok(())
 }

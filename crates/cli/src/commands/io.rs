@@ -370,6 +370,15 @@ pub fn execute(
             let changes: Vec<String> = args.iter().skip(1).map(|s| s.to_string()).collect();
             crate::commands::attrs::chattr(fs, arg(args, 0, "path")?, &changes)?;
         }
+        "property" => {
+            let setting = match args.len() {
+                1 => None,
+                3 => Some((args[1], args[2])),
+                _ => return Err(Error::invalid("property PATH [compression VALUE]")),
+            };
+            crate::commands::attrs::property(fs, arg(args, 0, "path")?, setting, out)?;
+        }
+        "swap-status" => crate::commands::kswap::swap_status(fs, arg(args, 0, "path")?, out)?,
         "lsattr" => {
             let path = arg(args, 0, "path")?;
             let flags = fs.getattr(fs.resolve(path)?)?.flags;

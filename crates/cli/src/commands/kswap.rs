@@ -22,6 +22,7 @@ use cowfs_fuse::control;
 use cowfs_fuse::swaps::{self, SwapArea};
 
 use crate::commands::mount::cowfs_mounts;
+use crate::output::{say, Output};
 use crate::CliResult;
 
 /// swapon(2) flags: use the priority given, in its low 15 bits.
@@ -212,25 +213,82 @@ pub fn on_cowfs() -> CliResult<Vec<SwapArea>> {
 
 pub fn show() -> CliResult {
     println!(
-        "{:<40} {:<10} {:>10} {:>10} {:>5}  KERNEL NAME",
-        "NAME", "MODE", "SIZE", "USED", "PRIO"
+        "{:<40} {:<10} {:>10} {:>10} {:>5} {:<14} KERNEL NAME",
+        "NAME", "MODE", "SIZE", "USED", "PRIO", "COMPRESSION"
     );
     for s in on_cowfs()? {
-        let mode = match s.kind.as_str() {
-            "partition" => "through-fs",
-            _ => "pinned",
+        let (mode, compression) = match s.kind.as_str() {
+            "partition" => ("through-fs", compression_column(&s.file)),
+            _ => ("pinned", "-".to_string()),
         };
         println!(
-            "{:<40} {:<10} {:>9}K {:>9}K {:>5}  {}",
+            "{:<40} {:<10} {:>9}K {:>9}K {:>5} {:<14} {}",
             s.file.display(),
             mode,
             s.size_kib,
             s.used_kib,
             s.priority,
+            compression,
             s.name.display()
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How a through-filesystem swap file's writes are stored and the ratio achieved so far
+/// (`lz4 3.20x`), as its daemon says; `-` when plainly, `?` when the daemon cannot say.
+fn compression_column(file: &Path) -> String {
+    let status = crate::mounted::place(&file.to_string_lossy())
+        .ok()
+        .and_then(|place| match place {
+            crate::mounted::Place::Mounted { root, path } => {
+                crate::mounted::ask(&root, &format!("swap-status {path}")).ok()
+            }
+            crate::mounted::Place::Image(_) => None,
+        });
+    let Some(status) = status else {
+        return "?".into();
+    };
+    let field = |name: &str| {
+        status
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+    };
+    let number = |name: &str| field(name).and_then(|v| v.parse::<f64>().ok());
+    match (
+        field("compression"),
+        number("swapped_out"),
+        number("stored"),
+    ) {
+        (Some("none") | None, _, _) => "-".into(),
+        (Some(how), Some(out), Some(stored)) if stored > 0.0 => {
+            format!("{how} {:.2}x", out / stored)
+        }
+        (Some(how), _, _) => format!("{how} -"),
+    }
+}
+
+/// `swap-status PATH`: an active swap file's mode, compression, and the bytes its swap writes
+/// carried and put on the device, as `key=value` words.
+pub fn swap_status(fs: &cowfs::Filesystem, path: &str, out: &mut Output) -> cowfs::Result<()> {
+    let status = fs
+        .swap_status(fs.resolve(path)?)?
+        .ok_or_else(|| cowfs::Error::invalid(format!("{path}: not an active swapfile")))?;
+    let mode = match status.mode {
+        cowfs::SwapMode::Pinned => "pinned",
+        cowfs::SwapMode::ThroughFs => "through-fs",
+    };
+    let compression = status
+        .compression
+        .map_or("none".to_string(), |c| c.to_string());
+    say!(
+        out,
+        "mode={mode} pages={} compression={compression} swapped_out={} stored={}",
+        status.pages,
+        status.swapped_out,
+        status.stored
+    );
+    Ok(())
 }
 
 /// Let the Linux kernel swap to a file on a cowfs mount (fuseblk): pin it, then swapon(2)

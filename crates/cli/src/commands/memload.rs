@@ -74,18 +74,24 @@ fn own_memory_cgroup() -> io::Result<(PathBuf, &'static str)> {
     ))
 }
 
-/// The value word `word` of page `page` holds after `version` rewrites (every word differs,
-/// so a page read back at the wrong place, or stale, is caught).
-fn word(page: usize, word: usize, version: u32) -> u64 {
-    ((page as u64) << 12 | word as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+/// The value word `word` of page `page` holds after `version` rewrites: every word differs
+/// (every run of `run` words, in compressible memory), so a page read back at the wrong place,
+/// or stale, is caught.
+fn word(page: usize, word: usize, version: u32, run: usize) -> u64 {
+    ((page as u64) << 12 | (word / run) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
         ^ u64::from(version) << 48
 }
+
+/// Words per value in compressible memory: 64-byte runs, which LZ4 stores in about a sixth.
+const COMPRESSIBLE_RUN: usize = 8;
 
 /// Pages of memory the workload runs on: an anonymous mapping of its own, or a pager region.
 pub struct Memory {
     base: *mut u64,
     pages: usize,
     owned: bool,
+    /// Words per value (1: no page compresses).
+    run: usize,
 }
 
 // SAFETY: plain memory; the workload's threads never write a page another one reads.
@@ -112,7 +118,14 @@ impl Memory {
             base: base.cast(),
             pages,
             owned: true,
+            run: 1,
         })
+    }
+
+    /// The same memory filled with pages that compress (runs of equal words).
+    pub fn compressible(mut self) -> Memory {
+        self.run = COMPRESSIBLE_RUN;
+        self
     }
 
     /// A view of a pager region (which outlives the view).
@@ -121,6 +134,7 @@ impl Memory {
             base: region.as_ptr().cast(),
             pages: region.len() / PAGE,
             owned: false,
+            run: 1,
         }
     }
 
@@ -133,7 +147,7 @@ impl Memory {
         // SAFETY: page `n` lies inside the memory and no other thread uses it meanwhile.
         let page = unsafe { std::slice::from_raw_parts_mut(self.page(n), WORDS) };
         for (i, w) in page.iter_mut().enumerate() {
-            *w = word(n, i, version);
+            *w = word(n, i, version, self.run);
         }
     }
 
@@ -143,12 +157,12 @@ impl Memory {
         match page
             .iter()
             .enumerate()
-            .find(|(i, w)| **w != word(n, *i, version))
+            .find(|(i, w)| **w != word(n, *i, version, self.run))
         {
             None => Ok(()),
             Some((i, w)) => Err(format!(
                 "page {n} word {i}: read {w:#x}, wrote {:#x}",
-                word(n, i, version)
+                word(n, i, version, self.run)
             )),
         }
     }
@@ -283,9 +297,12 @@ pub fn workload(mem: &Memory, threads: usize) -> Result<Figures, String> {
 }
 
 /// `cowfs memload`: the workload on memory of its own in a memory cgroup of `limit`.
-pub fn run(size: u64, limit: Option<u64>, threads: usize) -> CliResult {
+pub fn run(size: u64, limit: Option<u64>, threads: usize, compressible: bool) -> CliResult {
     let _cgroup = limit.map(MemoryCgroup::enter).transpose()?;
-    let mem = Memory::anonymous(size as usize / PAGE)?;
+    let mut mem = Memory::anonymous(size as usize / PAGE)?;
+    if compressible {
+        mem = mem.compressible();
+    }
     let figures = workload(&mem, threads)?;
     for (label, value) in Figures::LABELS.iter().zip(figures.values()) {
         println!("{label}: {value:.1}");
@@ -323,6 +340,9 @@ pub struct Memload {
     pub limit: Option<u64>,
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
+    /// Pages that compress (runs of equal 8-byte words), as much real memory does
+    #[arg(long)]
+    pub compressible: bool,
 }
 
 impl Memload {
@@ -331,7 +351,8 @@ impl Memload {
             size,
             limit,
             threads,
+            compressible,
         } = self;
-        run(size, limit, threads)
+        run(size, limit, threads, compressible)
     }
 }

@@ -1,6 +1,6 @@
 //! File extents, data extents and their checksums (docs/FORMAT.md 4.5-4.7).
 
-use super::{ByteReader, ByteWriter};
+use super::{ByteReader, ByteWriter, Compression};
 use crate::error::{Error, Result};
 
 /// How a file extent's bytes are stored.
@@ -12,23 +12,6 @@ pub enum ExtentKind {
     Regular = 1,
     /// Allocated on disk but never written: reads as zeros.
     Prealloc = 2,
-}
-
-/// How an extent's bytes are encoded on disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None = 0,
-    Zstd = 1,
-}
-
-impl Compression {
-    pub fn from_code(code: u8) -> Result<Self> {
-        match code {
-            0 => Ok(Compression::None),
-            1 => Ok(Compression::Zstd),
-            c => Err(Error::corrupt(format!("compression {c} unknown"))),
-        }
-    }
 }
 
 /// A `file_extents` value: a range of a file and where its bytes are.

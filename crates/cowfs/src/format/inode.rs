@@ -1,7 +1,7 @@
 //! Inodes and directory entries: times, kinds, flags, and their records (docs/FORMAT.md 4.3,
 //! 4.4).
 
-use super::{ByteReader, ByteWriter};
+use super::{ByteReader, ByteWriter, CompressionConfig};
 use crate::error::{Error, Result};
 
 /// A point in time: seconds and nanoseconds since the Unix epoch.
@@ -116,10 +116,14 @@ pub struct InodeRecord {
     pub mtime: Timespec,
     pub ctime: Timespec,
     pub crtime: Timespec,
+    /// The file's own compression choice (`cowfs property`): the algorithm its data gets
+    /// when it is compressed (flag `c`, or a filesystem set to compress); None: the
+    /// filesystem's.
+    pub compression: Option<CompressionConfig>,
 }
 
 impl InodeRecord {
-    pub const SIZE: usize = 96;
+    pub const SIZE: usize = 104;
 
     // Where each field is: one list for the encoder and the decoder.
     const MODE_AT: usize = 0;
@@ -133,6 +137,8 @@ impl InodeRecord {
     /// Seconds of atime, mtime, ctime and crtime, 8 bytes each; then their nanoseconds, 4 each.
     const SECONDS_AT: usize = 48;
     const NANOSECONDS_AT: usize = 80;
+    /// The compression choice's two bytes; six reserved zero bytes follow.
+    const COMPRESSION_AT: usize = 96;
 
     pub fn kind(&self) -> Result<FileKind> {
         FileKind::from_mode(self.mode)
@@ -155,6 +161,9 @@ impl InodeRecord {
             w.i64(Self::SECONDS_AT + i * 8, t.sec)
                 .u32(Self::NANOSECONDS_AT + i * 4, t.nsec);
         }
+        let [code, level] = CompressionConfig::encode(self.compression);
+        w.u8(Self::COMPRESSION_AT, code)
+            .u8(Self::COMPRESSION_AT + 1, level);
         w.finish()
     }
 
@@ -179,6 +188,10 @@ impl InodeRecord {
             mtime: time(1)?,
             ctime: time(2)?,
             crtime: time(3)?,
+            compression: CompressionConfig::decode([
+                r.u8(Self::COMPRESSION_AT)?,
+                r.u8(Self::COMPRESSION_AT + 1)?,
+            ])?,
         };
         inode.kind()?;
         Ok(inode)

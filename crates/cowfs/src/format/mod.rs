@@ -4,6 +4,7 @@
 //! that the store's byte order is numeric order.
 
 mod bytes;
+mod compression;
 mod extent;
 mod inode;
 mod keys;
@@ -14,6 +15,7 @@ mod superblock;
 mod tests;
 
 pub use bytes::{ByteReader, ByteWriter};
+pub use compression::*;
 pub use extent::*;
 pub use inode::*;
 pub use keys::*;
@@ -25,7 +27,7 @@ pub use superblock::*;
 pub const BLOCK_SIZE: u64 = crate::device::BLOCK_SIZE;
 
 /// The format version this code writes and the only one it reads.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Space before the first chunk: boot area and superblock copies.
 pub const SYSTEM_AREA_END: u64 = 1 << 20;

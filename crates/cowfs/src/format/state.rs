@@ -1,12 +1,7 @@
 //! The filesystem-wide record (`fs_state`) and subvolume records (docs/FORMAT.md 4.1, 4.2).
 
-use super::{ByteReader, ByteWriter};
+use super::{ByteReader, ByteWriter, CompressionConfig};
 use crate::error::{Error, Result};
-
-/// `FsState::flags` bits 0-7: the compression new data gets filesystem-wide (a `Compression`
-/// code); bits 8-15: its level (i8).
-pub const FS_COMPRESSION_MASK: u32 = 0xff;
-pub const FS_COMPRESSION_LEVEL_SHIFT: u32 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FsState {
@@ -20,6 +15,18 @@ pub struct FsState {
 
 impl FsState {
     pub const SIZE: usize = 32;
+
+    /// The compression new data gets filesystem-wide: `flags` bits 0-7 (the algorithm's
+    /// code) and 8-15 (its level).
+    pub fn compression(&self) -> Result<Option<CompressionConfig>> {
+        CompressionConfig::decode([self.flags as u8, (self.flags >> 8) as u8])
+    }
+
+    /// The `flags` that record `config`.
+    pub fn compression_flags(config: Option<CompressionConfig>) -> u32 {
+        let [code, level] = CompressionConfig::encode(config);
+        u32::from(code) | (u32::from(level) << 8)
+    }
 
     // Where each field is: one list for the encoder and the decoder.
     const GENERATION_AT: usize = 0;

@@ -23,16 +23,51 @@ fn inode_round_trip() {
         },
         ctime: Timespec { sec: 3, nsec: 0 },
         crtime: Timespec { sec: 4, nsec: 5 },
+        compression: CompressionConfig::parse("zstd:19").unwrap(),
     };
     let bytes = inode.encode();
     assert_eq!(bytes.len(), InodeRecord::SIZE);
     assert_eq!(&bytes[16..24], &123456789u64.to_le_bytes());
+    assert_eq!(&bytes[96..98], &[Compression::Zstd as u8, 19]);
     assert_eq!(InodeRecord::decode(&bytes).unwrap(), inode);
+    let lz4 = InodeRecord {
+        compression: CompressionConfig::parse("lz4").unwrap(),
+        ..inode
+    };
+    assert_eq!(InodeRecord::decode(&lz4.encode()).unwrap(), lz4);
+}
+
+#[test]
+fn compression_choices_on_disk_are_checked() {
+    for bad in [
+        [9, 0],
+        [Compression::Lz4 as u8, 3],
+        [Compression::Zstd as u8, 0],
+        [1, 20],
+    ] {
+        assert!(CompressionConfig::decode(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(CompressionConfig::decode([0, 0]).unwrap(), None);
+    let state = FsState {
+        generation: 1,
+        next_subvolume: 2,
+        default_subvolume: 1,
+        inline_limit: 2048,
+        flags: FsState::compression_flags(CompressionConfig::parse("zstd:7").unwrap()),
+    };
+    assert_eq!(state.flags, 0x0701);
+    assert_eq!(state.compression().unwrap().unwrap().level, 7);
+    let lz4 = CompressionConfig::parse("lz4").unwrap();
+    let state = FsState {
+        flags: FsState::compression_flags(lz4),
+        ..state
+    };
+    assert_eq!(state.compression().unwrap(), lz4);
 }
 
 #[test]
 fn short_records_are_errors_not_panics() {
-    assert!(InodeRecord::decode(&[0; 95]).is_err());
+    assert!(InodeRecord::decode(&[0; 103]).is_err());
     assert!(FileExtent::decode(&[1; 10]).is_err());
     assert!(ExtentRecord::decode(&[]).is_err());
     assert!(decode_checksums(&[0; 7]).is_err());

@@ -153,7 +153,7 @@ impl Engine {
             next_subvolume: FIRST_SUBVOLUME + 1,
             default_subvolume: FIRST_SUBVOLUME,
             inline_limit: opts.inline_limit.unwrap_or(DEFAULT_INLINE_LIMIT),
-            flags: CompressionConfig::to_flags(opts.compress),
+            flags: FsState::compression_flags(opts.compress),
         };
         meta.put_state(&state)?;
         let subvol = SubvolumeRecord {
@@ -254,7 +254,7 @@ impl Engine {
             failed: None,
             last_commit: Instant::now(),
             writer,
-            compression: CompressionConfig::from_flags(state.flags)?,
+            compression: state.compression()?,
             exclusive: None,
             swap: SwapState::default(),
             held: Default::default(),
@@ -405,5 +405,6 @@ pub(crate) fn new_inode(
         mtime: now,
         ctime: now,
         crtime: now,
+        compression: None,
     }
 }

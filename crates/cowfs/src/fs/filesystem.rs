@@ -12,9 +12,9 @@ use crate::format::{FileKind, FIRST_SUBVOLUME, ROOT_INO};
 use crate::fs::engine::Engine;
 use crate::fs::maint::control::Control;
 use crate::fs::{
-    Attr, BlockGroup, CreateAttrs, DedupeOutcome, DefragStats, DirEntry, ExtentMapping,
-    FallocateMode, FsInfo, InodeId, MkfsOptions, OpenOptions, PinnedSwapIo, RenameFlags, SetAttr,
-    SubvolumeInfo, SwapActivation, SwapMode,
+    Attr, BlockGroup, CompressionConfig, CreateAttrs, DedupeOutcome, DefragStats, DirEntry,
+    ExtentMapping, FallocateMode, FsInfo, InodeId, MkfsOptions, OpenOptions, PinnedSwapIo,
+    RenameFlags, SetAttr, SubvolumeInfo, SwapActivation, SwapMode, SwapStatus,
 };
 
 /// An open cowfs filesystem. Clones share it; it commits and closes when the last is dropped
@@ -281,8 +281,19 @@ impl Filesystem {
         self.with(|e| e.swap_read(id, page, buf))
     }
     forward!(
+        /// An active swap file's figures (mode, size, compression and the ratio achieved);
+        /// None when `id` is not active.
+        swap_status(&self, id: InodeId) -> Option<SwapStatus>);
+    forward!(
         /// Sets an inode's FS_IOC flags (chattr); returns the flags it has afterwards.
         set_flags(&self, id: InodeId, flags: u64) -> u64);
+    forward!(
+        /// Sets a file's own compression choice: an algorithm (and flag `c`), or never
+        /// (`None`: flag `m`).
+        set_compression(&self, id: InodeId, choice: Option<CompressionConfig>) -> ());
+    forward!(
+        /// A file's own compression choice, and how its new data is stored (None: plainly).
+        compression_of(&self, id: InodeId) -> (Option<CompressionConfig>, Option<CompressionConfig>));
     forward!(
         /// Where each range of a file lives (FIEMAP); writes back its dirty pages first.
         extent_map(&self, id: InodeId) -> Vec<ExtentMapping>);

@@ -3,12 +3,10 @@
 
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 pub use crate::format::InodeId;
-use crate::format::{
-    Compression, FileKind, InodeRecord, Superblock, Timespec, BLOCK_SIZE,
-    FS_COMPRESSION_LEVEL_SHIFT, FS_COMPRESSION_MASK,
-};
+pub use crate::format::{CompressionConfig, DEFAULT_LEVEL};
+use crate::format::{FileKind, InodeRecord, Superblock, Timespec, BLOCK_SIZE};
 use crate::fs::BlockGroup;
 
 /// The attributes `stat` shows.
@@ -186,6 +184,19 @@ pub struct SwapActivation {
     pub extents: Vec<SwapExtent>,
 }
 
+/// An active swap file's figures (`cowfs swapon --show`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwapStatus {
+    pub mode: SwapMode,
+    pub pages: u64,
+    /// How swap writes are stored (through-filesystem mode), None when plainly.
+    pub compression: Option<CompressionConfig>,
+    /// Bytes of swap writes since activation (through-filesystem mode).
+    pub swapped_out: u64,
+    /// Bytes those writes put on the device.
+    pub stored: u64,
+}
+
 impl SwapActivation {
     /// The device offset of byte `offset` of the file, and how many bytes from there on are
     /// contiguous on the device; None outside the map.
@@ -206,53 +217,3 @@ pub(crate) fn device_range(extents: &[SwapExtent], offset: u64) -> Option<(u64, 
 
 /// The largest file size: offsets must fit an i64, as in the kernel.
 pub const MAX_FILE_SIZE: u64 = i64::MAX as u64 & !(BLOCK_SIZE - 1);
-
-/// zstd's level when none is given.
-pub const DEFAULT_LEVEL: i32 = 3;
-
-/// A compression choice: `zstd` or `zstd:LEVEL` (1 to 19).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CompressionConfig {
-    pub algorithm: Compression,
-    pub level: i32,
-}
-
-impl CompressionConfig {
-    /// Parses `none`, `zstd` or `zstd:LEVEL`.
-    pub fn parse(text: &str) -> Result<Option<Self>> {
-        let (name, level) = text
-            .split_once(':')
-            .map_or((text, None), |(n, l)| (n, Some(l)));
-        match name {
-            "none" | "no" if level.is_none() => Ok(None),
-            "zstd" => {
-                let level = level.map_or(Ok(DEFAULT_LEVEL), |l| {
-                    l.parse::<i32>()
-                        .ok()
-                        .filter(|l| (1..=19).contains(l))
-                        .ok_or_else(|| Error::invalid(format!("zstd level {l:?} is not 1 to 19")))
-                })?;
-                Ok(Some(CompressionConfig {
-                    algorithm: Compression::Zstd,
-                    level,
-                }))
-            }
-            _ => Err(Error::invalid(format!(
-                "unknown compression {text:?} (try zstd or zstd:5)"
-            ))),
-        }
-    }
-
-    /// The `fs_state` flags bits that record it.
-    pub fn to_flags(config: Option<Self>) -> u32 {
-        config.map_or(0, |c| {
-            c.algorithm as u32 | ((c.level as i8 as u8 as u32) << FS_COMPRESSION_LEVEL_SHIFT)
-        })
-    }
-
-    pub fn from_flags(flags: u32) -> Result<Option<Self>> {
-        let algorithm = Compression::from_code((flags & FS_COMPRESSION_MASK) as u8)?;
-        let level = ((flags >> FS_COMPRESSION_LEVEL_SHIFT) & 0xff) as u8 as i8 as i32;
-        Ok((algorithm != Compression::None).then_some(CompressionConfig { algorithm, level }))
-    }
-}

@@ -58,7 +58,7 @@ impl Checker<'_> {
         Ok(())
     }
 
-    /// Every compressed extent holds one zstd frame that decodes to its recorded length.
+    /// Every compressed extent holds an encoding that decodes to its recorded length.
     pub(super) fn compressed_extents(&mut self, files: &[FileExtentRow]) -> Result<()> {
         let mut seen = std::collections::HashSet::new();
         for row in files
@@ -72,7 +72,13 @@ impl Checker<'_> {
             let decoded = self
                 .engine
                 .device_read(row.extent.disk_start, &mut stored)
-                .and_then(|()| crate::fs::decompress_extent(&stored, row.extent.ram_len));
+                .and_then(|()| {
+                    crate::fs::decompress_extent(
+                        row.extent.compression,
+                        &stored,
+                        row.extent.ram_len,
+                    )
+                });
             if let Err(e) = decoded {
                 self.report.problem(format!(
                     "{} at offset {}: {}",

@@ -1,32 +1,71 @@
-//! Transparent compression with zstd. At writeback, data of a file marked `+c` (or of every
-//! file, when the filesystem is set to compress) is cut into pieces of at most 128 KiB; each
-//! is stored as one zstd frame padded to whole blocks when that saves at least a block, and
-//! as plain data otherwise. Checksums cover the blocks as stored. Direct writes and NOCOW or
-//! `+m` files are never compressed.
+//! Transparent compression with zstd or LZ4. At writeback, data of a file marked `+c` (or of
+//! every file, when the filesystem is set to compress) is cut into pieces of at most 128 KiB;
+//! each is stored encoded (a zstd frame, or an LZ4 block after its length) and padded to whole
+//! blocks when that saves at least a block, and as plain data otherwise. The algorithm is the
+//! file's own choice, else the filesystem's. Checksums cover the blocks as stored. Swap writes
+//! of a through-filesystem swap file are compressed the same way; other direct writes, and
+//! NOCOW or `+m` files, never are.
 
 use std::sync::Arc;
 
 use crate::device::AlignedBuf;
 use crate::error::{Error, Result};
 use crate::format::inode_flags::{COMPRESS, NOCOMPRESS, NOCOW};
-use crate::format::{round_up, Compression, FileExtent, InodeRecord, BLOCK_SIZE};
+use crate::format::{
+    round_up, Compression, CompressionConfig, FileExtent, InodeRecord, BLOCK_SIZE,
+};
 use crate::fs::common::DirtyRange;
 use crate::fs::common::ExtentData;
 use crate::fs::engine::Engine;
-use crate::fs::types::DEFAULT_LEVEL;
 use crate::fs::InodeId;
 
 /// The most file data one compressed extent holds.
 pub const MAX_COMPRESSED_LEN: u64 = 128 << 10;
 
-/// Decodes a compressed extent's stored bytes (a frame and zero padding) to exactly
+/// Encodes `plain` as `config` says: a zstd frame, or an LZ4 block after its length.
+fn encode(config: CompressionConfig, plain: &[u8]) -> Result<Vec<u8>> {
+    match config.algorithm {
+        Compression::Zstd => {
+            zstd::bulk::compress(plain, config.level).map_err(|e| Error::io("zstd", &e))
+        }
+        Compression::Lz4 => {
+            let mut out =
+                vec![0u8; LZ4_LEN_SIZE + lz4_flex::block::get_maximum_output_size(plain.len())];
+            let len = lz4_flex::block::compress_into(plain, &mut out[LZ4_LEN_SIZE..])
+                .map_err(|e| Error::io("lz4", &std::io::Error::other(e)))?;
+            out[..LZ4_LEN_SIZE].copy_from_slice(&(len as u32).to_le_bytes());
+            out.truncate(LZ4_LEN_SIZE + len);
+            Ok(out)
+        }
+        Compression::None => Ok(plain.to_vec()),
+    }
+}
+
+/// The length before an LZ4 block.
+const LZ4_LEN_SIZE: usize = 4;
+
+/// Decodes a compressed extent's stored bytes (the encoding and zero padding) to exactly
 /// `ram_len` bytes.
-pub fn decompress_extent(stored: &[u8], ram_len: u64) -> Result<Vec<u8>> {
-    let bad = |why: String| Error::corrupt(format!("compressed extent: {why}"));
-    let frame = zstd::zstd_safe::find_frame_compressed_size(stored)
-        .map_err(|c| bad(zstd::zstd_safe::get_error_name(c).into()))?;
-    let plain = zstd::bulk::decompress(&stored[..frame], ram_len as usize)
-        .map_err(|e| bad(e.to_string()))?;
+pub fn decompress_extent(how: Compression, stored: &[u8], ram_len: u64) -> Result<Vec<u8>> {
+    let bad = |why: String| Error::corrupt(format!("{} extent: {why}", how.name()));
+    let plain = match how {
+        Compression::Zstd => {
+            let frame = zstd::zstd_safe::find_frame_compressed_size(stored)
+                .map_err(|c| bad(zstd::zstd_safe::get_error_name(c).into()))?;
+            zstd::bulk::decompress(&stored[..frame], ram_len as usize)
+                .map_err(|e| bad(e.to_string()))?
+        }
+        Compression::Lz4 => {
+            let (len, block) = stored
+                .split_first_chunk::<LZ4_LEN_SIZE>()
+                .ok_or_else(|| bad("shorter than its length".into()))?;
+            let block = block
+                .get(..u32::from_le_bytes(*len) as usize)
+                .ok_or_else(|| bad("its length runs past the extent".into()))?;
+            lz4_flex::block::decompress(block, ram_len as usize).map_err(|e| bad(e.to_string()))?
+        }
+        Compression::None => return Err(bad("not compressed".into())),
+    };
     if plain.len() as u64 != ram_len {
         return Err(bad(format!(
             "{} bytes decoded, {ram_len} expected",
@@ -37,59 +76,83 @@ pub fn decompress_extent(stored: &[u8], ram_len: u64) -> Result<Vec<u8>> {
 }
 
 impl Engine {
-    /// The zstd level new data of this file is compressed with, if any.
-    pub(in crate::fs) fn compression_level(&self, inode: &InodeRecord) -> Option<i32> {
-        if inode.flags & (NOCOW | NOCOMPRESS) != 0 {
+    /// How new data of this file is compressed, if it is: when the file is marked `c` or the
+    /// filesystem compresses everything, and it is neither NOCOW nor marked `m`; with the
+    /// file's own algorithm, else the filesystem's, else zstd.
+    pub(in crate::fs) fn compression_for(&self, inode: &InodeRecord) -> Option<CompressionConfig> {
+        let wanted = inode.flags & COMPRESS != 0 || self.compression.is_some();
+        if !wanted || inode.flags & (NOCOW | NOCOMPRESS) != 0 {
             return None;
         }
-        match self.compression {
-            Some(config) => Some(config.level),
-            None if inode.flags & COMPRESS != 0 => Some(DEFAULT_LEVEL),
-            None => None,
-        }
+        Some(self.compression_choice(inode))
     }
 
-    /// Writes dirty data to new extents, compressing each piece of at most 128 KiB that
-    /// shrinks by a block or more and writing the rest plainly.
+    /// A file's own compression choice, and how its new data is stored (None: plainly).
+    pub fn compression_of(
+        &self,
+        id: InodeId,
+    ) -> Result<(Option<CompressionConfig>, Option<CompressionConfig>)> {
+        let inode = self.inode(id)?;
+        Ok((inode.compression, self.compression_for(&inode)))
+    }
+
+    /// The algorithm this file's data is compressed with when it is: the file's own choice,
+    /// else the filesystem's, else zstd.
+    pub(in crate::fs) fn compression_choice(&self, inode: &InodeRecord) -> CompressionConfig {
+        inode
+            .compression
+            .or(self.compression)
+            .unwrap_or(CompressionConfig::ZSTD)
+    }
+
+    /// Writes data to new extents, compressing each piece of at most 128 KiB that shrinks by
+    /// a block or more and writing the rest plainly. Returns the bytes it put on the device.
     pub(in crate::fs) fn write_compressed(
         &mut self,
         id: InodeId,
         mut offset: u64,
         mut data: ExtentData<'_>,
-        level: i32,
-    ) -> Result<()> {
+        config: CompressionConfig,
+    ) -> Result<u64> {
+        let mut stored_bytes = 0;
         while data.len() > 0 {
             let part = data.take(data.len().min(MAX_COMPRESSED_LEN));
             let len = part.len();
-            let plain: Vec<u8> = part.slices().concat();
-            let packed = zstd::bulk::compress(&plain, level).map_err(|e| Error::io("zstd", &e))?;
+            let packed = match &part {
+                ExtentData::Direct(plain) => encode(config, plain)?,
+                ExtentData::Chunks(_) => encode(config, &part.slices().concat())?,
+            };
             let stored_len = round_up(packed.len() as u64, BLOCK_SIZE);
             if stored_len + BLOCK_SIZE > len {
                 self.write_new(id, false, offset, part)?;
+                stored_bytes += len;
             } else {
                 let mut stored = AlignedBuf::zeroed(stored_len as usize);
                 stored[..packed.len()].copy_from_slice(&packed);
-                self.write_encoded(id, offset, part, stored)?;
+                stored_bytes += self.write_encoded(id, offset, part, stored, config.algorithm)?;
             }
             offset += len;
         }
-        Ok(())
+        Ok(stored_bytes)
     }
 
     /// Stores one compressed piece; plainly instead when no contiguous space fits it.
+    /// Returns the bytes it put on the device.
     fn write_encoded(
         &mut self,
         id: InodeId,
         offset: u64,
         part: ExtentData<'_>,
         stored: AlignedBuf,
-    ) -> Result<()> {
+        how: Compression,
+    ) -> Result<u64> {
         let len = part.len();
         let Some(extent) =
             self.alloc
                 .allocate_contiguous(self.store.meta(), &self.space, stored.len() as u64)?
         else {
-            return self.write_new(id, false, offset, part);
+            self.write_new(id, false, offset, part)?;
+            return Ok(len);
         };
         let physical = self.alloc.physical(extent.start)?;
         let sums = crate::fs::common::checksum_blocks(&stored);
@@ -103,12 +166,13 @@ impl Engine {
             }],
         )?;
         let mapping = FileExtent {
-            compression: Compression::Zstd,
+            compression: how,
             len,
             ram_len: len,
             ..FileExtent::regular(extent.start, extent.len)
         };
-        self.record_extent(id, offset, extent, Some(&sums), mapping)
+        self.record_extent(id, offset, extent, Some(&sums), mapping)?;
+        Ok(extent.len)
     }
 
     /// Reads `dst.len()` bytes at `within` of a compressed extent's decoded data.
@@ -125,7 +189,7 @@ impl Engine {
         // A clone may map this extent from any file offset: name the read's, not the
         // extent's start (which can lie before the file's start).
         self.verify_blocks(id, e, 0, file_off, &stored)?;
-        let plain = decompress_extent(&stored, e.ram_len)
+        let plain = decompress_extent(e.compression, &stored, e.ram_len)
             .map_err(|err| Error::checksum(format!("{}: {}", self.path_of(id), err.reason())))?;
         dst.copy_from_slice(&plain[within as usize..within as usize + dst.len()]);
         Ok(())

@@ -47,9 +47,9 @@ impl Engine {
         while i < spans.len() {
             if let Target::New = spans[i].target {
                 let part = data.take(spans[i].end - spans[i].start);
-                match (&part, self.compression_level(&inode)) {
-                    (ExtentData::Chunks(_), Some(level)) => {
-                        self.write_compressed(id, spans[i].start, part, level)?
+                match (&part, self.compression_for(&inode)) {
+                    (ExtentData::Chunks(_), Some(config)) => {
+                        self.write_compressed(id, spans[i].start, part, config)?;
                     }
                     _ => self.write_new(id, nocow, spans[i].start, part)?,
                 }

@@ -11,7 +11,6 @@ use crate::format::{Compression, ExtentKind, FileExtent, MAX_EXTENT_LEN};
 use crate::fs::common::Change;
 use crate::fs::common::ExtentData;
 use crate::fs::engine::Engine;
-use crate::fs::types::DEFAULT_LEVEL;
 use crate::fs::InodeId;
 
 /// What a defrag did to one file.
@@ -55,8 +54,9 @@ impl Engine {
         let mut data = AlignedBuf::zeroed((end - start) as usize);
         self.read_stored(id, start, &mut data)?;
         if compress {
-            let level = self.compression.map_or(DEFAULT_LEVEL, |c| c.level);
-            self.write_compressed(id, start, ExtentData::Direct(&data), level)
+            let config = self.compression_choice(&self.inode(id)?);
+            self.write_compressed(id, start, ExtentData::Direct(&data), config)
+                .map(drop)
         } else {
             let nocow = self.inode(id)?.flags & NOCOW != 0;
             self.write_new(id, nocow, start, ExtentData::Direct(&data))

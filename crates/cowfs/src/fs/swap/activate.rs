@@ -23,7 +23,7 @@ use crate::fs::common::ExtentData;
 use crate::fs::data::io::ReadPlan;
 use crate::fs::engine::Engine;
 use crate::fs::swap::state::ActiveSwap;
-use crate::fs::{InodeId, SwapActivation, SwapExtent, SwapMode};
+use crate::fs::{InodeId, SwapActivation, SwapExtent, SwapMode, SwapStatus};
 
 fn swap_err(errno: Errno, reason: &str) -> Error {
     Error::new(errno, reason.to_string())
@@ -50,7 +50,7 @@ impl Engine {
         // 1. Activation sees what is on disk.
         self.writeback(id)?;
         let pinned = mode == SwapMode::Pinned;
-        if inode.flags & COMPRESS != 0 {
+        if pinned && inode.flags & COMPRESS != 0 {
             return Err(swap_err(Errno::INVAL, "swapfile must not be compressed"));
         }
         if pinned && inode.flags & NOCOW == 0 {
@@ -91,6 +91,8 @@ impl Engine {
                 reserved,
                 extents: if pinned { extents.clone() } else { Vec::new() },
                 live: Arc::new(AtomicBool::new(true)),
+                swapped_out: 0,
+                stored: 0,
             },
         );
         Ok(SwapActivation {
@@ -155,17 +157,19 @@ impl Engine {
             if *off > cursor {
                 return Err(swap_err(Errno::INVAL, "swapfile must not have holes"));
             }
-            match e.kind {
-                ExtentKind::Inline => {
-                    return Err(swap_err(Errno::INVAL, "swapfile must not be inline"))
-                }
-                _ if e.compression != Compression::None => {
-                    return Err(swap_err(Errno::INVAL, "swapfile must not be compressed"))
-                }
-                _ if pinned && self.extent_shared(e.disk_start, id)? => {
-                    return Err(swap_err(Errno::INVAL, "swapfile must not be copy-on-write"))
-                }
-                _ => {}
+            if e.kind == ExtentKind::Inline {
+                return Err(swap_err(Errno::INVAL, "swapfile must not be inline"));
+            }
+            cursor = off + e.len;
+            // Through the filesystem, every swap I/O asks the engine where its pages are.
+            if !pinned {
+                continue;
+            }
+            if e.compression != Compression::None {
+                return Err(swap_err(Errno::INVAL, "swapfile must not be compressed"));
+            }
+            if self.extent_shared(e.disk_start, id)? {
+                return Err(swap_err(Errno::INVAL, "swapfile must not be copy-on-write"));
             }
             let logical = e.disk_start + e.extent_offset;
             let group = self
@@ -191,7 +195,6 @@ impl Engine {
                 _ if run.pages > 0 => extents.push(run),
                 _ => {}
             }
-            cursor = off + e.len;
         }
         if cursor < end {
             return Err(swap_err(Errno::INVAL, "swapfile must not have holes"));
@@ -232,9 +235,12 @@ impl Engine {
             ))
         };
         match change {
-            // Through the filesystem every swap I/O asks where the blocks are now, and every
-            // swap write copies a shared block: they may move, and be shared.
-            Change::Move | Change::Share if self.swap.files[&id].mode == SwapMode::ThroughFs => {
+            // Through the filesystem every swap I/O asks where the blocks are now and how they
+            // are stored, and every swap write copies a shared block: they may move, be shared,
+            // be stored compressed, and gain preallocated space.
+            Change::Move | Change::Share | Change::Layout
+                if self.swap.files[&id].mode == SwapMode::ThroughFs =>
+            {
                 Ok(())
             }
             Change::Write(_) | Change::Resize | Change::Layout | Change::Move | Change::Share => {
@@ -282,7 +288,36 @@ impl Engine {
             self.commit()?;
         }
         self.swap.written += data.len() as u64;
-        self.write_extents(id, page * BLOCK_SIZE, ExtentData::Direct(data))
+        let offset = page * BLOCK_SIZE;
+        let stored = match self.compression_for(&self.inode(id)?) {
+            Some(config) => self.write_compressed(id, offset, ExtentData::Direct(data), config)?,
+            None => {
+                self.write_extents(id, offset, ExtentData::Direct(data))?;
+                data.len() as u64
+            }
+        };
+        let active = self.swap.files.get_mut(&id).expect("checked above");
+        active.swapped_out += data.len() as u64;
+        active.stored += stored;
+        Ok(())
+    }
+
+    /// An active swap file's figures; None when `id` is not active.
+    pub fn swap_status(&self, id: InodeId) -> Result<Option<SwapStatus>> {
+        let Some(active) = self.swap.files.get(&id) else {
+            return Ok(None);
+        };
+        let compression = match active.mode {
+            SwapMode::ThroughFs => self.compression_for(&self.inode(id)?),
+            SwapMode::Pinned => None,
+        };
+        Ok(Some(SwapStatus {
+            mode: active.mode,
+            pages: active.pages,
+            compression,
+            swapped_out: active.swapped_out,
+            stored: active.stored,
+        }))
     }
 
     /// Reads whole pages of an active through-filesystem swap file; checksums are verified.

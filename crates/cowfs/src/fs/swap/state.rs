@@ -28,6 +28,10 @@ pub(crate) struct ActiveSwap {
     pub(in crate::fs::swap) extents: Vec<SwapExtent>,
     /// Cleared at deactivation: pinned I/O handles given out stop working then.
     pub(in crate::fs::swap) live: Arc<AtomicBool>,
+    /// Bytes of swap writes since activation, and bytes they put on the device (fewer when
+    /// compressed).
+    pub(in crate::fs::swap) swapped_out: u64,
+    pub(in crate::fs::swap) stored: u64,
 }
 
 impl SwapState {

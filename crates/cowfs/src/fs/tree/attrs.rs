@@ -5,7 +5,7 @@
 
 use crate::error::{Errno, Error, Result};
 use crate::format::inode_flags::{APPEND, COMPRESS, IMMUTABLE, NOCOMPRESS, NOCOW, SUPPORTED};
-use crate::format::{FileKind, InodeRecord, Timespec};
+use crate::format::{CompressionConfig, FileKind, InodeRecord, Timespec};
 use crate::fs::common::Change;
 use crate::fs::engine::Engine;
 use crate::fs::InodeId;
@@ -82,9 +82,6 @@ impl Engine {
                 "a file cannot be both compressed (c) and never compressed (m)",
             ));
         }
-        if self.swap_active(id).is_some() && flags & COMPRESS != 0 && inode.flags & COMPRESS == 0 {
-            return Err(Error::invalid("an active swapfile cannot be compressed"));
-        }
         let mut new = flags;
         if inode.kind()? == FileKind::Regular
             && (new ^ inode.flags) & NOCOW != 0
@@ -102,6 +99,28 @@ impl Engine {
             self.put_inode(id, &inode)?;
         }
         Ok(new)
+    }
+
+    /// Sets a file's own compression choice (`cowfs property PATH compression ...`): an
+    /// algorithm, which also sets flag `c`; or never (`none`: `c` cleared, `m` set).
+    pub fn set_compression(
+        &mut self,
+        id: InodeId,
+        choice: Option<CompressionConfig>,
+    ) -> Result<()> {
+        let inode = self.inode(id)?;
+        let flags = match choice {
+            Some(_) => (inode.flags | COMPRESS) & !NOCOMPRESS,
+            None => (inode.flags | NOCOMPRESS) & !COMPRESS,
+        };
+        self.set_flags(id, flags)?;
+        let mut inode = self.inode(id)?;
+        if inode.compression != choice {
+            inode.compression = choice;
+            inode.ctime = Timespec::now();
+            self.put_inode(id, &inode)?;
+        }
+        Ok(())
     }
 
     /// Whether a file has any data (a size, extents, or dirty pages).

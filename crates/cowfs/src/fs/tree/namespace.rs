@@ -134,6 +134,7 @@ impl Engine {
         }
         if kind != FileKind::Symlink {
             inode.flags = self.inherited_flags(&dir_inode);
+            inode.compression = dir_inode.compression;
         }
         self.put_inode(id, &inode)?;
         self.add_link(dir, name, id, kind)?;
