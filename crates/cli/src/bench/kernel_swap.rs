@@ -89,8 +89,13 @@ impl SwapHost {
     }
 
     /// cowfs, the kernel swapping through the filesystem: a copy-on-write, checksummed swap
-    /// file made on the mount, `cowfs swapon --through-fs`.
-    pub(crate) fn cowfs_through_fs(dir: &Path, swap_len: u64) -> CliResult<SwapHost> {
+    /// file made on the mount (compressed as `compression` says, when given), `cowfs swapon
+    /// --through-fs`.
+    pub(crate) fn cowfs_through_fs(
+        dir: &Path,
+        swap_len: u64,
+        compression: Option<&'static str>,
+    ) -> CliResult<SwapHost> {
         let (image, mountpoint) = (dir.join("kswap-cowfs-fs.img"), dir.join("kswap-cowfs-fs"));
         fs::create_dir_all(&mountpoint)?;
         let cowfs = cowfs_binary()?;
@@ -108,12 +113,21 @@ impl SwapHost {
             &swap_len.to_string(),
             "--through-fs",
         ]))?;
+        if let Some(how) = compression {
+            ok(Command::new(&cowfs)
+                .args(["property", "set"])
+                .arg(&swapfile)
+                .args(["compression", how]))?;
+        }
         ok(Command::new(&cowfs)
             .args(["swapon", "--through-fs"])
             .arg(&swapfile)
             .args(["-p", PRIORITY]))?;
         Ok(SwapHost {
-            kind: "cowfs through fs (COW)",
+            kind: match compression {
+                None => "cowfs through fs (COW)",
+                Some(_) => "cowfs through fs (COW, lz4)",
+            },
             mountpoint,
             swapfile,
             _loop: None,
@@ -180,8 +194,9 @@ impl SwapHost {
     }
 }
 
-/// Runs memload in a memory cgroup of `limit` and returns what it measured.
-pub(crate) fn workload(size: u64, limit: u64) -> CliResult<Figures> {
+/// Runs memload in a memory cgroup of `limit` (on pages that compress, when asked) and returns
+/// what it measured.
+pub(crate) fn workload(size: u64, limit: u64, compressible: bool) -> CliResult<Figures> {
     let (size, limit) = (size.to_string(), limit.to_string());
     let args = [
         "memload",
@@ -194,6 +209,7 @@ pub(crate) fn workload(size: u64, limit: u64) -> CliResult<Figures> {
     ];
     let text = ok(Command::new(cowfs_binary()?)
         .args(args)
+        .args(compressible.then_some("--compressible"))
         .stdin(Stdio::null()))?;
     Ok(Figures::parse(&text)?)
 }
@@ -400,8 +416,11 @@ pub(crate) fn table(
     }
 }
 
-/// The swap files measured: cowfs pinned, cowfs through the filesystem, btrfs, ext4.
+/// The swap files measured on memory that does not compress: cowfs pinned, cowfs through the
+/// filesystem, btrfs, ext4.
 const KINDS: [&str; 4] = ["cowfs", "cowfs-fs", "btrfs", "ext4"];
+/// And on memory that does: btrfs, cowfs through the filesystem plain and with lz4.
+const COMPRESSIBLE_KINDS: [&str; 3] = ["btrfs", "cowfs-fs", "cowfs-fs-lz4"];
 
 pub fn run(dir: &Path, size: u64, limit: u64) -> CliResult {
     if !rustix::process::geteuid().is_root() {
@@ -423,13 +442,16 @@ pub fn run(dir: &Path, size: u64, limit: u64) -> CliResult {
     );
     let mut swap_rows = Vec::new();
     let mut io_rows = Vec::new();
+    let host = |kind: &str| match kind {
+        "cowfs" => SwapHost::cowfs(&dir, image_len, swap_len),
+        "cowfs-fs" => SwapHost::cowfs_through_fs(&dir, swap_len, None),
+        "cowfs-fs-lz4" => SwapHost::cowfs_through_fs(&dir, swap_len, Some("lz4")),
+        "btrfs" => SwapHost::kernel("btrfs", &dir, image_len, swap_len),
+        _ => SwapHost::kernel("ext4", &dir, image_len, swap_len),
+    };
     for kind in KINDS {
-        let host = match kind {
-            "cowfs" => SwapHost::cowfs(&dir, image_len, swap_len)?,
-            "cowfs-fs" => SwapHost::cowfs_through_fs(&dir, swap_len)?,
-            _ => SwapHost::kernel(kind, &dir, image_len, swap_len)?,
-        };
-        let figures = workload(size, limit);
+        let host = host(kind)?;
+        let figures = workload(size, limit, false);
         // File I/O beside the swap file, on the two copy-on-write filesystems (once for cowfs).
         let io = match kind {
             "ext4" | "cowfs-fs" => None,
@@ -445,6 +467,14 @@ pub fn run(dir: &Path, size: u64, limit: u64) -> CliResult {
             io_rows.push((name.to_string(), io?.to_vec()));
         }
     }
+    let mut compressible_rows = Vec::new();
+    for kind in COMPRESSIBLE_KINDS {
+        let host = host(kind)?;
+        let figures = workload(size, limit, true);
+        let name = host.kind;
+        host.finish()?;
+        compressible_rows.push((name.to_string(), figures?.values().to_vec()));
+    }
     for kind in KINDS {
         let _ = fs::remove_file(dir.join(format!("kswap-{kind}.img")));
         let _ = fs::remove_dir(dir.join(format!("kswap-{kind}")));
@@ -455,6 +485,13 @@ pub fn run(dir: &Path, size: u64, limit: u64) -> CliResult {
         &Figures::LOWER_IS_BETTER,
         "btrfs",
         &swap_rows,
+    );
+    table(
+        "kernel swap of memory that compresses (64-byte runs of equal words)",
+        &Figures::LABELS,
+        &Figures::LOWER_IS_BETTER,
+        "btrfs",
+        &compressible_rows,
     );
     table(
         "file I/O through the mount (512 MiB file)",

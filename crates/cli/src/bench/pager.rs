@@ -135,7 +135,7 @@ fn run_case(
                 return Ok(None);
             }
             let host = SwapHost::kernel("btrfs", dir, swap + (2 << 30), swap)?;
-            let figures = kernel_workload(size, budget);
+            let figures = kernel_workload(size, budget, false);
             host.finish()?;
             let _ = std::fs::remove_file(dir.join("kswap-btrfs.img"));
             let _ = std::fs::remove_dir(dir.join("kswap-btrfs"));

@@ -299,7 +299,7 @@ fn kernel_swap(dir: &Path) -> CliResult<()> {
         host.mountpoint.display(),
         host.swapfile.display()
     );
-    let figures = crate::bench::kernel_swap::workload(size, limit);
+    let figures = crate::bench::kernel_swap::workload(size, limit, false);
     host.finish()?;
     let f = figures?;
     println!(
@@ -313,18 +313,19 @@ fn kernel_swap(dir: &Path) -> CliResult<()> {
     kernel_swap_through_fs(dir, size, limit)
 }
 
-/// The kernel swapping through the filesystem to a copy-on-write, checksummed swap file,
-/// with a snapshot of the subvolume taken while it swaps.
+/// The kernel swapping through the filesystem to a copy-on-write, checksummed, compressed
+/// swap file, with a snapshot of the subvolume taken while it swaps.
 fn kernel_swap_through_fs(dir: &Path, size: u64, limit: u64) -> CliResult<()> {
-    let host = crate::bench::kernel_swap::SwapHost::cowfs_through_fs(dir, 384 << 20)?;
+    let host = crate::bench::kernel_swap::SwapHost::cowfs_through_fs(dir, 384 << 20, Some("lz4"))?;
     println!(
-        "    `cowfs swapon --through-fs` {}: copy-on-write, checksummed, behind a loop device",
+        "    `cowfs swapon --through-fs` {}: copy-on-write, checksummed, compressed (lz4), behind a loop device",
         host.swapfile.display()
     );
-    let mountpoint = host.mountpoint.clone();
-    let (figures, snapshot) = std::thread::scope(|scope| {
-        let load = scope
-            .spawn(|| crate::bench::kernel_swap::workload(size, limit).map_err(|e| e.to_string()));
+    let (mountpoint, host_file) = (host.mountpoint.clone(), host.swapfile.clone());
+    let (figures, snapshot, shown) = std::thread::scope(|scope| {
+        let load = scope.spawn(|| {
+            crate::bench::kernel_swap::workload(size, limit, true).map_err(|e| e.to_string())
+        });
         std::thread::sleep(std::time::Duration::from_secs(1));
         let snapshot = std::process::Command::new(std::env::current_exe()?)
             .arg("snapshot")
@@ -332,7 +333,10 @@ fn kernel_swap_through_fs(dir: &Path, size: u64, limit: u64) -> CliResult<()> {
             .arg(mountpoint.join("snap"))
             .output()?;
         let figures = load.join().map_err(|_| "the workload panicked")?;
-        CliResult::Ok((figures, snapshot))
+        let shown = std::process::Command::new(std::env::current_exe()?)
+            .args(["swapon", "--show"])
+            .output()?;
+        CliResult::Ok((figures, snapshot, shown))
     })?;
     host.finish()?;
     let f = figures?;
@@ -349,6 +353,16 @@ fn kernel_swap_through_fs(dir: &Path, size: u64, limit: u64) -> CliResult<()> {
         human(limit),
         f.fill_mb_s,
         f.read_mb_s,
+    );
+    // `cowfs swapon --show`'s COMPRESSION column for this file, such as `lz4 2.86x`.
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    let ratio = shown
+        .lines()
+        .find(|l| l.starts_with(&*host_file.to_string_lossy()))
+        .and_then(|l| l.split("lz4 ").nth(1)?.split_whitespace().next());
+    println!(
+        "    its swap-outs took {} less room on the device, stored with lz4 (cowfs swapon --show)",
+        ratio.unwrap_or("?")
     );
     Ok(())
 }
