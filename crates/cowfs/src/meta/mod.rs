@@ -8,7 +8,7 @@ mod tables;
 pub use space::{DeviceSpace, MetaSpace};
 pub use tables::*;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -38,13 +38,34 @@ fn def(name: &'static str) -> Def {
     TableDefinition::new(name)
 }
 
+type OpenTable = redb::Table<'static, &'static [u8], &'static [u8]>;
+
+/// The running transaction's tables, each opened at its first use and kept open until the
+/// commit: opening a table costs redb a lookup in its table tree, and the engine makes several
+/// table operations for every extent it writes or frees.
+#[derive(Default)]
+struct OpenTables([RefCell<Option<OpenTable>>; ALL_TABLES.len()]);
+
+impl OpenTables {
+    /// Closes them all (each writes its root back into the transaction).
+    fn close(&self) {
+        for slot in &self.0 {
+            slot.borrow_mut().take();
+        }
+    }
+}
+
 /// redb's page cache.
 const CACHE_BYTES: usize = 256 << 20;
 
 /// The open store and its running write transaction.
 pub struct Store {
+    // The tables borrow the transaction: they are declared (so dropped) first, and closed
+    // before it commits or goes.
+    tables: OpenTables,
+    /// Boxed, so the tables' borrow of it stays valid however the store moves.
+    txn: Option<Box<redb::WriteTransaction>>,
     db: redb::Database,
-    txn: Option<redb::WriteTransaction>,
     /// The running transaction has changes to commit: set by every write through `Meta`, and
     /// by `note_change` for changes made outside the store (data rewritten in place).
     changed: Cell<bool>,
@@ -66,6 +87,7 @@ impl Store {
             .create_with_backend(SharedSpace(space))
             .map_err(|e| store_error("open", e))?;
         let mut store = Store {
+            tables: OpenTables::default(),
             db,
             txn: None,
             changed: Cell::new(false),
@@ -77,13 +99,14 @@ impl Store {
     fn begin(&mut self) -> Result<()> {
         let mut txn = self.db.begin_write().map_err(|e| store_error("begin", e))?;
         txn.set_two_phase_commit(true);
-        self.txn = Some(txn);
+        self.txn = Some(Box::new(txn));
         Ok(())
     }
 
     pub fn meta(&self) -> Meta<'_> {
         Meta {
             txn: self.txn.as_ref().expect("a running transaction"),
+            tables: &self.tables,
             changed: &self.changed,
         }
     }
@@ -100,6 +123,7 @@ impl Store {
 
     /// Commits the running transaction durably and starts the next.
     pub fn commit(&mut self) -> Result<()> {
+        self.tables.close();
         let txn = self.txn.take().expect("a running transaction");
         let result = txn.commit().map_err(|e| store_error("commit", e));
         if result.is_ok() {
@@ -112,6 +136,7 @@ impl Store {
     /// Verifies every page checksum of the committed store. The running transaction must be
     /// empty (commit first). False when redb found damage and repaired it.
     pub fn verify(&mut self) -> Result<bool> {
+        self.tables.close();
         self.txn.take();
         let result = self
             .db
@@ -151,41 +176,69 @@ pub type Row = (Vec<u8>, Vec<u8>);
 #[derive(Clone, Copy)]
 pub struct Meta<'t> {
     txn: &'t redb::WriteTransaction,
+    tables: &'t OpenTables,
     changed: &'t Cell<bool>,
 }
 
 impl<'t> Meta<'t> {
-    fn open(&self, name: &'static str) -> Result<redb::Table<'t, &'static [u8], &'static [u8]>> {
-        self.txn
-            .open_table(def(name))
-            .map_err(|e| store_error(name, e))
+    /// Runs `f` on table `name` of the running transaction, opening it at its first use.
+    fn with<R>(
+        &self,
+        name: &'static str,
+        f: impl FnOnce(&mut OpenTable) -> Result<R>,
+    ) -> Result<R> {
+        let index = ALL_TABLES
+            .iter()
+            .position(|t| *t == name)
+            .expect("a table of ALL_TABLES");
+        let mut slot = self.tables.0[index].borrow_mut();
+        let table = match &mut *slot {
+            Some(table) => table,
+            None => {
+                let table = self
+                    .txn
+                    .open_table(def(name))
+                    .map_err(|e| store_error(name, e))?;
+                // SAFETY: the table borrows the transaction, which is boxed (its address never
+                // changes) and which `Store` drops or commits only after closing every table
+                // (`OpenTables::close`, and field order on drop). The 'static lifetime never
+                // leaves this module: `f` gets the table for the length of one call.
+                let table =
+                    unsafe { std::mem::transmute::<redb::Table<'t, _, _>, OpenTable>(table) };
+                slot.insert(table)
+            }
+        };
+        f(table)
     }
 
     pub fn create_tables(&self) -> Result<()> {
         for name in ALL_TABLES {
-            self.open(name)?;
+            self.with(name, |_| Ok(()))?;
         }
         Ok(())
     }
 
     fn get(&self, name: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let t = self.open(name)?;
-        let v = t.get(key).map_err(|e| store_error(name, e))?;
-        Ok(v.map(|g| g.value().to_vec()))
+        self.with(name, |t| {
+            let v = t.get(key).map_err(|e| store_error(name, e))?;
+            Ok(v.map(|g| g.value().to_vec()))
+        })
     }
 
     fn put(&self, name: &'static str, key: &[u8], value: &[u8]) -> Result<()> {
         self.changed.set(true);
-        let mut t = self.open(name)?;
-        t.insert(key, value).map_err(|e| store_error(name, e))?;
-        Ok(())
+        self.with(name, |t| {
+            t.insert(key, value).map_err(|e| store_error(name, e))?;
+            Ok(())
+        })
     }
 
     fn remove(&self, name: &'static str, key: &[u8]) -> Result<bool> {
         self.changed.set(true);
-        let mut t = self.open(name)?;
-        let old = t.remove(key).map_err(|e| store_error(name, e))?;
-        Ok(old.is_some())
+        self.with(name, |t| {
+            let old = t.remove(key).map_err(|e| store_error(name, e))?;
+            Ok(old.is_some())
+        })
     }
 
     /// Rows with keys in `[from, to)`, at most `limit`, in key order (or reverse).
@@ -197,47 +250,49 @@ impl<'t> Meta<'t> {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<Row>> {
-        let t = self.open(name)?;
-        let iter = t
-            .range::<&[u8]>((from, to))
-            .map_err(|e| store_error(name, e))?;
-        let mut rows = Vec::new();
-        let mut push = |item: std::result::Result<_, redb::StorageError>| -> Result<bool> {
-            let (k, v): (redb::AccessGuard<&[u8]>, redb::AccessGuard<&[u8]>) =
-                item.map_err(|e| store_error(name, e))?;
-            rows.push((k.value().to_vec(), v.value().to_vec()));
-            Ok(rows.len() < limit)
-        };
-        if reverse {
-            for item in iter.rev() {
-                if !push(item)? {
-                    break;
+        self.with(name, |t| {
+            let iter = t
+                .range::<&[u8]>((from, to))
+                .map_err(|e| store_error(name, e))?;
+            let mut rows = Vec::new();
+            let mut push = |item: std::result::Result<_, redb::StorageError>| -> Result<bool> {
+                let (k, v): (redb::AccessGuard<&[u8]>, redb::AccessGuard<&[u8]>) =
+                    item.map_err(|e| store_error(name, e))?;
+                rows.push((k.value().to_vec(), v.value().to_vec()));
+                Ok(rows.len() < limit)
+            };
+            if reverse {
+                for item in iter.rev() {
+                    if !push(item)? {
+                        break;
+                    }
+                }
+            } else {
+                for item in iter {
+                    if !push(item)? {
+                        break;
+                    }
                 }
             }
-        } else {
-            for item in iter {
-                if !push(item)? {
-                    break;
-                }
-            }
-        }
-        Ok(rows)
+            Ok(rows)
+        })
     }
 
     /// How many rows have keys starting with `prefix` (without reading them out).
     fn count_prefix(&self, name: &'static str, prefix: &[u8]) -> Result<u64> {
         let end = prefix_end(prefix);
         let to = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-        let t = self.open(name)?;
-        let iter = t
-            .range::<&[u8]>((Bound::Included(prefix), to))
-            .map_err(|e| store_error(name, e))?;
-        let mut n = 0;
-        for item in iter {
-            item.map_err(|e| store_error(name, e))?;
-            n += 1;
-        }
-        Ok(n)
+        self.with(name, |t| {
+            let iter = t
+                .range::<&[u8]>((Bound::Included(prefix), to))
+                .map_err(|e| store_error(name, e))?;
+            let mut n = 0;
+            for item in iter {
+                item.map_err(|e| store_error(name, e))?;
+                n += 1;
+            }
+            Ok(n)
+        })
     }
 
     /// Every row whose key starts with `prefix`.
