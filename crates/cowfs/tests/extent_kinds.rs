@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use cowfs::device::{AlignedBuf, BlockDevice};
+use cowfs::device::{AlignedBuf, BlockDevice, MemoryDevice};
 use cowfs::format::inode_flags::{APPEND, IMMUTABLE, NOCOW};
 use cowfs::format::ExtentKind;
 use cowfs::{Errno, FallocateMode, Filesystem};
@@ -60,6 +60,62 @@ fn a_copy_on_write_file_moves_on_overwrite() {
     let before = fs.extent_map(f).unwrap()[0].physical;
     fs.write(f, 0, &pattern(2, 4096)).unwrap();
     assert_ne!(fs.extent_map(f).unwrap()[0].physical, before);
+}
+
+/// Page-sized copy-on-write writes in file order (swap-out) grow one extent of the running
+/// transaction instead of making one each, up to 1 MiB; a snapshot, a commit or a gap stops
+/// the growth; the committed state is never touched (a crash before the commit finds the old
+/// data), and checksums cover every page.
+#[test]
+fn sequential_copy_on_write_pages_grow_one_fresh_extent() {
+    let (dev, fs) = memory_fs(64 * MIB);
+    let f = file(&fs, fs.root(), "swapish");
+    fs.write(f, 0, &pattern(1, 2 * MIB as usize)).unwrap();
+    fs.sync().unwrap();
+    let page = |n: u64| AlignedBuf::from_slice(&noise(n, 4096));
+    for n in 0..384 {
+        fs.write_direct(f, n * 4096, &page(n)).unwrap();
+    }
+    let map = fs.extent_map(f).unwrap();
+    let lens: Vec<u64> = map.iter().map(|m| m.len).collect();
+    assert_eq!(
+        &lens[..2],
+        &[MIB, 512 << 10],
+        "grown to 1 MiB, then a new one: {lens:?}"
+    );
+    // A gap (page 400) starts another; pages after it join that one.
+    fs.write_direct(f, 400 * 4096, &page(400)).unwrap();
+    fs.write_direct(f, 401 * 4096, &page(401)).unwrap();
+    assert!(fs
+        .extent_map(f)
+        .unwrap()
+        .iter()
+        .any(|m| m.file_offset == 400 * 4096 && m.len == 8192));
+    // What a crash now finds: the last commit, whole.
+    let mut image = vec![0u8; 64 * MIB as usize];
+    dev.read_at(0, &mut image).unwrap();
+    let crashed: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::from_image(image));
+    let before = Filesystem::open(crashed.clone(), &read_only()).unwrap();
+    let old = before.resolve("/swapish").unwrap();
+    assert_eq!(read_all(&before, old), pattern(1, 2 * MIB as usize));
+    drop(before);
+    assert_clean(&crashed);
+    fs.sync().unwrap();
+    // Committed now: the next write starts a new extent rather than growing a committed one.
+    fs.write_direct(f, 402 * 4096, &page(402)).unwrap();
+    let map = fs.extent_map(f).unwrap();
+    assert!(
+        map.iter()
+            .any(|m| m.file_offset == 402 * 4096 && m.len == 4096),
+        "{map:?}"
+    );
+    let mut want = pattern(1, 2 * MIB as usize);
+    for n in (0..384).chain(400..403) {
+        want[n as usize * 4096..][..4096].copy_from_slice(&noise(n, 4096));
+    }
+    assert_eq!(read_all(&fs, f), want);
+    fs.unmount().unwrap();
+    assert_clean(&dev);
 }
 
 #[test]

@@ -12,6 +12,10 @@ use crate::fs::common::{ExtentData, EXTENT_PAGES};
 use crate::fs::engine::Engine;
 use crate::fs::InodeId;
 
+/// The longest extent [`Engine::extend_fresh_extent`] grows: its checksums are rewritten
+/// with every page it gains.
+const GROWN_EXTENT_LEN: u64 = 1 << 20;
+
 /// Where one range of a write goes.
 enum Target {
     /// Over the existing extent of the record at `record_offset` (NOCOW, or preallocated).
@@ -232,11 +236,77 @@ impl Engine {
                     self.writer.write_behind(&self.device, physical, pieces)?
                 }
             }
-            let mapping = FileExtent::regular(extent.start, extent.len);
-            self.record_extent(id, offset, extent, sums.as_deref(), mapping)?;
+            if !self.extend_fresh_extent(id, offset, extent, sums.as_deref())? {
+                let mapping = FileExtent::regular(extent.start, extent.len);
+                self.record_extent(id, offset, extent, sums.as_deref(), mapping)?;
+            }
             offset += extent.len;
         }
         Ok(())
+    }
+
+    /// Appends `extent`, just allocated and written for file bytes from `offset`, to the
+    /// extent mapping the bytes right before them, when that one is the running
+    /// transaction's own (no committed state knows it), wholly mapped by that one record, and
+    /// ends where `extent` starts, in the same block group. Sequential copy-on-write writes of
+    /// a few pages each (swap-out) then make extents of up to `GROWN_EXTENT_LEN`, not one per
+    /// write: reading them, and freeing them when they are rewritten, costs a record where it
+    /// cost hundreds. False (nothing done) when the extents cannot join.
+    fn extend_fresh_extent(
+        &mut self,
+        id: InodeId,
+        offset: u64,
+        extent: Extent,
+        sums: Option<&[u32]>,
+    ) -> Result<bool> {
+        let Some((before, e)) = offset
+            .checked_sub(1)
+            .map(|last| self.extents_in(id, last, offset))
+            .transpose()?
+            .and_then(|records| records.into_iter().next())
+        else {
+            return Ok(false);
+        };
+        let joins = e.kind == ExtentKind::Regular
+            && e.compression == Compression::None
+            && e.extent_offset == 0
+            && e.len == e.disk_len
+            && before + e.len == offset
+            && e.disk_start + e.disk_len == extent.start
+            && e.disk_len + extent.len <= GROWN_EXTENT_LEN
+            && self.alloc.group_of(e.disk_start).map(|g| g.logical)
+                == self.alloc.group_of(extent.start).map(|g| g.logical);
+        if !joins {
+            return Ok(false);
+        }
+        let mut record = self.extent_record(e.disk_start)?;
+        let checksummed = record.flags & ExtentRecord::FLAG_NODATASUM == 0;
+        if record.refs != 1
+            || record.generation != self.state.generation
+            || checksummed != sums.is_some()
+        {
+            return Ok(false);
+        }
+        self.replace_range(id, offset, offset + extent.len, None)?;
+        record.len += extent.len;
+        self.meta().extents().put(&e.disk_start, &record)?;
+        if let Some(sums) = sums {
+            let checksums = self.meta().checksums();
+            let mut all = checksums.get(&e.disk_start)?.ok_or_else(|| {
+                Error::corrupt(format!("extent {} has no checksums", e.disk_start))
+            })?;
+            all.extend_from_slice(sums);
+            checksums.put(&e.disk_start, &all)?;
+        }
+        let grown = e.disk_len + extent.len;
+        let mapping = FileExtent {
+            disk_len: grown,
+            len: grown,
+            ram_len: grown,
+            ..e
+        };
+        self.put_record(id, before, &mapping)?;
+        Ok(true)
     }
 
     /// Records a new extent (checksummed when `sums` is given) and maps it at `file_offset`.
