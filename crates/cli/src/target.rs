@@ -56,7 +56,7 @@ pub fn on_target(target: &str, line: &str, offline: impl FnOnce(&Path) -> CliRes
     }
 }
 
-/// Parses `-o` options as a mount would: `compress=zstd[:LEVEL]`, `ro`.
+/// Parses `-o` options as a mount would: `compress=zstd[:LEVEL]` or `compress=lz4`, `ro`.
 pub fn mount_options(text: Option<&str>) -> CliResult<OpenOptions> {
     let mut opts = OpenOptions::default();
     for option in text.unwrap_or("").split(',').filter(|o| !o.is_empty()) {
@@ -68,7 +68,7 @@ pub fn mount_options(text: Option<&str>) -> CliResult<OpenOptions> {
             None if option == "strictatime" => opts.atime = AtimePolicy::Always,
             _ => {
                 return Err(format!(
-                "unknown option {option:?} (try compress=zstd, ro, noatime, relatime, strictatime)"
+                "unknown option {option:?} (try compress=zstd, compress=lz4, ro, noatime, relatime, strictatime)"
             )
                 .into())
             }

@@ -124,9 +124,10 @@ pub fn spawn_mount(
         SessionACL::Owner
     };
     let invalidator = Arc::new(Invalidator::new());
-    let served = CowfsFuse::new(fs.clone(), invalidator.clone(), runner);
+    let threads = options.threads.max(1);
+    let served = CowfsFuse::new(fs.clone(), invalidator.clone(), runner, threads);
     let mut config = Config::default();
-    config.n_threads = Some(options.threads.max(1));
+    config.n_threads = Some(threads);
     config.clone_fd = true;
     let session =
         fuser::Session::from_fd(served, connection, acl, config).and_then(fuser::Session::spawn);

@@ -56,6 +56,8 @@ pub struct CowfsFuse {
     /// image's O_DIRECT reads land in them without a bounce buffer, and not allocated and
     /// zeroed for every request.
     pub(crate) read_bufs: Mutex<Vec<AlignedBuf>>,
+    /// Threads serving requests: at most this many reads are in progress at once.
+    pub(crate) threads: usize,
 }
 
 pub(crate) struct Listed {
@@ -77,6 +79,7 @@ impl CowfsFuse {
         fs: Filesystem,
         invalidator: Arc<Invalidator>,
         runner: Option<Arc<dyn CommandRunner>>,
+        threads: usize,
     ) -> Self {
         let root = fs.root();
         CowfsFuse {
@@ -91,6 +94,7 @@ impl CowfsFuse {
             runner,
             next_handle: AtomicU64::new(1),
             read_bufs: Mutex::new(Vec::new()),
+            threads,
         }
     }
 

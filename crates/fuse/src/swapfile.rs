@@ -17,7 +17,8 @@
 //!
 //! While any file is active for the kernel the daemon keeps its memory locked (mlockall), as
 //! daemons that serve swap must: a daemon page swapped out would have to come back in while
-//! the kernel may be reclaiming memory by swapping.
+//! the kernel may be reclaiming memory by swapping. Activation through the filesystem also
+//! makes the read buffers swap-ins use, one per serving thread.
 
 use cowfs::{InodeId, SwapMode};
 use fuser::{Errno, INodeNo, Request};
@@ -67,7 +68,20 @@ impl CowfsFuse {
         let activation = self.fs.activate_swap(id, SwapMode::ThroughFs)?;
         self.through_fs().insert(id);
         self.lock_memory_while_swapping();
+        self.reserve_read_buffers();
         Ok(format!("{} pages", activation.pages))
+    }
+
+    /// Fills the read buffer pool to one buffer of the largest request per serving thread,
+    /// each page touched (so locked, under `mlockall`): swap-ins then take buffers made at
+    /// activation, not allocations made while the kernel may be short of memory.
+    fn reserve_read_buffers(&self) {
+        let mut bufs = self.read_bufs.lock().unwrap_or_else(|p| p.into_inner());
+        while bufs.len() < self.threads {
+            let mut buf = cowfs::device::AlignedBuf::zeroed(crate::served::MAX_WRITE as usize);
+            buf.fill(0);
+            bufs.push(std::hint::black_box(buf));
+        }
     }
 
     /// Undoes [`Self::activate_through_fs`] (after the kernel's swapoff, so no swap I/O

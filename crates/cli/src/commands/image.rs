@@ -28,7 +28,7 @@ pub struct Mkfs {
     /// Overwrite an existing cowfs filesystem
     #[arg(long)]
     pub force: bool,
-    /// Compress all new data: zstd or zstd:LEVEL (1-19)
+    /// Compress all new data: zstd, zstd:LEVEL (1-19) or lz4
     #[arg(long)]
     pub compress: Option<String>,
     /// Largest file stored inline in metadata, in bytes (0 disables inline files)

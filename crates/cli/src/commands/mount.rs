@@ -274,8 +274,8 @@ pub fn umount(mountpoint: &Path) -> CliResult {
 pub struct Mount {
     pub image: PathBuf,
     pub mountpoint: PathBuf,
-    /// Options: ro, allow_other, threads=N (serving threads), compress=zstd[:LEVEL],
-    /// noatime, relatime (the default), strictatime
+    /// Options: ro, allow_other, threads=N (serving threads), compress=zstd[:LEVEL] or
+    /// compress=lz4, noatime, relatime (the default), strictatime
     #[arg(short = 'o')]
     pub options: Option<String>,
     /// Serve in this process until unmounted (SIGINT or SIGTERM unmount too)

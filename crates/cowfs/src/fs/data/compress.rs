@@ -105,18 +105,21 @@ impl Engine {
             .unwrap_or(CompressionConfig::ZSTD)
     }
 
-    /// Writes data to new extents, compressing each piece of at most 128 KiB that shrinks by
-    /// a block or more and writing the rest plainly. Returns the bytes it put on the device.
+    /// Writes data to new extents, compressing each piece of at most `piece` bytes (up to
+    /// 128 KiB) that shrinks by a block or more and writing the rest plainly. Returns the
+    /// bytes it put on the device.
     pub(in crate::fs) fn write_compressed(
         &mut self,
         id: InodeId,
         mut offset: u64,
         mut data: ExtentData<'_>,
         config: CompressionConfig,
+        piece: u64,
     ) -> Result<u64> {
         let mut stored_bytes = 0;
+        let piece = piece.min(MAX_COMPRESSED_LEN);
         while data.len() > 0 {
-            let part = data.take(data.len().min(MAX_COMPRESSED_LEN));
+            let part = data.take(data.len().min(piece));
             let len = part.len();
             let packed = match &part {
                 ExtentData::Direct(plain) => encode(config, plain)?,

@@ -14,6 +14,7 @@ use crate::format::{
 use crate::fs::common::Change;
 use crate::fs::common::{ExtentData, EXTENT_PAGES};
 use crate::fs::data::cache::{CHUNK_PAGES, DIRTY_LIMIT};
+use crate::fs::data::compress::decompress_extent;
 use crate::fs::engine::Engine;
 use crate::fs::{InodeId, MAX_FILE_SIZE};
 
@@ -38,20 +39,54 @@ pub(crate) struct ReadPlan {
 }
 
 /// One device read of a plan: `len` bytes at `physical` into the buffer at `at`; `sums`, one
-/// per block, unless the data has no checksums.
+/// per block, unless the data has no checksums. A compressed extent is read whole into a
+/// buffer of its own and decoded (`encoded`), and only the wanted part lands at `at`.
 struct PlannedRead {
     at: usize,
     physical: u64,
     len: usize,
     sums: Option<Vec<u32>>,
+    encoded: Option<Encoded>,
+}
+
+/// What a planned read of a compressed extent decodes, and which of its bytes it keeps.
+struct Encoded {
+    how: Compression,
+    ram_len: u64,
+    within: usize,
+    len: usize,
 }
 
 impl PlannedRead {
     /// Whether a piece at buffer offset `at`, device offset `physical` continues this read.
     fn follows(&self, at: usize, physical: u64, sums: &Option<Vec<u32>>) -> bool {
-        self.at + self.len == at
+        self.encoded.is_none()
+            && self.at + self.len == at
             && self.physical + self.len as u64 == physical
             && self.sums.is_some() == sums.is_some()
+    }
+
+    /// Reads this into `buf`; false on a device error, a checksum mismatch or an extent that
+    /// does not decode.
+    fn read(&self, device: &dyn BlockDevice, buf: &mut [u8]) -> bool {
+        let verified = |data: &[u8]| {
+            self.sums.as_ref().is_none_or(|sums| {
+                data.chunks(BS)
+                    .zip(sums)
+                    .all(|(block, sum)| crc32c::crc32c(block) == *sum)
+            })
+        };
+        let Some(e) = &self.encoded else {
+            let dst = &mut buf[self.at..self.at + self.len];
+            return device.read_at(self.physical, dst).is_ok() && verified(dst);
+        };
+        let mut stored = AlignedBuf::zeroed(self.len);
+        device.read_at(self.physical, &mut stored).is_ok()
+            && verified(&stored)
+            && decompress_extent(e.how, &stored, e.ram_len).is_ok_and(|plain| {
+                buf[self.at..self.at + e.len].copy_from_slice(&plain[e.within..e.within + e.len]);
+                true
+            })
     }
 
     fn extend(&mut self, blocks: usize, sums: Option<Vec<u32>>) {
@@ -68,15 +103,7 @@ impl ReadPlan {
     /// to read again under the lock.
     pub(crate) fn read(&self, buf: &mut [u8]) -> bool {
         buf.fill(0);
-        let read = self.reads.iter().all(|r| {
-            let dst = &mut buf[r.at..r.at + r.len];
-            self.device.read_at(r.physical, dst).is_ok()
-                && r.sums.as_ref().is_none_or(|sums| {
-                    dst.chunks(BS)
-                        .zip(sums)
-                        .all(|(block, sum)| crc32c::crc32c(block) == *sum)
-                })
-        });
+        let read = self.reads.iter().all(|r| r.read(&*self.device, buf));
         read && self.reuse_epoch.load(Ordering::SeqCst) == self.planned_in
     }
 }
@@ -172,8 +199,9 @@ impl Engine {
     }
 
     /// Resolves a read of file bytes `[offset, offset + len)` to device ranges and the
-    /// checksums they must match, for reading without the engine's lock. None when a piece is
-    /// not whole blocks of plain data (inline, compressed): such reads go the usual way.
+    /// checksums they must match, for reading without the engine's lock; a compressed extent
+    /// is read whole and decoded. None when a piece is inline or not whole blocks of plain
+    /// data: such reads go the usual way.
     pub(crate) fn plan_read(
         &self,
         id: InodeId,
@@ -188,6 +216,13 @@ impl Engine {
                 p.extent.kind == ExtentKind::Regular && p.extent.compression == Compression::None;
             let whole = p.within % BLOCK_SIZE == 0 && (p.to - p.from) % BLOCK_SIZE == 0;
             if p.extent.kind == ExtentKind::Prealloc {
+                continue;
+            }
+            if p.extent.kind == ExtentKind::Regular && !plain {
+                match self.plan_encoded(&p, offset)? {
+                    Some(read) => reads.push(read),
+                    None => return Ok(None),
+                }
                 continue;
             }
             if !plain || !whole {
@@ -213,6 +248,7 @@ impl Engine {
                     physical,
                     len: blocks * BS,
                     sums,
+                    encoded: None,
                 }),
             }
         }
@@ -222,6 +258,32 @@ impl Engine {
             reads,
             planned_in: reuse_epoch.load(Ordering::SeqCst),
             reuse_epoch,
+        }))
+    }
+
+    /// The planned read of the piece `p` of a compressed extent, for a read starting at file
+    /// offset `offset`: the whole extent, every block checked, decoded. None when its
+    /// checksums are missing or short (the usual read reports it).
+    fn plan_encoded(&self, p: &ReadSpan, offset: u64) -> Result<Option<PlannedRead>> {
+        let e = &p.extent;
+        let sums = self.extent_checksums(e.disk_start)?;
+        if sums
+            .as_ref()
+            .is_none_or(|s| s.len() as u64 != e.disk_len / BLOCK_SIZE)
+        {
+            return Ok(None);
+        }
+        Ok(Some(PlannedRead {
+            at: (p.from - offset) as usize,
+            physical: self.alloc.physical(e.disk_start)?,
+            len: e.disk_len as usize,
+            sums,
+            encoded: Some(Encoded {
+                how: e.compression,
+                ram_len: e.ram_len,
+                within: p.within as usize,
+                len: (p.to - p.from) as usize,
+            }),
         }))
     }
 

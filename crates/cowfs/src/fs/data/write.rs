@@ -9,6 +9,7 @@ use crate::format::{
 };
 use crate::fs::alloc::Extent;
 use crate::fs::common::{ExtentData, EXTENT_PAGES};
+use crate::fs::data::compress::MAX_COMPRESSED_LEN;
 use crate::fs::engine::Engine;
 use crate::fs::InodeId;
 
@@ -53,7 +54,13 @@ impl Engine {
                 let part = data.take(spans[i].end - spans[i].start);
                 match (&part, self.compression_for(&inode)) {
                     (ExtentData::Chunks(_), Some(config)) => {
-                        self.write_compressed(id, spans[i].start, part, config)?;
+                        self.write_compressed(
+                            id,
+                            spans[i].start,
+                            part,
+                            config,
+                            MAX_COMPRESSED_LEN,
+                        )?;
                     }
                     _ => self.write_new(id, nocow, spans[i].start, part)?,
                 }

@@ -10,6 +10,7 @@ use crate::format::inode_flags::{NOCOMPRESS, NOCOW};
 use crate::format::{Compression, ExtentKind, FileExtent, MAX_EXTENT_LEN};
 use crate::fs::common::Change;
 use crate::fs::common::ExtentData;
+use crate::fs::data::compress::MAX_COMPRESSED_LEN;
 use crate::fs::engine::Engine;
 use crate::fs::InodeId;
 
@@ -55,8 +56,14 @@ impl Engine {
         self.read_stored(id, start, &mut data)?;
         if compress {
             let config = self.compression_choice(&self.inode(id)?);
-            self.write_compressed(id, start, ExtentData::Direct(&data), config)
-                .map(drop)
+            self.write_compressed(
+                id,
+                start,
+                ExtentData::Direct(&data),
+                config,
+                MAX_COMPRESSED_LEN,
+            )
+            .map(drop)
         } else {
             let nocow = self.inode(id)?.flags & NOCOW != 0;
             self.write_new(id, nocow, start, ExtentData::Direct(&data))

@@ -25,6 +25,10 @@ use crate::fs::engine::Engine;
 use crate::fs::swap::state::ActiveSwap;
 use crate::fs::{InodeId, SwapActivation, SwapExtent, SwapMode, SwapStatus};
 
+/// The most swap data one compressed extent holds: a swap-in reads and decodes the whole
+/// extent its page is in, and the kernel reads back up to eight pages at a time.
+const COMPRESSED_SWAP_PIECE: u64 = 32 << 10;
+
 fn swap_err(errno: Errno, reason: &str) -> Error {
     Error::new(errno, reason.to_string())
 }
@@ -290,7 +294,10 @@ impl Engine {
         self.swap.written += data.len() as u64;
         let offset = page * BLOCK_SIZE;
         let stored = match self.compression_for(&self.inode(id)?) {
-            Some(config) => self.write_compressed(id, offset, ExtentData::Direct(data), config)?,
+            Some(config) => {
+                let data = ExtentData::Direct(data);
+                self.write_compressed(id, offset, data, config, COMPRESSED_SWAP_PIECE)?
+            }
             None => {
                 self.write_extents(id, offset, ExtentData::Direct(data))?;
                 data.len() as u64
