@@ -110,11 +110,20 @@ fn unmount_for_signal(mountpoint: &Path) -> io::Result<()> {
 /// Unmounts a mount point; EBUSY while something uses it, as umount(8) says.
 pub fn unmount(mountpoint: &Path) -> io::Result<()> {
     let path = CString::new(mountpoint.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    // SAFETY: `path` is a valid NUL-terminated string.
-    if unsafe { libc::umount2(path.as_ptr(), 0) } == 0 {
-        return Ok(());
+    // A file or directory just closed can keep the mount busy until the kernel has sent its
+    // release: EBUSY is tried again for a moment before it is the answer.
+    for _ in 0..20 {
+        // SAFETY: `path` is a valid NUL-terminated string.
+        if unsafe { libc::umount2(path.as_ptr(), 0) } == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EBUSY) {
+            return Err(err);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    Err(io::Error::last_os_error())
+    Err(io::Error::from_raw_os_error(libc::EBUSY))
 }
 
 /// Detaches a mount now; the session ends when its last user lets go.

@@ -14,6 +14,7 @@ use crate::format::inode_flags::{COMPRESS, NOCOMPRESS, NOCOW};
 use crate::format::{
     round_up, Compression, CompressionConfig, FileExtent, InodeRecord, BLOCK_SIZE,
 };
+use crate::fs::alloc::Extent;
 use crate::fs::common::DirtyRange;
 use crate::fs::common::ExtentData;
 use crate::fs::engine::Engine;
@@ -39,6 +40,13 @@ fn encode(config: CompressionConfig, plain: &[u8]) -> Result<Vec<u8>> {
         }
         Compression::None => Ok(plain.to_vec()),
     }
+}
+
+/// A piece of file data at `offset`, compressed to `packed`.
+struct Encoded<'a> {
+    offset: u64,
+    part: ExtentData<'a>,
+    packed: Vec<u8>,
 }
 
 /// The length before an LZ4 block.
@@ -106,8 +114,9 @@ impl Engine {
     }
 
     /// Writes data to new extents, compressing each piece of at most `piece` bytes (up to
-    /// 128 KiB) that shrinks by a block or more and writing the rest plainly. Returns the
-    /// bytes it put on the device.
+    /// 128 KiB) that shrinks by a block or more and writing the rest plainly. Consecutive
+    /// compressed pieces go to the device in one write. Returns the bytes it put on the
+    /// device.
     pub(in crate::fs) fn write_compressed(
         &mut self,
         id: InodeId,
@@ -117,6 +126,7 @@ impl Engine {
         piece: u64,
     ) -> Result<u64> {
         let mut stored_bytes = 0;
+        let mut run: Vec<Encoded<'_>> = Vec::new();
         let piece = piece.min(MAX_COMPRESSED_LEN);
         while data.len() > 0 {
             let part = data.take(data.len().min(piece));
@@ -125,40 +135,60 @@ impl Engine {
                 ExtentData::Direct(plain) => encode(config, plain)?,
                 ExtentData::Chunks(_) => encode(config, &part.slices().concat())?,
             };
-            let stored_len = round_up(packed.len() as u64, BLOCK_SIZE);
-            if stored_len + BLOCK_SIZE > len {
+            if round_up(packed.len() as u64, BLOCK_SIZE) + BLOCK_SIZE > len {
+                stored_bytes += self.write_encoded(id, std::mem::take(&mut run), config)?;
                 self.write_new(id, false, offset, part)?;
                 stored_bytes += len;
             } else {
-                let mut stored = AlignedBuf::zeroed(stored_len as usize);
-                stored[..packed.len()].copy_from_slice(&packed);
-                stored_bytes += self.write_encoded(id, offset, part, stored, config.algorithm)?;
+                run.push(Encoded {
+                    offset,
+                    part,
+                    packed,
+                });
             }
             offset += len;
         }
-        Ok(stored_bytes)
+        Ok(stored_bytes + self.write_encoded(id, run, config)?)
     }
 
-    /// Stores one compressed piece; plainly instead when no contiguous space fits it.
-    /// Returns the bytes it put on the device.
+    /// Stores compressed pieces of a file, consecutive in it, side by side in one new stretch
+    /// of space with one write, an extent each; when no stretch fits them all, one at a time,
+    /// and a piece no contiguous space fits, plainly. Returns the bytes it put on the device.
     fn write_encoded(
         &mut self,
         id: InodeId,
-        offset: u64,
-        part: ExtentData<'_>,
-        stored: AlignedBuf,
-        how: Compression,
+        mut run: Vec<Encoded<'_>>,
+        config: CompressionConfig,
     ) -> Result<u64> {
-        let len = part.len();
-        let Some(extent) =
-            self.alloc
-                .allocate_contiguous(self.store.meta(), &self.space, stored.len() as u64)?
+        let stored_len = |e: &Encoded<'_>| round_up(e.packed.len() as u64, BLOCK_SIZE);
+        let total: u64 = run.iter().map(stored_len).sum();
+        if total == 0 {
+            return Ok(0);
+        }
+        let Some(space) = self
+            .alloc
+            .allocate_contiguous(self.store.meta(), &self.space, total)?
         else {
+            if run.len() > 1 {
+                let mut stored = 0;
+                for one in run {
+                    stored += self.write_encoded(id, vec![one], config)?;
+                }
+                return Ok(stored);
+            }
+            let Encoded { offset, part, .. } = run.remove(0);
+            let len = part.len();
             self.write_new(id, false, offset, part)?;
             return Ok(len);
         };
-        let physical = self.alloc.physical(extent.start)?;
+        let mut stored = AlignedBuf::zeroed(total as usize);
+        let mut at = 0;
+        for e in &run {
+            stored[at..at + e.packed.len()].copy_from_slice(&e.packed);
+            at += stored_len(e) as usize;
+        }
         let sums = crate::fs::common::checksum_blocks(&stored);
+        let physical = self.alloc.physical(space.start)?;
         let range = 0..stored.len();
         self.writer.write_behind(
             &self.device,
@@ -168,14 +198,24 @@ impl Engine {
                 range,
             }],
         )?;
-        let mapping = FileExtent {
-            compression: how,
-            len,
-            ram_len: len,
-            ..FileExtent::regular(extent.start, extent.len)
-        };
-        self.record_extent(id, offset, extent, Some(&sums), mapping)?;
-        Ok(extent.len)
+        let mut at = 0;
+        for e in &run {
+            let extent = Extent {
+                start: space.start + at,
+                len: stored_len(e),
+            };
+            let len = e.part.len();
+            let mapping = FileExtent {
+                compression: config.algorithm,
+                len,
+                ram_len: len,
+                ..FileExtent::regular(extent.start, extent.len)
+            };
+            let blocks = (at / BLOCK_SIZE) as usize..((at + extent.len) / BLOCK_SIZE) as usize;
+            self.record_extent(id, e.offset, extent, Some(&sums[blocks]), mapping)?;
+            at += extent.len;
+        }
+        Ok(total)
     }
 
     /// Reads `dst.len()` bytes at `within` of a compressed extent's decoded data.

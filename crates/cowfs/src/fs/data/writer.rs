@@ -1,8 +1,8 @@
-//! Write-behind for writeback: the dirty chunks of a new extent are written to the device on a
-//! background thread while the engine goes on (the caller's next writes fill new chunks
-//! meanwhile). Up to `DEPTH` writes are queued or running at once, on one thread started at the
-//! first write and kept until the filesystem closes (a thread per write cost more than a small
-//! write itself). Everything that reads the device or commits waits for them first (`settle`),
+//! Write-behind for writeback: the dirty chunks of a new extent are written to the device on
+//! background threads while the engine goes on (the caller's next writes fill new chunks
+//! meanwhile). Up to `DEPTH` writes are pending at once, each on one of `DEPTH` threads started
+//! at the first write and kept until the filesystem closes (a thread per write cost more than
+//! a small write itself). Everything that reads the device or commits waits for them first (`settle`),
 //! so no one sees blocks before they are written; space freed meanwhile stays pinned until the
 //! commit, so none is reused under a write. A failed write surfaces as an error there and at
 //! every settle after it (and stops the filesystem).
@@ -16,7 +16,7 @@ use crate::error::{Errno, Error, Result};
 use crate::fs::common::DirtyRange;
 use crate::fs::data::cache::ChunkPool;
 
-/// Writes queued or running at once: one on the device while the next waits behind it.
+/// Writes pending at once, and threads writing them: two on the device together.
 const DEPTH: usize = 2;
 
 /// One write: `pieces` back to back at device offset `physical`.
@@ -56,7 +56,7 @@ impl Shared {
         self.changed.wait(guard).unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The writing thread: takes jobs in order until the writer closes.
+    /// A writing thread: takes jobs in order until the writer closes.
     fn serve(&self) {
         let mut queue = self.queue();
         loop {
@@ -91,7 +91,7 @@ impl Shared {
 
 pub struct WriteBehind {
     shared: Arc<Shared>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for WriteBehind {
@@ -107,7 +107,7 @@ impl WriteBehind {
                 pool,
                 ..Shared::default()
             }),
-            thread: Mutex::new(None),
+            threads: Mutex::new(Vec::new()),
         }
     }
 
@@ -146,16 +146,16 @@ impl WriteBehind {
         queue.failed.clone().map_or(Ok(()), Err)
     }
 
-    /// Starts the writing thread, unless it runs.
+    /// Starts the writing threads, unless they run.
     fn start(&self) -> Result<()> {
-        let mut thread = self.thread.lock().unwrap_or_else(|p| p.into_inner());
-        if thread.is_none() {
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        while threads.len() < DEPTH {
             let shared = self.shared.clone();
             let handle = std::thread::Builder::new()
                 .name("cowfs-writeback".into())
                 .spawn(move || shared.serve())
-                .map_err(|e| Error::io("start the writeback thread", &e))?;
-            *thread = Some(handle);
+                .map_err(|e| Error::io("start a writeback thread", &e))?;
+            threads.push(handle);
         }
         Ok(())
     }
@@ -166,8 +166,8 @@ impl Drop for WriteBehind {
         let _ = self.settle();
         self.shared.queue().closing = true;
         self.shared.changed.notify_all();
-        let thread = self.thread.get_mut().unwrap_or_else(|p| p.into_inner());
-        if let Some(handle) = thread.take() {
+        let threads = self.threads.get_mut().unwrap_or_else(|p| p.into_inner());
+        for handle in threads.drain(..) {
             let _ = handle.join();
         }
     }

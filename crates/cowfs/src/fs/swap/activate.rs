@@ -8,8 +8,9 @@
 //! - **pinned** (Linux 5.0): the file must be NOCOW, unchecksummed and unshared; the caller
 //!   gets the page -> device map and does its own I/O; the engine keeps those blocks in place.
 //! - **through-filesystem** (the 2014 design): swap I/O goes through the engine (`swap_write`,
-//!   `swap_read`), so COW, checksummed and snapshotted files are fine; activation reserves the
-//!   data space that copy-on-write of the whole area can need, so swap-out never meets ENOSPC.
+//!   `swap_read`), so COW, checksummed, snapshotted and compressed files are fine; activation
+//!   reserves the data space that copy-on-write of the whole area can need uncompressed, so
+//!   swap-out never meets ENOSPC.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
