@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::format::{FileKind, FIRST_SUBVOLUME, ROOT_INO};
 use crate::fs::engine::Engine;
 use crate::fs::maint::control::Control;
+use crate::fs::swap::activate::encode_swap_write;
 use crate::fs::{
     Attr, BlockGroup, CompressionConfig, CreateAttrs, DedupeOutcome, DefragStats, DirEntry,
     ExtentMapping, FallocateMode, FsInfo, InodeId, MkfsOptions, OpenOptions, PinnedSwapIo,
@@ -265,7 +266,13 @@ impl Filesystem {
     /// Writes whole pages of an active through-filesystem swap file.
     pub fn swap_write(&self, id: InodeId, page: u64, data: &[u8]) -> Result<()> {
         fault_in(data);
-        self.with(|e| e.swap_write(id, page, data))
+        // A compressed swap file's pages are compressed before the engine's lock is taken, so
+        // swap-outs on several threads compress at once.
+        let encoded = match self.with(|e| e.swap_compression(id))? {
+            Some(config) => Some((config, encode_swap_write(config, data)?)),
+            None => None,
+        };
+        self.with(|e| e.swap_write(id, page, data, encoded))
     }
 
     /// Reads whole pages of an active through-filesystem swap file, verifying checksums.

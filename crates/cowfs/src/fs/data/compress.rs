@@ -42,6 +42,32 @@ fn encode(config: CompressionConfig, plain: &[u8]) -> Result<Vec<u8>> {
     }
 }
 
+/// How a write's pieces are stored: each piece's encoding, or None where it is stored plainly.
+pub(crate) type EncodedPieces = Vec<Option<Vec<u8>>>;
+
+/// Cuts `plain` in pieces of `piece` bytes (at most 128 KiB) and encodes each as `config`
+/// says, keeping the encodings that save a block or more. Needs no engine: callers may run it
+/// before they take the engine's lock.
+pub(crate) fn encode_pieces(
+    config: CompressionConfig,
+    plain: &[u8],
+    piece: u64,
+) -> Result<EncodedPieces> {
+    plain
+        .chunks(piece_len(piece))
+        .map(|part| Ok(worthwhile(encode(config, part)?, part.len())))
+        .collect()
+}
+
+fn piece_len(piece: u64) -> usize {
+    piece.min(MAX_COMPRESSED_LEN) as usize
+}
+
+/// `packed` if storing it instead of `len` plain bytes saves at least a block.
+fn worthwhile(packed: Vec<u8>, len: usize) -> Option<Vec<u8>> {
+    (round_up(packed.len() as u64, BLOCK_SIZE) + BLOCK_SIZE <= len as u64).then_some(packed)
+}
+
 /// A piece of file data at `offset`, compressed to `packed`.
 struct Encoded<'a> {
     offset: u64,
@@ -120,31 +146,64 @@ impl Engine {
     pub(in crate::fs) fn write_compressed(
         &mut self,
         id: InodeId,
+        offset: u64,
+        data: ExtentData<'_>,
+        config: CompressionConfig,
+        piece: u64,
+    ) -> Result<u64> {
+        let encoded = match &data {
+            ExtentData::Direct(plain) => encode_pieces(config, plain, piece)?,
+            ExtentData::Chunks(_) => {
+                let mut encoded = Vec::new();
+                let mut part = Vec::with_capacity(piece_len(piece));
+                for mut bytes in data.slices() {
+                    while !bytes.is_empty() {
+                        let n = (piece_len(piece) - part.len()).min(bytes.len());
+                        part.extend_from_slice(&bytes[..n]);
+                        bytes = &bytes[n..];
+                        if part.len() == piece_len(piece) {
+                            encoded.push(worthwhile(encode(config, &part)?, part.len()));
+                            part.clear();
+                        }
+                    }
+                }
+                if !part.is_empty() {
+                    encoded.push(worthwhile(encode(config, &part)?, part.len()));
+                }
+                encoded
+            }
+        };
+        self.store_pieces(id, offset, data, config, piece, encoded)
+    }
+
+    /// Stores data cut in pieces of `piece` bytes as [`encode_pieces`] encoded them: each
+    /// encoded piece in a compressed extent, consecutive ones with one write, the others
+    /// plainly. Returns the bytes it put on the device.
+    pub(in crate::fs) fn store_pieces(
+        &mut self,
+        id: InodeId,
         mut offset: u64,
         mut data: ExtentData<'_>,
         config: CompressionConfig,
         piece: u64,
+        encoded: EncodedPieces,
     ) -> Result<u64> {
         let mut stored_bytes = 0;
         let mut run: Vec<Encoded<'_>> = Vec::new();
-        let piece = piece.min(MAX_COMPRESSED_LEN);
-        while data.len() > 0 {
-            let part = data.take(data.len().min(piece));
+        for packed in encoded {
+            let part = data.take(data.len().min(piece_len(piece) as u64));
             let len = part.len();
-            let packed = match &part {
-                ExtentData::Direct(plain) => encode(config, plain)?,
-                ExtentData::Chunks(_) => encode(config, &part.slices().concat())?,
-            };
-            if round_up(packed.len() as u64, BLOCK_SIZE) + BLOCK_SIZE > len {
-                stored_bytes += self.write_encoded(id, std::mem::take(&mut run), config)?;
-                self.write_new(id, false, offset, part)?;
-                stored_bytes += len;
-            } else {
-                run.push(Encoded {
+            match packed {
+                Some(packed) => run.push(Encoded {
                     offset,
                     part,
                     packed,
-                });
+                }),
+                None => {
+                    stored_bytes += self.write_encoded(id, std::mem::take(&mut run), config)?;
+                    self.write_new(id, false, offset, part)?;
+                    stored_bytes += len;
+                }
             }
             offset += len;
         }

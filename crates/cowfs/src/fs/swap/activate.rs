@@ -18,9 +18,12 @@ use std::sync::Arc;
 
 use crate::error::{Errno, Error, Result};
 use crate::format::inode_flags::{COMPRESS, NOCOW};
-use crate::format::{round_down, Compression, ExtentKind, BLOCK_GROUP_READ_ONLY, BLOCK_SIZE};
+use crate::format::{
+    round_down, Compression, CompressionConfig, ExtentKind, BLOCK_GROUP_READ_ONLY, BLOCK_SIZE,
+};
 use crate::fs::common::Change;
 use crate::fs::common::ExtentData;
+use crate::fs::data::compress::{encode_pieces, EncodedPieces};
 use crate::fs::data::io::ReadPlan;
 use crate::fs::engine::Engine;
 use crate::fs::swap::state::ActiveSwap;
@@ -29,6 +32,12 @@ use crate::fs::{InodeId, SwapActivation, SwapExtent, SwapMode, SwapStatus};
 /// The most swap data one compressed extent holds: a swap-in reads and decodes the whole
 /// extent its page is in, and the kernel reads back up to eight pages at a time.
 const COMPRESSED_SWAP_PIECE: u64 = 32 << 10;
+
+/// Compresses a swap write of `data` as its file's swap writes are stored; needs no engine, so
+/// swap-outs on several threads compress at once.
+pub(crate) fn encode_swap_write(config: CompressionConfig, data: &[u8]) -> Result<EncodedPieces> {
+    encode_pieces(config, data, COMPRESSED_SWAP_PIECE)
+}
 
 fn swap_err(errno: Errno, reason: &str) -> Error {
     Error::new(errno, reason.to_string())
@@ -282,8 +291,26 @@ impl Engine {
             .collect()
     }
 
-    /// Writes whole pages of an active through-filesystem swap file, starting at `page`.
-    pub fn swap_write(&mut self, id: InodeId, page: u64, data: &[u8]) -> Result<()> {
+    /// How an active through-filesystem swap file's writes are compressed, if they are.
+    pub(crate) fn swap_compression(&self, id: InodeId) -> Result<Option<CompressionConfig>> {
+        match self.swap.files.get(&id) {
+            Some(active) if active.mode == SwapMode::ThroughFs => {
+                Ok(self.compression_for(&self.inode(id)?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Writes whole pages of an active through-filesystem swap file, starting at `page`;
+    /// `encoded`, when given, is how [`encode_swap_write`] compressed them (before the
+    /// engine's lock was taken).
+    pub fn swap_write(
+        &mut self,
+        id: InodeId,
+        page: u64,
+        data: &[u8],
+        encoded: Option<(CompressionConfig, EncodedPieces)>,
+    ) -> Result<()> {
         self.check_writable()?;
         self.check_swap_io(id, page, data.len())?;
         let active = &self.swap.files[&id];
@@ -294,10 +321,17 @@ impl Engine {
         }
         self.swap.written += data.len() as u64;
         let offset = page * BLOCK_SIZE;
-        let stored = match self.compression_for(&self.inode(id)?) {
-            Some(config) => {
+        let encoded = match encoded {
+            Some(encoded) => Some(encoded),
+            None => self
+                .swap_compression(id)?
+                .map(|config| Ok::<_, Error>((config, encode_swap_write(config, data)?)))
+                .transpose()?,
+        };
+        let stored = match encoded {
+            Some((config, pieces)) => {
                 let data = ExtentData::Direct(data);
-                self.write_compressed(id, offset, data, config, COMPRESSED_SWAP_PIECE)?
+                self.store_pieces(id, offset, data, config, COMPRESSED_SWAP_PIECE, pieces)?
             }
             None => {
                 self.write_extents(id, offset, ExtentData::Direct(data))?;
