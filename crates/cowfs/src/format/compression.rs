@@ -32,6 +32,9 @@ impl Compression {
     }
 }
 
+/// The most file data one compressed extent holds (its `ram_len`).
+pub const MAX_COMPRESSED_LEN: u64 = 128 << 10;
+
 /// zstd's level when none is given.
 pub const DEFAULT_LEVEL: i32 = 3;
 

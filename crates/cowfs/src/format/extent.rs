@@ -1,6 +1,6 @@
 //! File extents, data extents and their checksums (docs/FORMAT.md 4.5-4.7).
 
-use super::{ByteReader, ByteWriter, Compression};
+use super::{ByteReader, ByteWriter, Compression, MAX_COMPRESSED_LEN};
 use crate::error::{Error, Result};
 
 /// How a file extent's bytes are stored.
@@ -123,6 +123,9 @@ impl FileExtent {
                     || (self.compression == Compression::None && self.ram_len != self.disk_len) =>
             {
                 bad("points outside its extent")
+            }
+            _ if self.compression != Compression::None && self.ram_len > MAX_COMPRESSED_LEN => {
+                bad("decodes to more than a compressed extent may hold")
             }
             _ => Ok(()),
         }

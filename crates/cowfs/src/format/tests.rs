@@ -65,6 +65,24 @@ fn compression_choices_on_disk_are_checked() {
     assert_eq!(state.compression().unwrap(), lz4);
 }
 
+/// A compressed extent that claims to decode to more than one may hold is corruption, not a
+/// huge allocation at the next read.
+#[test]
+fn a_compressed_extent_decoding_past_its_limit_is_refused() {
+    let e = FileExtent {
+        compression: Compression::Lz4,
+        len: 4096,
+        ram_len: MAX_COMPRESSED_LEN,
+        ..FileExtent::regular(1 << 20, 8192)
+    };
+    assert_eq!(FileExtent::decode(&e.encode()).unwrap(), e);
+    let huge = FileExtent {
+        ram_len: 1 << 40,
+        ..e
+    };
+    assert!(FileExtent::decode(&huge.encode()).is_err());
+}
+
 #[test]
 fn short_records_are_errors_not_panics() {
     assert!(InodeRecord::decode(&[0; 103]).is_err());

@@ -3,8 +3,9 @@
 //! each is stored encoded (a zstd frame, or an LZ4 block after its length) and padded to whole
 //! blocks when that saves at least a block, and as plain data otherwise. The algorithm is the
 //! file's own choice, else the filesystem's. Checksums cover the blocks as stored. Swap writes
-//! of a through-filesystem swap file are compressed the same way; other direct writes, and
-//! NOCOW or `+m` files, never are.
+//! of a through-filesystem swap file are compressed the same way, in 32 KiB pieces encoded
+//! before the engine's lock is taken (`encode_pieces`); other direct writes, and NOCOW or `+m`
+//! files, never are.
 
 use std::sync::Arc;
 
@@ -20,8 +21,7 @@ use crate::fs::common::ExtentData;
 use crate::fs::engine::Engine;
 use crate::fs::InodeId;
 
-/// The most file data one compressed extent holds.
-pub const MAX_COMPRESSED_LEN: u64 = 128 << 10;
+pub use crate::format::MAX_COMPRESSED_LEN;
 
 /// Encodes `plain` as `config` says: a zstd frame, or an LZ4 block after its length.
 fn encode(config: CompressionConfig, plain: &[u8]) -> Result<Vec<u8>> {

@@ -40,17 +40,17 @@ pub(crate) struct ReadPlan {
 
 /// One device read of a plan: `len` bytes at `physical` into the buffer at `at`; `sums`, one
 /// per block, unless the data has no checksums. A compressed extent is read whole into a
-/// buffer of its own and decoded (`encoded`), and only the wanted part lands at `at`.
+/// buffer of its own and decoded (`decode`), and only the wanted part lands at `at`.
 struct PlannedRead {
     at: usize,
     physical: u64,
     len: usize,
     sums: Option<Vec<u32>>,
-    encoded: Option<Encoded>,
+    decode: Option<Decode>,
 }
 
 /// What a planned read of a compressed extent decodes, and which of its bytes it keeps.
-struct Encoded {
+struct Decode {
     how: Compression,
     ram_len: u64,
     within: usize,
@@ -60,7 +60,7 @@ struct Encoded {
 impl PlannedRead {
     /// Whether a piece at buffer offset `at`, device offset `physical` continues this read.
     fn follows(&self, at: usize, physical: u64, sums: &Option<Vec<u32>>) -> bool {
-        self.encoded.is_none()
+        self.decode.is_none()
             && self.at + self.len == at
             && self.physical + self.len as u64 == physical
             && self.sums.is_some() == sums.is_some()
@@ -76,7 +76,7 @@ impl PlannedRead {
                     .all(|(block, sum)| crc32c::crc32c(block) == *sum)
             })
         };
-        let Some(e) = &self.encoded else {
+        let Some(e) = &self.decode else {
             let dst = &mut buf[self.at..self.at + self.len];
             return device.read_at(self.physical, dst).is_ok() && verified(dst);
         };
@@ -248,7 +248,7 @@ impl Engine {
                     physical,
                     len: blocks * BS,
                     sums,
-                    encoded: None,
+                    decode: None,
                 }),
             }
         }
@@ -278,7 +278,7 @@ impl Engine {
             physical: self.alloc.physical(e.disk_start)?,
             len: e.disk_len as usize,
             sums,
-            encoded: Some(Encoded {
+            decode: Some(Decode {
                 how: e.compression,
                 ram_len: e.ram_len,
                 within: p.within as usize,

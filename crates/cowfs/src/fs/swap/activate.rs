@@ -175,20 +175,15 @@ impl Engine {
                 return Err(swap_err(Errno::INVAL, "swapfile must not be inline"));
             }
             cursor = off + e.len;
-            // Through the filesystem, every swap I/O asks the engine where its pages are.
-            if !pinned {
-                continue;
-            }
-            if e.compression != Compression::None {
+            if pinned && e.compression != Compression::None {
                 return Err(swap_err(Errno::INVAL, "swapfile must not be compressed"));
             }
-            if self.extent_shared(e.disk_start, id)? {
+            if pinned && self.extent_shared(e.disk_start, id)? {
                 return Err(swap_err(Errno::INVAL, "swapfile must not be copy-on-write"));
             }
-            let logical = e.disk_start + e.extent_offset;
             let group = self
                 .alloc
-                .group_of(logical)
+                .group_of(e.disk_start)
                 .ok_or_else(|| Error::corrupt("swap extent outside every block group"))?;
             if group.record.flags & BLOCK_GROUP_READ_ONLY != 0 {
                 return Err(swap_err(
@@ -196,6 +191,11 @@ impl Engine {
                     "swapfile must not be in a read-only block group",
                 ));
             }
+            // Through the filesystem, every swap I/O asks the engine where its pages are.
+            if !pinned {
+                continue;
+            }
+            let logical = e.disk_start + e.extent_offset;
             let len = (off + e.len).min(end) - off;
             let run = SwapExtent {
                 page: off / BLOCK_SIZE,
