@@ -529,7 +529,13 @@ impl Subject {
             } => {
                 let id = fs.resolve(PATHS[path]).map_err(errno)?;
                 let flags = (u64::from(nocow) * NOCOW) | (u64::from(compress) * COMPRESS);
-                fs.set_flags(id, flags).map(drop).map_err(errno)
+                fs.set_flags(id, flags).map_err(errno)?;
+                // Half the paths compress with lz4 (their own choice), the rest with zstd.
+                if compress && path % 2 == 0 {
+                    let lz4 = cowfs::CompressionConfig::parse("lz4").unwrap();
+                    fs.set_compression(id, lz4).map_err(errno)?;
+                }
+                Ok(())
             }
             Op::Reflink(a, b) => {
                 let (src, dst) = (
