@@ -806,6 +806,26 @@ fn a_compressed_swapfile_works_through_the_filesystem() {
         );
         let map = fs.extent_map(f).unwrap();
         assert!(map.iter().any(|e| e.encoded) && map.iter().any(|e| !e.encoded));
+        // One swap write's compressed pieces lie side by side, and one swap read of them all
+        // (read with one device read) decodes each.
+        let first: Vec<_> = map.iter().filter(|e| e.file_offset < 32 * 4096).collect();
+        assert!(
+            first.len() > 1 && first.iter().all(|e| e.encoded),
+            "{first:?}"
+        );
+        // Each 32 KiB piece stored in fewer blocks, the next right after it.
+        assert!(
+            first
+                .windows(2)
+                .all(|w| (1..8).contains(&((w[1].physical - w[0].physical) / 4096))),
+            "{first:?}"
+        );
+        let mut run = vec![0u8; 32 * 4096];
+        fs.swap_read(f, 0, &mut run).unwrap();
+        assert!(
+            run == (0..32).flat_map(page).collect::<Vec<u8>>(),
+            "{how}: one read of a run"
+        );
         fs.snapshot(fs.root().subvol, fs.root(), b"snap", true)
             .unwrap();
         // Single pages over compressed runs: new extents, the snapshot keeps the old.

@@ -537,4 +537,29 @@ mod tests {
             }
         }
     }
+
+    /// A compressed swap file's swap-in without the lock: the pieces one swap write stored
+    /// side by side are read with one device read and each decoded; a damaged one fails the
+    /// whole read (for the caller to redo under the lock, which reports it).
+    #[test]
+    fn compressed_swap_pieces_are_read_together_without_the_lock() {
+        let (dev, fs, f) = swap_through_fs(false);
+        fs.set_compression(f, CompressionConfig::parse("lz4").unwrap())
+            .unwrap();
+        let data: Vec<u8> = (0..16 * 4096).map(|i| (i / 512) as u8).collect();
+        fs.swap_write(f, 8, &data).unwrap();
+        let map = fs.extent_map(f).unwrap();
+        let pieces: Vec<_> = map.iter().filter(|e| e.encoded).collect();
+        assert_eq!(pieces.len(), 2, "{map:?}");
+        let plan = fs.with(|e| e.plan_swap_read(f, 8, data.len())).unwrap();
+        let plan = plan.expect("compressed pieces are planned, not left to the lock");
+        let mut buf = AlignedBuf::zeroed(data.len());
+        assert!(plan.read(&mut buf) && buf[..] == data[..]);
+        dev.write_at(pieces[1].physical, &[9u8; 4096]).unwrap();
+        assert!(!plan.read(&mut buf), "a checksum failed");
+        assert_eq!(
+            fs.swap_read(f, 8, &mut buf).unwrap_err().errno(),
+            crate::Errno::IO
+        );
+    }
 }

@@ -66,24 +66,20 @@ impl PlannedRead {
             && self.sums.is_some() == sums.is_some()
     }
 
-    /// Reads this into `buf`; false on a device error, a checksum mismatch or an extent that
-    /// does not decode.
-    fn read(&self, device: &dyn BlockDevice, buf: &mut [u8]) -> bool {
-        let verified = |data: &[u8]| {
-            self.sums.as_ref().is_none_or(|sums| {
-                data.chunks(BS)
-                    .zip(sums)
-                    .all(|(block, sum)| crc32c::crc32c(block) == *sum)
-            })
-        };
-        let Some(e) = &self.decode else {
-            let dst = &mut buf[self.at..self.at + self.len];
-            return device.read_at(self.physical, dst).is_ok() && verified(dst);
-        };
-        let mut stored = AlignedBuf::zeroed(self.len);
-        device.read_at(self.physical, &mut stored).is_ok()
-            && verified(&stored)
-            && decompress_extent(e.how, &stored, e.ram_len).is_ok_and(|plain| {
+    /// Whether `data`, as read, matches this read's checksums (when it has any).
+    fn verified(&self, data: &[u8]) -> bool {
+        self.sums.as_ref().is_none_or(|sums| {
+            data.chunks(BS)
+                .zip(sums)
+                .all(|(block, sum)| crc32c::crc32c(block) == *sum)
+        })
+    }
+
+    /// Checks `stored`, the compressed extent this read is of, and decodes the wanted bytes
+    /// into `buf`; false on a checksum mismatch or an extent that does not decode.
+    fn decode_into(&self, e: &Decode, stored: &[u8], buf: &mut [u8]) -> bool {
+        self.verified(stored)
+            && decompress_extent(e.how, stored, e.ram_len).is_ok_and(|plain| {
                 buf[self.at..self.at + e.len].copy_from_slice(&plain[e.within..e.within + e.len]);
                 true
             })
@@ -103,8 +99,52 @@ impl ReadPlan {
     /// to read again under the lock.
     pub(crate) fn read(&self, buf: &mut [u8]) -> bool {
         buf.fill(0);
-        let read = self.reads.iter().all(|r| r.read(&*self.device, buf));
-        read && self.reuse_epoch.load(Ordering::SeqCst) == self.planned_in
+        let mut rest = &self.reads[..];
+        while let Some(first) = rest.first() {
+            // Compressed extents side by side on the device (one write stored them so) are
+            // read together.
+            let together = match first.decode {
+                None => 1,
+                Some(_) => {
+                    1 + rest
+                        .windows(2)
+                        .take_while(|w| {
+                            w[1].decode.is_some()
+                                && w[0].physical + w[0].len as u64 == w[1].physical
+                        })
+                        .count()
+                }
+            };
+            let (run, after) = rest.split_at(together);
+            if !self.read_run(run, buf) {
+                return false;
+            }
+            rest = after;
+        }
+        self.reuse_epoch.load(Ordering::SeqCst) == self.planned_in
+    }
+
+    /// Reads planned reads that follow each other on the device with one device read: one
+    /// plain read into its place in `buf`, or compressed extents, each then checked and
+    /// decoded into its place.
+    fn read_run(&self, run: &[PlannedRead], buf: &mut [u8]) -> bool {
+        let first = &run[0];
+        let Some(_) = &first.decode else {
+            let dst = &mut buf[first.at..first.at + first.len];
+            return self.device.read_at(first.physical, dst).is_ok() && first.verified(dst);
+        };
+        let mut stored = AlignedBuf::zeroed(run.iter().map(|r| r.len).sum());
+        if self.device.read_at(first.physical, &mut stored).is_err() {
+            return false;
+        }
+        let mut at = 0;
+        run.iter().all(|r| {
+            let extent = &stored[at..at + r.len];
+            at += r.len;
+            r.decode
+                .as_ref()
+                .is_some_and(|e| r.decode_into(e, extent, buf))
+        })
     }
 }
 
