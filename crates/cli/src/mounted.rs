@@ -54,19 +54,22 @@ pub fn place(arg: &str) -> CliResult<Place> {
     })
 }
 
+/// Sends one command line to the daemon of the mount at `root`: what it says, or why it
+/// refused.
+fn send(root: &Path, line: &str) -> CliResult<Result<String, Refusal>> {
+    control::call(root, control::COMMAND, line.as_bytes())
+        .map_err(|e| format!("{}: {e}", root.display()).into())
+}
+
 /// Sends one command line to the daemon of the mount at `root`; what it says.
 pub fn ask(root: &Path, line: &str) -> CliResult<String> {
-    let reply = control::call(root, control::COMMAND, line.as_bytes())
-        .map_err(|e| format!("{}: {e}", root.display()))?;
-    Ok(reply?)
+    Ok(send(root, line)??)
 }
 
 /// Sends one command line to the daemon of the mount at `root` and prints what it says. A
 /// scrub that found damage exits 4, as offline.
 pub fn run(root: &Path, line: &str) -> CliResult {
-    let reply = control::call(root, control::COMMAND, line.as_bytes())
-        .map_err(|e| format!("{}: {e}", root.display()))?;
-    match reply {
+    match send(root, line)? {
         Ok(text) => {
             print!("{text}");
             Ok(ExitCode::SUCCESS)

@@ -155,18 +155,6 @@ fn decode(reply: &[u8]) -> Result<String, Refusal> {
 /// is the call itself failing (ENOTTY: not on a cowfs mount); the inner one is the daemon's
 /// refusal.
 pub fn call(path: &Path, cmd: u32, input: &[u8]) -> io::Result<Result<String, Refusal>> {
-    let file = File::open(path)?;
-    call_on(&file, cmd, input).map_err(|e| match e.raw_os_error() {
-        Some(libc::ENOTTY) => io::Error::new(
-            e.kind(),
-            format!("{}: not on a cowfs mount", path.display()),
-        ),
-        _ => e,
-    })
-}
-
-/// [`call`] on a file already open (the handle the daemon sees is this open's).
-pub fn call_on(file: &File, cmd: u32, input: &[u8]) -> io::Result<Result<String, Refusal>> {
     let mut arg = vec![0u8; arg_len(cmd)];
     if input.len() >= arg.len() {
         return Err(io::Error::new(
@@ -175,10 +163,18 @@ pub fn call_on(file: &File, cmd: u32, input: &[u8]) -> io::Result<Result<String,
         ));
     }
     arg[..input.len()].copy_from_slice(input);
+    let file = File::open(path)?;
     // SAFETY: the argument is a writable buffer of the size the command encodes.
     let rc = unsafe { libc::ioctl(file.as_raw_fd(), cmd as libc::c_ulong, arg.as_mut_ptr()) };
     if rc < 0 {
-        return Err(io::Error::last_os_error());
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ENOTTY) => io::Error::new(
+                e.kind(),
+                format!("{}: not on a cowfs mount", path.display()),
+            ),
+            _ => e,
+        });
     }
     Ok(decode(&arg))
 }

@@ -57,9 +57,7 @@ fn swapon_syscall(name: &Path, priority: Option<i32>) -> io::Result<()> {
 /// I/O over its swap I/O node, swapon(2) the device. A failure after the activation undoes it.
 pub fn swapon_through_fs(path: &Path, priority: Option<i32>) -> CliResult {
     let path = std::fs::canonicalize(path)?;
-    std::fs::File::open(&path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| format!("{}: flush before swapon: {e}", path.display()))?;
+    flush_before_swapon(&path)?;
     let active = control(&path, control::SWAP_ACTIVATE_THROUGH_FS)?;
     let on = attach_and_swapon(&path, priority);
     if on.is_err() {
@@ -98,13 +96,18 @@ fn attach_and_swapon(path: &Path, priority: Option<i32>) -> CliResult<PathBuf> {
     Ok(device.path().to_path_buf())
 }
 
-pub fn swapon(path: &Path, priority: Option<i32>) -> CliResult {
-    let path = std::fs::canonicalize(path)?;
-    // The contract's first step, flush, must cover pages dirty in the kernel's page cache
-    // (a program's shared mapping): once the file is active their writeback would be refused.
-    std::fs::File::open(&path)
+/// The contract's first step, flush, must cover pages dirty in the kernel's page cache (a
+/// program's shared mapping): once the file is active their writeback would be refused.
+fn flush_before_swapon(path: &Path) -> CliResult<()> {
+    std::fs::File::open(path)
         .and_then(|f| f.sync_all())
         .map_err(|e| format!("{}: flush before swapon: {e}", path.display()))?;
+    Ok(())
+}
+
+pub fn swapon(path: &Path, priority: Option<i32>) -> CliResult {
+    let path = std::fs::canonicalize(path)?;
+    flush_before_swapon(&path)?;
     let pinned = control(&path, control::SWAP_ACTIVATE)?;
     let on = swaps::bind(&path).and_then(|bind| {
         swapon_syscall(&bind, priority).inspect_err(|_| {

@@ -266,13 +266,19 @@ impl Filesystem {
     /// Writes whole pages of an active through-filesystem swap file.
     pub fn swap_write(&self, id: InodeId, page: u64, data: &[u8]) -> Result<()> {
         fault_in(data);
-        // A compressed swap file's pages are compressed before the engine's lock is taken, so
-        // swap-outs on several threads compress at once.
-        let encoded = match self.with(|e| e.swap_compression(id))? {
-            Some(config) => Some((config, encode_swap_write(config, data)?)),
-            None => None,
-        };
-        self.with(|e| e.swap_write(id, page, data, encoded))
+        // A compressed swap file's pages are compressed with the engine's lock let go, so
+        // swap-outs on several threads compress at once; the rest are written under one hold.
+        let compressed = self.with(|e| match e.swap_compression(id)? {
+            None => e.swap_write(id, page, data, None).map(|()| None),
+            config => Ok(config),
+        })?;
+        match compressed {
+            Some(config) => {
+                let encoded = encode_swap_write(config, data)?;
+                self.with(|e| e.swap_write(id, page, data, Some((config, encoded))))
+            }
+            None => Ok(()),
+        }
     }
 
     /// Reads whole pages of an active through-filesystem swap file, verifying checksums.

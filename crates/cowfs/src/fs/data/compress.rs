@@ -55,7 +55,7 @@ pub(crate) fn encode_pieces(
 ) -> Result<EncodedPieces> {
     plain
         .chunks(piece_len(piece))
-        .map(|part| Ok(worthwhile(encode(config, part)?, part.len())))
+        .map(|part| encode_piece(config, part))
         .collect()
 }
 
@@ -63,9 +63,11 @@ fn piece_len(piece: u64) -> usize {
     piece.min(MAX_COMPRESSED_LEN) as usize
 }
 
-/// `packed` if storing it instead of `len` plain bytes saves at least a block.
-fn worthwhile(packed: Vec<u8>, len: usize) -> Option<Vec<u8>> {
-    (round_up(packed.len() as u64, BLOCK_SIZE) + BLOCK_SIZE <= len as u64).then_some(packed)
+/// `part` encoded, if storing that instead saves at least a block.
+fn encode_piece(config: CompressionConfig, part: &[u8]) -> Result<Option<Vec<u8>>> {
+    let packed = encode(config, part)?;
+    let saves = round_up(packed.len() as u64, BLOCK_SIZE) + BLOCK_SIZE <= part.len() as u64;
+    Ok(saves.then_some(packed))
 }
 
 /// A piece of file data at `offset`, compressed to `packed`.
@@ -153,22 +155,13 @@ impl Engine {
     ) -> Result<u64> {
         let encoded = match &data {
             ExtentData::Direct(plain) => encode_pieces(config, plain, piece)?,
-            ExtentData::Chunks(_) => {
+            // Piece by piece, as `store_pieces` will take them: one piece's copy at a time.
+            ExtentData::Chunks(chunks) => {
+                let mut rest = ExtentData::Chunks(chunks.clone());
                 let mut encoded = Vec::new();
-                let mut part = Vec::with_capacity(piece_len(piece));
-                for mut bytes in data.slices() {
-                    while !bytes.is_empty() {
-                        let n = (piece_len(piece) - part.len()).min(bytes.len());
-                        part.extend_from_slice(&bytes[..n]);
-                        bytes = &bytes[n..];
-                        if part.len() == piece_len(piece) {
-                            encoded.push(worthwhile(encode(config, &part)?, part.len()));
-                            part.clear();
-                        }
-                    }
-                }
-                if !part.is_empty() {
-                    encoded.push(worthwhile(encode(config, &part)?, part.len()));
+                while rest.len() > 0 {
+                    let part = rest.take(rest.len().min(piece_len(piece) as u64));
+                    encoded.push(encode_piece(config, &part.slices().concat())?);
                 }
                 encoded
             }

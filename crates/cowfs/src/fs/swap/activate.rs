@@ -301,9 +301,9 @@ impl Engine {
         }
     }
 
-    /// Writes whole pages of an active through-filesystem swap file, starting at `page`;
-    /// `encoded`, when given, is how [`encode_swap_write`] compressed them (before the
-    /// engine's lock was taken).
+    /// Writes whole pages of an active through-filesystem swap file, starting at `page`:
+    /// stored as `encoded` says when given (how [`encode_swap_write`] compressed them for the
+    /// file's [`Self::swap_compression`], before the engine's lock was taken), else plainly.
     pub fn swap_write(
         &mut self,
         id: InodeId,
@@ -321,13 +321,6 @@ impl Engine {
         }
         self.swap.written += data.len() as u64;
         let offset = page * BLOCK_SIZE;
-        let encoded = match encoded {
-            Some(encoded) => Some(encoded),
-            None => self
-                .swap_compression(id)?
-                .map(|config| Ok::<_, Error>((config, encode_swap_write(config, data)?)))
-                .transpose()?,
-        };
         let stored = match encoded {
             Some((config, pieces)) => {
                 let data = ExtentData::Direct(data);
@@ -349,14 +342,10 @@ impl Engine {
         let Some(active) = self.swap.files.get(&id) else {
             return Ok(None);
         };
-        let compression = match active.mode {
-            SwapMode::ThroughFs => self.compression_for(&self.inode(id)?),
-            SwapMode::Pinned => None,
-        };
         Ok(Some(SwapStatus {
             mode: active.mode,
             pages: active.pages,
-            compression,
+            compression: self.swap_compression(id)?,
             swapped_out: active.swapped_out,
             stored: active.stored,
         }))
