@@ -102,6 +102,12 @@ impl BlockDevice for FaultyDevice {
         self.inner.write_at(offset, data)
     }
 
+    /// One write, as on the device it stands for.
+    fn write_vectored_at(&self, offset: u64, bufs: &[&[u8]]) -> io::Result<()> {
+        self.write_permitted()?;
+        self.inner.write_vectored_at(offset, bufs)
+    }
+
     fn flush(&self) -> io::Result<()> {
         self.write_permitted()?;
         self.inner.flush()

@@ -167,6 +167,9 @@ impl redb::StorageBackend for SharedSpace {
     fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
         self.0.write(offset, data)
     }
+    fn close(&self) -> std::io::Result<()> {
+        self.0.close()
+    }
 }
 
 /// One key and value read from a table.
