@@ -14,7 +14,7 @@ use crate::format::{
 use crate::fs::alloc::owners::SoleOwners;
 use crate::fs::alloc::DataAllocator;
 use crate::fs::data::cache::PageCache;
-use crate::fs::data::writer::WriteBehind;
+use crate::fs::data::writer::{WriteBehind, WriteTicket};
 use crate::fs::swap::state::SwapState;
 use crate::fs::tree::access_times::AccessTimes;
 use crate::fs::CompressionConfig;
@@ -34,6 +34,9 @@ pub struct Engine {
     pub(crate) failed: Option<Error>,
     pub(crate) last_commit: Instant,
     pub(crate) writer: WriteBehind,
+    /// While an operation runs under `deferring_writes`: its direct data writes, recorded
+    /// and left for the caller to make once the lock is let go.
+    pub(crate) deferred: Option<Vec<WriteTicket>>,
     /// What new data is compressed with filesystem-wide (files marked `+c` get zstd anyway).
     pub(crate) compression: Option<CompressionConfig>,
     /// The exclusive operation (balance, resize) running or paused, if any.
@@ -254,6 +257,7 @@ impl Engine {
             failed: None,
             last_commit: Instant::now(),
             writer,
+            deferred: None,
             compression: state.compression()?,
             exclusive: None,
             swap: SwapState::default(),
@@ -311,8 +315,10 @@ impl Engine {
     }
 
     pub(crate) fn device_read(&self, logical: u64, buf: &mut [u8]) -> Result<()> {
-        self.writer.settle()?;
         let physical = self.alloc.physical(logical)?;
+        // Data being written must be on the device before it is read from there.
+        self.writer
+            .settle_range(physical..physical + buf.len() as u64)?;
         self.device
             .read_at(physical, buf)
             .map_err(io_err("data read"))
@@ -332,9 +338,22 @@ impl Engine {
         result
     }
 
+    /// Waits for every pending data write. Refused while the running operation's own writes
+    /// are deferred (`deferring_writes`): they are made after it returns, so the wait would
+    /// never end.
+    pub(crate) fn settle_all(&self) -> Result<()> {
+        if self.deferred.as_ref().is_some_and(|d| !d.is_empty()) {
+            return Err(Error::new(
+                Errno::IO,
+                "internal error: waiting for data writes this operation has yet to make",
+            ));
+        }
+        self.writer.settle()
+    }
+
     fn commit_inner(&mut self) -> Result<()> {
         self.writeback_all()?;
-        self.writer.settle()?;
+        self.settle_all()?;
         if !self.store.has_changes() {
             return Ok(());
         }

@@ -205,7 +205,43 @@ impl Filesystem {
     /// Direct write: offset and length 4 KiB-aligned; data written straight to new extents.
     pub fn write_direct(&self, id: InodeId, offset: u64, data: &[u8]) -> Result<usize> {
         fault_in(data);
-        self.with(|e| e.write_direct(id, offset, data))
+        self.with_deferred_writes(offset, data, |e| e.write_direct(id, offset, data))
+    }
+
+    /// Runs an engine operation writing `data` at file offset `offset`, its device writes
+    /// made after the lock is let go (see `Engine::deferring_writes`): the lock is held
+    /// only to find space and record it.
+    fn with_deferred_writes<T>(
+        &self,
+        offset: u64,
+        data: &[u8],
+        f: impl FnOnce(&mut Engine) -> Result<T>,
+    ) -> Result<T> {
+        let mut tickets = Vec::new();
+        let mut device = None;
+        let result = self.with(|e| {
+            device = Some(e.device.clone());
+            let (result, deferred) = e.deferring_writes(f);
+            tickets = deferred;
+            result
+        });
+        let written = match device {
+            Some(device) => tickets.into_iter().try_for_each(|t| {
+                let at = (t.file_offset - offset) as usize;
+                let len = t.len;
+                t.write(&*device, &data[at..at + len])
+            }),
+            None => Ok(()),
+        };
+        if let Err(e) = &written {
+            // As a failed write under the lock would: the filesystem stops.
+            let mut engine = self.engine();
+            engine.note_failure(e);
+            self.shared.stop_if_failed(&mut engine);
+        }
+        let result = result?;
+        written?;
+        Ok(result)
     }
 
     forward!(
@@ -268,10 +304,12 @@ impl Filesystem {
         fault_in(data);
         // A compressed swap file's pages are compressed with the engine's lock let go, so
         // swap-outs on several threads compress at once; the rest are written under one hold.
-        let compressed = self.with(|e| match e.swap_compression(id)? {
-            None => e.swap_write(id, page, data, None).map(|()| None),
-            config => Ok(config),
-        })?;
+        let offset = page * crate::format::BLOCK_SIZE;
+        let compressed =
+            self.with_deferred_writes(offset, data, |e| match e.swap_compression(id)? {
+                None => e.swap_write(id, page, data, None).map(|()| None),
+                config => Ok(config),
+            })?;
         match compressed {
             Some(config) => {
                 let encoded = encode_swap_write(config, data)?;

@@ -248,8 +248,6 @@ impl Engine {
         offset: u64,
         len: usize,
     ) -> Result<Option<ReadPlan>> {
-        // Data being written must be on the device before it is read from there.
-        self.writer.settle()?;
         let mut reads: Vec<PlannedRead> = Vec::new();
         for p in self.pieces(id, offset, offset + len as u64)? {
             let plain =
@@ -291,6 +289,11 @@ impl Engine {
                     decode: None,
                 }),
             }
+        }
+        // Data being written must be on the device before it is read from there.
+        for r in &reads {
+            self.writer
+                .settle_range(r.physical..r.physical + r.len as u64)?;
         }
         let reuse_epoch = self.alloc.reuse_epoch();
         Ok(Some(ReadPlan {

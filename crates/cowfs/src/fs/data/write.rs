@@ -10,6 +10,7 @@ use crate::format::{
 use crate::fs::alloc::Extent;
 use crate::fs::common::{ExtentData, EXTENT_PAGES};
 use crate::fs::data::compress::MAX_COMPRESSED_LEN;
+use crate::fs::data::writer::WriteTicket;
 use crate::fs::engine::Engine;
 use crate::fs::InodeId;
 
@@ -190,10 +191,8 @@ impl Engine {
             extent.disk_start + extent.extent_offset + (spans[0].start - record_offset),
         )?;
         // An earlier write of the same blocks may still be in flight behind us.
-        self.writer.settle()?;
-        self.device
-            .write_vectored_at(physical, &data.slices())
-            .map_err(|e| Error::device_write("data write", &e))?;
+        self.writer.settle_range(physical..physical + data.len())?;
+        self.write_data(physical, spans[0].start, &data)?;
         self.store.note_change();
         for span in spans {
             let Target::InPlace {
@@ -233,12 +232,7 @@ impl Engine {
             let part = data.take(extent.len);
             let sums = (!nocow).then(|| part.checksums());
             match part {
-                ExtentData::Direct(bytes) => {
-                    self.writer.settle()?;
-                    self.device
-                        .write_at(physical, bytes)
-                        .map_err(|e| Error::device_write("data write", &e))?;
-                }
+                ExtentData::Direct(_) => self.write_data(physical, offset, &part)?,
                 ExtentData::Chunks(pieces) => {
                     self.writer.write_behind(&self.device, physical, pieces)?
                 }
@@ -250,6 +244,34 @@ impl Engine {
             offset += extent.len;
         }
         Ok(())
+    }
+
+    /// Writes `data`, file bytes from `file_offset`, at device offset `physical`; or, under
+    /// [`Engine::deferring_writes`], leaves a direct write for the caller to make.
+    fn write_data(&mut self, physical: u64, file_offset: u64, data: &ExtentData<'_>) -> Result<()> {
+        if let (Some(deferred), ExtentData::Direct(bytes)) = (&mut self.deferred, data) {
+            deferred.push(self.writer.ticket(physical, file_offset, bytes.len())?);
+            return Ok(());
+        }
+        self.device
+            .write_vectored_at(physical, &data.slices())
+            .map_err(|e| Error::device_write("data write", &e))
+    }
+
+    /// Runs `f` with its direct data writes deferred: each is recorded (extent, checksums)
+    /// as usual but not made; the tickets come back, with `f`'s result, for the caller to
+    /// make the writes once the engine's lock is let go (whatever the result: the
+    /// recorded extents must get their data). Until then reads and overwrites of those
+    /// blocks, and commits, wait for them; so the lock is not held over the device write,
+    /// and other threads' reads and writes go on meanwhile.
+    pub(crate) fn deferring_writes<T>(
+        &mut self,
+        f: impl FnOnce(&mut Engine) -> Result<T>,
+    ) -> (Result<T>, Vec<WriteTicket>) {
+        let outer = self.deferred.replace(Vec::new());
+        let result = f(self);
+        let tickets = std::mem::replace(&mut self.deferred, outer).unwrap_or_default();
+        (result, tickets)
     }
 
     /// Appends `extent`, just allocated and written for file bytes from `offset`, to the

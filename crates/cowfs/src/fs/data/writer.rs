@@ -1,13 +1,16 @@
-//! Write-behind for writeback: the dirty chunks of a new extent are written to the device on
-//! background threads while the engine goes on (the caller's next writes fill new chunks
-//! meanwhile). Up to `DEPTH` writes are pending at once, each on one of `DEPTH` threads started
-//! at the first write and kept until the filesystem closes (a thread per write cost more than
-//! a small write itself). Everything that reads the device or commits waits for them first (`settle`),
-//! so no one sees blocks before they are written; space freed meanwhile stays pinned until the
-//! commit, so none is reused under a write. A failed write surfaces as an error there and at
-//! every settle after it (and stops the filesystem).
+//! Writes the engine has handed off: the dirty chunks of a new extent written on background
+//! threads while the engine goes on (write-behind), and direct writes made by the caller
+//! after the engine's lock is let go (`WriteTicket`). Up to `DEPTH` write-behind writes are
+//! pending at once, each on one of `DEPTH` threads started at the first write and kept until
+//! the filesystem closes (a thread per write cost more than a small write itself). Every
+//! pending write's device range is known: a read or an overwrite of a range waits for the
+//! writes that overlap it (`settle_range`), a commit for all of them (`settle`), so no one
+//! sees blocks before they are written; space freed meanwhile stays pinned until the commit,
+//! so none is reused under a write. A failed write surfaces as an error there and at every
+//! settle after it (and stops the filesystem).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -21,6 +24,7 @@ const DEPTH: usize = 2;
 
 /// One write: `pieces` back to back at device offset `physical`.
 struct Job {
+    id: u64,
     device: Arc<dyn BlockDevice>,
     physical: u64,
     pieces: Vec<DirtyRange>,
@@ -29,8 +33,11 @@ struct Job {
 #[derive(Default)]
 struct Queue {
     jobs: VecDeque<Job>,
+    /// The device range of every write queued or being written (jobs and tickets), by id.
+    pending: BTreeMap<u64, Range<u64>>,
+    next_id: u64,
     /// Jobs queued or being written.
-    pending: usize,
+    behind: usize,
     /// The first failed write, reported by every settle after it: whoever consumed it first,
     /// nothing can commit past it.
     failed: Option<Error>,
@@ -79,13 +86,78 @@ impl Shared {
             for piece in job.pieces {
                 self.pool.put(piece.buf);
             }
+            self.finish(job.id, written, true);
             queue = self.queue();
-            queue.pending -= 1;
-            if let Err(e) = written {
-                queue.failed.get_or_insert(e);
-            }
-            self.changed.notify_all();
         }
+    }
+
+    /// Registers a write of device range `range` as pending; its id.
+    fn begin(queue: &mut Queue, range: Range<u64>) -> u64 {
+        let id = queue.next_id;
+        queue.next_id += 1;
+        queue.pending.insert(id, range);
+        id
+    }
+
+    /// Marks write `id` (a write-behind job's, when `behind`) done, and latches its error.
+    fn finish(&self, id: u64, result: Result<()>, behind: bool) {
+        let mut queue = self.queue();
+        queue.pending.remove(&id);
+        queue.behind -= usize::from(behind);
+        if let Err(e) = result {
+            queue.failed.get_or_insert(e);
+        }
+        self.changed.notify_all();
+    }
+
+    /// Waits until no pending write matches `overlaps`; the first error, if one ever failed.
+    fn settle_where(&self, overlaps: impl Fn(&Range<u64>) -> bool) -> Result<()> {
+        let mut queue = self.queue();
+        while queue.pending.values().any(&overlaps) {
+            queue = self.wait(queue);
+        }
+        queue.failed.clone().map_or(Ok(()), Err)
+    }
+}
+
+/// A direct write the engine has recorded (its extent, its checksums) and left to the caller
+/// to make on the device after the engine's lock is let go: `len` bytes of the caller's data,
+/// from file offset `file_offset`, at device offset `physical`. Until it is finished, reads and
+/// overwrites of its range, and commits, wait for it; dropped unfinished, it counts as failed.
+#[must_use = "a recorded write must be made on the device"]
+pub struct WriteTicket {
+    shared: Arc<Shared>,
+    id: u64,
+    pub physical: u64,
+    pub file_offset: u64,
+    pub len: usize,
+    finished: bool,
+}
+
+impl WriteTicket {
+    /// Makes the write from `data` (the write's bytes for this ticket) on `device`.
+    pub fn write(mut self, device: &dyn BlockDevice, data: &[u8]) -> Result<()> {
+        let written = device
+            .write_at(self.physical, data)
+            .map_err(|e| Error::device_write("data write", &e));
+        self.finished = true;
+        self.shared.finish(self.id, written.clone(), false);
+        written
+    }
+}
+
+impl Drop for WriteTicket {
+    fn drop(&mut self) {
+        if !self.finished {
+            let lost = Error::new(Errno::IO, "a recorded data write was never made");
+            self.shared.finish(self.id, Err(lost), false);
+        }
+    }
+}
+
+impl std::fmt::Debug for WriteTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WriteTicket({} bytes at {})", self.len, self.physical)
     }
 }
 
@@ -121,29 +193,54 @@ impl WriteBehind {
     ) -> Result<()> {
         self.start()?;
         let mut queue = self.shared.queue();
-        while queue.pending >= DEPTH {
+        while queue.behind >= DEPTH {
             queue = self.shared.wait(queue);
         }
         if let Some(failed) = &queue.failed {
             return Err(failed.clone());
         }
+        let len: usize = pieces.iter().map(|p| p.range.len()).sum();
+        let id = Shared::begin(&mut queue, physical..physical + len as u64);
+        queue.behind += 1;
         queue.jobs.push_back(Job {
+            id,
             device: device.clone(),
             physical,
             pieces,
         });
-        queue.pending += 1;
         self.shared.changed.notify_all();
         Ok(())
     }
 
+    /// Registers a direct write of `len` bytes at device offset `physical` (file offset
+    /// `file_offset`) for the caller to make; the error of an earlier write that failed,
+    /// instead.
+    pub fn ticket(&self, physical: u64, file_offset: u64, len: usize) -> Result<WriteTicket> {
+        let mut queue = self.shared.queue();
+        if let Some(failed) = &queue.failed {
+            return Err(failed.clone());
+        }
+        let id = Shared::begin(&mut queue, physical..physical + len as u64);
+        Ok(WriteTicket {
+            shared: self.shared.clone(),
+            id,
+            physical,
+            file_offset,
+            len,
+            finished: false,
+        })
+    }
+
     /// Waits for every pending write; the first error, if one ever failed.
     pub fn settle(&self) -> Result<()> {
-        let mut queue = self.shared.queue();
-        while queue.pending > 0 {
-            queue = self.shared.wait(queue);
-        }
-        queue.failed.clone().map_or(Ok(()), Err)
+        self.shared.settle_where(|_| true)
+    }
+
+    /// Waits for the pending writes that overlap device range `range`; the first error, if
+    /// one ever failed.
+    pub fn settle_range(&self, range: Range<u64>) -> Result<()> {
+        self.shared
+            .settle_where(|r| r.start < range.end && range.start < r.end)
     }
 
     /// Starts the writing threads, unless they run.
@@ -170,5 +267,55 @@ impl Drop for WriteBehind {
         for handle in threads.drain(..) {
             let _ = handle.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::{FaultyDevice, MemoryDevice};
+    use std::time::Duration;
+
+    const BLOCK: usize = 4096;
+
+    #[test]
+    fn a_ticket_holds_back_only_the_reads_of_its_range_until_it_is_written() {
+        let writer = WriteBehind::new(ChunkPool::default());
+        let device: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(1 << 20));
+        let ticket = writer.ticket(8 * BLOCK as u64, 0, BLOCK).unwrap();
+        // Another range is free to go.
+        writer.settle_range(0..8 * BLOCK as u64).unwrap();
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                writer.settle_range(8 * BLOCK as u64 + 100..8 * BLOCK as u64 + 200)?;
+                let mut back = vec![0; BLOCK];
+                device.read_at(8 * BLOCK as u64, &mut back).unwrap();
+                Ok::<_, Error>(back)
+            });
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(
+                !waiter.is_finished(),
+                "a read of the range waits for the write"
+            );
+            ticket.write(&*device, &[7; BLOCK]).unwrap();
+            assert_eq!(waiter.join().unwrap().unwrap(), vec![7; BLOCK]);
+        });
+        writer.settle().unwrap();
+    }
+
+    #[test]
+    fn a_failed_or_forgotten_ticket_fails_every_settle_after_it() {
+        let device = FaultyDevice::new(Arc::new(MemoryDevice::new(1 << 20)));
+        device.fail_writes_after_with(0, rustix::io::Errno::NOSPC);
+        let writer = WriteBehind::new(ChunkPool::default());
+        let ticket = writer.ticket(0, 0, BLOCK).unwrap();
+        let err = ticket.write(&device, &[1; BLOCK]).unwrap_err();
+        assert_eq!(err.errno(), Errno::NOSPC);
+        assert_eq!(writer.settle().unwrap_err().errno(), Errno::NOSPC);
+        assert!(writer.ticket(BLOCK as u64, 0, BLOCK).is_err());
+
+        let writer = WriteBehind::new(ChunkPool::default());
+        drop(writer.ticket(0, 0, BLOCK).unwrap());
+        assert!(writer.settle_range(0..BLOCK as u64).is_err());
     }
 }

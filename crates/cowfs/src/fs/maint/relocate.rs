@@ -49,7 +49,7 @@ impl Engine {
                 ))
             })?;
         // The extent may be being written behind right now.
-        self.writer.settle()?;
+        self.settle_all()?;
         self.copy_blocks(old, new.start, record.len)?;
         let meta = self.store.meta();
         meta.extents().put(&new.start, &record)?;

@@ -88,7 +88,7 @@ impl Engine {
         after: Option<u64>,
         report: &mut ScrubReport,
     ) -> Result<(Option<u64>, u64)> {
-        self.writer.settle()?;
+        self.settle_all()?;
         let from = after.as_ref().map_or(Bound::Unbounded, Bound::Excluded);
         let rows = self
             .meta()
