@@ -226,6 +226,58 @@ fn bench_swap_json_has_every_case_asked_for_within_its_budget() {
 }
 
 #[test]
+fn bench_swap_has_the_kernel_on_zram_beside_it_and_leaves_no_zram_behind() {
+    let zram = Path::new("/sys/class/zram-control").exists();
+    if !capable(&[(is_root(), "root"), (zram, "zram (CONFIG_ZRAM)")]) {
+        return;
+    }
+    let zram_devices = || {
+        std::fs::read_dir("/sys/block")
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("zram")
+            })
+            .count()
+    };
+    let zram_swaps = || {
+        let swaps = std::fs::read_to_string("/proc/swaps").unwrap();
+        swaps.lines().filter(|l| l.starts_with("/dev/zram")).count()
+    };
+    let before = (zram_devices(), zram_swaps());
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let out = ok(&[
+        "bench",
+        "swap",
+        "--only",
+        "zram",
+        "--size",
+        "64M",
+        "--budget",
+        "16M",
+        "--json",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(out.contains("\"name\": \"kernel (zram)\""), "{out}");
+    let fill: f64 = out
+        .split("\"fill_mb_s\": ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no fill figure: {out}"));
+    assert!(fill > 0.0, "{out}");
+    assert_eq!(
+        (zram_devices(), zram_swaps()),
+        before,
+        "the bench's zram device is off and removed"
+    );
+}
+
+#[test]
 fn chattr_and_lsattr() {
     let dir = tempfile::tempdir().unwrap();
     let img = image(dir.path());

@@ -194,6 +194,73 @@ impl SwapHost {
     }
 }
 
+/// The kernel's compressed swap in RAM: a zram device of its own (hot-added, so a zram the
+/// machine already uses is left alone), compressing with lz4 where this kernel offers it,
+/// made swap at the same priority as the swap files. Removed again on drop.
+pub(crate) struct ZramSwap {
+    device: PathBuf,
+    number: String,
+    /// The compressor it uses (the kernel's default when lz4 is not offered).
+    pub algorithm: String,
+}
+
+const ZRAM_CONTROL: &str = "/sys/class/zram-control";
+
+impl ZramSwap {
+    pub(crate) fn start(len: u64) -> CliResult<ZramSwap> {
+        if !Path::new(ZRAM_CONTROL).exists() {
+            // The module may be there, not loaded yet.
+            let _ = Command::new("modprobe").arg("zram").status();
+        }
+        let number = fs::read_to_string(Path::new(ZRAM_CONTROL).join("hot_add"))
+            .map_err(|e| {
+                format!("zram is not available on this kernel (CONFIG_ZRAM; {ZRAM_CONTROL}/hot_add: {e})")
+            })?
+            .trim()
+            .to_string();
+        let mut zram = ZramSwap {
+            device: PathBuf::from(format!("/dev/zram{number}")),
+            number,
+            algorithm: String::new(),
+        };
+        let sys = zram.sys();
+        let offered = fs::read_to_string(sys.join("comp_algorithm"))?;
+        if offered
+            .split_whitespace()
+            .any(|a| a.trim_matches(['[', ']']) == "lz4")
+        {
+            fs::write(sys.join("comp_algorithm"), "lz4")?;
+        }
+        zram.algorithm = fs::read_to_string(sys.join("comp_algorithm"))?
+            .split_whitespace()
+            .find(|a| a.starts_with('['))
+            .unwrap_or("?")
+            .trim_matches(['[', ']'])
+            .to_string();
+        fs::write(sys.join("disksize"), len.to_string())?;
+        ok(Command::new("mkswap").arg(&zram.device))?;
+        ok(Command::new("swapon")
+            .args(["-p", PRIORITY])
+            .arg(&zram.device))?;
+        Ok(zram)
+    }
+
+    fn sys(&self) -> PathBuf {
+        PathBuf::from(format!("/sys/block/zram{}", self.number))
+    }
+}
+
+impl Drop for ZramSwap {
+    fn drop(&mut self) {
+        let _ = Command::new("swapoff")
+            .arg(&self.device)
+            .stderr(Stdio::null())
+            .status();
+        let _ = fs::write(self.sys().join("reset"), "1");
+        let _ = fs::write(Path::new(ZRAM_CONTROL).join("hot_remove"), &self.number);
+    }
+}
+
 /// Runs memload in a memory cgroup of `limit` (on pages that compress, when asked) and returns
 /// what it measured.
 pub(crate) fn workload(size: u64, limit: u64, compressible: bool) -> CliResult<Figures> {

@@ -2,7 +2,8 @@
 //! reads on one and on four threads, mixed random reads and writes, every page checked) on a
 //! pager region over each kind of swap area, and in the same run in a process the Linux kernel
 //! swaps (a memory cgroup of the same budget, a swap file on btrfs on a loop device with
-//! direct I/O, as root).
+//! direct I/O, as root), and, for information, the kernel swapping the same cgroup to zram
+//! (compressed RAM, lz4 where offered), what users pick for fast swap today.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -13,7 +14,7 @@ use cowfs::{Filesystem, MkfsOptions, OpenOptions, SwapMode};
 use pager::{FaultMode, Pager, PagerConfig};
 use swap::{CowfsFile, HostFile, SwapSystem};
 
-use crate::bench::kernel_swap::{workload as kernel_workload, SwapHost};
+use crate::bench::kernel_swap::{workload as kernel_workload, SwapHost, ZramSwap};
 use crate::commands::memload::{workload, Figures, Memory};
 use crate::size::human;
 use crate::CliResult;
@@ -54,6 +55,8 @@ fn pager_run(
 pub enum Case {
     /// The Linux kernel, to a swap file on btrfs (root)
     Kernel,
+    /// The Linux kernel, to zram: compressed RAM, lz4 where offered (root; for information)
+    Zram,
     /// The pager, fault threads, a pinned cowfs swap file
     Pinned,
     /// The pager serving faults in the faulting thread, a pinned cowfs swap file
@@ -65,8 +68,9 @@ pub enum Case {
 }
 
 impl Case {
-    const ALL: [Case; 5] = [
+    const ALL: [Case; 6] = [
         Case::Kernel,
+        Case::Zram,
         Case::Pinned,
         Case::InThread,
         Case::ThruFs,
@@ -76,6 +80,7 @@ impl Case {
     fn label(self) -> &'static str {
         match self {
             Case::Kernel => "kernel (btrfs)",
+            Case::Zram => "kernel (zram)",
             Case::Pinned => "pager, cowfs pinned",
             Case::InThread => "in-thread, pinned",
             Case::ThruFs => "pager, cowfs thru fs",
@@ -107,7 +112,8 @@ pub fn run(size: u64, budget: u64, dir: &Path, json: bool, only: &[Case]) -> Cli
             Some((figures, stats)) => rows.push((case.label().into(), figures, stats)),
             None if !json => {
                 println!(
-                    "kernel swap skipped: it needs root (loop devices, mounts, memory cgroups)"
+                    "{} skipped: it needs root (loop devices, mounts, memory cgroups)",
+                    case.label()
                 )
             }
             None => {}
@@ -141,6 +147,16 @@ fn run_case(
             let _ = std::fs::remove_dir(dir.join("kswap-btrfs"));
             return Ok(Some((figures?, None)));
         }
+        Case::Zram => {
+            if !rustix::process::geteuid().is_root() {
+                return Ok(None);
+            }
+            let zram = ZramSwap::start(swap)?;
+            eprintln!("kernel (zram): compressing with {}", zram.algorithm);
+            let figures = kernel_workload(size, budget, false);
+            drop(zram);
+            return Ok(Some((figures?, None)));
+        }
         Case::Host => {
             let host = dir.join("bench-swap.host");
             swap::mkswap(&host, Some(swap), "", swap::random_uuid())?;
@@ -164,9 +180,11 @@ fn run_case(
 }
 
 fn print_table(rows: &[Row]) {
+    // The disk baseline is the reference; zram is shown beside it for information.
     let kernel = rows
         .iter()
-        .find(|(_, _, stats)| stats.is_none())
+        .find(|(name, _, _)| name == Case::Kernel.label())
+        .or_else(|| rows.iter().find(|(_, _, stats)| stats.is_none()))
         .map(|(_, f, _)| f.values());
     print!("\n{:<34}", "");
     for (name, _, _) in rows {
