@@ -687,6 +687,109 @@ fn through_filesystem_reads_in_parallel_with_rewrites_and_balance_stay_right() {
     assert_clean(&dev);
 }
 
+/// Swap writes to a copy-on-write file go to a journal until the commit (fs/swap/journal.rs):
+/// read back from it before the commit, recorded as whole extents at the commit (one-page
+/// writes in file order make one extent per cluster, not one per page), a page rewritten
+/// within a transaction recorded once, the space of its older copies freed.
+#[test]
+fn through_filesystem_swap_writes_are_recorded_once_per_commit_as_whole_extents() {
+    let (dev, fs) = memory_fs(64 * MIB);
+    let f = cow_swapfile(&fs);
+    fs.sync().unwrap();
+    let used = fs.info().unwrap().data_used;
+    for page in 0..256 {
+        fs.swap_write(f, page, &noise(page, 4096)).unwrap();
+    }
+    fs.swap_write(f, 5, &noise(1005, 4096)).unwrap();
+    fs.swap_write(f, 5, &noise(2005, 4096)).unwrap();
+    let expect = |page: u64| match page {
+        5 => noise(2005, 4096),
+        p => noise(p, 4096),
+    };
+    let mut buf = vec![0u8; 8 * 4096];
+    fs.swap_read(f, 2, &mut buf).unwrap();
+    let want: Vec<u8> = (2..10).flat_map(expect).collect();
+    assert_eq!(buf, want, "read back from the journal, before the commit");
+
+    fs.sync().unwrap();
+    let extents: Vec<_> = fs
+        .extent_map(f)
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.file_offset < 256 * 4096)
+        .collect();
+    assert!(
+        extents.len() <= 4,
+        "256 one-page writes in order make a few extents, not one each: {extents:?}"
+    );
+    for page in [0, 5, 6, 255] {
+        fs.swap_read(f, page, &mut buf[..4096]).unwrap();
+        assert_eq!(buf[..4096], expect(page), "page {page} after the commit");
+    }
+    // The new copies take 256 pages; the older copies of page 5 and the rest of the two
+    // clusters are free again. (The preallocated extent stays whole while any of it is
+    // mapped, as any partly overwritten extent.)
+    fs.sync().unwrap();
+    assert_eq!(
+        fs.info().unwrap().data_used,
+        used + 256 * 4096,
+        "no space leaked"
+    );
+    fs.deactivate_swap(f).unwrap();
+    fs.unmount().unwrap();
+    assert_clean(&dev);
+}
+
+/// A journaled page that is damaged on the device before the commit fails its swap-in.
+#[test]
+fn a_corrupted_journaled_page_is_detected() {
+    let (dev, fs) = memory_fs(64 * MIB);
+    let f = cow_swapfile(&fs);
+    fs.sync().unwrap();
+    fs.swap_write(f, 3, &noise(3, 4096)).unwrap();
+    let mut found = None;
+    let mut block = vec![0u8; 4096];
+    // The journal's copy is the only block on the device holding this page's data.
+    let want = noise(3, 4096);
+    for at in (0..dev.len()).step_by(4096) {
+        dev.read_at(at, &mut block).unwrap();
+        if block == want {
+            found = Some(at);
+            break;
+        }
+    }
+    let physical = found.expect("the page is on the device");
+    block[7] ^= 1;
+    dev.write_at(physical, &block).unwrap();
+    assert_eq!(errno(fs.swap_read(f, 3, &mut [0u8; 4096])), Errno::IO);
+}
+
+/// Anything else that looks at the file's extents sees the journaled pages: a snapshot
+/// taken before the commit holds them.
+#[test]
+fn a_snapshot_holds_the_journaled_pages() {
+    let (dev, fs) = memory_fs(64 * MIB);
+    let f = cow_swapfile(&fs);
+    fs.swap_write(f, 0, &noise(7, 8192)).unwrap();
+    fs.snapshot(fs.root().subvol, fs.root(), b"snap", true)
+        .unwrap();
+    let snap = fs.lookup(fs.root(), b"snap").unwrap();
+    let copy = fs.lookup(snap, b"cowswap").unwrap();
+    let mut buf = vec![0u8; 8192];
+    fs.read(copy, 0, &mut buf).unwrap();
+    assert_eq!(buf, noise(7, 8192));
+    fs.swap_write(f, 0, &noise(8, 4096)).unwrap();
+    fs.read(copy, 0, &mut buf[..4096]).unwrap();
+    assert_eq!(
+        buf[..4096],
+        noise(7, 8192)[..4096],
+        "the snapshot keeps its copy"
+    );
+    fs.deactivate_swap(f).unwrap();
+    fs.unmount().unwrap();
+    assert_clean(&dev);
+}
+
 #[test]
 fn a_corrupted_swapped_page_is_detected() {
     let (dev, fs) = memory_fs(64 * MIB);

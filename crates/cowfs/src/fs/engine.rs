@@ -352,6 +352,7 @@ impl Engine {
     }
 
     fn commit_inner(&mut self) -> Result<()> {
+        self.settle_swap_journals()?;
         self.writeback_all()?;
         self.settle_all()?;
         if !self.store.has_changes() {

@@ -132,10 +132,27 @@ impl Filesystem {
         self.shared.engine.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs an engine operation; a device or store failure stops the filesystem.
+    /// Runs an engine operation; a device or store failure stops the filesystem. Swap files'
+    /// journals are put into the tables first: only swap I/O looks at them.
     pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Engine) -> Result<T>) -> Result<T> {
+        self.with_engine(true, f)
+    }
+
+    /// Runs swap I/O on the engine, with swap journals as they are (see `fs::swap::journal`).
+    fn with_swap_io<T>(&self, f: impl FnOnce(&mut Engine) -> Result<T>) -> Result<T> {
+        self.with_engine(false, f)
+    }
+
+    fn with_engine<T>(
+        &self,
+        settle_journals: bool,
+        f: impl FnOnce(&mut Engine) -> Result<T>,
+    ) -> Result<T> {
         let mut engine = self.engine();
-        let result = f(&mut engine);
+        let result = match settle_journals && engine.has_swap_journal() {
+            true => engine.settle_swap_journals().and_then(|()| f(&mut engine)),
+            false => f(&mut engine),
+        };
         if let Err(e) = &result {
             engine.note_failure(e);
         }
@@ -205,7 +222,7 @@ impl Filesystem {
     /// Direct write: offset and length 4 KiB-aligned; data written straight to new extents.
     pub fn write_direct(&self, id: InodeId, offset: u64, data: &[u8]) -> Result<usize> {
         fault_in(data);
-        self.with_deferred_writes(offset, data, |e| e.write_direct(id, offset, data))
+        self.with_deferred_writes(false, offset, data, |e| e.write_direct(id, offset, data))
     }
 
     /// Runs an engine operation writing `data` at file offset `offset`, its device writes
@@ -213,13 +230,14 @@ impl Filesystem {
     /// only to find space and record it.
     fn with_deferred_writes<T>(
         &self,
+        swap_io: bool,
         offset: u64,
         data: &[u8],
         f: impl FnOnce(&mut Engine) -> Result<T>,
     ) -> Result<T> {
         let mut tickets = Vec::new();
         let mut device = None;
-        let result = self.with(|e| {
+        let result = self.with_engine(!swap_io, |e| {
             device = Some(e.device.clone());
             let (result, deferred) = e.deferring_writes(f);
             tickets = deferred;
@@ -306,14 +324,14 @@ impl Filesystem {
         // swap-outs on several threads compress at once; the rest are written under one hold.
         let offset = page * crate::format::BLOCK_SIZE;
         let compressed =
-            self.with_deferred_writes(offset, data, |e| match e.swap_compression(id)? {
+            self.with_deferred_writes(true, offset, data, |e| match e.swap_compression(id)? {
                 None => e.swap_write(id, page, data, None).map(|()| None),
                 config => Ok(config),
             })?;
         match compressed {
             Some(config) => {
                 let encoded = encode_swap_write(config, data)?;
-                self.with(|e| e.swap_write(id, page, data, Some((config, encoded))))
+                self.with_swap_io(|e| e.swap_write(id, page, data, Some((config, encoded))))
             }
             None => Ok(()),
         }
@@ -325,11 +343,11 @@ impl Filesystem {
     /// rewrite or a move of its pages (a commit came, or a checksum failed) is done again
     /// under the lock.
     pub fn swap_read(&self, id: InodeId, page: u64, buf: &mut [u8]) -> Result<()> {
-        let plan = self.with(|e| e.plan_swap_read(id, page, buf.len()))?;
+        let plan = self.with_swap_io(|e| e.plan_swap_read(id, page, buf.len()))?;
         if plan.is_some_and(|plan| plan.read(buf)) {
             return Ok(());
         }
-        self.with(|e| e.swap_read(id, page, buf))
+        self.with_swap_io(|e| e.swap_read(id, page, buf))
     }
     forward!(
         /// An active swap file's figures (mode, size, compression and the ratio achieved);

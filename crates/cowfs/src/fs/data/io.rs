@@ -94,6 +94,26 @@ impl PlannedRead {
 }
 
 impl ReadPlan {
+    /// A device read of `len` bytes at `physical` into the buffer at `at`, each block checked
+    /// against `sums`.
+    pub(crate) fn push_checked(&mut self, at: usize, physical: u64, len: usize, sums: Vec<u32>) {
+        self.reads.push(PlannedRead {
+            at,
+            physical,
+            len,
+            sums: Some(sums),
+            decode: None,
+        });
+    }
+
+    /// Adds the reads of `other` (planned for its own buffer) at `at` bytes into this one's.
+    pub(crate) fn append(&mut self, other: ReadPlan, at: usize) {
+        self.reads.extend(other.reads.into_iter().map(|mut r| {
+            r.at += at;
+            r
+        }));
+    }
+
     /// Reads into `buf` (holes and preallocated ranges as zeros). False on a device error, a
     /// checksum mismatch, or a commit that made freed space reusable meanwhile, for the caller
     /// to read again under the lock.
@@ -242,6 +262,17 @@ impl Engine {
     /// checksums they must match, for reading without the engine's lock; a compressed extent
     /// is read whole and decoded. None when a piece is inline or not whole blocks of plain
     /// data: such reads go the usual way.
+    /// A plan with no reads yet (see `ReadPlan::push_checked` and `ReadPlan::append`).
+    pub(crate) fn empty_plan(&self) -> ReadPlan {
+        let reuse_epoch = self.alloc.reuse_epoch();
+        ReadPlan {
+            device: self.device.clone(),
+            reads: Vec::new(),
+            planned_in: reuse_epoch.load(Ordering::SeqCst),
+            reuse_epoch,
+        }
+    }
+
     pub(crate) fn plan_read(
         &self,
         id: InodeId,

@@ -248,7 +248,12 @@ impl Engine {
 
     /// Writes `data`, file bytes from `file_offset`, at device offset `physical`; or, under
     /// [`Engine::deferring_writes`], leaves a direct write for the caller to make.
-    fn write_data(&mut self, physical: u64, file_offset: u64, data: &ExtentData<'_>) -> Result<()> {
+    pub(in crate::fs) fn write_data(
+        &mut self,
+        physical: u64,
+        file_offset: u64,
+        data: &ExtentData<'_>,
+    ) -> Result<()> {
         if let (Some(deferred), ExtentData::Direct(bytes)) = (&mut self.deferred, data) {
             deferred.push(self.writer.ticket(physical, file_offset, bytes.len())?);
             return Ok(());

@@ -27,6 +27,7 @@ use crate::fs::data::compress::{encode_pieces, EncodedPieces};
 use crate::fs::data::io::ReadPlan;
 use crate::fs::engine::Engine;
 use crate::fs::swap::state::ActiveSwap;
+use crate::fs::swap::state::SwapRun;
 use crate::fs::{InodeId, SwapActivation, SwapExtent, SwapMode, SwapStatus};
 
 /// The most swap data one compressed extent holds: a swap-in reads and decodes the whole
@@ -107,6 +108,7 @@ impl Engine {
                 live: Arc::new(AtomicBool::new(true)),
                 swapped_out: 0,
                 stored: 0,
+                journal: Default::default(),
             },
         );
         Ok(SwapActivation {
@@ -118,6 +120,7 @@ impl Engine {
 
     /// swap_deactivate: undoes exactly what activation did. EINVAL when not active.
     pub fn deactivate_swap(&mut self, id: InodeId) -> Result<()> {
+        self.settle_swap_journal(id)?;
         let active = self
             .swap
             .files
@@ -313,6 +316,11 @@ impl Engine {
     ) -> Result<()> {
         self.check_writable()?;
         self.check_swap_io(id, page, data.len())?;
+        let journaled = encoded.is_none() && self.journals(id)?;
+        if !journaled {
+            // Written to the tables directly: the journal must not hold older copies.
+            self.settle_swap_journal(id)?;
+        }
         let active = &self.swap.files[&id];
         // Copies written since the last commit may not outgrow one area's worth: commit, which
         // frees the copies they replaced.
@@ -322,6 +330,10 @@ impl Engine {
         self.swap.written += data.len() as u64;
         let offset = page * BLOCK_SIZE;
         let stored = match encoded {
+            None if journaled => {
+                self.journal_swap_write(id, page, data)?;
+                data.len() as u64
+            }
             Some((config, pieces)) => {
                 let data = ExtentData::Direct(data);
                 self.store_pieces(id, offset, data, config, COMPRESSED_SWAP_PIECE, pieces)?
@@ -354,7 +366,19 @@ impl Engine {
     /// Reads whole pages of an active through-filesystem swap file; checksums are verified.
     pub fn swap_read(&mut self, id: InodeId, page: u64, buf: &mut [u8]) -> Result<()> {
         self.check_swap_io(id, page, buf.len())?;
-        self.read_stored(id, page * BLOCK_SIZE, buf)
+        let offset = page * BLOCK_SIZE;
+        for run in self.swap_runs(id, page, buf.len() as u64 / BLOCK_SIZE) {
+            match run {
+                SwapRun::Journal { at, logical, sums } => {
+                    let dst = &mut buf[at..at + sums.len() * BLOCK_SIZE as usize];
+                    self.read_journaled(id, offset + at as u64, logical, &sums, dst)?
+                }
+                SwapRun::Stored { at, offset, len } => {
+                    self.read_stored(id, offset, &mut buf[at..at + len])?
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `swap_read`, resolved for reading without the engine's lock (see `ReadPlan`); None
@@ -366,7 +390,22 @@ impl Engine {
         len: usize,
     ) -> Result<Option<ReadPlan>> {
         self.check_swap_io(id, page, len)?;
-        self.plan_read(id, page * BLOCK_SIZE, len)
+        let mut plan = self.empty_plan();
+        for run in self.swap_runs(id, page, len as u64 / BLOCK_SIZE) {
+            match run {
+                SwapRun::Journal { at, logical, sums } => {
+                    let physical = self.alloc.physical(logical)?;
+                    let len = sums.len() * BLOCK_SIZE as usize;
+                    self.writer.settle_range(physical..physical + len as u64)?;
+                    plan.push_checked(at, physical, len, sums);
+                }
+                SwapRun::Stored { at, offset, len } => match self.plan_read(id, offset, len)? {
+                    Some(stored) => plan.append(stored, at),
+                    None => return Ok(None),
+                },
+            }
+        }
+        Ok(Some(plan))
     }
 
     fn check_swap_io(&self, id: InodeId, page: u64, len: usize) -> Result<()> {

@@ -2,5 +2,6 @@
 //! both designs (pinned extents, and through the filesystem).
 
 pub(crate) mod activate;
+pub(crate) mod journal;
 pub(crate) mod pinned_io;
 pub(crate) mod state;

@@ -2,10 +2,11 @@
 //! pages written since the last commit. Only the swap module reads or changes it; the rest of
 //! the engine asks the swap module's methods.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use crate::format::BLOCK_SIZE;
 use crate::fs::{InodeId, SwapExtent, SwapMode};
 
 #[derive(Debug, Default)]
@@ -32,6 +33,9 @@ pub(crate) struct ActiveSwap {
     /// compressed).
     pub(in crate::fs::swap) swapped_out: u64,
     pub(in crate::fs::swap) stored: u64,
+    /// Its pages written since the last commit, not yet in the tables (through the
+    /// filesystem, copy-on-write).
+    pub(in crate::fs::swap) journal: SwapJournal,
 }
 
 impl SwapState {
@@ -44,5 +48,85 @@ impl SwapState {
 impl ActiveSwap {
     pub(crate) fn is_pinned(&self) -> bool {
         self.mode == SwapMode::Pinned
+    }
+}
+
+/// A journaled page: where its newest copy is, and that copy's checksum.
+#[derive(Debug, Clone, Copy)]
+pub(in crate::fs::swap) struct JournalPage {
+    pub(in crate::fs::swap) logical: u64,
+    pub(in crate::fs::swap) sum: u32,
+}
+
+/// A copy-on-write swap file's pages written since the last commit (`fs::swap::journal`).
+#[derive(Debug, Default)]
+pub(crate) struct SwapJournal {
+    /// File page -> its copy written in the running transaction.
+    pub(in crate::fs::swap) pages: BTreeMap<u64, JournalPage>,
+    /// The clusters allocated in the running transaction, by logical start -> length.
+    pub(in crate::fs::swap) clusters: BTreeMap<u64, u64>,
+    /// The next free block of the newest cluster, and that cluster's end.
+    pub(in crate::fs::swap) next: u64,
+    pub(in crate::fs::swap) end: u64,
+}
+
+/// A piece of a swap read: pages in the journal (their first block's logical address and
+/// checksums), or pages to read from the file's extents.
+#[derive(Debug)]
+pub(crate) enum SwapRun {
+    Journal {
+        at: usize,
+        logical: u64,
+        sums: Vec<u32>,
+    },
+    Stored {
+        at: usize,
+        offset: u64,
+        len: usize,
+    },
+}
+
+impl SwapJournal {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pages.is_empty() && self.clusters.is_empty()
+    }
+
+    /// Hands out up to `blocks` blocks side by side from the newest cluster: their first
+    /// logical address and how many; None when the cluster is used up.
+    pub(in crate::fs::swap) fn take(&mut self, blocks: u64) -> Option<(u64, u64)> {
+        let n = blocks.min((self.end - self.next) / BLOCK_SIZE);
+        if n == 0 {
+            return None;
+        }
+        let at = self.next;
+        self.next += n * BLOCK_SIZE;
+        Some((at, n))
+    }
+
+    /// Runs of pages for a read of `pages` pages from `page` on.
+    pub(in crate::fs::swap) fn runs(&self, page: u64, pages: u64) -> Vec<SwapRun> {
+        let mut runs: Vec<SwapRun> = Vec::new();
+        for p in page..page + pages {
+            let at = ((p - page) * BLOCK_SIZE) as usize;
+            match (self.pages.get(&p), runs.last_mut()) {
+                (Some(j), Some(SwapRun::Journal { logical, sums, .. }))
+                    if *logical + sums.len() as u64 * BLOCK_SIZE == j.logical =>
+                {
+                    sums.push(j.sum)
+                }
+                (Some(j), _) => runs.push(SwapRun::Journal {
+                    at,
+                    logical: j.logical,
+                    sums: vec![j.sum],
+                }),
+                (None, Some(SwapRun::Stored { len, .. })) => *len += BLOCK_SIZE as usize,
+                (None, _) => runs.push(SwapRun::Stored {
+                    at,
+                    offset: p * BLOCK_SIZE,
+                    len: BLOCK_SIZE as usize,
+                }),
+            }
+        }
+        runs
     }
 }
