@@ -318,6 +318,38 @@ fn an_io_error_stops_the_filesystem_until_it_is_reopened() {
     assert_clean(&mem);
 }
 
+/// A swap write through the filesystem whose device write fails (with ENOSPC from the host):
+/// the filesystem stops like for any failed write, its swap journal goes with the failed
+/// transaction, and everything else still reads at the last commit.
+#[test]
+fn a_failed_journaled_swap_write_stops_the_filesystem_and_reads_go_on() {
+    let (mem, faulty, fs, f) = committed_file(64 * MIB);
+    let swap = file(&fs, fs.root(), "swap");
+    let prealloc = cowfs::FallocateMode::Allocate { keep_size: false };
+    fs.fallocate(swap, prealloc, 0, 4 * MIB).unwrap();
+    fs.activate_swap(swap, cowfs::SwapMode::ThroughFs).unwrap();
+    fs.swap_write(swap, 0, &pattern(1, 8192)).unwrap();
+    fs.sync().unwrap();
+    fs.swap_write(swap, 2, &pattern(2, 4096)).unwrap();
+    faulty.fail_one_write_after(0, Errno::NOSPC);
+    let err = fs.swap_write(swap, 3, &pattern(3, 4096)).unwrap_err();
+    assert_eq!(err.errno(), Errno::NOSPC, "{err}");
+    assert_eq!(read_all(&fs, f), b"committed", "reads go on");
+    let mut page = vec![0u8; 8192];
+    fs.swap_read(swap, 0, &mut page).unwrap();
+    assert_eq!(page, pattern(1, 8192), "committed swap pages read back");
+    assert_eq!(
+        fs.sync().unwrap_err().errno(),
+        Errno::NOSPC,
+        "every later sync"
+    );
+    drop(fs);
+    let fs = Filesystem::open(mem.clone(), &no_timer()).unwrap();
+    assert_eq!(read_all(&fs, fs.resolve("/f").unwrap()), b"committed");
+    drop(fs);
+    assert_clean(&mem);
+}
+
 /// The race the issue found: a write-behind fails in its thread, a later write reports it
 /// (with the host's ENOSPC), and the device works again at once. The next fsync must still
 /// fail, and the image must never hold the extent whose data was not written.

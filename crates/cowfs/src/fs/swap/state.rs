@@ -39,6 +39,14 @@ pub(crate) struct ActiveSwap {
 }
 
 impl SwapState {
+    /// Forgets the swap writes of the running transaction (it failed: the engine goes back
+    /// to the last commit).
+    pub(crate) fn drop_journals(&mut self) {
+        for active in self.files.values_mut() {
+            active.journal = SwapJournal::default();
+        }
+    }
+
     /// A commit freed the copies the swap writes since the last one replaced.
     pub(crate) fn committed(&mut self) {
         self.written = 0;
