@@ -320,7 +320,8 @@ fn an_io_error_stops_the_filesystem_until_it_is_reopened() {
 
 /// A swap write through the filesystem whose device write fails (with ENOSPC from the host):
 /// the filesystem stops like for any failed write, its swap journal goes with the failed
-/// transaction, and everything else still reads at the last commit.
+/// transaction, swap-ins of the pages written since the last commit are EIO (never their
+/// older copies), and everything else still reads at the last commit.
 #[test]
 fn a_failed_journaled_swap_write_stops_the_filesystem_and_reads_go_on() {
     let (mem, faulty, fs, f) = committed_file(64 * MIB);
@@ -338,6 +339,10 @@ fn a_failed_journaled_swap_write_stops_the_filesystem_and_reads_go_on() {
     let mut page = vec![0u8; 8192];
     fs.swap_read(swap, 0, &mut page).unwrap();
     assert_eq!(page, pattern(1, 8192), "committed swap pages read back");
+    for lost in [2, 3] {
+        let err = fs.swap_read(swap, lost, &mut page[..4096]).unwrap_err();
+        assert_eq!(err.errno(), Errno::IO, "never the older copy: {err}");
+    }
     assert_eq!(
         fs.sync().unwrap_err().errno(),
         Errno::NOSPC,

@@ -50,14 +50,14 @@ impl Shared {
                 stopped.access_times.policy = engine.access_times.policy;
                 stopped.swap = std::mem::take(&mut engine.swap);
                 // The failed transaction's swap writes are gone with it.
-                stopped.swap.drop_journals();
+                stopped.swap.lose_uncommitted();
                 stopped.held = std::mem::take(&mut engine.held);
                 *engine = stopped;
             }
             // The image cannot even be read: keep the old state, refusing changes.
             Err(_) => {
                 engine.read_only = true;
-                engine.swap.drop_journals();
+                engine.swap.lose_uncommitted();
             }
         }
     }

@@ -26,8 +26,7 @@ use crate::fs::common::ExtentData;
 use crate::fs::data::compress::{encode_pieces, EncodedPieces};
 use crate::fs::data::io::ReadPlan;
 use crate::fs::engine::Engine;
-use crate::fs::swap::state::ActiveSwap;
-use crate::fs::swap::state::SwapRun;
+use crate::fs::swap::state::{ActiveSwap, SwapRun};
 use crate::fs::{InodeId, SwapActivation, SwapExtent, SwapMode, SwapStatus};
 
 /// The most swap data one compressed extent holds: a swap-in reads and decodes the whole
@@ -109,6 +108,8 @@ impl Engine {
                 swapped_out: 0,
                 stored: 0,
                 journal: Default::default(),
+                unsettled: BTreeSet::new(),
+                lost: BTreeSet::new(),
             },
         );
         Ok(SwapActivation {
@@ -344,6 +345,11 @@ impl Engine {
             }
         };
         let active = self.swap.files.get_mut(&id).expect("checked above");
+        if !journaled {
+            active
+                .unsettled
+                .extend(page..page + data.len() as u64 / BLOCK_SIZE);
+        }
         active.swapped_out += data.len() as u64;
         active.stored += stored;
         Ok(())
@@ -366,6 +372,7 @@ impl Engine {
     /// Reads whole pages of an active through-filesystem swap file; checksums are verified.
     pub fn swap_read(&mut self, id: InodeId, page: u64, buf: &mut [u8]) -> Result<()> {
         self.check_swap_io(id, page, buf.len())?;
+        self.check_not_lost(id, page, buf.len())?;
         let offset = page * BLOCK_SIZE;
         for run in self.swap_runs(id, page, buf.len() as u64 / BLOCK_SIZE) {
             match run {
@@ -390,6 +397,7 @@ impl Engine {
         len: usize,
     ) -> Result<Option<ReadPlan>> {
         self.check_swap_io(id, page, len)?;
+        self.check_not_lost(id, page, len)?;
         let mut plan = self.empty_plan();
         for run in self.swap_runs(id, page, len as u64 / BLOCK_SIZE) {
             match run {
@@ -406,6 +414,21 @@ impl Engine {
             }
         }
         Ok(Some(plan))
+    }
+
+    /// EIO for a swap-in of a page whose newest copy a failed transaction lost.
+    fn check_not_lost(&self, id: InodeId, page: u64, len: usize) -> Result<()> {
+        let end = page + len as u64 / BLOCK_SIZE;
+        match self.swap.files[&id].lost.range(page..end).next() {
+            Some(lost) => Err(Error::new(
+                Errno::IO,
+                format!(
+                    "{}: swap page {lost} was written after the last commit, which a device error then lost",
+                    self.path_of(id)
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     fn check_swap_io(&self, id: InodeId, page: u64, len: usize) -> Result<()> {

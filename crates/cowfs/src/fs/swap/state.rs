@@ -36,20 +36,33 @@ pub(crate) struct ActiveSwap {
     /// Its pages written since the last commit, not yet in the tables (through the
     /// filesystem, copy-on-write).
     pub(in crate::fs::swap) journal: SwapJournal,
+    /// Its pages written since the last commit straight into the tables (compressed and
+    /// NOCOW files).
+    pub(in crate::fs::swap) unsettled: BTreeSet<u64>,
+    /// Pages whose newest copy went with a failed transaction: their swap-ins are EIO, never
+    /// an older copy.
+    pub(in crate::fs::swap) lost: BTreeSet<u64>,
 }
 
 impl SwapState {
-    /// Forgets the swap writes of the running transaction (it failed: the engine goes back
-    /// to the last commit).
-    pub(crate) fn drop_journals(&mut self) {
+    /// The running transaction failed and the engine goes back to the last commit: the pages
+    /// swap writes changed since then are lost (and their journals dropped).
+    pub(crate) fn lose_uncommitted(&mut self) {
         for active in self.files.values_mut() {
-            active.journal = SwapJournal::default();
+            let journal = std::mem::take(&mut active.journal);
+            let unsettled = std::mem::take(&mut active.unsettled);
+            active
+                .lost
+                .extend(journal.pages.into_keys().chain(unsettled));
         }
     }
 
     /// A commit freed the copies the swap writes since the last one replaced.
     pub(crate) fn committed(&mut self) {
         self.written = 0;
+        for active in self.files.values_mut() {
+            active.unsettled.clear();
+        }
     }
 }
 
