@@ -277,6 +277,25 @@ fn bench_swap_has_the_kernel_on_zram_beside_it_and_leaves_no_zram_behind() {
     );
 }
 
+/// On a machine without btrfs-progs that cannot install them either, the kernel baseline
+/// stops with a message naming the package, not a bare "No such file or directory".
+#[test]
+fn bench_swap_names_btrfs_progs_when_mkfs_btrfs_is_missing() {
+    if !capable(&[(is_root(), "root")]) {
+        return;
+    }
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let out = std::process::Command::new(COWFS)
+        .args(["bench", "swap", "--only", "kernel", "--size", "16M"])
+        .args(["--budget", "4M", "--dir", dir.path().to_str().unwrap()])
+        .env("PATH", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("apt-get install btrfs-progs"), "{err}");
+}
+
 #[test]
 fn chattr_and_lsattr() {
     let dir = tempfile::tempdir().unwrap();

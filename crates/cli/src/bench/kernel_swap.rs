@@ -46,13 +46,20 @@ fn ok(command: &mut Command) -> CliResult<String> {
     Ok(text)
 }
 
+/// Installs btrfs-progs (mkfs.btrfs, btrfs) when they are missing; an error naming the
+/// package and the command otherwise.
 fn ensure_btrfs_progs() -> CliResult<()> {
     if Command::new("mkfs.btrfs").arg("--version").output().is_ok() {
         return Ok(());
     }
     let install = || ok(Command::new("apt-get").args(["install", "-y", "-q", "btrfs-progs"]));
     install()
-        .or_else(|_| ok(Command::new("apt-get").args(["update", "-q"])).and_then(|_| install()))?;
+        .or_else(|_| ok(Command::new("apt-get").args(["update", "-q"])).and_then(|_| install()))
+        .map_err(|e| {
+            format!(
+                "the btrfs baseline needs mkfs.btrfs, which is missing, and installing it failed; install btrfs-progs (apt-get install btrfs-progs): {e}"
+            )
+        })?;
     Ok(())
 }
 
@@ -145,6 +152,9 @@ impl SwapHost {
             dir.join(format!("kswap-{kind}.img")),
             dir.join(format!("kswap-{kind}")),
         );
+        if kind == "btrfs" {
+            ensure_btrfs_progs()?;
+        }
         fs::create_dir_all(&mountpoint)?;
         File::create(&image)?.set_len(image_len)?;
         let device = LoopDevice::attach(&image, false)
@@ -496,7 +506,6 @@ pub fn run(dir: &Path, size: u64, limit: u64) -> CliResult {
                 .into(),
         );
     }
-    ensure_btrfs_progs()?;
     let dir = fs::canonicalize(dir)?;
     let swap_len = (size - limit) * 2;
     let image_len = swap_len + (2 << 30);
