@@ -227,22 +227,23 @@ impl Filesystem {
     /// Direct write: offset and length 4 KiB-aligned; data written straight to new extents.
     pub fn write_direct(&self, id: InodeId, offset: u64, data: &[u8]) -> Result<usize> {
         fault_in(data);
-        self.with_deferred_writes(false, offset, data, |e| e.write_direct(id, offset, data))
+        self.with_deferred_writes(true, offset, data, |e| e.write_direct(id, offset, data))
     }
 
     /// Runs an engine operation writing `data` at file offset `offset`, its device writes
     /// made after the lock is let go (see `Engine::deferring_writes`): the lock is held
-    /// only to find space and record it.
+    /// only to find space and record it. Swap journals are settled first unless it is swap
+    /// I/O (`settle_journals` false), as in [`Self::with`].
     fn with_deferred_writes<T>(
         &self,
-        swap_io: bool,
+        settle_journals: bool,
         offset: u64,
         data: &[u8],
         f: impl FnOnce(&mut Engine) -> Result<T>,
     ) -> Result<T> {
         let mut tickets = Vec::new();
         let mut device = None;
-        let result = self.with_engine(!swap_io, |e| {
+        let result = self.with_engine(settle_journals, |e| {
             device = Some(e.device.clone());
             let (result, deferred) = e.deferring_writes(f);
             tickets = deferred;
@@ -329,7 +330,7 @@ impl Filesystem {
         // swap-outs on several threads compress at once; the rest are written under one hold.
         let offset = page * crate::format::BLOCK_SIZE;
         let compressed =
-            self.with_deferred_writes(true, offset, data, |e| match e.swap_compression(id)? {
+            self.with_deferred_writes(false, offset, data, |e| match e.swap_compression(id)? {
                 None => e.swap_write(id, page, data, None).map(|()| None),
                 config => Ok(config),
             })?;
