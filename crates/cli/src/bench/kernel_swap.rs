@@ -217,15 +217,34 @@ pub(crate) struct ZramSwap {
 const ZRAM_CONTROL: &str = "/sys/class/zram-control";
 
 impl ZramSwap {
-    pub(crate) fn start(len: u64) -> CliResult<ZramSwap> {
-        if !Path::new(ZRAM_CONTROL).exists() {
-            // The module may be there, not loaded yet.
-            let _ = Command::new("modprobe").arg("zram").status();
+    /// Whether zram can be set up here: its control directory is there, or appears once the
+    /// zram module is loaded (with modprobe, of the kmod package). Why not, otherwise.
+    pub(crate) fn available() -> Result<(), String> {
+        if Path::new(ZRAM_CONTROL).exists() {
+            return Ok(());
         }
-        let number = fs::read_to_string(Path::new(ZRAM_CONTROL).join("hot_add"))
-            .map_err(|e| {
-                format!("zram is not available on this kernel (CONFIG_ZRAM; {ZRAM_CONTROL}/hot_add: {e})")
-            })?
+        let loaded = match Command::new("modprobe").arg("zram").output() {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(format!(
+                "modprobe zram: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Err(e) => Err(format!(
+                "modprobe, to load the zram module, is missing (package kmod: apt-get install kmod): {e}"
+            )),
+        };
+        match (loaded, Path::new(ZRAM_CONTROL).exists()) {
+            (_, true) => Ok(()),
+            (Ok(()), false) => Err(format!("{ZRAM_CONTROL} is missing after modprobe zram")),
+            (Err(e), false) => Err(format!(
+                "{ZRAM_CONTROL} is missing (the kernel needs CONFIG_ZRAM); {e}"
+            )),
+        }
+    }
+
+    pub(crate) fn start(len: u64) -> CliResult<ZramSwap> {
+        Self::available()?;
+        let number = fs::read_to_string(Path::new(ZRAM_CONTROL).join("hot_add"))?
             .trim()
             .to_string();
         let mut zram = ZramSwap {

@@ -109,14 +109,9 @@ pub fn run(size: u64, budget: u64, dir: &Path, json: bool, only: &[Case]) -> Cli
     let mut rows: Vec<Row> = Vec::new();
     for &case in cases {
         match run_case(case, size, budget, &dir)? {
-            Some((figures, stats)) => rows.push((case.label().into(), figures, stats)),
-            None if !json => {
-                println!(
-                    "{} skipped: it needs root (loop devices, mounts, memory cgroups)",
-                    case.label()
-                )
-            }
-            None => {}
+            Ok((figures, stats)) => rows.push((case.label().into(), figures, stats)),
+            Err(why) if !json => println!("{} skipped: {why}", case.label()),
+            Err(_) => {}
         }
     }
     if json {
@@ -127,35 +122,41 @@ pub fn run(size: u64, budget: u64, dir: &Path, json: bool, only: &[Case]) -> Cli
     Ok(ExitCode::SUCCESS)
 }
 
-/// One case's figures (and the pager's statistics); none for the kernel when not root.
+/// One case's figures (and the pager's statistics); why not, for a kernel case that cannot
+/// run here (not root; no zram).
 fn run_case(
     case: Case,
     size: u64,
     budget: u64,
     dir: &Path,
-) -> CliResult<Option<(Figures, Option<pager::Stats>)>> {
+) -> CliResult<Result<(Figures, Option<pager::Stats>), String>> {
     let swap = size + (256 << 20);
+    let not_root = || {
+        let root = rustix::process::geteuid().is_root();
+        (!root).then(|| "it needs root (loop devices, mounts, memory cgroups)".to_string())
+    };
     let (mode, faults) = match case {
         Case::Kernel => {
-            if !rustix::process::geteuid().is_root() {
-                return Ok(None);
+            if let Some(why) = not_root() {
+                return Ok(Err(why));
             }
             let host = SwapHost::kernel("btrfs", dir, swap + (2 << 30), swap)?;
             let figures = kernel_workload(size, budget, false);
             host.finish()?;
             let _ = std::fs::remove_file(dir.join("kswap-btrfs.img"));
             let _ = std::fs::remove_dir(dir.join("kswap-btrfs"));
-            return Ok(Some((figures?, None)));
+            return Ok(Ok((figures?, None)));
         }
         Case::Zram => {
-            if !rustix::process::geteuid().is_root() {
-                return Ok(None);
+            // Shown for information: without zram here the other cases still run.
+            if let Some(why) = not_root().or_else(|| ZramSwap::available().err()) {
+                return Ok(Err(why));
             }
             let zram = ZramSwap::start(swap)?;
             eprintln!("kernel (zram): compressing with {}", zram.algorithm);
             let figures = kernel_workload(size, budget, false);
             drop(zram);
-            return Ok(Some((figures?, None)));
+            return Ok(Ok((figures?, None)));
         }
         Case::Host => {
             let host = dir.join("bench-swap.host");
@@ -165,7 +166,7 @@ fn run_case(
             let result = pager_run(system, size, budget, FaultMode::Threads);
             let _ = std::fs::remove_file(&host);
             let (figures, stats) = result?;
-            return Ok(Some((figures, Some(stats))));
+            return Ok(Ok((figures, Some(stats))));
         }
         Case::Pinned => (SwapMode::Pinned, FaultMode::Threads),
         Case::InThread => (SwapMode::Pinned, FaultMode::InThread),
@@ -176,7 +177,7 @@ fn run_case(
     drop(fs);
     let _ = std::fs::remove_file(dir.join(format!("bench-swap-{mode:?}.img")));
     let (figures, stats) = result?;
-    Ok(Some((figures, Some(stats))))
+    Ok(Ok((figures, Some(stats))))
 }
 
 fn print_table(rows: &[Row]) {
