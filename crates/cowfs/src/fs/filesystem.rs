@@ -330,14 +330,12 @@ impl Filesystem {
         // swap-outs on several threads compress at once; the rest are written under one hold.
         let offset = page * crate::format::BLOCK_SIZE;
         let compressed =
-            self.with_deferred_writes(false, offset, data, |e| match e.swap_compression(id)? {
-                None => e.swap_write(id, page, data, None).map(|()| None),
-                config => Ok(config),
-            })?;
+            self.with_deferred_writes(false, offset, data, |e| e.swap_write(id, page, data, None))?;
         match compressed {
             Some(config) => {
                 let encoded = encode_swap_write(config, data)?;
                 self.with_swap_io(|e| e.swap_write(id, page, data, Some((config, encoded))))
+                    .map(drop)
             }
             None => Ok(()),
         }

@@ -459,15 +459,33 @@ impl Engine {
         let Some(sums) = self.extent_checksums(e.disk_start)? else {
             return Ok(());
         };
+        let sums = sums
+            .get((first / BLOCK_SIZE) as usize..)
+            .unwrap_or_default();
+        let (at, address) = (round_down(file_off, BLOCK_SIZE), e.disk_start + first);
+        self.check_blocks(id, at, address, blocks, sums)
+    }
+
+    /// Checks blocks read for file offset `at` (data address `address`) against `sums`, one
+    /// per block; EIO naming the file, the offset and the address of the first that differs.
+    pub(in crate::fs) fn check_blocks(
+        &self,
+        id: InodeId,
+        at: u64,
+        address: u64,
+        blocks: &[u8],
+        sums: &[u32],
+    ) -> Result<()> {
         for (i, block) in blocks.chunks(BS).enumerate() {
-            let expected = sums.get((first / BLOCK_SIZE) as usize + i).copied();
+            let expected = sums.get(i).copied();
             let actual = crc32c::crc32c(block);
             if expected != Some(actual) {
-                let at = round_down(file_off, BLOCK_SIZE) + i as u64 * BLOCK_SIZE;
+                let skip = i as u64 * BLOCK_SIZE;
                 return Err(Error::checksum(format!(
-                    "checksum mismatch in {} at offset {at} (data address {}, expected {:#010x}, found {actual:#010x})",
+                    "checksum mismatch in {} at offset {} (data address {}, expected {:#010x}, found {actual:#010x})",
                     self.path_of(id),
-                    e.disk_start + first + i as u64 * BLOCK_SIZE,
+                    at + skip,
+                    address + skip,
                     expected.unwrap_or(0),
                 )));
             }

@@ -306,18 +306,30 @@ impl Engine {
     }
 
     /// Writes whole pages of an active through-filesystem swap file, starting at `page`:
-    /// stored as `encoded` says when given (how [`encode_swap_write`] compressed them for the
-    /// file's [`Self::swap_compression`], before the engine's lock was taken), else plainly.
+    /// stored as `encoded` says when given (how [`encode_swap_write`] compressed them, before
+    /// the engine's lock was taken), else plainly: through the swap journal for a
+    /// copy-on-write file, into the tables for a NOCOW one. Without `encoded`, a file whose
+    /// writes are compressed is not written: its compression comes back, for the caller to
+    /// encode the pages and call again.
     pub fn swap_write(
         &mut self,
         id: InodeId,
         page: u64,
         data: &[u8],
         encoded: Option<(CompressionConfig, EncodedPieces)>,
-    ) -> Result<()> {
+    ) -> Result<Option<CompressionConfig>> {
         self.check_writable()?;
         self.check_swap_io(id, page, data.len())?;
-        let journaled = encoded.is_none() && self.journals(id)?;
+        let journaled = match encoded {
+            Some(_) => false,
+            None => {
+                let inode = self.inode(id)?;
+                if let Some(config) = self.compression_for(&inode) {
+                    return Ok(Some(config));
+                }
+                inode.flags & NOCOW == 0
+            }
+        };
         if !journaled {
             // Written to the tables directly: the journal must not hold older copies.
             self.settle_swap_journal(id)?;
@@ -352,7 +364,7 @@ impl Engine {
         }
         active.swapped_out += data.len() as u64;
         active.stored += stored;
-        Ok(())
+        Ok(None)
     }
 
     /// An active swap file's figures; None when `id` is not active.

@@ -14,29 +14,18 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::{Error, Result};
-use crate::format::inode_flags::NOCOW;
+use crate::error::Result;
 use crate::format::{FileExtent, BLOCK_SIZE};
 use crate::fs::alloc::Extent;
 use crate::fs::common::ExtentData;
 use crate::fs::engine::Engine;
 use crate::fs::swap::state::{JournalPage, SwapJournal, SwapRun};
-use crate::fs::{InodeId, SwapMode};
+use crate::fs::InodeId;
 
 /// Space a journal allocates at a time.
 const CLUSTER_LEN: u64 = 1 << 20;
 
 impl Engine {
-    /// Whether swap writes to `id` go through its journal: an uncompressed, checksummed
-    /// (copy-on-write) file active through the filesystem.
-    pub(in crate::fs::swap) fn journals(&self, id: InodeId) -> Result<bool> {
-        if self.swap.files.get(&id).map(|a| a.mode) != Some(SwapMode::ThroughFs) {
-            return Ok(false);
-        }
-        let inode = self.inode(id)?;
-        Ok(inode.flags & NOCOW == 0 && self.compression_for(&inode).is_none())
-    }
-
     /// A journaled swap write of `data` (whole pages) from `page` on: blocks from the
     /// transaction's clusters, the data written there (or left to the caller, see
     /// `deferring_writes`), each page's block and checksum noted.
@@ -125,18 +114,7 @@ impl Engine {
         buf: &mut [u8],
     ) -> Result<()> {
         self.device_read(logical, buf)?;
-        for (i, (block, sum)) in buf.chunks(BLOCK_SIZE as usize).zip(sums).enumerate() {
-            let actual = crc32c::crc32c(block);
-            if actual != *sum {
-                let at = offset + i as u64 * BLOCK_SIZE;
-                return Err(Error::checksum(format!(
-                    "checksum mismatch in {} at offset {at} (data address {}, expected {sum:#010x}, found {actual:#010x})",
-                    self.path_of(id),
-                    logical + i as u64 * BLOCK_SIZE
-                )));
-            }
-        }
-        Ok(())
+        self.check_blocks(id, offset, logical, buf, sums)
     }
 
     /// Whether any swap file has journaled writes not yet in the tables.
