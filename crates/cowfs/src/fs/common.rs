@@ -1,12 +1,21 @@
 //! Engine-internal types that several parts of fs/ share: what a change is about to do to an
-//! inode (the rules of flags and swap files judge it), data on its way to extents, and block
-//! checksums. Like types.rs, it uses nothing above it.
+//! inode (the rules of flags and swap files judge it), data on its way to extents, what a read
+//! of a compressed extent decodes, and block checksums. Like types.rs, it uses nothing above it.
 
 use std::ops::Range;
 use std::sync::Arc;
 
 use crate::device::AlignedBuf;
-use crate::format::{BLOCK_SIZE, MAX_EXTENT_LEN};
+use crate::format::{Compression, BLOCK_SIZE, MAX_EXTENT_LEN};
+
+/// What a read of a compressed extent decodes, and which of its bytes it keeps.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Decode {
+    pub(crate) how: Compression,
+    pub(crate) ram_len: u64,
+    pub(crate) within: usize,
+    pub(crate) len: usize,
+}
 
 /// What a caller is about to do to an inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

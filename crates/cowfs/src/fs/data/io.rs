@@ -12,7 +12,7 @@ use crate::format::{
     BLOCK_SIZE,
 };
 use crate::fs::common::Change;
-use crate::fs::common::{ExtentData, EXTENT_PAGES};
+use crate::fs::common::{Decode, ExtentData, EXTENT_PAGES};
 use crate::fs::data::cache::{CHUNK_PAGES, DIRTY_LIMIT};
 use crate::fs::data::compress::decompress_extent;
 use crate::fs::engine::Engine;
@@ -47,14 +47,6 @@ struct PlannedRead {
     len: usize,
     sums: Option<Vec<u32>>,
     decode: Option<Decode>,
-}
-
-/// What a planned read of a compressed extent decodes, and which of its bytes it keeps.
-struct Decode {
-    how: Compression,
-    ram_len: u64,
-    within: usize,
-    len: usize,
 }
 
 impl PlannedRead {
@@ -103,6 +95,24 @@ impl ReadPlan {
             len,
             sums: Some(sums),
             decode: None,
+        });
+    }
+
+    /// A device read of the compressed extent of `sums.len()` blocks at `physical`, each
+    /// block checked against `sums`, decoded as `decode` says into the buffer at `at`.
+    pub(crate) fn push_encoded(
+        &mut self,
+        at: usize,
+        physical: u64,
+        sums: Vec<u32>,
+        decode: Decode,
+    ) {
+        self.reads.push(PlannedRead {
+            at,
+            physical,
+            len: sums.len() * BS,
+            sums: Some(sums),
+            decode: Some(decode),
         });
     }
 

@@ -31,7 +31,7 @@ use crate::fs::{InodeId, SwapActivation, SwapExtent, SwapMode, SwapStatus};
 
 /// The most swap data one compressed extent holds: a swap-in reads and decodes the whole
 /// extent its page is in, and the kernel reads back up to eight pages at a time.
-const COMPRESSED_SWAP_PIECE: u64 = 32 << 10;
+pub(in crate::fs::swap) const COMPRESSED_SWAP_PIECE: u64 = 32 << 10;
 
 /// Compresses a swap write of `data` as its file's swap writes are stored; needs no engine, so
 /// swap-outs on several threads compress at once.
@@ -308,9 +308,9 @@ impl Engine {
     /// Writes whole pages of an active through-filesystem swap file, starting at `page`:
     /// stored as `encoded` says when given (how [`encode_swap_write`] compressed them, before
     /// the engine's lock was taken), else plainly: through the swap journal for a
-    /// copy-on-write file, into the tables for a NOCOW one. Without `encoded`, a file whose
-    /// writes are compressed is not written: its compression comes back, for the caller to
-    /// encode the pages and call again.
+    /// copy-on-write file (every file whose writes are compressed is one), into the tables
+    /// for a NOCOW one. Without `encoded`, a file whose writes are compressed is not written:
+    /// its compression comes back, for the caller to encode the pages and call again.
     pub fn swap_write(
         &mut self,
         id: InodeId,
@@ -320,16 +320,13 @@ impl Engine {
     ) -> Result<Option<CompressionConfig>> {
         self.check_writable()?;
         self.check_swap_io(id, page, data.len())?;
-        let journaled = match encoded {
-            Some(_) => false,
-            None => {
-                let inode = self.inode(id)?;
-                if let Some(config) = self.compression_for(&inode) {
-                    return Ok(Some(config));
-                }
-                inode.flags & NOCOW == 0
+        let inode = self.inode(id)?;
+        if encoded.is_none() {
+            if let Some(config) = self.compression_for(&inode) {
+                return Ok(Some(config));
             }
-        };
+        }
+        let journaled = inode.flags & NOCOW == 0;
         if !journaled {
             // Written to the tables directly: the journal must not hold older copies.
             self.settle_swap_journal(id)?;
@@ -341,17 +338,16 @@ impl Engine {
             self.commit()?;
         }
         self.swap.written += data.len() as u64;
-        let offset = page * BLOCK_SIZE;
         let stored = match encoded {
+            Some((config, pieces)) if journaled => {
+                self.journal_packed_swap_write(id, page, data, config.algorithm, pieces)?
+            }
             None if journaled => {
                 self.journal_swap_write(id, page, data)?;
                 data.len() as u64
             }
-            Some((config, pieces)) => {
-                let data = ExtentData::Direct(data);
-                self.store_pieces(id, offset, data, config, COMPRESSED_SWAP_PIECE, pieces)?
-            }
-            None => {
+            _ => {
+                let offset = page * BLOCK_SIZE;
                 self.write_extents(id, offset, ExtentData::Direct(data))?;
                 data.len() as u64
             }
@@ -392,6 +388,15 @@ impl Engine {
                     let dst = &mut buf[at..at + sums.len() * BLOCK_SIZE as usize];
                     self.read_journaled(id, offset + at as u64, logical, &sums, dst)?
                 }
+                SwapRun::Packed {
+                    at,
+                    logical,
+                    sums,
+                    decode,
+                } => {
+                    let dst = &mut buf[at..at + decode.len];
+                    self.read_packed(id, offset + at as u64, logical, &sums, decode, dst)?
+                }
                 SwapRun::Stored { at, offset, len } => {
                     self.read_stored(id, offset, &mut buf[at..at + len])?
                 }
@@ -418,6 +423,17 @@ impl Engine {
                     let len = sums.len() * BLOCK_SIZE as usize;
                     self.writer.settle_range(physical..physical + len as u64)?;
                     plan.push_checked(at, physical, len, sums);
+                }
+                SwapRun::Packed {
+                    at,
+                    logical,
+                    sums,
+                    decode,
+                } => {
+                    let physical = self.alloc.physical(logical)?;
+                    let len = sums.len() as u64 * BLOCK_SIZE;
+                    self.writer.settle_range(physical..physical + len)?;
+                    plan.push_encoded(at, physical, sums, decode);
                 }
                 SwapRun::Stored { at, offset, len } => match self.plan_read(id, offset, len)? {
                     Some(stored) => plan.append(stored, at),

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crate::format::BLOCK_SIZE;
+use crate::format::{Compression, BLOCK_SIZE};
+use crate::fs::common::Decode;
 use crate::fs::{InodeId, SwapExtent, SwapMode};
 
 #[derive(Debug, Default)]
@@ -72,11 +73,24 @@ impl ActiveSwap {
     }
 }
 
-/// A journaled page: where its newest copy is, and that copy's checksum.
+/// Where a journaled page's newest copy is.
 #[derive(Debug, Clone, Copy)]
-pub(in crate::fs::swap) struct JournalPage {
+pub(in crate::fs::swap) enum JournalPage {
+    /// Stored plainly in the block at `logical`, whose checksum is `sum`.
+    Plain { logical: u64, sum: u32 },
+    /// Page `index` of the journal's compressed piece number `piece`.
+    Packed { piece: usize, index: usize },
+}
+
+/// A compressed piece of a journaled swap write: pages from `first` on, encoded and stored in
+/// the blocks from `logical` on, one checksum per block.
+#[derive(Debug)]
+pub(in crate::fs::swap) struct JournalPiece {
+    pub(in crate::fs::swap) first: u64,
+    pub(in crate::fs::swap) pages: u64,
+    pub(in crate::fs::swap) how: Compression,
     pub(in crate::fs::swap) logical: u64,
-    pub(in crate::fs::swap) sum: u32,
+    pub(in crate::fs::swap) sums: Vec<u32>,
 }
 
 /// A copy-on-write swap file's pages written since the last commit (`fs::swap::journal`).
@@ -84,6 +98,8 @@ pub(in crate::fs::swap) struct JournalPage {
 pub(crate) struct SwapJournal {
     /// File page -> its copy written in the running transaction.
     pub(in crate::fs::swap) pages: BTreeMap<u64, JournalPage>,
+    /// The compressed pieces written in the running transaction, in the order they were.
+    pub(in crate::fs::swap) pieces: Vec<JournalPiece>,
     /// The clusters allocated in the running transaction, by logical start -> length.
     pub(in crate::fs::swap) clusters: BTreeMap<u64, u64>,
     /// The next free block of the newest cluster, and that cluster's end.
@@ -91,14 +107,21 @@ pub(crate) struct SwapJournal {
     pub(in crate::fs::swap) end: u64,
 }
 
-/// A piece of a swap read: pages in the journal (their first block's logical address and
-/// checksums), or pages to read from the file's extents.
+/// A piece of a swap read: pages in the journal, stored plainly (their first block's logical
+/// address and checksums) or in a compressed piece (its blocks and what of it to decode), or
+/// pages to read from the file's extents.
 #[derive(Debug)]
 pub(crate) enum SwapRun {
     Journal {
         at: usize,
         logical: u64,
         sums: Vec<u32>,
+    },
+    Packed {
+        at: usize,
+        logical: u64,
+        sums: Vec<u32>,
+        decode: Decode,
     },
     Stored {
         at: usize,
@@ -124,22 +147,54 @@ impl SwapJournal {
         Some((at, n))
     }
 
+    /// `blocks` blocks side by side from the newest cluster, all or none: the first one's
+    /// logical address; None when the cluster has fewer left (they stay unused).
+    pub(in crate::fs::swap) fn take_exactly(&mut self, blocks: u64) -> Option<u64> {
+        if (self.end - self.next) / BLOCK_SIZE < blocks {
+            return None;
+        }
+        self.take(blocks).map(|(at, _)| at)
+    }
+
     /// Runs of pages for a read of `pages` pages from `page` on.
     pub(in crate::fs::swap) fn runs(&self, page: u64, pages: u64) -> Vec<SwapRun> {
         let mut runs: Vec<SwapRun> = Vec::new();
         for p in page..page + pages {
             let at = ((p - page) * BLOCK_SIZE) as usize;
             match (self.pages.get(&p), runs.last_mut()) {
-                (Some(j), Some(SwapRun::Journal { logical, sums, .. }))
-                    if *logical + sums.len() as u64 * BLOCK_SIZE == j.logical =>
-                {
-                    sums.push(j.sum)
-                }
-                (Some(j), _) => runs.push(SwapRun::Journal {
+                (
+                    Some(JournalPage::Plain { logical: l, sum }),
+                    Some(SwapRun::Journal { logical, sums, .. }),
+                ) if *logical + sums.len() as u64 * BLOCK_SIZE == *l => sums.push(*sum),
+                (Some(&JournalPage::Plain { logical, sum }), _) => runs.push(SwapRun::Journal {
                     at,
-                    logical: j.logical,
-                    sums: vec![j.sum],
+                    logical,
+                    sums: vec![sum],
                 }),
+                (Some(&JournalPage::Packed { piece, index }), last) => {
+                    let packed = &self.pieces[piece];
+                    let within = index * BLOCK_SIZE as usize;
+                    match last {
+                        Some(SwapRun::Packed {
+                            logical, decode, ..
+                        }) if *logical == packed.logical
+                            && decode.within + decode.len == within =>
+                        {
+                            decode.len += BLOCK_SIZE as usize
+                        }
+                        _ => runs.push(SwapRun::Packed {
+                            at,
+                            logical: packed.logical,
+                            sums: packed.sums.clone(),
+                            decode: Decode {
+                                how: packed.how,
+                                ram_len: packed.pages * BLOCK_SIZE,
+                                within,
+                                len: BLOCK_SIZE as usize,
+                            },
+                        }),
+                    }
+                }
                 (None, Some(SwapRun::Stored { len, .. })) => *len += BLOCK_SIZE as usize,
                 (None, _) => runs.push(SwapRun::Stored {
                     at,
