@@ -175,7 +175,9 @@ fn run_all(size: u64, pages: u64, raw_path: &Path, host_path: &Path, image: &Pat
     // Written through once, as the raw peer's file is: on a sparse image every copy-on-write
     // page would land on host blocks never written and pay the host's allocation, which a
     // block device does not.
-    let image_len = 3 * size + (2 << 30);
+    // Three areas, the reservation of two more the copy-on-write area takes while active,
+    // and room for the activation timing's 1 GiB file and the metadata.
+    let image_len = 5 * size + (2 << 30);
     write_zeros(image, image_len)?;
     let device = Arc::new(FileDevice::open(image)?);
     Filesystem::mkfs(device.clone(), &MkfsOptions::default())?;
