@@ -139,6 +139,12 @@ pub fn spawn_mount(
         }
     };
     invalidator.start(session.notifier());
+    if let Err(e) = kernel_mount::raise_readahead(mountpoint, kernel.block_device) {
+        tracing::info!(
+            "readahead of {} left at the kernel's default: {e}",
+            mountpoint.display()
+        );
+    }
     Ok(Mount {
         session: Some(session),
         fs,
