@@ -223,6 +223,16 @@ fn bench_swap_json_has_every_case_asked_for_within_its_budget() {
         .collect();
     assert_eq!(peaks.len(), 2, "{out}");
     assert!(peaks.iter().all(|p| *p > 0 && *p <= 4 << 20), "{peaks:?}");
+    // The device's own sequential read rate, measured in the same run.
+    let device: f64 = out
+        .split("\"device_read_mb_s\": ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no device figure: {out}"));
+    assert!(device > 0.0, "{out}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "the bench leaves nothing behind: {left:?}");
 }
 
 #[test]

@@ -3,13 +3,16 @@
 //! pager region over each kind of swap area, and in the same run in a process the Linux kernel
 //! swaps (a memory cgroup of the same budget, a swap file on btrfs on a loop device with
 //! direct I/O, as root), and, for information, the kernel swapping the same cgroup to zram
-//! (compressed RAM, lz4 where offered), what users pick for fast swap today.
+//! (compressed RAM, lz4 where offered), what users pick for fast swap today. The device's own
+//! sequential read rate is measured in the same run, for the read-back to be held to.
 
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Instant;
 
-use cowfs::device::FileDevice;
+use cowfs::device::{AlignedBuf, FileDevice};
 use cowfs::{Filesystem, MkfsOptions, OpenOptions, SwapMode};
 use pager::{FaultMode, Pager, PagerConfig};
 use swap::{CowfsFile, HostFile, SwapSystem};
@@ -114,12 +117,61 @@ pub fn run(size: u64, budget: u64, dir: &Path, json: bool, only: &[Case]) -> Cli
             Err(_) => {}
         }
     }
+    let device = device_read_rate(&dir, size)?;
     if json {
-        print_json(size, budget, &rows);
+        print_json(size, budget, &rows, device);
     } else {
         print_table(&rows);
+        print_device(&rows, device);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The device's own sequential read rate, which the sequential read-back is held to: a file
+/// of `size` bytes in `dir` written, then read back with O_DIRECT reads the size of the
+/// pager's largest swap-in (its prefetch window). MB/s, and the read size.
+fn device_read_rate(dir: &Path, size: u64) -> CliResult<(f64, usize)> {
+    let chunk = PagerConfig::with_budget(0).max_prefetch * pager::PAGE;
+    let len = size / chunk as u64 * chunk as u64;
+    let path = dir.join("bench-swap.device");
+    let measure = || -> CliResult<f64> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&path)?;
+        // Written through, not sparse: a hole reads back without touching the device.
+        let mut buf = AlignedBuf::zeroed(chunk);
+        buf.fill(0x5a);
+        for at in (0..len).step_by(chunk) {
+            file.write_all_at(&buf, at)?;
+        }
+        file.sync_all()?;
+        let t = Instant::now();
+        for at in (0..len).step_by(chunk) {
+            file.read_exact_at(&mut buf, at)?;
+        }
+        Ok(len as f64 / t.elapsed().as_secs_f64() / 1e6)
+    };
+    let rate = measure();
+    let _ = std::fs::remove_file(&path);
+    Ok((rate?, chunk))
+}
+
+/// The device's sequential read rate, and each row's sequential read-back against it.
+fn print_device(rows: &[Row], (rate, chunk): (f64, usize)) {
+    println!(
+        "\ndevice: sequential O_DIRECT reads of {} in this directory, {rate:.0} MB/s",
+        human(chunk as u64)
+    );
+    for (name, figures, _) in rows {
+        println!(
+            "{name}: sequential read-back {:.0}% of the device",
+            figures.read_mb_s / rate * 100.0
+        );
+    }
 }
 
 /// One case's figures (and the pager's statistics); why not, for a kernel case that cannot
@@ -229,7 +281,7 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-fn print_json(size: u64, budget: u64, rows: &[Row]) {
+fn print_json(size: u64, budget: u64, rows: &[Row], (device, _): (f64, usize)) {
     let keys = [
         "fill_mb_s",
         "read_mb_s",
@@ -258,7 +310,7 @@ fn print_json(size: u64, budget: u64, rows: &[Row]) {
         })
         .collect();
     println!(
-        "{{\"size\": {size}, \"budget\": {budget}, \"rows\": [{}]}}",
+        "{{\"size\": {size}, \"budget\": {budget}, \"device_read_mb_s\": {device:.1}, \"rows\": [{}]}}",
         entries.join(", ")
     );
 }
