@@ -193,6 +193,15 @@ fn bench_swap_io_measures_every_backing() {
     }
 }
 
+/// The first number named `key` in a bench's JSON output.
+fn json_number(out: &str, key: &str) -> f64 {
+    out.split(&format!("\"{key}\": "))
+        .nth(1)
+        .and_then(|rest| rest.split([',', '}']).next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}: {out}"))
+}
+
 #[test]
 fn bench_swap_json_has_every_case_asked_for_within_its_budget() {
     if !capable(&[(is_root(), "root (for /dev/userfaultfd)")]) {
@@ -224,13 +233,7 @@ fn bench_swap_json_has_every_case_asked_for_within_its_budget() {
     assert_eq!(peaks.len(), 2, "{out}");
     assert!(peaks.iter().all(|p| *p > 0 && *p <= 4 << 20), "{peaks:?}");
     // The device's own sequential read rate, measured in the same run.
-    let device: f64 = out
-        .split("\"device_read_mb_s\": ")
-        .nth(1)
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no device figure: {out}"));
-    assert!(device > 0.0, "{out}");
+    assert!(json_number(&out, "device_read_mb_s") > 0.0, "{out}");
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "the bench leaves nothing behind: {left:?}");
 }
@@ -266,20 +269,17 @@ fn bench_swap_has_the_kernel_on_zram_beside_it_and_leaves_no_zram_behind() {
         "zram",
         "--size",
         "64M",
+        // Thrashing a small cgroup at zram's speed, the kernel's reclaim gives up now and then
+        // and the cgroup's OOM killer takes the workload (seen at 16 and 32 MiB: four threads
+        // faulting on a working set twice the limit); a quarter over the limit still swaps.
         "--budget",
-        "16M",
+        "48M",
         "--json",
         "--dir",
         dir.path().to_str().unwrap(),
     ]);
     assert!(out.contains("\"name\": \"kernel (zram)\""), "{out}");
-    let fill: f64 = out
-        .split("\"fill_mb_s\": ")
-        .nth(1)
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no fill figure: {out}"));
-    assert!(fill > 0.0, "{out}");
+    assert!(json_number(&out, "fill_mb_s") > 0.0, "{out}");
     assert_eq!(
         (zram_devices(), zram_swaps()),
         before,

@@ -41,7 +41,8 @@ fn ok(command: &mut Command) -> CliResult<String> {
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        return Err(format!("{command:?}: {text}").into());
+        // A process the OOM killer took says nothing: its status does.
+        return Err(format!("{command:?}: {} {text}", out.status).into());
     }
     Ok(text)
 }

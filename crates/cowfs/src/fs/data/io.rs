@@ -86,33 +86,22 @@ impl PlannedRead {
 }
 
 impl ReadPlan {
-    /// A device read of `len` bytes at `physical` into the buffer at `at`, each block checked
-    /// against `sums`.
-    pub(crate) fn push_checked(&mut self, at: usize, physical: u64, len: usize, sums: Vec<u32>) {
-        self.reads.push(PlannedRead {
-            at,
-            physical,
-            len,
-            sums: Some(sums),
-            decode: None,
-        });
-    }
-
-    /// A device read of the compressed extent of `sums.len()` blocks at `physical`, each
-    /// block checked against `sums`, decoded as `decode` says into the buffer at `at`.
-    pub(crate) fn push_encoded(
+    /// A device read of the `sums.len()` blocks at `physical`, each checked against its
+    /// checksum, into the buffer at `at`; or, with `decode`, a compressed extent decoded as it
+    /// says.
+    pub(crate) fn push_checked(
         &mut self,
         at: usize,
         physical: u64,
         sums: Vec<u32>,
-        decode: Decode,
+        decode: Option<Decode>,
     ) {
         self.reads.push(PlannedRead {
             at,
             physical,
             len: sums.len() * BS,
             sums: Some(sums),
-            decode: Some(decode),
+            decode,
         });
     }
 

@@ -384,18 +384,9 @@ impl Engine {
         let offset = page * BLOCK_SIZE;
         for run in self.swap_runs(id, page, buf.len() as u64 / BLOCK_SIZE) {
             match run {
-                SwapRun::Journal { at, logical, sums } => {
-                    let dst = &mut buf[at..at + sums.len() * BLOCK_SIZE as usize];
-                    self.read_journaled(id, offset + at as u64, logical, &sums, dst)?
-                }
-                SwapRun::Packed {
-                    at,
-                    logical,
-                    sums,
-                    decode,
-                } => {
-                    let dst = &mut buf[at..at + decode.len];
-                    self.read_packed(id, offset + at as u64, logical, &sums, decode, dst)?
+                SwapRun::Journal(run) => {
+                    let dst = &mut buf[run.at..run.at + run.len()];
+                    self.read_journaled(id, offset + run.at as u64, &run, dst)?
                 }
                 SwapRun::Stored { at, offset, len } => {
                     self.read_stored(id, offset, &mut buf[at..at + len])?
@@ -418,22 +409,11 @@ impl Engine {
         let mut plan = self.empty_plan();
         for run in self.swap_runs(id, page, len as u64 / BLOCK_SIZE) {
             match run {
-                SwapRun::Journal { at, logical, sums } => {
-                    let physical = self.alloc.physical(logical)?;
-                    let len = sums.len() * BLOCK_SIZE as usize;
-                    self.writer.settle_range(physical..physical + len as u64)?;
-                    plan.push_checked(at, physical, len, sums);
-                }
-                SwapRun::Packed {
-                    at,
-                    logical,
-                    sums,
-                    decode,
-                } => {
-                    let physical = self.alloc.physical(logical)?;
-                    let len = sums.len() as u64 * BLOCK_SIZE;
+                SwapRun::Journal(run) => {
+                    let physical = self.alloc.physical(run.logical)?;
+                    let len = run.sums.len() as u64 * BLOCK_SIZE;
                     self.writer.settle_range(physical..physical + len)?;
-                    plan.push_encoded(at, physical, sums, decode);
+                    plan.push_checked(run.at, physical, run.sums, run.decode);
                 }
                 SwapRun::Stored { at, offset, len } => match self.plan_read(id, offset, len)? {
                     Some(stored) => plan.append(stored, at),

@@ -21,11 +21,11 @@ use crate::device::AlignedBuf;
 use crate::error::{Error, Result};
 use crate::format::{Compression, FileExtent, BLOCK_SIZE};
 use crate::fs::alloc::Extent;
-use crate::fs::common::{checksum_blocks, Decode, DirtyRange, ExtentData};
+use crate::fs::common::{checksum_blocks, DirtyRange, ExtentData};
 use crate::fs::data::compress::{decompress_extent, EncodedPieces};
 use crate::fs::engine::Engine;
 use crate::fs::swap::activate::COMPRESSED_SWAP_PIECE;
-use crate::fs::swap::state::{JournalPage, JournalPiece, SwapJournal, SwapRun};
+use crate::fs::swap::state::{JournalPage, JournalPiece, JournalRun, SwapJournal, SwapRun};
 use crate::fs::InodeId;
 
 /// Space a journal allocates at a time.
@@ -245,36 +245,24 @@ impl Engine {
         }
     }
 
-    /// Reads journaled blocks from `logical` on into `buf` and checks them; a mismatch is
-    /// EIO naming the file and the offset.
+    /// Reads the journaled blocks of `run` and checks them: into `buf`, or, for a compressed
+    /// piece, decoding the part the run names into `buf`. A mismatch is EIO naming the file
+    /// and `offset`, the file offset of `buf`.
     pub(in crate::fs::swap) fn read_journaled(
         &self,
         id: InodeId,
         offset: u64,
-        logical: u64,
-        sums: &[u32],
+        run: &JournalRun,
         buf: &mut [u8],
     ) -> Result<()> {
-        self.device_read(logical, buf)?;
-        self.check_blocks(id, offset, logical, buf, sums)
-    }
-
-    /// Reads the journaled compressed piece of `sums.len()` blocks at `logical`, checks it
-    /// and decodes the part `decode` names into `buf`; a mismatch is EIO naming the file and
-    /// the offset of the piece's pages.
-    pub(in crate::fs::swap) fn read_packed(
-        &self,
-        id: InodeId,
-        offset: u64,
-        logical: u64,
-        sums: &[u32],
-        decode: Decode,
-        buf: &mut [u8],
-    ) -> Result<()> {
-        let mut stored = AlignedBuf::zeroed(sums.len() * BS);
-        self.device_read(logical, &mut stored)?;
+        let Some(decode) = run.decode else {
+            self.device_read(run.logical, buf)?;
+            return self.check_blocks(id, offset, run.logical, buf, &run.sums);
+        };
+        let mut stored = AlignedBuf::zeroed(run.sums.len() * BS);
+        self.device_read(run.logical, &mut stored)?;
         let first = offset - decode.within as u64;
-        self.check_blocks(id, first, logical, &stored, sums)?;
+        self.check_blocks(id, first, run.logical, &stored, &run.sums)?;
         let plain = decompress_extent(decode.how, &stored, decode.ram_len)
             .map_err(|err| Error::checksum(format!("{}: {}", self.path_of(id), err.reason())))?;
         buf.copy_from_slice(&plain[decode.within..decode.within + decode.len]);

@@ -107,27 +107,29 @@ pub(crate) struct SwapJournal {
     pub(in crate::fs::swap) end: u64,
 }
 
-/// A piece of a swap read: pages in the journal, stored plainly (their first block's logical
-/// address and checksums) or in a compressed piece (its blocks and what of it to decode), or
-/// pages to read from the file's extents.
+/// A piece of a swap read: pages in the journal, or pages to read from the file's extents.
 #[derive(Debug)]
 pub(crate) enum SwapRun {
-    Journal {
-        at: usize,
-        logical: u64,
-        sums: Vec<u32>,
-    },
-    Packed {
-        at: usize,
-        logical: u64,
-        sums: Vec<u32>,
-        decode: Decode,
-    },
-    Stored {
-        at: usize,
-        offset: u64,
-        len: usize,
-    },
+    Journal(JournalRun),
+    Stored { at: usize, offset: u64, len: usize },
+}
+
+/// Journaled pages of a swap read, at `at` of its buffer: the blocks from `logical` on, one
+/// checksum each, holding them plainly or, with `decode`, the compressed piece they are in.
+#[derive(Debug)]
+pub(crate) struct JournalRun {
+    pub(crate) at: usize,
+    pub(crate) logical: u64,
+    pub(crate) sums: Vec<u32>,
+    pub(crate) decode: Option<Decode>,
+}
+
+impl JournalRun {
+    /// The bytes of the read it fills.
+    pub(crate) fn len(&self) -> usize {
+        self.decode
+            .map_or(self.sums.len() * BLOCK_SIZE as usize, |d| d.len)
+    }
 }
 
 impl SwapJournal {
@@ -162,37 +164,44 @@ impl SwapJournal {
         for p in page..page + pages {
             let at = ((p - page) * BLOCK_SIZE) as usize;
             match (self.pages.get(&p), runs.last_mut()) {
-                (
-                    Some(JournalPage::Plain { logical: l, sum }),
-                    Some(SwapRun::Journal { logical, sums, .. }),
-                ) if *logical + sums.len() as u64 * BLOCK_SIZE == *l => sums.push(*sum),
-                (Some(&JournalPage::Plain { logical, sum }), _) => runs.push(SwapRun::Journal {
-                    at,
-                    logical,
-                    sums: vec![sum],
-                }),
+                (Some(JournalPage::Plain { logical, sum }), Some(SwapRun::Journal(run)))
+                    if run.decode.is_none()
+                        && run.logical + run.sums.len() as u64 * BLOCK_SIZE == *logical =>
+                {
+                    run.sums.push(*sum)
+                }
+                (Some(&JournalPage::Plain { logical, sum }), _) => {
+                    runs.push(SwapRun::Journal(JournalRun {
+                        at,
+                        logical,
+                        sums: vec![sum],
+                        decode: None,
+                    }))
+                }
                 (Some(&JournalPage::Packed { piece, index }), last) => {
                     let packed = &self.pieces[piece];
                     let within = index * BLOCK_SIZE as usize;
-                    match last {
-                        Some(SwapRun::Packed {
-                            logical, decode, ..
-                        }) if *logical == packed.logical
-                            && decode.within + decode.len == within =>
-                        {
+                    let decode = match last {
+                        Some(SwapRun::Journal(run)) if run.logical == packed.logical => {
+                            run.decode.as_mut()
+                        }
+                        _ => None,
+                    };
+                    match decode {
+                        Some(decode) if decode.within + decode.len == within => {
                             decode.len += BLOCK_SIZE as usize
                         }
-                        _ => runs.push(SwapRun::Packed {
+                        _ => runs.push(SwapRun::Journal(JournalRun {
                             at,
                             logical: packed.logical,
                             sums: packed.sums.clone(),
-                            decode: Decode {
+                            decode: Some(Decode {
                                 how: packed.how,
                                 ram_len: packed.pages * BLOCK_SIZE,
                                 within,
                                 len: BLOCK_SIZE as usize,
-                            },
-                        }),
+                            }),
+                        })),
                     }
                 }
                 (None, Some(SwapRun::Stored { len, .. })) => *len += BLOCK_SIZE as usize,
