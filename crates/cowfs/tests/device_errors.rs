@@ -294,6 +294,14 @@ fn committed_file(size: u64) -> (Arc<dyn BlockDevice>, Arc<FaultyDevice>, Filesy
     (mem, faulty, fs, f)
 }
 
+/// Reopened after `committed_file`'s filesystem failed: /f as committed, fsck clean.
+fn assert_reopens_at_last_commit(mem: &Arc<dyn BlockDevice>) {
+    let fs = Filesystem::open(mem.clone(), &no_timer()).unwrap();
+    assert_eq!(read_all(&fs, fs.resolve("/f").unwrap()), b"committed");
+    drop(fs);
+    assert_clean(mem);
+}
+
 #[test]
 fn an_io_error_stops_the_filesystem_until_it_is_reopened() {
     let (mem, faulty, fs, f) = committed_file(32 * MIB);
@@ -312,10 +320,7 @@ fn an_io_error_stops_the_filesystem_until_it_is_reopened() {
     );
     assert_eq!(read_all(&fs, f), b"committed", "reads show the last commit");
     drop(fs);
-    let fs = Filesystem::open(mem.clone(), &no_timer()).unwrap();
-    assert_eq!(read_all(&fs, fs.resolve("/f").unwrap()), b"committed");
-    drop(fs);
-    assert_clean(&mem);
+    assert_reopens_at_last_commit(&mem);
 }
 
 /// A swap write through the filesystem whose device write fails (with ENOSPC from the host):
@@ -349,10 +354,60 @@ fn a_failed_journaled_swap_write_stops_the_filesystem_and_reads_go_on() {
         "every later sync"
     );
     drop(fs);
-    let fs = Filesystem::open(mem.clone(), &no_timer()).unwrap();
-    assert_eq!(read_all(&fs, fs.resolve("/f").unwrap()), b"committed");
-    drop(fs);
-    assert_clean(&mem);
+    assert_reopens_at_last_commit(&mem);
+}
+
+/// Swap pages journaled since the last commit, plain or compressed, are lost with a failed
+/// transaction even once the journal has gone into its tables (a sync does that first): a
+/// compressed file's pieces written behind fail (any errno; EACCES here) and the failure
+/// surfaces by the sync; a plain file's commit fails after its journal was settled. Either way
+/// every page written since the last commit is EIO from then on, never its older copy.
+#[test]
+fn swap_pages_journaled_since_the_last_commit_are_lost_with_a_failed_commit() {
+    for lz4 in [true, false] {
+        let (mem, faulty, fs, f) = committed_file(64 * MIB);
+        let swap = file(&fs, fs.root(), "swap");
+        if lz4 {
+            fs.set_compression(swap, cowfs::CompressionConfig::parse("lz4").unwrap())
+                .unwrap();
+        }
+        let prealloc = cowfs::FallocateMode::Allocate { keep_size: false };
+        fs.fallocate(swap, prealloc, 0, 4 * MIB).unwrap();
+        fs.activate_swap(swap, cowfs::SwapMode::ThroughFs).unwrap();
+        let text = |n: usize| {
+            "compressible swap page text; "
+                .repeat(n * 4096 / 29 + 1)
+                .into_bytes()[..n * 4096]
+                .to_vec()
+        };
+        fs.swap_write(swap, 0, &text(8)).unwrap();
+        fs.sync().unwrap();
+        fs.swap_write(swap, 8, &text(8)).unwrap();
+        faulty.fail_one_write_after(0, Errno::ACCESS);
+        let mut lost = vec![8, 15];
+        // The failing write is this one's or, still behind, the one before's, which this
+        // one then reports: only a write that succeeded has pages to lose.
+        if lz4 && fs.swap_write(swap, 16, &text(8)).is_ok() {
+            lost.extend([16, 23]);
+        }
+        let err = fs.sync().unwrap_err();
+        assert_eq!(err.errno(), Errno::ACCESS, "lz4 {lz4}: {err}");
+        let mut page = vec![0u8; 8 * 4096];
+        fs.swap_read(swap, 0, &mut page).unwrap();
+        assert!(page == text(8), "lz4 {lz4}: committed pages read back");
+        for p in lost {
+            let read = fs.swap_read(swap, p, &mut page[..4096]);
+            let errno = read.map_err(|e| e.errno());
+            assert_eq!(
+                errno,
+                Err(Errno::IO),
+                "lz4 {lz4}: page {p}, never an older copy"
+            );
+        }
+        assert_eq!(read_all(&fs, f), b"committed", "reads go on");
+        drop(fs);
+        assert_reopens_at_last_commit(&mem);
+    }
 }
 
 /// The race the issue found: a write-behind fails in its thread, a later write reports it

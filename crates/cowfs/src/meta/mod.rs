@@ -129,8 +129,10 @@ impl Store {
         if result.is_ok() {
             self.changed.set(false);
         }
-        self.begin()?;
-        result
+        // After a failed commit redb refuses new transactions ("previous I/O error"): the
+        // commit's own error, with the device's errno, is the one to report.
+        let begun = self.begin();
+        result.and(begun)
     }
 
     /// Verifies every page checksum of the committed store. The running transaction must be

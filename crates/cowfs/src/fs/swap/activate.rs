@@ -108,7 +108,7 @@ impl Engine {
                 swapped_out: 0,
                 stored: 0,
                 journal: Default::default(),
-                unsettled: BTreeSet::new(),
+                uncommitted: BTreeSet::new(),
                 lost: BTreeSet::new(),
             },
         );
@@ -355,7 +355,7 @@ impl Engine {
         let active = self.swap.files.get_mut(&id).expect("checked above");
         if !journaled {
             active
-                .unsettled
+                .uncommitted
                 .extend(page..page + data.len() as u64 / BLOCK_SIZE);
         }
         active.swapped_out += data.len() as u64;

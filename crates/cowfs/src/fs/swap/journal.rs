@@ -364,6 +364,10 @@ impl Engine {
             }
             self.free_cluster_space(cursor, start + len)?;
         }
+        // In the tables now, but still only in the running transaction: if it fails, these
+        // pages are lost with it (`SwapState::lose_uncommitted`).
+        let active = self.swap.files.get_mut(&id).expect("settled above");
+        active.uncommitted.extend(journal.pages.into_keys());
         Ok(())
     }
 

@@ -37,9 +37,9 @@ pub(crate) struct ActiveSwap {
     /// Its pages written since the last commit, not yet in the tables (through the
     /// filesystem, copy-on-write).
     pub(in crate::fs::swap) journal: SwapJournal,
-    /// Its pages written since the last commit straight into the tables (compressed and
-    /// NOCOW files).
-    pub(in crate::fs::swap) unsettled: BTreeSet<u64>,
+    /// Its pages written since the last commit that are in the tables: written there
+    /// directly (NOCOW files) or put there from the journal.
+    pub(in crate::fs::swap) uncommitted: BTreeSet<u64>,
     /// Pages whose newest copy went with a failed transaction: their swap-ins are EIO, never
     /// an older copy.
     pub(in crate::fs::swap) lost: BTreeSet<u64>,
@@ -51,10 +51,10 @@ impl SwapState {
     pub(crate) fn lose_uncommitted(&mut self) {
         for active in self.files.values_mut() {
             let journal = std::mem::take(&mut active.journal);
-            let unsettled = std::mem::take(&mut active.unsettled);
+            let uncommitted = std::mem::take(&mut active.uncommitted);
             active
                 .lost
-                .extend(journal.pages.into_keys().chain(unsettled));
+                .extend(journal.pages.into_keys().chain(uncommitted));
         }
     }
 
@@ -62,7 +62,7 @@ impl SwapState {
     pub(crate) fn committed(&mut self) {
         self.written = 0;
         for active in self.files.values_mut() {
-            active.unsettled.clear();
+            active.uncommitted.clear();
         }
     }
 }
