@@ -60,7 +60,13 @@ impl Engine {
         let (from, to) = (FileExtentKey::new(id, start), FileExtentKey::new(id, end));
         let mut found = Vec::new();
         if let Some((key, e)) = records.at_or_before(&from)? {
-            if key.file == id && key.offset < start && key.offset + e.len > start {
+            let covers_start = key.file == id && key.offset + e.len > start;
+            // Records never overlap: one that covers all of a range is the only one in it (a
+            // swap-in's usual case, which then costs one lookup, not two).
+            if covers_start && start < end && key.offset + e.len >= end {
+                return Ok(vec![(key.offset, e)]);
+            }
+            if covers_start && key.offset < start {
                 found.push((key.offset, e));
             }
         }
