@@ -213,8 +213,14 @@ pub(crate) fn store_error(context: &str, err: impl Into<redb::Error>) -> Error {
             (Errno::UCLEAN, Origin::Request)
         }
         redb::Error::Io(io) => (
-            io.raw_os_error()
-                .map_or(Errno::IO, Errno::from_raw_os_error),
+            // The metadata space's own "no room left" has no OS errno: ENOSPC, not EIO.
+            io.raw_os_error().map_or(
+                match io.kind() {
+                    std::io::ErrorKind::StorageFull => Errno::NOSPC,
+                    _ => Errno::IO,
+                },
+                Errno::from_raw_os_error,
+            ),
             Origin::DeviceWrite,
         ),
         redb::Error::Backend(_) | redb::Error::PreviousIo => (Errno::IO, Origin::DeviceWrite),
@@ -237,6 +243,9 @@ mod tests {
         let damaged = store_error("get", redb::Error::Corrupted("page 7".into()));
         assert_eq!(damaged.errno(), Errno::UCLEAN);
         assert!(damaged.stops_the_filesystem());
+        let no_room = std::io::Error::new(std::io::ErrorKind::StorageFull, "no metadata space");
+        let failed = store_error("put", redb::Error::Io(no_room));
+        assert_eq!(failed.errno(), Errno::NOSPC, "the metadata space is full");
         let full = std::io::Error::from_raw_os_error(Errno::NOSPC.raw_os_error());
         let failed = store_error("commit", redb::Error::Io(full));
         assert_eq!(failed.errno(), Errno::NOSPC, "the device's errno");

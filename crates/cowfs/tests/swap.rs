@@ -626,6 +626,51 @@ fn a_reflink_copy_of_an_active_through_filesystem_swapfile_keeps_the_area_as_it_
     assert_clean(&dev);
 }
 
+/// On free space cut in single blocks, a journal cluster can be one block, which no
+/// compressed piece of several blocks fits: such pieces are stored plainly, and every page
+/// reads back.
+#[test]
+fn compressed_swap_writes_on_fragmented_free_space_store_what_fits_plainly() {
+    let (dev, fs) = memory_fs(32 * MIB);
+    let f = file(&fs, fs.root(), "zswap");
+    fs.set_compression(f, cowfs::CompressionConfig::parse("lz4").unwrap())
+        .unwrap();
+    fs.fallocate(f, FallocateMode::Allocate { keep_size: false }, 0, MIB)
+        .unwrap();
+    // Everything filled a block at a time by two files in turn, then one of them removed:
+    // the free space is single blocks.
+    let (a, b) = (file(&fs, fs.root(), "a"), file(&fs, fs.root(), "b"));
+    let block = AlignedBuf::from_slice(&noise(1, 4096));
+    'fill: for at in (0..).step_by(4096) {
+        for g in [a, b] {
+            if fs.write_direct(g, at, &block).is_err() {
+                break 'fill;
+            }
+        }
+    }
+    fs.sync().unwrap();
+    fs.unlink(fs.root(), b"b").unwrap();
+    fs.sync().unwrap();
+    fs.activate_swap(f, SwapMode::ThroughFs).unwrap();
+    // Half noise, half zeros: each 32 KiB piece shrinks to several blocks.
+    let page = |p: u64| [noise(p, 2048), vec![0; 2048]].concat();
+    let data: Vec<u8> = (0..64).flat_map(page).collect();
+    fs.swap_write(f, 0, &data).unwrap();
+    let mut back = vec![0u8; data.len()];
+    fs.swap_read(f, 0, &mut back).unwrap();
+    assert!(back == data, "read back from the journal");
+    fs.sync().unwrap();
+    fs.swap_read(f, 0, &mut back).unwrap();
+    assert!(back == data, "read back after the commit");
+    let map = fs.extent_map(f).unwrap();
+    let written = map.iter().filter(|e| e.file_offset < data.len() as u64);
+    assert!(written.clone().all(|e| !e.encoded), "{map:?}");
+    assert!(written.count() > 1, "{map:?}");
+    fs.deactivate_swap(f).unwrap();
+    fs.unmount().unwrap();
+    assert_clean(&dev);
+}
+
 #[test]
 fn the_through_filesystem_reservation_holds_when_the_disk_fills() {
     let (_dev, fs) = memory_fs(64 * MIB);

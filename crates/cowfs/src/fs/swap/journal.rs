@@ -135,15 +135,18 @@ impl Engine {
                 continue;
             };
             let blocks = packed.len().div_ceil(BS) as u64;
-            let logical = match self.journal_mut(id).take_exactly(blocks) {
-                Some(logical) => logical,
-                None => {
-                    self.write_packed(id, &mut batch, how)?;
-                    self.new_cluster(id)?;
-                    self.journal_mut(id)
-                        .take_exactly(blocks)
-                        .expect("a new cluster holds a piece")
-                }
+            let mut logical = self.journal_mut(id).take_exactly(blocks);
+            if logical.is_none() {
+                self.write_packed(id, &mut batch, how)?;
+                self.new_cluster(id)?;
+                logical = self.journal_mut(id).take_exactly(blocks);
+            }
+            // Free space in pieces smaller than this one: a cluster is as large as the
+            // space allows, so the piece is stored plainly instead.
+            let Some(logical) = logical else {
+                self.journal_swap_write(id, first, part)?;
+                stored += part.len() as u64;
+                continue;
             };
             if batch.end() != Some(logical) {
                 self.write_packed(id, &mut batch, how)?;
