@@ -2,7 +2,7 @@
 //! device, built so that swap files on it are safe.
 //!
 //! Layers, bottom up: [`device`] (the storage trait and its real, in-memory and
-//! crash-simulating implementations), [`format`] (every on-disk byte), `meta` (the
+//! crash-simulating implementations), [`format`](mod@format) (every on-disk byte), `meta` (the
 //! metadata store inside the image), and [`fs`] (the engine: namespace, extents,
 //! transactions). [`fsck`] checks an image without writing to it.
 

@@ -268,7 +268,7 @@ impl Engine {
     /// this one (a clone or copy within the file), maps any of them. Records split from one
     /// another map disjoint bytes and do not count. An extent with one reference answers at
     /// once, and so does one known to be referenced only by pieces of one record
-    /// ([`SoleOwners`]); past that, each other reference's record is looked at, once.
+    /// (`SoleOwners`); past that, each other reference's record is looked at, once.
     pub(in crate::fs) fn bytes_exclusive(
         &self,
         extent: u64,

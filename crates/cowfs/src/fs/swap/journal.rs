@@ -111,7 +111,7 @@ impl Engine {
     }
 
     /// A journaled swap write of a compressed file's pages, cut in pieces as `encoded` says
-    /// ([`encode_swap_write`]): each encoded piece in blocks of its own from the transaction's
+    /// (`encode_swap_write`): each encoded piece in blocks of its own from the transaction's
     /// clusters, pieces side by side written with one write; the pieces that did not compress
     /// as plain journaled pages. Returns the bytes put on the device.
     pub(in crate::fs::swap) fn journal_packed_swap_write(
