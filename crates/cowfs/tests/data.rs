@@ -301,30 +301,19 @@ fn whole_block_reads_in_parallel_with_rewrites_and_balance_stay_right() {
         fs.write(f, b * 4096, &noise(b, 4096)).unwrap();
     }
     fs.sync().unwrap();
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        let readers: Vec<_> = (0..3)
-            .map(|t| {
-                let (fs, stop) = (fs.clone(), &stop);
-                scope.spawn(move || {
-                    let (mut rng, mut buf, mut reads) = (Rng(t + 1), vec![0u8; 3 * 4096], 0);
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        // An even block alone, or with its odd neighbours around it.
-                        let even = rng.below(blocks / 2 - 1) * 2 + 2;
-                        let (at, len) = match rng.below(2) {
-                            0 => (even, 1),
-                            _ => (even - 1, 3),
-                        };
-                        let buf = &mut buf[..len as usize * 4096];
-                        assert_eq!(fs.read(f, at * 4096, buf).unwrap(), buf.len());
-                        let mine = ((even - at) * 4096) as usize;
-                        assert_eq!(&buf[mine..mine + 4096], &noise(even, 4096)[..], "{even}");
-                        reads += 1;
-                    }
-                    reads
-                })
-            })
-            .collect();
+    let read = |rng: &mut Rng| {
+        // An even block alone, or with its odd neighbours around it.
+        let even = rng.below(blocks / 2 - 1) * 2 + 2;
+        let (at, len) = match rng.below(2) {
+            0 => (even, 1),
+            _ => (even - 1, 3),
+        };
+        let mut buf = vec![0u8; len as usize * 4096];
+        assert_eq!(fs.read(f, at * 4096, &mut buf).unwrap(), buf.len());
+        let mine = ((even - at) * 4096) as usize;
+        assert_eq!(&buf[mine..mine + 4096], &noise(even, 4096)[..], "{even}");
+    };
+    with_racing_readers(read, || {
         for round in 0..6u64 {
             for b in (1..blocks).step_by(2) {
                 fs.write(f, b * 4096, &noise(b + round * 1000, 4096))
@@ -333,10 +322,6 @@ fn whole_block_reads_in_parallel_with_rewrites_and_balance_stay_right() {
             fs.fsync(f).unwrap();
             fs.balance(cowfs::BalanceFilter::default(), &mut |_| {})
                 .unwrap();
-        }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        for reader in readers {
-            assert!(reader.join().unwrap() > 0);
         }
     });
     fs.unmount().unwrap();

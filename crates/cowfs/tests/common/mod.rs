@@ -99,3 +99,30 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// Runs `writer` while three threads call `read` without pause, each with its own generator
+/// (the reads check what they get); every reader must have read at least once.
+pub fn with_racing_readers(read: impl Fn(&mut Rng) + Sync, writer: impl FnOnce()) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..3)
+            .map(|t| {
+                let (read, stop) = (&read, &stop);
+                scope.spawn(move || {
+                    let (mut rng, mut reads) = (Rng(t + 1), 0u64);
+                    while !stop.load(Ordering::Relaxed) {
+                        read(&mut rng);
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        writer();
+        stop.store(true, Ordering::Relaxed);
+        for reader in readers {
+            assert!(reader.join().unwrap() > 0, "a reader never read");
+        }
+    });
+}
