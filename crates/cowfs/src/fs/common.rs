@@ -60,6 +60,7 @@ impl DirtyRange {
 pub(crate) const EXTENT_PAGES: u64 = MAX_EXTENT_LEN / BLOCK_SIZE;
 
 /// What `write_extents` writes: the caller's buffer, or dirty chunks.
+#[derive(Clone)]
 pub(crate) enum ExtentData<'a> {
     Direct(&'a [u8]),
     Chunks(Vec<DirtyRange>),

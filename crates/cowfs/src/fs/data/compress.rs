@@ -104,10 +104,7 @@ fn encode_on_every_core(
     data: &ExtentData<'_>,
     piece: u64,
 ) -> Result<EncodedPieces> {
-    let mut rest = match data {
-        ExtentData::Direct(plain) => ExtentData::Direct(plain),
-        ExtentData::Chunks(chunks) => ExtentData::Chunks(chunks.clone()),
-    };
+    let mut rest = data.clone();
     let mut parts = Vec::new();
     while rest.len() > 0 {
         parts.push(rest.take(rest.len().min(piece_len(piece) as u64)));
