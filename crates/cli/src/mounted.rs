@@ -25,6 +25,9 @@ pub enum Place {
 /// `Mounted`; anything else is an image.
 pub fn place(arg: &str) -> CliResult<Place> {
     let path = Path::new(arg);
+    if cowfs::device::NbdAddress::is_uri(arg) {
+        return Ok(Place::Image(path.to_path_buf()));
+    }
     let resolved = std::fs::canonicalize(path).or_else(|e| {
         let parent = path
             .parent()

@@ -2,9 +2,9 @@
 //! a swap area or a partition table without `--force`: the magic numbers of the common ones
 //! (read here, no tool needed), then whatever `blkid -p` knows, where it is installed.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
+
+use cowfs::device::{BlockDevice, NbdAddress};
 use std::process::Command;
 
 /// (byte offset, magic, what it is).
@@ -25,25 +25,28 @@ const MAGICS: [(u64, &[u8], &str); 14] = [
     (512, b"EFI PART", "a GPT partition table"),
 ];
 
-/// What `path` holds besides cowfs, if anything this knows.
-pub fn foreign(path: &Path) -> std::io::Result<Option<String>> {
-    let file = File::open(path)?;
+/// How far into a device the magics above reach, in whole blocks.
+const HEAD: usize = 0x11000;
+
+/// What `device` (opened from `path`) holds besides cowfs, if anything this knows.
+pub fn foreign(device: &dyn BlockDevice, path: &Path) -> std::io::Result<Option<String>> {
+    let mut head = vec![0u8; HEAD.min(device.len() as usize)];
+    device.read_at(0, &mut head)?;
     for (offset, magic, what) in MAGICS {
-        let mut found = vec![0u8; magic.len()];
-        if file.read_exact_at(&mut found, offset).is_ok() && found == magic {
+        if head.get(offset as usize..offset as usize + magic.len()) == Some(magic) {
             return Ok(Some(what.to_string()));
         }
     }
-    if let Some(table) = mbr(&file) {
+    if let Some(table) = head.get(..512).and_then(mbr) {
         return Ok(Some(table));
     }
-    Ok(blkid(path))
+    // blkid reads local files and devices only.
+    let local = !path.to_str().is_some_and(NbdAddress::is_uri);
+    Ok(local.then(|| blkid(path)).flatten())
 }
 
 /// A DOS partition table: the boot signature and at least one partition entry in use.
-fn mbr(file: &File) -> Option<String> {
-    let mut sector = [0u8; 512];
-    file.read_exact_at(&mut sector, 0).ok()?;
+fn mbr(sector: &[u8]) -> Option<String> {
     let used = sector[446..510].chunks(16).any(|entry| entry[4] != 0);
     (sector[510..] == [0x55, 0xaa] && used).then(|| "a DOS (MBR) partition table".into())
 }

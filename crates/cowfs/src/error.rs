@@ -97,10 +97,7 @@ impl Error {
     }
 
     pub fn io(context: &str, err: &std::io::Error) -> Self {
-        let errno = err
-            .raw_os_error()
-            .map(Errno::from_raw_os_error)
-            .unwrap_or(Errno::IO);
+        let errno = crate::device::os_errno(err).unwrap_or(Errno::IO);
         Error::new(errno, format!("{context}: {err}"))
     }
 
@@ -214,13 +211,10 @@ pub(crate) fn store_error(context: &str, err: impl Into<redb::Error>) -> Error {
         }
         redb::Error::Io(io) => (
             // The metadata space's own "no room left" has no OS errno: ENOSPC, not EIO.
-            io.raw_os_error().map_or(
-                match io.kind() {
-                    std::io::ErrorKind::StorageFull => Errno::NOSPC,
-                    _ => Errno::IO,
-                },
-                Errno::from_raw_os_error,
-            ),
+            crate::device::os_errno(io).unwrap_or(match io.kind() {
+                std::io::ErrorKind::StorageFull => Errno::NOSPC,
+                _ => Errno::IO,
+            }),
             Origin::DeviceWrite,
         ),
         redb::Error::Backend(_) | redb::Error::PreviousIo => (Errno::IO, Origin::DeviceWrite),

@@ -5,6 +5,8 @@
 //! read together.
 
 mod common;
+#[path = "../../../tests/support/nbd_server.rs"]
+mod nbd_server;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -677,34 +679,90 @@ fn cases(default: u32) -> u32 {
         .unwrap_or(default)
 }
 
+/// Runs `ops` on a new filesystem on `dev` and on the model, comparing after every step.
+fn check_against_model(dev: Arc<dyn BlockDevice>, ops: &[Op]) -> Result<(), TestCaseError> {
+    cowfs::Filesystem::mkfs(dev.clone(), &cowfs::MkfsOptions::default()).unwrap();
+    let fs = Filesystem::open(dev.clone(), &no_timer()).unwrap();
+    fs.create(
+        fs.root(),
+        b"d",
+        FileKind::Directory,
+        CreateAttrs::with_mode(0o755),
+    )
+    .unwrap();
+    let mut model = Model::default();
+    let mut subject = Subject {
+        dev: dev.clone(),
+        fs: Some(fs),
+    };
+    // Two files with data to start from, so sharing and range operations find some.
+    let start = [
+        Op::Create(0),
+        Op::Create(1),
+        Op::Write {
+            path: 0,
+            offset: 0,
+            len: 150_000,
+            byte: 1,
+        },
+        Op::Write {
+            path: 1,
+            offset: 0,
+            len: 90_000,
+            byte: 2,
+        },
+    ];
+    for (step, op) in start.iter().chain(ops).enumerate() {
+        let want = model.apply(op);
+        let got = subject.apply(op);
+        prop_assert_eq!(got, want, "step {}: {:?}", step, op);
+        compare(&model, &subject, step)?;
+    }
+    subject.fs.take().unwrap().unmount().unwrap();
+    let report = cowfs::fsck::check(dev.clone(), &mut |_, _| {});
+    prop_assert!(report.is_clean(), "fsck: {:?}", report.problems);
+    let fs = Filesystem::open(dev, &no_timer()).unwrap();
+    let subject = Subject {
+        dev: Arc::new(cowfs::device::MemoryDevice::new(0)),
+        fs: Some(fs),
+    };
+    compare(&model, &subject, usize::MAX)
+}
+
+/// One NBD export (nbdkit memory) for every case of the NBD run; mkfs starts each afresh.
+fn nbd_export() -> Option<&'static Arc<dyn BlockDevice>> {
+    static EXPORT: std::sync::OnceLock<Option<(nbd_server::NbdServer, Arc<dyn BlockDevice>)>> =
+        std::sync::OnceLock::new();
+    EXPORT
+        .get_or_init(|| {
+            let server = nbd_server::NbdServer::memory("128M")?;
+            let uri = server.uri();
+            let dev = cowfs::device::open(uri.as_ref(), cowfs::device::Access::ReadWrite).unwrap();
+            Some((server, dev))
+        })
+        .as_ref()
+        .map(|(_, dev)| dev)
+}
+
 proptest! {
     // PROPTEST_CASES=N runs more (or fewer) cases than the 256 of the test command.
     #![proptest_config(ProptestConfig { cases: cases(256), ..ProptestConfig::default() })]
 
     #[test]
     fn cowfs_matches_the_model(ops in proptest::collection::vec(op(), 1..60)) {
-        let (dev, fs) = memory_fs(64 * MIB);
-        fs.create(fs.root(), b"d", FileKind::Directory, CreateAttrs::with_mode(0o755)).unwrap();
-        let mut model = Model::default();
-        let mut subject = Subject { dev: dev.clone(), fs: Some(fs) };
-        // Two files with data to start from, so sharing and range operations find some.
-        let start = [
-            Op::Create(0),
-            Op::Create(1),
-            Op::Write { path: 0, offset: 0, len: 150_000, byte: 1 },
-            Op::Write { path: 1, offset: 0, len: 90_000, byte: 2 },
-        ];
-        for (step, op) in start.iter().chain(&ops).enumerate() {
-            let want = model.apply(op);
-            let got = subject.apply(op);
-            prop_assert_eq!(got, want, "step {}: {:?}", step, op);
-            compare(&model, &subject, step)?;
+        let dev: Arc<dyn BlockDevice> = Arc::new(cowfs::device::MemoryDevice::new(64 * MIB));
+        check_against_model(dev, &ops)?;
+    }
+}
+
+proptest! {
+    // The same operations on an NBD export: every request crosses a socket to a real server.
+    #![proptest_config(ProptestConfig { cases: cases(256) / 8, ..ProptestConfig::default() })]
+
+    #[test]
+    fn cowfs_matches_the_model_over_nbd(ops in proptest::collection::vec(op(), 1..60)) {
+        if let Some(dev) = nbd_export() {
+            check_against_model(dev.clone(), &ops)?;
         }
-        subject.fs.take().unwrap().unmount().unwrap();
-        let report = cowfs::fsck::check(dev.clone(), &mut |_, _| {});
-        prop_assert!(report.is_clean(), "fsck: {:?}", report.problems);
-        let fs = Filesystem::open(dev, &no_timer()).unwrap();
-        let subject = Subject { dev: Arc::new(cowfs::device::MemoryDevice::new(0)), fs: Some(fs) };
-        compare(&model, &subject, usize::MAX)?;
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use cowfs::device::{BlockDevice, FileDevice};
+use cowfs::device::{self, Access, BlockDevice, NbdAddress};
 use cowfs::Filesystem;
 
 use crate::size::human;
@@ -91,6 +91,9 @@ impl Info {
 /// Whether mkfs's target exists; an error unless it is a regular file or a block device.
 fn mkfs_target(image: &std::path::Path) -> CliResult<bool> {
     use std::os::unix::fs::FileTypeExt;
+    if image.to_str().is_some_and(NbdAddress::is_uri) {
+        return Ok(true); // an export always exists; its server made it
+    }
     let kind = match std::fs::metadata(image) {
         Ok(meta) => meta.file_type(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
@@ -131,8 +134,8 @@ fn mkfs(
     let existing = mkfs_target(image)?;
     let at = |e: std::io::Error| format!("{}: {e}", image.display());
     let device: Arc<dyn BlockDevice> = match (existing, opts.size) {
-        (true, _) => Arc::new(FileDevice::open(image).map_err(at)?),
-        (false, Some(size)) => Arc::new(FileDevice::create(image, size).map_err(at)?),
+        (true, _) => device::open(image, Access::ReadWrite).map_err(at)?,
+        (false, Some(size)) => device::open(image, Access::Create(size)).map_err(at)?,
         (false, None) => {
             return Err(format!(
                 "{}: does not exist; give --size to create it",
@@ -144,7 +147,7 @@ fn mkfs(
     if existing && !force {
         let found = match cowfs::scan_superblocks(device.as_ref()).best() {
             Ok(_) => Some("a cowfs filesystem".to_string()),
-            Err(_) => signatures::foreign(image).map_err(at)?,
+            Err(_) => signatures::foreign(device.as_ref(), image).map_err(at)?,
         };
         if let Some(found) = found {
             return Err(format!(
@@ -175,8 +178,7 @@ fn mkfs(
 
 pub fn fsck(image: &Path) -> CliResult {
     let device =
-        FileDevice::open_read_only(image).map_err(|e| format!("{}: {e}", image.display()))?;
-    let device: Arc<dyn BlockDevice> = Arc::new(device);
+        device::open(image, Access::ReadOnly).map_err(|e| format!("{}: {e}", image.display()))?;
     let bar = progress(0, "verifying data");
     let report = cowfs::fsck::check(device, &mut |done, total| {
         bar.set_length(total);

@@ -104,12 +104,26 @@ pub fn mount(
             tracing::warn!("PR_SET_IO_FLUSHER: {e}");
         }
     }
+    let export = image
+        .to_str()
+        .is_some_and(cowfs::device::NbdAddress::is_uri);
+    if export && blkdev == Blkdev::Always {
+        return Err(format!(
+            "{}: --blkdev needs a local image (a loop device over it); an NBD export is mounted plain",
+            image.display()
+        )
+        .into());
+    }
     let fs = crate::open_with(image, &opts)?;
+    let source = match export {
+        true => image.display().to_string(),
+        false => std::fs::canonicalize(image)?.display().to_string(),
+    };
     let mount_options = MountOptions {
-        source: std::fs::canonicalize(image)?.display().to_string(),
+        source,
         read_only: opts.read_only,
         allow_other: serve.allow_other,
-        block_device: blkdev.wanted(),
+        block_device: blkdev.wanted() && !export,
         threads: serve.threads,
     };
     daemon::serve(
@@ -254,7 +268,7 @@ pub fn umount(mountpoint: &Path) -> CliResult {
     daemon::unmount(&mountpoint).map_err(|e| format!("{}: {e}", mountpoint.display()))?;
     let start = Instant::now();
     loop {
-        match cowfs::device::FileDevice::open_read_only(&image) {
+        match cowfs::device::open(&image, cowfs::device::Access::ReadOnly) {
             Ok(_) => return Ok(ExitCode::SUCCESS),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && start.elapsed() < WAIT => {
                 std::thread::sleep(Duration::from_millis(20))

@@ -28,7 +28,7 @@ pub struct FileDevice {
 /// process that forks to run a program holds a copy of every descriptor, the image's too,
 /// until the program starts, so an image just closed by one thread can stay locked that long
 /// by a child another thread forked.
-fn lock(file: &File, write: bool) -> io::Result<()> {
+pub(super) fn lock(file: &File, write: bool) -> io::Result<()> {
     use rustix::fs::{flock, FlockOperation};
     const TRIES: u32 = 20;
     const PAUSE: std::time::Duration = std::time::Duration::from_millis(10);

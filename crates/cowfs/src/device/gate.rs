@@ -58,9 +58,19 @@ impl BlockDevice for GatedDevice {
         self.inner.write_vectored_at(offset, bufs)
     }
 
+    fn write_durable_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.open()?;
+        self.inner.write_durable_at(offset, data)
+    }
+
     fn flush(&self) -> io::Result<()> {
         self.open()?;
         self.inner.flush()
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.open()?;
+        self.inner.discard(offset, len)
     }
 
     fn len(&self) -> u64 {

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use crate::device::{BlockDevice, FileDevice, GatedDevice};
+use crate::device::{Access, BlockDevice, GatedDevice, NbdAddress};
 use crate::error::{Error, Result};
 use crate::format::{FileKind, FIRST_SUBVOLUME, ROOT_INO};
 use crate::fs::engine::Engine;
@@ -109,15 +109,19 @@ impl Filesystem {
         Ok(Filesystem { shared })
     }
 
-    /// Opens an image file or block device.
+    /// Opens an image file, block device or NBD export (`nbd://`, `nbd+unix://`).
     pub fn open_path(path: &Path, opts: &OpenOptions) -> Result<Filesystem> {
-        let device = if opts.read_only {
-            FileDevice::open_read_only(path)
-        } else {
-            FileDevice::open(path)
+        let access = match opts.read_only {
+            true => Access::ReadOnly,
+            false => Access::ReadWrite,
         };
-        let device = device.map_err(|e| Error::io(&path.display().to_string(), &e))?;
-        Self::open(Arc::new(device), opts)
+        // An export's errors name its address already.
+        let context = match path.to_str().is_some_and(NbdAddress::is_uri) {
+            true => "open".to_string(),
+            false => path.display().to_string(),
+        };
+        let device = crate::device::open(path, access).map_err(|e| Error::io(&context, &e))?;
+        Self::open(device, opts)
     }
 
     /// Commits everything and closes; open-unlinked files go now. A filesystem opened

@@ -168,8 +168,7 @@ impl MetaSpace {
         self.device.flush()?;
         for (copy, offset) in SUPERBLOCK_OFFSETS.iter().enumerate() {
             let block = AlignedBuf::from_slice(&state.current.encode(copy));
-            self.device.write_at(*offset, &block)?;
-            self.device.flush()?;
+            self.device.write_durable_at(*offset, &block)?;
         }
         state.persisted = state.current.clone();
         Ok(())

@@ -1,0 +1,564 @@
+//! One connection to an export in the transmission phase. Requests from any number of threads
+//! go out under a send lock; one reader thread takes the replies in whatever order the server
+//! sends them and puts read data straight into the buffer of the thread that asked, which waits
+//! for its request to complete. A connection that fails (the server goes away, resets it, sends
+//! what the protocol does not allow, or stops answering) fails every request in flight and
+//! every later one: the caller decides whether to connect again.
+
+use std::collections::HashMap;
+use std::io::{self, IoSlice, Read, Write};
+use std::marker::PhantomData;
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::address::Endpoint;
+use super::protocol::*;
+use crate::device::DeviceError;
+
+pub enum Socket {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Socket {
+    pub fn connect(endpoint: &Endpoint) -> io::Result<Socket> {
+        Ok(match endpoint {
+            Endpoint::Tcp { host, port } => {
+                let stream = TcpStream::connect((host.as_str(), *port))?;
+                // Requests are small and waited on: never hold one back to fill a segment.
+                stream.set_nodelay(true)?;
+                Socket::Tcp(stream)
+            }
+            Endpoint::Unix(path) => Socket::Unix(UnixStream::connect(path)?),
+        })
+    }
+
+    /// Bounds each read during negotiation (`None`: no bound, as in transmission, where the
+    /// request timeout watches instead).
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.set_read_timeout(timeout),
+            Socket::Unix(s) => s.set_read_timeout(timeout),
+        }
+    }
+
+    fn shutdown(&self) {
+        let _ = match self {
+            Socket::Tcp(s) => s.shutdown(Shutdown::Both),
+            Socket::Unix(s) => s.shutdown(Shutdown::Both),
+        };
+    }
+
+    /// Sends every byte of `parts`. MSG_NOSIGNAL: a server that went away is an EPIPE for
+    /// this request, not a SIGPIPE for whatever program links cowfs.
+    fn send_all(&self, parts: &mut [IoSlice<'_>]) -> io::Result<()> {
+        let mut parts = parts;
+        while !parts.is_empty() {
+            let mut control = rustix::net::SendAncillaryBuffer::default();
+            let sent =
+                rustix::net::sendmsg(self, parts, &mut control, rustix::net::SendFlags::NOSIGNAL)?;
+            if sent == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut parts, sent);
+        }
+        Ok(())
+    }
+}
+
+impl AsFd for Socket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Socket::Tcp(s) => s.as_fd(),
+            Socket::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
+impl Read for &Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => (&*s).read(buf),
+            Socket::Unix(s) => (&*s).read(buf),
+        }
+    }
+}
+
+impl Write for &Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.send_all(&mut [IoSlice::new(buf)])?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Where a read's data goes: the waiting caller's buffer.
+#[derive(Clone, Copy)]
+struct ReadTarget {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the buffer behind `ptr` is borrowed mutably by a `Ticket` for as long as its request
+// is pending, and only the reader thread writes it in that time (see `Ticket`).
+unsafe impl Send for ReadTarget {}
+
+/// A request sent and not yet answered.
+struct Pending {
+    command: Command,
+    offset: u64,
+    len: u32,
+    target: Option<ReadTarget>,
+    /// Bytes of a structured read reply received so far.
+    received: u64,
+    /// An error chunk of a structured reply; reported when the reply is done.
+    error: Option<io::Error>,
+    done: Arc<Completion>,
+}
+
+#[derive(Default)]
+struct Completion {
+    result: Mutex<Option<io::Result<()>>>,
+    ready: Condvar,
+}
+
+impl Completion {
+    fn finish(&self, result: io::Result<()>) {
+        *self.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+        self.ready.notify_all();
+    }
+
+    /// Waits up to `timeout` (forever if `None`); `None` if the request is still pending.
+    fn wait(&self, timeout: Option<Duration>) -> Option<io::Result<()>> {
+        let mut result = self.result.lock().unwrap_or_else(|p| p.into_inner());
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        while result.is_none() {
+            result = match deadline {
+                None => self.ready.wait(result).unwrap_or_else(|p| p.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    self.ready
+                        .wait_timeout(result, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+        result.take()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    pending: HashMap<u64, Pending>,
+    /// Why the connection failed, once it has: every request from then on fails with it.
+    broken: Option<String>,
+}
+
+/// What the sending side and the reader thread share.
+struct Shared {
+    state: Mutex<State>,
+    /// The export's address, for error messages.
+    name: String,
+    socket: Arc<Socket>,
+    structured: bool,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lost(&self, why: &str) -> io::Error {
+        DeviceError::io(
+            rustix::io::Errno::IO,
+            format!("{}: connection lost: {why}", self.name),
+        )
+    }
+
+    /// Marks the connection failed. Shutting the socket down wakes the reader thread, whose
+    /// read fails; it then fails everything in flight (see `drain`).
+    fn fail(&self, why: String) {
+        self.state().broken.get_or_insert(why);
+        self.socket.shutdown();
+    }
+
+    /// The reader thread's last act: every request in flight fails with the first reason the
+    /// connection failed for. Only the reader completes requests, so it is never writing into
+    /// the buffer of one that has already returned.
+    fn drain(&self, why: String) {
+        let (why, drained) = {
+            let mut state = self.state();
+            let why = state.broken.get_or_insert(why).clone();
+            let drained: Vec<Pending> = state.pending.drain().map(|(_, p)| p).collect();
+            (why, drained)
+        };
+        self.socket.shutdown();
+        for pending in drained {
+            pending.done.finish(Err(self.lost(&why)));
+        }
+    }
+
+    fn server_error(&self, pending: &Pending, value: u32, message: &str) -> io::Error {
+        let errno = errno(value);
+        let detail = if message.is_empty() {
+            String::new()
+        } else {
+            format!(" ({message})")
+        };
+        DeviceError::io(
+            errno,
+            format!(
+                "{}: {:?} of {} bytes at {}: the server answered {}{detail}",
+                self.name,
+                pending.command,
+                pending.len,
+                pending.offset,
+                crate::error::strerror(errno)
+            ),
+        )
+    }
+}
+
+fn protocol_error(what: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.into())
+}
+
+pub struct Connection {
+    shared: Arc<Shared>,
+    send: Mutex<()>,
+    cookies: AtomicU64,
+    reader: Option<JoinHandle<()>>,
+    timeout: Duration,
+}
+
+impl Connection {
+    /// Takes over a negotiated socket and starts its reader thread.
+    pub fn start(
+        socket: Socket,
+        name: String,
+        structured: bool,
+        timeout: Duration,
+    ) -> io::Result<Self> {
+        socket.set_read_timeout(None)?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            name,
+            socket: Arc::new(socket),
+            structured,
+        });
+        let reader = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("cowfs-nbd".into())
+                .spawn(move || {
+                    let why = loop {
+                        if let Err(e) = read_reply(&shared) {
+                            break e.to_string();
+                        }
+                    };
+                    shared.drain(why);
+                })?
+        };
+        Ok(Connection {
+            shared,
+            send: Mutex::new(()),
+            cookies: AtomicU64::new(1),
+            reader: Some(reader),
+            timeout,
+        })
+    }
+
+    /// Requests in flight on this connection, to spread the load over several.
+    pub fn in_flight(&self) -> usize {
+        self.shared.state().pending.len()
+    }
+
+    /// Sends a request; its reply is awaited through the ticket. A read's data lands in
+    /// `target`, which stays borrowed until the ticket is done.
+    pub fn submit<'a>(
+        &'a self,
+        command: Command,
+        flags: u16,
+        offset: u64,
+        len: u32,
+        payload: &[&[u8]],
+        target: Option<&'a mut [u8]>,
+    ) -> Ticket<'a> {
+        let done = Arc::new(Completion::default());
+        let ticket = Ticket {
+            connection: self,
+            done: done.clone(),
+            waited: false,
+            _target: PhantomData,
+        };
+        let cookie = self.cookies.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut state = self.shared.state();
+            if let Some(why) = &state.broken {
+                done.finish(Err(self.shared.lost(why)));
+                return ticket;
+            }
+            let target = target.map(|t| ReadTarget {
+                ptr: t.as_mut_ptr(),
+                len: t.len(),
+            });
+            state.pending.insert(
+                cookie,
+                Pending {
+                    command,
+                    offset,
+                    len,
+                    target,
+                    received: 0,
+                    error: None,
+                    done,
+                },
+            );
+        }
+        let header = request_header(flags, command, cookie, offset, len);
+        let mut parts: Vec<IoSlice<'_>> = Vec::with_capacity(1 + payload.len());
+        parts.push(IoSlice::new(&header));
+        parts.extend(payload.iter().map(|p| IoSlice::new(p)));
+        let sent = {
+            let _send = self.send.lock().unwrap_or_else(|p| p.into_inner());
+            self.shared.socket.send_all(&mut parts)
+        };
+        if let Err(e) = sent {
+            // A request half sent leaves the stream unusable.
+            self.shared.fail(format!("sending a request: {e}"));
+        }
+        ticket
+    }
+}
+
+impl Drop for Connection {
+    /// A soft disconnect: NBD_CMD_DISC, then the socket closed.
+    fn drop(&mut self) {
+        let header = request_header(0, Command::Disconnect, 0, 0, 0);
+        if self.shared.state().broken.is_none() {
+            let _ = self.shared.socket.send_all(&mut [IoSlice::new(&header)]);
+        }
+        self.shared.fail("disconnected".into());
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// A request in flight. Its read buffer stays borrowed until the reply has come or the
+/// connection has failed: dropping a ticket unwaited waits, so the reader thread never writes
+/// a buffer its owner has taken back. (Tickets stay inside this module's caller, which never
+/// leaks one.)
+pub struct Ticket<'a> {
+    connection: &'a Connection,
+    done: Arc<Completion>,
+    waited: bool,
+    _target: PhantomData<&'a mut [u8]>,
+}
+
+impl Ticket<'_> {
+    pub fn wait(mut self) -> io::Result<()> {
+        self.waited = true;
+        self.finish()
+    }
+
+    /// The reply, or after the request timeout the connection failed and with it the request.
+    fn finish(&self) -> io::Result<()> {
+        if let Some(result) = self.done.wait(Some(self.connection.timeout)) {
+            return result;
+        }
+        self.connection.shared.fail(format!(
+            "no reply in {} s (the server hangs or is overloaded)",
+            self.connection.timeout.as_secs()
+        ));
+        self.done.wait(None).unwrap_or(Ok(()))
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if !self.waited {
+            let _ = self.finish();
+        }
+    }
+}
+
+/// The part of a pending request the reader needs while it reads a reply's payload: copied
+/// out, so the state lock is not held across a read from the socket.
+struct Looked {
+    offset: u64,
+    len: u32,
+    target: Option<ReadTarget>,
+}
+
+fn look_up(shared: &Shared, cookie: u64) -> io::Result<Looked> {
+    let state = shared.state();
+    let p = state.pending.get(&cookie).ok_or_else(|| {
+        protocol_error(format!(
+            "a reply to request {cookie}, which is not in flight"
+        ))
+    })?;
+    Ok(Looked {
+        offset: p.offset,
+        len: p.len,
+        target: p.target,
+    })
+}
+
+/// The part of a read's buffer for `[offset, offset + n)` of the export. The buffer is the
+/// waiting caller's, alive until the reader completes its request, which outlives any use.
+fn slice_of<'buf>(looked: &Looked, offset: u64, n: u64) -> io::Result<&'buf mut [u8]> {
+    let target = looked
+        .target
+        .ok_or_else(|| protocol_error("read data in the reply to a request that is not a read"))?;
+    let start = offset.checked_sub(looked.offset);
+    let fits = start.filter(|s| s.checked_add(n).is_some_and(|end| end <= looked.len as u64));
+    let Some(start) = fits else {
+        return Err(protocol_error(format!(
+            "reply data for {n} bytes at {offset}, outside the request ({} bytes at {})",
+            looked.len, looked.offset
+        )));
+    };
+    debug_assert_eq!(target.len, looked.len as usize);
+    // SAFETY: the range is inside the target buffer (checked above against the request's
+    // length, which is the buffer's), and the buffer is the waiting caller's, written by this
+    // thread alone until the request completes.
+    Ok(unsafe { std::slice::from_raw_parts_mut(target.ptr.add(start as usize), n as usize) })
+}
+
+/// Reads one reply (or one structured reply chunk) and acts on it.
+fn read_reply(shared: &Shared) -> io::Result<()> {
+    let mut socket: &Socket = &shared.socket;
+    let mut magic = [0u8; 4];
+    socket.read_exact(&mut magic)?;
+    match u32::from_be_bytes(magic) {
+        SIMPLE_REPLY_MAGIC => {
+            let mut head = [0u8; 12];
+            socket.read_exact(&mut head)?;
+            let mut f = Fields(&head);
+            let (error, cookie) = (f.u32().unwrap_or(0), f.u64().unwrap_or(0));
+            let looked = look_up(shared, cookie)?;
+            if error == 0 && looked.target.is_some() {
+                if shared.structured {
+                    return Err(protocol_error(
+                        "a simple reply to a read, after structured replies were agreed",
+                    ));
+                }
+                socket.read_exact(slice_of(&looked, looked.offset, looked.len as u64)?)?;
+            }
+            complete(shared, cookie, |shared, p| match error {
+                0 => Ok(()),
+                _ => Err(shared.server_error(p, error, "")),
+            });
+            Ok(())
+        }
+        STRUCTURED_REPLY_MAGIC => read_chunk(shared, socket),
+        other => Err(protocol_error(format!("bad reply magic {other:#x}"))),
+    }
+}
+
+/// One chunk of a structured reply.
+fn read_chunk(shared: &Shared, mut socket: &Socket) -> io::Result<()> {
+    let mut head = [0u8; 16];
+    socket.read_exact(&mut head)?;
+    let mut f = Fields(&head);
+    let (flags, kind) = (f.u16().unwrap_or(0), f.u16().unwrap_or(0));
+    let (cookie, length) = (f.u64().unwrap_or(0), f.u32().unwrap_or(0));
+    let looked = look_up(shared, cookie)?;
+    let mut received = 0;
+    let mut error = None;
+    match kind {
+        REPLY_TYPE_OFFSET_DATA => {
+            let n = length
+                .checked_sub(8)
+                .ok_or_else(|| protocol_error("a data chunk without its offset"))?;
+            let mut at = [0u8; 8];
+            socket.read_exact(&mut at)?;
+            socket.read_exact(slice_of(&looked, u64::from_be_bytes(at), n as u64)?)?;
+            received = n as u64;
+        }
+        REPLY_TYPE_OFFSET_HOLE => {
+            let mut body = [0u8; 12];
+            if length != 12 {
+                return Err(protocol_error(format!("a hole chunk of {length} bytes")));
+            }
+            socket.read_exact(&mut body)?;
+            let mut f = Fields(&body);
+            let (at, n) = (f.u64().unwrap_or(0), f.u32().unwrap_or(0));
+            slice_of(&looked, at, n as u64)?.fill(0);
+            received = n as u64;
+        }
+        REPLY_TYPE_NONE if length == 0 => {}
+        _ => {
+            if length > MAX_OPTION_REPLY {
+                return Err(protocol_error(format!(
+                    "a reply chunk of type {kind} and {length} bytes"
+                )));
+            }
+            let mut body = vec![0u8; length as usize];
+            socket.read_exact(&mut body)?;
+            if kind & REPLY_TYPE_ERROR_BIT != 0 {
+                let mut f = Fields(&body);
+                let value = f
+                    .u32()
+                    .unwrap_or(rustix::io::Errno::IO.raw_os_error() as u32);
+                let text_len = f.u16().unwrap_or(0) as usize;
+                let text = f.0.get(..text_len).unwrap_or_default();
+                error = Some((value.max(1), String::from_utf8_lossy(text).into_owned()));
+            }
+            // Other chunk types (block status) carry nothing a read or write needs.
+        }
+    }
+    let mut state = shared.state();
+    let Some(p) = state.pending.get_mut(&cookie) else {
+        return Err(protocol_error(format!(
+            "a reply to request {cookie}, which is not in flight"
+        )));
+    };
+    p.received += received;
+    if let Some((value, text)) = error {
+        let e = shared.server_error(p, value, &text);
+        p.error.get_or_insert(e);
+    }
+    if flags & REPLY_FLAG_DONE != 0 {
+        drop(state);
+        complete(shared, cookie, |_, p| {
+            if let Some(e) = p.error.take() {
+                return Err(e);
+            }
+            if p.target.is_some() && p.received != p.len as u64 {
+                return Err(protocol_error(format!(
+                    "a read reply of {} bytes for {} asked",
+                    p.received, p.len
+                )));
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// Ends a pending request with the result `outcome` makes of it.
+fn complete(
+    shared: &Shared,
+    cookie: u64,
+    outcome: impl FnOnce(&Shared, &mut Pending) -> io::Result<()>,
+) {
+    let Some(mut p) = shared.state().pending.remove(&cookie) else {
+        return;
+    };
+    let result = outcome(shared, &mut p);
+    p.done.finish(result);
+}
