@@ -3,14 +3,17 @@
 //! - a cowfs file, pinned (the swapper writes the device at the pinned offsets) or through
 //!   the filesystem (every page goes through the engine);
 //! - a host file on this machine's filesystem, with O_DIRECT, after FIEMAP checks;
-//! - a block device or raw image.
+//! - a block device or raw image;
+//! - any storage cowfs's device layer opens, an NBD export among them (remote memory with
+//!   `nbdkit memory`, a disk on another host, a Ceph RBD image through rbd-nbd).
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use cowfs::device::AlignedBuf;
+use cowfs::device::{Access, AlignedBuf, BlockDevice};
 use cowfs::{Errno, Error, Filesystem, InodeId, PinnedSwapIo, Result, SwapMode};
 
 use crate::header::PAGE_SIZE;
@@ -215,6 +218,69 @@ impl Backing for HostFile {
         } else {
             write(&AlignedBuf::from_slice(data))
         }
+    }
+}
+
+/// A whole device as the swap area, through cowfs's device layer: an NBD export
+/// (`nbd://host/export`, `nbd+unix:///export?socket=PATH`), a block device or a raw image.
+pub struct DeviceArea {
+    address: PathBuf,
+    device: Option<Arc<dyn BlockDevice>>,
+}
+
+impl DeviceArea {
+    pub fn new(address: &Path) -> Self {
+        DeviceArea {
+            address: address.to_path_buf(),
+            device: None,
+        }
+    }
+
+    fn device(&self) -> Result<&Arc<dyn BlockDevice>> {
+        self.device
+            .as_ref()
+            .ok_or_else(|| Error::invalid("swap area not active"))
+    }
+}
+
+impl Backing for DeviceArea {
+    fn name(&self) -> String {
+        self.address.display().to_string()
+    }
+
+    fn kind(&self) -> &'static str {
+        "partition"
+    }
+
+    fn is_file(&self) -> bool {
+        false
+    }
+
+    fn activate(&mut self) -> Result<u64> {
+        let device = cowfs::device::open(&self.address, Access::ReadWrite)
+            .map_err(io_error("open the swap area"))?;
+        let pages = device.len() / PAGE;
+        self.device = Some(device);
+        Ok(pages)
+    }
+
+    fn deactivate(&mut self) -> Result<()> {
+        if let Some(device) = self.device.take() {
+            device.flush().map_err(io_error("flush the swap area"))?;
+        }
+        Ok(())
+    }
+
+    fn read_pages(&self, page: u64, buf: &mut [u8]) -> Result<()> {
+        self.device()?
+            .read_at(page * PAGE, buf)
+            .map_err(io_error("swap read"))
+    }
+
+    fn write_pages(&self, page: u64, data: &[u8]) -> Result<()> {
+        self.device()?
+            .write_at(page * PAGE, data)
+            .map_err(io_error("swap write"))
     }
 }
 

@@ -7,6 +7,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
+use cowfs::device::{Access, AlignedBuf, NbdAddress};
 use cowfs::format::inode_flags::NOCOW;
 use cowfs::format::FileKind;
 use cowfs::{CreateAttrs, Error, FallocateMode, Filesystem, InodeId, SetAttr, SwapMode};
@@ -52,6 +53,9 @@ pub fn mkswap(
     label: &str,
     uuid: [u8; 16],
 ) -> io::Result<SwapHeader> {
+    if path.to_str().is_some_and(NbdAddress::is_uri) {
+        return mkswap_export(path, size, label, uuid);
+    }
     let file = match size {
         Some(size) => create_swap_file(path, size, Nocow::IfSupported)?,
         None => OpenOptions::new().write(true).open(path)?,
@@ -61,6 +65,25 @@ pub fn mkswap(
         .map_err(io::Error::other)?;
     file.write_all_at(&header.encode(), 0)?;
     file.sync_all()?;
+    Ok(header)
+}
+
+/// A swap header on an NBD export: the whole export is the area (a `size` must fit in it).
+fn mkswap_export(
+    address: &Path,
+    size: Option<u64>,
+    label: &str,
+    uuid: [u8; 16],
+) -> io::Result<SwapHeader> {
+    let access = size.map_or(Access::ReadWrite, Access::Create);
+    let device = cowfs::device::open(address, access)?;
+    let header = SwapHeader::new(
+        pages_of(device.len()).map_err(io::Error::other)?,
+        uuid,
+        label,
+    )
+    .map_err(io::Error::other)?;
+    device.write_durable_at(0, &AlignedBuf::from_slice(&header.encode()))?;
     Ok(header)
 }
 

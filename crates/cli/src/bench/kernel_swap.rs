@@ -16,6 +16,7 @@ use std::time::Instant;
 use cowfs::device::AlignedBuf;
 use cowfs_fuse::LoopDevice;
 
+use crate::bench::ok;
 use crate::commands::memload::Figures;
 use crate::size::human;
 use crate::CliResult;
@@ -34,34 +35,6 @@ pub(crate) struct SwapHost {
 
 fn cowfs_binary() -> CliResult<PathBuf> {
     Ok(std::env::current_exe()?)
-}
-
-fn ok(command: &mut Command) -> CliResult<String> {
-    let out = command.output()?;
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        // A process the OOM killer took says nothing: its status does.
-        return Err(format!("{command:?}: {} {text}", out.status).into());
-    }
-    Ok(text)
-}
-
-/// Installs btrfs-progs (mkfs.btrfs, btrfs) when they are missing; an error naming the
-/// package and the command otherwise.
-fn ensure_btrfs_progs() -> CliResult<()> {
-    if Command::new("mkfs.btrfs").arg("--version").output().is_ok() {
-        return Ok(());
-    }
-    let install = || ok(Command::new("apt-get").args(["install", "-y", "-q", "btrfs-progs"]));
-    install()
-        .or_else(|_| ok(Command::new("apt-get").args(["update", "-q"])).and_then(|_| install()))
-        .map_err(|e| {
-            format!(
-                "the btrfs baseline needs mkfs.btrfs, which is missing, and installing it failed; install btrfs-progs (apt-get install btrfs-progs): {e}"
-            )
-        })?;
-    Ok(())
 }
 
 impl SwapHost {
@@ -154,7 +127,11 @@ impl SwapHost {
             dir.join(format!("kswap-{kind}")),
         );
         if kind == "btrfs" {
-            ensure_btrfs_progs()?;
+            crate::bench::ensure_tool(
+                "mkfs.btrfs",
+                "btrfs-progs",
+                "the btrfs baseline needs mkfs.btrfs",
+            )?;
         }
         fs::create_dir_all(&mountpoint)?;
         File::create(&image)?.set_len(image_len)?;

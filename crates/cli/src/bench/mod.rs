@@ -2,18 +2,19 @@
 //! reported as a ratio, because absolute times on a shared machine are noise.
 
 pub(crate) mod kernel_swap;
+mod nbdkit;
 mod pager;
 mod swap;
 
 use std::fs::OpenOptions as HostOpen;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::process::{Command, ExitCode};
 use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Subcommand;
-use cowfs::device::{AlignedBuf, FileDevice};
+use cowfs::device::{AlignedBuf, BlockDevice, FileDevice};
 use cowfs::format::FileKind;
 use cowfs::{CreateAttrs, Filesystem, InodeId, MkfsOptions, OpenOptions};
 
@@ -33,6 +34,10 @@ pub enum Which {
         /// Rounds; each measures raw and cowfs back to back, and the medians are reported
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Also over NBD: the image served by nbdkit on a Unix socket in DIR (installed when
+        /// missing), with four connections and with one
+        #[arg(long)]
+        nbd: bool,
     },
     /// 4 KiB swap page I/O through swap areas (pinned, through the filesystem, host file)
     /// against raw O_DIRECT on a plain file
@@ -60,6 +65,10 @@ pub enum Which {
         /// Run only these cases (all by default)
         #[arg(long, value_delimiter = ',')]
         only: Vec<crate::bench::pager::Case>,
+        /// The NBD cases' export (nbd://host/export, nbd+unix:///export?socket=PATH); by
+        /// default `nbdkit memory` on a Unix socket in DIR: remote memory, on this machine
+        #[arg(long)]
+        backing: Option<String>,
     },
     /// File I/O through a cowfs mount served on different numbers of threads, alternating
     /// them round by round (root)
@@ -95,7 +104,12 @@ const BUFFERED_CHUNK: usize = 1 << 20;
 
 pub fn run(which: Which) -> CliResult {
     match which {
-        Which::Fs { size, dir, rounds } => fs_bench(size, &dir, rounds.max(1)),
+        Which::Fs {
+            size,
+            dir,
+            rounds,
+            nbd,
+        } => fs_bench(size, &dir, rounds.max(1), nbd),
         Which::SwapIo { size, dir } => crate::bench::swap::run(size, &dir),
         Which::Swap {
             size,
@@ -103,7 +117,8 @@ pub fn run(which: Which) -> CliResult {
             dir,
             json,
             only,
-        } => crate::bench::pager::run(size, budget, &dir, json, &only),
+            backing,
+        } => crate::bench::pager::run(size, budget, &dir, json, &only, backing.as_deref()),
         Which::KernelSwap { size, limit, dir } => crate::bench::kernel_swap::run(&dir, size, limit),
         Which::Mount {
             threads,
@@ -114,7 +129,36 @@ pub fn run(which: Which) -> CliResult {
     }
 }
 
-#[derive(Default)]
+/// Runs `command`; its output, or an error with its status and output.
+pub(crate) fn ok(command: &mut Command) -> CliResult<String> {
+    let out = command.output()?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        // A process the OOM killer took says nothing: its status does.
+        return Err(format!("{command:?}: {} {text}", out.status).into());
+    }
+    Ok(text)
+}
+
+/// Installs Debian's `package` when `command` is missing (as root, with apt-get); otherwise an
+/// error naming the package and the command to install it. `purpose` says what needs it.
+pub(crate) fn ensure_tool(command: &str, package: &str, purpose: &str) -> CliResult<()> {
+    if Command::new(command).arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    let install = || ok(Command::new("apt-get").args(["install", "-y", "-q", package]));
+    install()
+        .or_else(|_| ok(Command::new("apt-get").args(["update", "-q"])).and_then(|_| install()))
+        .map_err(|e| {
+            format!(
+                "{purpose}, which is missing, and installing it failed; install {package} (apt-get install {package}): {e}"
+            )
+        })?;
+    Ok(())
+}
+
+#[derive(Default, Clone)]
 struct Rate {
     write: f64,
     read: f64,
@@ -135,24 +179,50 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn fs_bench(size: u64, dir: &Path, rounds: usize) -> CliResult {
+/// The rows of `bench fs`: raw, then the engine's ways, then (with --nbd) the engine over NBD.
+const FS_ROWS: [&str; 5] = [
+    "raw O_DIRECT file",
+    "cowfs direct I/O",
+    "cowfs buffered",
+    "cowfs direct, NBD x4",
+    "cowfs direct, NBD x1",
+];
+
+fn fs_bench(size: u64, dir: &Path, rounds: usize, nbd: bool) -> CliResult {
     let size = size / DIRECT_CHUNK as u64 * DIRECT_CHUNK as u64;
     println!(
         "cowfs bench fs: sequential {} in {}, {rounds} round(s)",
         human(size),
         dir.display()
     );
-    let mut rows: [Vec<Rate>; 3] = Default::default();
+    let dir = std::fs::canonicalize(dir)?;
+    let mut rows: Vec<Vec<Rate>> = vec![Vec::new(); if nbd { 5 } else { 3 }];
     let mut o_direct = false;
+    let image = dir.join("cowfs-bench.img");
+    let image_len = size + size / 4 + (128 << 20);
     for round in 1..=rounds {
         let raw = raw_direct(size, &dir.join("cowfs-bench-raw.bin"))?;
-        let image = dir.join("cowfs-bench.img");
-        let result = engine_runs(size, &image);
+        let result = FileDevice::create(&image, image_len)
+            .map_err(Into::into)
+            .and_then(|device| {
+                o_direct = device.is_direct();
+                engine_runs(size, Arc::new(device))
+            });
         let _ = std::fs::remove_file(&image);
-        let (direct, buffered, direct_io) = result?;
-        o_direct = direct_io;
-        println!("  round {round}: raw {:.0}/{:.0}, direct {:.0}/{:.0}, buffered {:.0}/{:.0} MB/s (write/read)", raw.write, raw.read, direct.write, direct.read, buffered.write, buffered.read);
-        for (row, rate) in rows.iter_mut().zip([raw, direct, buffered]) {
+        let (direct, buffered) = result?;
+        let mut rates = vec![raw, direct, buffered];
+        if nbd {
+            for connections in [4, 1] {
+                rates.push(over_nbd(size, &dir, &image, image_len, connections)?.0);
+            }
+        }
+        let line: Vec<String> = FS_ROWS
+            .iter()
+            .zip(&rates)
+            .map(|(name, r)| format!("{name} {:.0}/{:.0}", r.write, r.read))
+            .collect();
+        println!("  round {round} (write/read MB/s): {}", line.join(", "));
+        for (row, rate) in rows.iter_mut().zip(rates) {
             row.push(rate);
         }
     }
@@ -160,33 +230,61 @@ fn fs_bench(size: u64, dir: &Path, rounds: usize) -> CliResult {
         "{:<24} {:>12} {:>12} {:>10} {:>10}",
         "median", "write MB/s", "read MB/s", "write/raw", "read/raw"
     );
-    let names = ["raw O_DIRECT file", "cowfs direct I/O", "cowfs buffered"];
-    for (name, row) in names.iter().zip(&rows) {
-        // Ratios are taken within each round, where raw and cowfs met the same machine state.
-        let ratio = |f: fn(&Rate) -> f64| {
-            median(
-                row.iter()
-                    .zip(&rows[0])
-                    .map(|(r, raw)| f(r) / f(raw) * 100.0)
-                    .collect(),
-            )
-        };
+    for (name, row) in FS_ROWS.iter().zip(&rows) {
+        let (write, read) = (
+            ratio(row, &rows[0], |r| r.write),
+            ratio(row, &rows[0], |r| r.read),
+        );
         println!(
-            "{name:<24} {:>12.0} {:>12.0} {:>9.0}% {:>9.0}%",
+            "{name:<24} {:>12.0} {:>12.0} {write:>9.0}% {read:>9.0}%",
             median(row.iter().map(|r| r.write).collect()),
             median(row.iter().map(|r| r.read).collect()),
-            ratio(|r| r.write),
-            ratio(|r| r.read)
+        );
+    }
+    for (name, row) in FS_ROWS.iter().zip(&rows).skip(3) {
+        println!(
+            "{name} against local direct I/O: write {:.0}%, read {:.0}%",
+            ratio(row, &rows[1], |r| r.write),
+            ratio(row, &rows[1], |r| r.read)
         );
     }
     println!(
         "(image opened with O_DIRECT: {o_direct}; writes include the final fdatasync / commit)"
     );
-    let image = dir.join("cowfs-bench.img");
     let result = sharing_and_moving(size, &image);
     let _ = std::fs::remove_file(&image);
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The median over rounds of `row` against `peer` in the same round, in percent: ratios are
+/// taken within each round, where both met the same machine state.
+fn ratio(row: &[Rate], peer: &[Rate], figure: fn(&Rate) -> f64) -> f64 {
+    median(
+        row.iter()
+            .zip(peer)
+            .map(|(r, p)| figure(r) / figure(p) * 100.0)
+            .collect(),
+    )
+}
+
+/// The engine's direct I/O on an image file in `dir` served by nbdkit over a Unix socket,
+/// reached with `connections` connections.
+fn over_nbd(
+    size: u64,
+    dir: &Path,
+    image: &Path,
+    image_len: u64,
+    connections: usize,
+) -> CliResult<(Rate, Rate)> {
+    std::fs::File::create(image)?.set_len(image_len)?;
+    let result = nbdkit::Nbdkit::file(dir, image, "cache=none").and_then(|server| {
+        let uri = server.uri(connections);
+        let device = cowfs::device::open(uri.as_ref(), cowfs::device::Access::ReadWrite)?;
+        engine_runs(size, device)
+    });
+    let _ = std::fs::remove_file(image);
+    result
 }
 
 /// Text-like data that compresses about 4:1 with zstd, as logs and source code do.
@@ -360,9 +458,7 @@ fn raw_direct(size: u64, path: &Path) -> CliResult<Rate> {
     Ok(Rate { write, read })
 }
 
-fn engine_runs(size: u64, image: &Path) -> CliResult<(Rate, Rate, bool)> {
-    let device = Arc::new(FileDevice::create(image, size + size / 4 + (128 << 20))?);
-    let o_direct = device.is_direct();
+fn engine_runs(size: u64, device: Arc<dyn BlockDevice>) -> CliResult<(Rate, Rate)> {
     Filesystem::mkfs(device.clone(), &MkfsOptions::default())?;
     let fs = Filesystem::open(
         device,
@@ -378,7 +474,7 @@ fn engine_runs(size: u64, image: &Path) -> CliResult<(Rate, Rate, bool)> {
     fs.sync()?;
     let buffered = run_file(&fs, root, b"buffered", size, BUFFERED_CHUNK, false)?;
     fs.unmount()?;
-    Ok((direct, buffered, o_direct))
+    Ok((direct, buffered))
 }
 
 fn run_file(

@@ -15,9 +15,10 @@ use std::time::Instant;
 use cowfs::device::{AlignedBuf, FileDevice};
 use cowfs::{Filesystem, MkfsOptions, OpenOptions, SwapMode};
 use pager::{FaultMode, Pager, PagerConfig};
-use swap::{CowfsFile, HostFile, SwapSystem};
+use swap::{CowfsFile, DeviceArea, HostFile, SwapSystem};
 
 use crate::bench::kernel_swap::{workload as kernel_workload, SwapHost, ZramSwap};
+use crate::bench::nbdkit::Nbdkit;
 use crate::commands::memload::{workload, Figures, Memory};
 use crate::size::human;
 use crate::CliResult;
@@ -68,16 +69,22 @@ pub enum Case {
     ThruFs,
     /// The pager, fault threads, a host file
     Host,
+    /// The pager, fault threads, a whole NBD export (4 connections)
+    Nbd,
+    /// The same on one connection
+    Nbd1,
 }
 
 impl Case {
-    const ALL: [Case; 6] = [
+    const ALL: [Case; 8] = [
         Case::Kernel,
         Case::Zram,
         Case::Pinned,
         Case::InThread,
         Case::ThruFs,
         Case::Host,
+        Case::Nbd,
+        Case::Nbd1,
     ];
 
     fn label(self) -> &'static str {
@@ -88,13 +95,22 @@ impl Case {
             Case::InThread => "in-thread, pinned",
             Case::ThruFs => "pager, cowfs thru fs",
             Case::Host => "pager, host file",
+            Case::Nbd => "pager, NBD x4",
+            Case::Nbd1 => "pager, NBD x1",
         }
     }
 }
 
 type Row = (String, Figures, Option<pager::Stats>);
 
-pub fn run(size: u64, budget: u64, dir: &Path, json: bool, only: &[Case]) -> CliResult {
+pub fn run(
+    size: u64,
+    budget: u64,
+    dir: &Path,
+    json: bool,
+    only: &[Case],
+    backing: Option<&str>,
+) -> CliResult {
     let dir = std::fs::canonicalize(dir)?;
     if !json {
         println!(
@@ -111,7 +127,7 @@ pub fn run(size: u64, budget: u64, dir: &Path, json: bool, only: &[Case]) -> Cli
     };
     let mut rows: Vec<Row> = Vec::new();
     for &case in cases {
-        match run_case(case, size, budget, &dir)? {
+        match run_case(case, size, budget, &dir, backing)? {
             Ok((figures, stats)) => rows.push((case.label().into(), figures, stats)),
             Err(why) if !json => println!("{} skipped: {why}", case.label()),
             Err(_) => {}
@@ -181,6 +197,7 @@ fn run_case(
     size: u64,
     budget: u64,
     dir: &Path,
+    backing: Option<&str>,
 ) -> CliResult<Result<(Figures, Option<pager::Stats>), String>> {
     let swap = size + (256 << 20);
     let not_root = || {
@@ -220,6 +237,16 @@ fn run_case(
             let (figures, stats) = result?;
             return Ok(Ok((figures, Some(stats))));
         }
+        Case::Nbd | Case::Nbd1 => {
+            let connections = if case == Case::Nbd { 4 } else { 1 };
+            let (figures, stats) = on_export(backing, dir, swap, connections, |uri| {
+                swap::mkswap(Path::new(uri), None, "", swap::random_uuid())?;
+                let mut system = SwapSystem::new();
+                system.swapon(Box::new(DeviceArea::new(Path::new(uri))), None)?;
+                pager_run(system, size, budget, FaultMode::Threads)
+            })?;
+            return Ok(Ok((figures, Some(stats))));
+        }
         Case::Pinned => (SwapMode::Pinned, FaultMode::Threads),
         Case::InThread => (SwapMode::Pinned, FaultMode::InThread),
         Case::ThruFs => (SwapMode::ThroughFs, FaultMode::Threads),
@@ -230,6 +257,24 @@ fn run_case(
     let _ = std::fs::remove_file(dir.join(format!("bench-swap-{mode:?}.img")));
     let (figures, stats) = result?;
     Ok(Ok((figures, Some(stats))))
+}
+
+/// Runs `f` on the export at `backing`, or on `nbdkit memory` of `len` bytes started in `dir`;
+/// with `connections` connections at most.
+fn on_export<T>(
+    backing: Option<&str>,
+    dir: &Path,
+    len: u64,
+    connections: usize,
+    f: impl FnOnce(&str) -> CliResult<T>,
+) -> CliResult<T> {
+    if let Some(uri) = backing {
+        let mut address = cowfs::device::NbdAddress::parse(uri)?;
+        address.connections = Some(connections);
+        return f(&address.to_string());
+    }
+    let server = Nbdkit::memory(dir, len)?;
+    f(&server.uri(connections))
 }
 
 fn print_table(rows: &[Row]) {
