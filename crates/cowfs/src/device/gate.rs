@@ -68,9 +68,9 @@ impl BlockDevice for GatedDevice {
         self.inner.flush()
     }
 
-    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+    fn discard(&self, ranges: &[(u64, u64)]) -> io::Result<()> {
         self.open()?;
-        self.inner.discard(offset, len)
+        self.inner.discard(ranges)
     }
 
     fn len(&self) -> u64 {

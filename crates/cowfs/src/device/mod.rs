@@ -58,9 +58,11 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug {
     }
     /// Makes every completed write durable (fdatasync).
     fn flush(&self) -> io::Result<()>;
-    /// Tells the device that `[offset, offset + len)` holds nothing anyone will read (TRIM):
-    /// storage that can use the room back may. Devices that cannot, ignore it.
-    fn discard(&self, _offset: u64, _len: u64) -> io::Result<()> {
+    /// Tells the device that the `(offset, len)` ranges hold nothing anyone will read (TRIM),
+    /// and returns once it has taken that in: storage that can use the room (an NBD server's
+    /// memory, a thin volume) may take it back. Devices that cannot, ignore it; image files do
+    /// too (punching holes in them would fragment the host's file under later writes).
+    fn discard(&self, _ranges: &[(u64, u64)]) -> io::Result<()> {
         Ok(())
     }
     fn len(&self) -> u64;

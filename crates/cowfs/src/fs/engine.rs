@@ -12,7 +12,7 @@ use crate::format::{
     SUPERBLOCK_OFFSETS, SUPERBLOCK_SIZE, SYSTEM_AREA_END,
 };
 use crate::fs::alloc::owners::SoleOwners;
-use crate::fs::alloc::DataAllocator;
+use crate::fs::alloc::{DataAllocator, Extent};
 use crate::fs::data::cache::PageCache;
 use crate::fs::data::writer::{WriteBehind, WriteTicket};
 use crate::fs::swap::state::SwapState;
@@ -361,10 +361,23 @@ impl Engine {
         self.state.generation += 1;
         self.meta().put_state(&self.state)?;
         self.store.commit()?;
-        self.alloc.unpin();
+        let freed = self.alloc.unpin();
+        self.discard(&freed);
         self.swap.committed();
         self.last_commit = Instant::now();
         Ok(())
+    }
+
+    /// Tells the device the space a commit freed holds nothing to read (TRIM: an NBD
+    /// server's memory or thin storage gets it back). Done before the space can be handed out
+    /// again, so no TRIM overtakes a later write there. Advisory: a device that fails it
+    /// loses nothing, and a failing device shows on the next write or flush.
+    fn discard(&self, freed: &[Extent]) {
+        if freed.is_empty() {
+            return;
+        }
+        let ranges: Vec<(u64, u64)> = freed.iter().map(|e| (e.start, e.len)).collect();
+        let _ = self.device.discard(&ranges);
     }
 
     pub fn generation(&self) -> u64 {

@@ -126,3 +126,48 @@ pub fn with_racing_readers(read: impl Fn(&mut Rng) + Sync, writer: impl FnOnce()
         }
     });
 }
+
+/// A memory device on which TRIM scribbles over the trimmed ranges, as a server that hands
+/// trimmed space to someone else might leave it: data the filesystem still needed there reads
+/// back wrong. Counts the bytes trimmed.
+#[derive(Debug)]
+pub struct ScribblingDevice {
+    inner: MemoryDevice,
+    pub trimmed: std::sync::atomic::AtomicU64,
+}
+
+impl ScribblingDevice {
+    pub fn new(size: u64) -> Self {
+        ScribblingDevice {
+            inner: MemoryDevice::new(size),
+            trimmed: Default::default(),
+        }
+    }
+}
+
+impl BlockDevice for ScribblingDevice {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read_at(offset, buf)
+    }
+    fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.inner.write_at(offset, data)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+    fn discard(&self, ranges: &[(u64, u64)]) -> std::io::Result<()> {
+        for &(offset, len) in ranges {
+            let garbage = vec![0xEE; len as usize];
+            self.inner.write_at(offset, &garbage)?;
+            self.trimmed
+                .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn resize(&self, len: u64) -> std::io::Result<()> {
+        self.inner.resize(len)
+    }
+}

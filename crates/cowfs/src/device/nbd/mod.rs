@@ -294,20 +294,23 @@ impl BlockDevice for NbdDevice {
             .wait()
     }
 
-    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+    /// Every range's TRIM in flight at once.
+    fn discard(&self, ranges: &[(u64, u64)]) -> io::Result<()> {
         self.writable()?;
         if !self.export.offers(FLAG_SEND_TRIM) {
             return Ok(());
         }
-        check_aligned(offset, 0, self.len)?;
-        let end = offset.saturating_add(len).min(self.len);
         let connection = self.connection();
         let mut tickets = Vec::new();
-        let mut at = offset;
-        while at < end {
-            let n = (end - at).min(MAX_TRIM);
-            tickets.push(connection.submit(Command::Trim, 0, at, n as u32, &[], None));
-            at += n;
+        for &(offset, len) in ranges {
+            check_aligned(offset, 0, self.len)?;
+            let end = offset.saturating_add(len).min(self.len);
+            let mut at = offset;
+            while at < end {
+                let n = (end - at).min(MAX_TRIM);
+                tickets.push(connection.submit(Command::Trim, 0, at, n as u32, &[], None));
+                at += n;
+            }
         }
         wait_all(tickets)
     }

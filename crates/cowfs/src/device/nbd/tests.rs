@@ -195,45 +195,13 @@ fn serve(mut s: UnixStream, disk: &Mutex<Vec<u8>>, script: Script) -> std::io::R
             _ => {}
         }
         match command {
-            0 => {
-                let answer = |s: &mut UnixStream, cookie: u64, offset: u64, len: usize| {
-                    let data = disk.lock().unwrap()[offset as usize..][..len].to_vec();
-                    if !structured {
-                        return simple_reply(s, 0, cookie, &data);
-                    }
-                    let half = len / 2;
-                    let later = &data[half..];
-                    if later.iter().all(|b| *b == 0) {
-                        let mut hole = (offset + half as u64).to_be_bytes().to_vec();
-                        hole.extend_from_slice(&(later.len() as u32).to_be_bytes());
-                        chunk(s, 0, REPLY_TYPE_OFFSET_HOLE, cookie, &hole)?;
-                    } else {
-                        let mut body = (offset + half as u64).to_be_bytes().to_vec();
-                        body.extend_from_slice(later);
-                        chunk(s, 0, REPLY_TYPE_OFFSET_DATA, cookie, &body)?;
-                    }
-                    let mut body = offset.to_be_bytes().to_vec();
-                    body.extend_from_slice(&data[..half]);
-                    chunk(s, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, cookie, &body)
-                };
-                match held_read.take() {
-                    None => held_read = Some((cookie, offset, len)),
-                    Some(first) => {
-                        answer(&mut s, cookie, offset, len)?;
-                        answer(&mut s, first.0, first.1, first.2)?;
-                    }
+            0 => match held_read.take() {
+                None => held_read = Some((cookie, offset, len)),
+                Some(first) => {
+                    answer_read(&mut s, disk, structured, (cookie, offset, len))?;
+                    answer_read(&mut s, disk, structured, first)?;
                 }
-                // A lone read is answered when the client waits on it: peek for more.
-                s.set_read_timeout(Some(Duration::from_millis(20)))?;
-                let more =
-                    rustix::net::recv(&s, &mut [0u8; 1], rustix::net::RecvFlags::PEEK).is_ok();
-                s.set_read_timeout(None)?;
-                if !more {
-                    if let Some(first) = held_read.take() {
-                        answer(&mut s, first.0, first.1, first.2)?;
-                    }
-                }
-            }
+            },
             1 => {
                 let mut data = vec![0; len];
                 s.read_exact(&mut data)?;
@@ -265,8 +233,43 @@ fn serve(mut s: UnixStream, disk: &Mutex<Vec<u8>>, script: Script) -> std::io::R
             }
             _ => simple_reply(&mut s, 22, cookie, &[])?,
         }
+        // A read held for a partner is answered once nothing more is coming.
+        s.set_read_timeout(Some(Duration::from_millis(20)))?;
+        let more = rustix::net::recv(&s, &mut [0u8; 1], rustix::net::RecvFlags::PEEK).is_ok();
+        s.set_read_timeout(None)?;
+        if let Some(first) = held_read.take_if(|_| !more) {
+            answer_read(&mut s, disk, structured, first)?;
+        }
     }
     Ok(())
+}
+
+/// A read answered from `disk`: with structured replies, in two chunks, the later half (a hole
+/// where it reads as zeros) first.
+fn answer_read(
+    s: &mut UnixStream,
+    disk: &Mutex<Vec<u8>>,
+    structured: bool,
+    (cookie, offset, len): (u64, u64, usize),
+) -> std::io::Result<()> {
+    let data = disk.lock().unwrap()[offset as usize..][..len].to_vec();
+    if !structured {
+        return simple_reply(s, 0, cookie, &data);
+    }
+    let half = len / 2;
+    let later = &data[half..];
+    if later.iter().all(|b| *b == 0) {
+        let mut hole = (offset + half as u64).to_be_bytes().to_vec();
+        hole.extend_from_slice(&(later.len() as u32).to_be_bytes());
+        chunk(s, 0, REPLY_TYPE_OFFSET_HOLE, cookie, &hole)?;
+    } else {
+        let mut body = (offset + half as u64).to_be_bytes().to_vec();
+        body.extend_from_slice(later);
+        chunk(s, 0, REPLY_TYPE_OFFSET_DATA, cookie, &body)?;
+    }
+    let mut body = offset.to_be_bytes().to_vec();
+    body.extend_from_slice(&data[..half]);
+    chunk(s, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, cookie, &body)
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -290,7 +293,7 @@ fn round_trip(device: &NbdDevice, server: &Server) {
         "a hole reads as zeros"
     );
     device.write_durable_at(0, &[9; 4096]).unwrap();
-    device.discard(8192, 4096).unwrap();
+    device.discard(&[(8192, 4096)]).unwrap();
     let disk = server.disk.lock().unwrap();
     assert_eq!(&disk[..4096], &[9; 4096]);
     assert!(disk[8192..12288].iter().all(|b| *b == 0), "trimmed");

@@ -267,10 +267,28 @@ impl DataAllocator {
         self.reuse_epoch.clone()
     }
 
-    /// The running transaction committed: what it freed may be reused.
-    pub fn unpin(&mut self) {
+    /// The running transaction committed: what it freed may be reused. Returns the freed
+    /// space as device ranges (sorted, adjacent ones joined), for the device to be told that
+    /// nothing will read them (TRIM) before anything is written there again.
+    pub fn unpin(&mut self) -> Vec<Extent> {
         // Before any of it can be handed out again (that happens under the engine's lock).
         self.reuse_epoch.fetch_add(1, Ordering::SeqCst);
+        let mut freed: Vec<Extent> = self
+            .pinned
+            .iter()
+            .filter_map(|e| {
+                let start = self.physical(e.start).ok()?;
+                Some(Extent { start, len: e.len })
+            })
+            .collect();
+        freed.sort_by_key(|e| e.start);
+        freed.dedup_by(|next, run| {
+            let joins = run.end() == next.start;
+            if joins {
+                run.len += next.len;
+            }
+            joins
+        });
         for e in std::mem::take(&mut self.pinned) {
             let groups = &self.groups;
             let group = self.group_of(e.start).map(|g| g.logical);
@@ -280,6 +298,7 @@ impl DataAllocator {
             };
             insert_range(set, e, |a, b| same_group(groups, a, b));
         }
+        freed
     }
 
     /// Withholds a block group's free space from allocation, so it can be emptied.
