@@ -92,6 +92,16 @@ pub fn mount(
         )
         .into());
     }
+    let export = image
+        .to_str()
+        .is_some_and(cowfs::device::NbdAddress::is_uri);
+    if export && blkdev == Blkdev::Always {
+        return Err(format!(
+            "{}: --blkdev needs a local image (a loop device over it); an NBD export is mounted plain",
+            image.display()
+        )
+        .into());
+    }
     if !foreground {
         return spawn_daemon(image, mountpoint, options, blkdev);
     }
@@ -103,16 +113,6 @@ pub fn mount(
         if let Err(e) = daemon::become_io_flusher() {
             tracing::warn!("PR_SET_IO_FLUSHER: {e}");
         }
-    }
-    let export = image
-        .to_str()
-        .is_some_and(cowfs::device::NbdAddress::is_uri);
-    if export && blkdev == Blkdev::Always {
-        return Err(format!(
-            "{}: --blkdev needs a local image (a loop device over it); an NBD export is mounted plain",
-            image.display()
-        )
-        .into());
     }
     let fs = crate::open_with(image, &opts)?;
     let source = match export {
