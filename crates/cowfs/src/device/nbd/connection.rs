@@ -1,9 +1,11 @@
 //! One connection to an export in the transmission phase. Requests from any number of threads
-//! go out under a send lock; one reader thread takes the replies in whatever order the server
-//! sends them and puts read data straight into the buffer of the thread that asked, which waits
-//! for its request to complete. A connection that fails (the server goes away, resets it, sends
-//! what the protocol does not allow, or stops answering) fails every request in flight and
-//! every later one: the caller decides whether to connect again.
+//! go out under a send lock, and their replies come back in whatever order the server sends
+//! them. There is no reader thread: a thread waiting for its reply takes the reader's turn if
+//! no one has it, reads replies (putting read data straight into the buffer of the thread that
+//! asked) until its own has come, and hands the turn on. A lone request is thus sent and
+//! answered on its own thread, with no wake-up in between. A connection that fails (the server
+//! goes away, resets it, sends what the protocol does not allow, or stops answering) fails
+//! every request in flight and every later one: the caller decides whether to connect again.
 
 use std::collections::HashMap;
 use std::io::{self, IoSlice, Read, Write};
@@ -12,8 +14,7 @@ use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::address::Endpoint;
@@ -108,7 +109,7 @@ struct ReadTarget {
 }
 
 // SAFETY: the buffer behind `ptr` is borrowed mutably by a `Ticket` for as long as its request
-// is pending, and only the reader thread writes it in that time (see `Ticket`).
+// is pending, and only the thread with the reader's turn writes it in that time (see `Ticket`).
 unsafe impl Send for ReadTarget {}
 
 /// A request sent and not yet answered.
@@ -121,58 +122,30 @@ struct Pending {
     received: u64,
     /// An error chunk of a structured reply; reported when the reply is done.
     error: Option<io::Error>,
-    done: Arc<Completion>,
-}
-
-#[derive(Default)]
-struct Completion {
-    result: Mutex<Option<io::Result<()>>>,
-    ready: Condvar,
-}
-
-impl Completion {
-    fn finish(&self, result: io::Result<()>) {
-        *self.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
-        self.ready.notify_all();
-    }
-
-    /// Waits up to `timeout` (forever if `None`); `None` if the request is still pending.
-    fn wait(&self, timeout: Option<Duration>) -> Option<io::Result<()>> {
-        let mut result = self.result.lock().unwrap_or_else(|p| p.into_inner());
-        let deadline = timeout.map(|t| std::time::Instant::now() + t);
-        while result.is_none() {
-            result = match deadline {
-                None => self.ready.wait(result).unwrap_or_else(|p| p.into_inner()),
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    if left.is_zero() {
-                        return None;
-                    }
-                    self.ready
-                        .wait_timeout(result, left)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
-                }
-            };
-        }
-        result.take()
-    }
 }
 
 #[derive(Default)]
 struct State {
     pending: HashMap<u64, Pending>,
+    /// Replies read for requests whose threads have yet to take them.
+    done: HashMap<u64, io::Result<()>>,
+    /// Whether a thread has the reader's turn.
+    reading: bool,
     /// Why the connection failed, once it has: every request from then on fails with it.
     broken: Option<String>,
 }
 
-/// What the sending side and the reader thread share.
+/// The connection's state, shared by the threads that use it.
 struct Shared {
     state: Mutex<State>,
+    /// Signalled when a reply is done or the reader's turn is free.
+    turn: Condvar,
     /// The export's address, for error messages.
     name: String,
-    socket: Arc<Socket>,
+    socket: Socket,
     structured: bool,
+    /// How long a read may wait for the server.
+    timeout: Duration,
 }
 
 impl Shared {
@@ -187,27 +160,26 @@ impl Shared {
         )
     }
 
-    /// Marks the connection failed. Shutting the socket down wakes the reader thread, whose
-    /// read fails; it then fails everything in flight (see `drain`).
+    /// Marks the connection failed. Shutting the socket down makes the reader's read fail
+    /// (or the next one's); the reader then fails everything in flight (see `drain`).
     fn fail(&self, why: String) {
         self.state().broken.get_or_insert(why);
         self.socket.shutdown();
     }
 
-    /// The reader thread's last act: every request in flight fails with the first reason the
-    /// connection failed for. Only the reader completes requests, so it is never writing into
-    /// the buffer of one that has already returned.
+    /// The reader's last act on a failed connection: every request in flight fails with the
+    /// first reason the connection failed for. Only the reader completes requests, so no
+    /// buffer is written after its request has returned.
     fn drain(&self, why: String) {
-        let (why, drained) = {
-            let mut state = self.state();
-            let why = state.broken.get_or_insert(why).clone();
-            let drained: Vec<Pending> = state.pending.drain().map(|(_, p)| p).collect();
-            (why, drained)
-        };
-        self.socket.shutdown();
-        for pending in drained {
-            pending.done.finish(Err(self.lost(&why)));
+        let mut state = self.state();
+        let why = state.broken.get_or_insert(why).clone();
+        let cookies: Vec<u64> = state.pending.drain().map(|(cookie, _)| cookie).collect();
+        for cookie in cookies {
+            state.done.insert(cookie, Err(self.lost(&why)));
         }
+        drop(state);
+        self.socket.shutdown();
+        self.turn.notify_all();
     }
 
     fn server_error(&self, pending: &Pending, value: u32, message: &str) -> io::Error {
@@ -236,47 +208,32 @@ fn protocol_error(what: impl Into<String>) -> io::Error {
 }
 
 pub struct Connection {
-    shared: Arc<Shared>,
+    shared: Shared,
     send: Mutex<()>,
     cookies: AtomicU64,
-    reader: Option<JoinHandle<()>>,
-    timeout: Duration,
 }
 
 impl Connection {
-    /// Takes over a negotiated socket and starts its reader thread.
+    /// Takes over a negotiated socket. A read that waits longer than `timeout` for the
+    /// server fails the connection.
     pub fn start(
         socket: Socket,
         name: String,
         structured: bool,
         timeout: Duration,
     ) -> io::Result<Self> {
-        socket.set_read_timeout(None)?;
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            name,
-            socket: Arc::new(socket),
-            structured,
-        });
-        let reader = {
-            let shared = shared.clone();
-            std::thread::Builder::new()
-                .name("cowfs-nbd".into())
-                .spawn(move || {
-                    let why = loop {
-                        if let Err(e) = read_reply(&shared) {
-                            break e.to_string();
-                        }
-                    };
-                    shared.drain(why);
-                })?
-        };
+        socket.set_read_timeout(Some(timeout))?;
         Ok(Connection {
-            shared,
+            shared: Shared {
+                state: Mutex::new(State::default()),
+                turn: Condvar::new(),
+                name,
+                socket,
+                structured,
+                timeout,
+            },
             send: Mutex::new(()),
             cookies: AtomicU64::new(1),
-            reader: Some(reader),
-            timeout,
         })
     }
 
@@ -296,18 +253,18 @@ impl Connection {
         payload: &[&[u8]],
         target: Option<&'a mut [u8]>,
     ) -> Ticket<'a> {
-        let done = Arc::new(Completion::default());
+        let cookie = self.cookies.fetch_add(1, Ordering::Relaxed);
         let ticket = Ticket {
-            connection: self,
-            done: done.clone(),
+            shared: &self.shared,
+            cookie,
             waited: false,
             _target: PhantomData,
         };
-        let cookie = self.cookies.fetch_add(1, Ordering::Relaxed);
         {
             let mut state = self.shared.state();
             if let Some(why) = &state.broken {
-                done.finish(Err(self.shared.lost(why)));
+                let lost = Err(self.shared.lost(why));
+                state.done.insert(cookie, lost);
                 return ticket;
             }
             let target = target.map(|t| ReadTarget {
@@ -323,7 +280,6 @@ impl Connection {
                     target,
                     received: 0,
                     error: None,
-                    done,
                 },
             );
         }
@@ -344,26 +300,23 @@ impl Connection {
 }
 
 impl Drop for Connection {
-    /// A soft disconnect: NBD_CMD_DISC, then the socket closed.
+    /// A soft disconnect: NBD_CMD_DISC, then the socket closed. (No request is in flight:
+    /// tickets borrow the connection.)
     fn drop(&mut self) {
         let header = request_header(0, Command::Disconnect, 0, 0, 0);
         if self.shared.state().broken.is_none() {
             let _ = self.shared.socket.send_all(&mut [IoSlice::new(&header)]);
         }
-        self.shared.fail("disconnected".into());
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
+        self.shared.socket.shutdown();
     }
 }
 
 /// A request in flight. Its read buffer stays borrowed until the reply has come or the
-/// connection has failed: dropping a ticket unwaited waits, so the reader thread never writes
-/// a buffer its owner has taken back. (Tickets stay inside this module's caller, which never
-/// leaks one.)
+/// connection has failed: dropping a ticket unwaited waits, so no reader ever writes a buffer
+/// its owner has taken back. (Tickets stay inside this module's caller, which never leaks one.)
 pub struct Ticket<'a> {
-    connection: &'a Connection,
-    done: Arc<Completion>,
+    shared: &'a Shared,
+    cookie: u64,
     waited: bool,
     _target: PhantomData<&'a mut [u8]>,
 }
@@ -374,16 +327,26 @@ impl Ticket<'_> {
         self.finish()
     }
 
-    /// The reply, or after the request timeout the connection failed and with it the request.
+    /// The reply: taken when another thread has read it, read here when the reader's turn is
+    /// free, waited for otherwise.
     fn finish(&self) -> io::Result<()> {
-        if let Some(result) = self.done.wait(Some(self.connection.timeout)) {
-            return result;
+        let shared = self.shared;
+        let mut state = shared.state();
+        loop {
+            if let Some(result) = state.done.remove(&self.cookie) {
+                return result;
+            }
+            if !state.reading {
+                state.reading = true;
+                drop(state);
+                read_until(shared, self.cookie);
+                state = shared.state();
+                state.reading = false;
+                shared.turn.notify_all();
+                continue;
+            }
+            state = shared.turn.wait(state).unwrap_or_else(|p| p.into_inner());
         }
-        self.connection.shared.fail(format!(
-            "no reply in {} s (the server hangs or is overloaded)",
-            self.connection.timeout.as_secs()
-        ));
-        self.done.wait(None).unwrap_or(Ok(()))
     }
 }
 
@@ -391,6 +354,23 @@ impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         if !self.waited {
             let _ = self.finish();
+        }
+    }
+}
+
+/// The reader's turn: reads replies until the one for `cookie` is done (or the connection
+/// fails, which fails it too).
+fn read_until(shared: &Shared, cookie: u64) {
+    while !shared.state().done.contains_key(&cookie) {
+        if let Err(e) = read_reply(shared) {
+            let why = match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!(
+                    "no reply in {} s (the server hangs or is overloaded)",
+                    shared.timeout.as_secs()
+                ),
+                _ => e.to_string(),
+            };
+            shared.drain(why);
         }
     }
 }
@@ -418,7 +398,7 @@ fn look_up(shared: &Shared, cookie: u64) -> io::Result<Looked> {
 }
 
 /// The part of a read's buffer for `[offset, offset + n)` of the export. The buffer is the
-/// waiting caller's, alive until the reader completes its request, which outlives any use.
+/// waiting caller's, alive until the reader completes its request, after the last use.
 fn slice_of<'buf>(looked: &Looked, offset: u64, n: u64) -> io::Result<&'buf mut [u8]> {
     let target = looked
         .target
@@ -556,9 +536,12 @@ fn complete(
     cookie: u64,
     outcome: impl FnOnce(&Shared, &mut Pending) -> io::Result<()>,
 ) {
-    let Some(mut p) = shared.state().pending.remove(&cookie) else {
+    let mut state = shared.state();
+    let Some(mut p) = state.pending.remove(&cookie) else {
         return;
     };
     let result = outcome(shared, &mut p);
-    p.done.finish(result);
+    state.done.insert(cookie, result);
+    drop(state);
+    shared.turn.notify_all();
 }
