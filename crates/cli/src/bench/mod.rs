@@ -2,7 +2,7 @@
 //! reported as a ratio, because absolute times on a shared machine are noise.
 
 pub(crate) mod kernel_swap;
-mod nbdkit;
+mod nbd_server;
 mod pager;
 mod swap;
 
@@ -34,8 +34,8 @@ pub enum Which {
         /// Rounds; each measures raw and cowfs back to back, and the medians are reported
         #[arg(long, default_value_t = 3)]
         rounds: usize,
-        /// Also over NBD: the image served by nbdkit on a Unix socket in DIR (installed when
-        /// missing), with four connections and with one
+        /// Also over NBD: the image served by nbdkit file on a Unix socket in DIR (installed
+        /// when missing), with four connections and with one
         #[arg(long)]
         nbd: bool,
     },
@@ -278,7 +278,7 @@ fn over_nbd(
     connections: usize,
 ) -> CliResult<(Rate, Rate)> {
     std::fs::File::create(image)?.set_len(image_len)?;
-    let result = nbdkit::Nbdkit::file(dir, image, "cache=none").and_then(|server| {
+    let result = nbd_server::NbdServer::file(dir, image).and_then(|server| {
         let uri = server.uri(connections);
         let device = cowfs::device::open(uri.as_ref(), cowfs::device::Access::ReadWrite)?;
         engine_runs(size, device)

@@ -18,7 +18,7 @@ use pager::{FaultMode, Pager, PagerConfig};
 use swap::{CowfsFile, DeviceArea, HostFile, SwapSystem};
 
 use crate::bench::kernel_swap::{workload as kernel_workload, SwapHost, ZramSwap};
-use crate::bench::nbdkit::Nbdkit;
+use crate::bench::nbd_server::NbdServer;
 use crate::commands::memload::{workload, Figures, Memory};
 use crate::size::human;
 use crate::CliResult;
@@ -273,7 +273,7 @@ fn on_export<T>(
         address.connections = Some(connections);
         return f(&address.to_string());
     }
-    let server = Nbdkit::memory(dir, len)?;
+    let server = NbdServer::memory(dir, len)?;
     f(&server.uri(connections))
 }
 

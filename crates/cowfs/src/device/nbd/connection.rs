@@ -39,12 +39,15 @@ impl Socket {
         })
     }
 
-    /// Bounds each read during negotiation (`None`: no bound, as in transmission, where the
-    /// request timeout watches instead).
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+    /// Bounds how long one read or one send may wait for the server.
+    pub fn set_timeout(&self, timeout: Duration) -> io::Result<()> {
         match self {
-            Socket::Tcp(s) => s.set_read_timeout(timeout),
-            Socket::Unix(s) => s.set_read_timeout(timeout),
+            Socket::Tcp(s) => s
+                .set_read_timeout(Some(timeout))
+                .and(s.set_write_timeout(Some(timeout))),
+            Socket::Unix(s) => s
+                .set_read_timeout(Some(timeout))
+                .and(s.set_write_timeout(Some(timeout))),
         }
     }
 
@@ -214,15 +217,18 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Takes over a negotiated socket. A read that waits longer than `timeout` for the
-    /// server fails the connection.
+    /// Takes over a negotiated socket. A read or a send that waits longer than `timeout` for
+    /// the server fails the connection. (A send can wait on the server only when the server
+    /// waits on this client to read its replies while the thread that would read is queued
+    /// behind the send: a request larger than the server's limit, split in pieces, beside a
+    /// large write from another thread. The timeout ends that standoff with an error.)
     pub fn start(
         socket: Socket,
         name: String,
         structured: bool,
         timeout: Duration,
     ) -> io::Result<Self> {
-        socket.set_read_timeout(Some(timeout))?;
+        socket.set_timeout(timeout)?;
         Ok(Connection {
             shared: Shared {
                 state: Mutex::new(State::default()),
@@ -293,7 +299,14 @@ impl Connection {
         };
         if let Err(e) = sent {
             // A request half sent leaves the stream unusable.
-            self.shared.fail(format!("sending a request: {e}"));
+            let why = match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!(
+                    "the server took nothing for {} s (it hangs or is overloaded)",
+                    self.shared.timeout.as_secs()
+                ),
+                _ => format!("sending a request: {e}"),
+            };
+            self.shared.fail(why);
         }
         ticket
     }

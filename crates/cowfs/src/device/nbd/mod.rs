@@ -20,7 +20,6 @@ pub use address::{Endpoint, NbdAddress, DEFAULT_PORT};
 
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use connection::{Connection, Socket, Ticket};
@@ -49,7 +48,6 @@ pub struct NbdDevice {
     /// This machine's lock on the export, held while the device is open.
     _lock: std::fs::File,
     connections: Vec<Connection>,
-    next: AtomicUsize,
     export: Export,
     len: u64,
     read_only: bool,
@@ -70,9 +68,7 @@ impl std::fmt::Debug for NbdDevice {
 fn connect(address: &NbdAddress, name: &str) -> io::Result<(Socket, Export)> {
     let at = |e| DeviceError::wrap(name, e);
     let socket = Socket::connect(&address.endpoint).map_err(at)?;
-    socket
-        .set_read_timeout(Some(NEGOTIATION_TIMEOUT))
-        .map_err(at)?;
+    socket.set_timeout(NEGOTIATION_TIMEOUT).map_err(at)?;
     let export = handshake::negotiate(&mut &socket, &address.export).map_err(at)?;
     Ok((socket, export))
 }
@@ -164,7 +160,6 @@ impl NbdDevice {
             name,
             _lock: lock,
             connections,
-            next: AtomicUsize::new(0),
             export,
             len,
             read_only,
@@ -183,15 +178,24 @@ impl NbdDevice {
         self.export.offers(FLAG_SEND_FLUSH)
     }
 
-    /// The connection with the fewest requests in flight, looking from a rotating start so
-    /// that ties spread.
+    /// The first idle connection, else the one with the fewest requests in flight. A single
+    /// stream of requests thus stays on the first connection: servers keep state per
+    /// connection (nbdkit's file plugin opens the file once for each, and the host's readahead
+    /// is per open file), and a sequential stream dealt round the connections looks strided to
+    /// each. Concurrent requests spread.
     fn connection(&self) -> &Connection {
-        let n = self.connections.len();
-        let first = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|i| &self.connections[(first + i) % n])
-            .min_by_key(|c| c.in_flight())
-            .expect("a device has a connection")
+        let mut best = &self.connections[0];
+        let mut fewest = usize::MAX;
+        for connection in &self.connections {
+            let n = connection.in_flight();
+            if n == 0 {
+                return connection;
+            }
+            if n < fewest {
+                (best, fewest) = (connection, n);
+            }
+        }
+        best
     }
 
     fn writable(&self) -> io::Result<()> {
