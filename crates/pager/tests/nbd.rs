@@ -25,17 +25,6 @@ fn export_area(server: &NbdServer) -> SwapSystem {
     system
 }
 
-fn fill_and_check(pager: &Pager, seed: u64) {
-    let mut region = pager.region(12 * MIB).unwrap();
-    fill(region.as_mut_slice(), seed);
-    verify(region.as_slice(), seed);
-    let s = pager.stats();
-    assert!(
-        s.pages_out > 0 && s.major_faults > 0 && s.poisoned == 0,
-        "{s:?}"
-    );
-}
-
 #[test]
 fn a_swap_area_on_an_export_round_trips() {
     let Some(server) = NbdServer::memory("32M") else {
@@ -45,7 +34,7 @@ fn a_swap_area_on_an_export_round_trips() {
     let Some(pager) = pager_or_skip(config, export_area(&server)) else {
         return;
     };
-    fill_and_check(&pager, 21);
+    round_trip(&pager, 21);
     let swaps = pager.swaps();
     assert!(
         swaps.contains("nbd+unix:///?socket=") && swaps.contains("partition"),
@@ -64,7 +53,7 @@ fn a_through_fs_swap_file_on_an_image_on_an_export_round_trips() {
     let Some(pager) = pager_or_skip(config, system) else {
         return;
     };
-    fill_and_check(&pager, 22);
+    round_trip(&pager, 22);
     drop(pager);
     fs.unmount().unwrap();
     let report = cowfs::fsck::check(dev, &mut |_, _| {});

@@ -285,17 +285,6 @@ fn every_backing_and_mode_round_trips() {
     round_trip(&pager, 8);
 }
 
-fn round_trip(pager: &Pager, seed: u64) {
-    let mut region = pager.region(12 * MIB).unwrap();
-    fill(region.as_mut_slice(), seed);
-    verify(region.as_slice(), seed);
-    let s = pager.stats();
-    assert!(
-        s.pages_out > 0 && s.major_faults > 0 && s.poisoned == 0,
-        "{s:?}"
-    );
-}
-
 #[test]
 fn eviction_races_faults_from_many_threads_for_a_bounded_time() {
     let Some((_fs, pager)) = pager(MIB, 32 * MIB) else {

@@ -112,6 +112,19 @@ pub fn verify(buf: &[u8], seed: u64) {
     }
 }
 
+/// A 12 MiB region filled and checked through `pager`, which must have paged it out and in
+/// with nothing poisoned.
+pub fn round_trip(pager: &Pager, seed: u64) {
+    let mut region = pager.region(12 * MIB).unwrap();
+    fill(region.as_mut_slice(), seed);
+    verify(region.as_slice(), seed);
+    let s = pager.stats();
+    assert!(
+        s.pages_out > 0 && s.major_faults > 0 && s.poisoned == 0,
+        "{s:?}"
+    );
+}
+
 /// Runs `scenario` in a child process (this test binary again, running only `test`), which
 /// must die of SIGBUS.
 pub fn dies_of_sigbus(test: &str, scenario: fn()) {
