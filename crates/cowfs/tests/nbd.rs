@@ -191,3 +191,34 @@ fn many_threads_share_the_connections_and_every_read_is_exact() {
         dev.flush().unwrap();
     }
 }
+
+/// Bursts of requests whose replies outgrow the socket buffers: thousands of TRIMs from one
+/// call, and reads split over several requests beside large writes from another thread. A
+/// client that only reads replies once it has sent everything stalls here until its timeout.
+#[test]
+fn bursts_larger_than_the_socket_buffers_never_stall() {
+    let Some(server) = NbdServer::memory("256M") else {
+        return;
+    };
+    let uri = format!("{}&connections=1&timeout=5", server.uri());
+    let dev = open(&uri, Access::ReadWrite).unwrap();
+    let ranges: Vec<(u64, u64)> = (0..200_000u64)
+        .map(|i| ((i % 60_000) * 4096, 4096))
+        .collect();
+    dev.discard(&ranges).unwrap();
+    let big = contents(7, 1, 96 << 20);
+    dev.write_at(0, &big).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let other = contents(8, 1, 64 << 20);
+            for _ in 0..4 {
+                dev.write_at(128 << 20, &other).unwrap();
+            }
+        });
+        for _ in 0..4 {
+            let mut back = vec![0; 96 << 20];
+            dev.read_at(0, &mut back).unwrap();
+            assert!(back == big, "the split read came back whole");
+        }
+    });
+}

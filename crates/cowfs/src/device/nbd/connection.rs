@@ -15,7 +15,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec};
 
 use super::address::Endpoint;
 use super::protocol::*;
@@ -58,18 +60,38 @@ impl Socket {
         };
     }
 
-    /// Sends every byte of `parts`. MSG_NOSIGNAL: a server that went away is an EPIPE for
-    /// this request, not a SIGPIPE for whatever program links cowfs.
+    /// Sends what of `parts` the socket takes now, without waiting (0 bytes is WouldBlock).
+    /// MSG_NOSIGNAL: a server that went away is an EPIPE for this request, not a SIGPIPE for
+    /// whatever program links cowfs.
+    fn try_send(&self, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+        use rustix::net::SendFlags;
+        let mut control = rustix::net::SendAncillaryBuffer::default();
+        let flags = SendFlags::NOSIGNAL | SendFlags::DONTWAIT;
+        match rustix::net::sendmsg(self, parts, &mut control, flags)? {
+            0 => Err(io::ErrorKind::WriteZero.into()),
+            sent => Ok(sent),
+        }
+    }
+
+    /// Sends every byte of `parts`, waiting up to 10 s for room: for the negotiation and the
+    /// last goodbye, when no replies are outstanding.
     fn send_all(&self, parts: &mut [IoSlice<'_>]) -> io::Result<()> {
+        const WAIT: Timespec = Timespec {
+            tv_sec: 10,
+            tv_nsec: 0,
+        };
         let mut parts = parts;
         while !parts.is_empty() {
-            let mut control = rustix::net::SendAncillaryBuffer::default();
-            let sent =
-                rustix::net::sendmsg(self, parts, &mut control, rustix::net::SendFlags::NOSIGNAL)?;
-            if sent == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
+            match self.try_send(parts) {
+                Ok(sent) => IoSlice::advance_slices(&mut parts, sent),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let mut fds = [PollFd::new(self, PollFlags::OUT)];
+                    if rustix::event::poll(&mut fds, Some(&WAIT))? == 0 {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                }
+                Err(e) => return Err(e),
             }
-            IoSlice::advance_slices(&mut parts, sent);
         }
         Ok(())
     }
@@ -185,6 +207,78 @@ impl Shared {
         self.turn.notify_all();
     }
 
+    /// Takes the reader's turn if no one has it.
+    fn take_turn(&self) -> bool {
+        let mut state = self.state();
+        !std::mem::replace(&mut state.reading, true)
+    }
+
+    fn give_turn(&self) {
+        self.state().reading = false;
+        self.turn.notify_all();
+    }
+
+    /// Reads one reply, failing the connection if that fails. The caller has the turn.
+    fn read_one(&self) {
+        if let Err(e) = read_reply(self) {
+            let why = match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!(
+                    "no reply in {} s (the server hangs or is overloaded)",
+                    self.timeout.as_secs()
+                ),
+                _ => e.to_string(),
+            };
+            self.drain(why);
+        }
+    }
+
+    /// What a sender does while the socket takes nothing: the server may be waiting for this
+    /// client to read its replies before it reads more requests (its replies to a burst of
+    /// requests, or large read data), so when no one has the reader's turn, the sender reads
+    /// one reply itself; otherwise it waits a moment for room.
+    fn while_full(&self) -> io::Result<()> {
+        const BRIEF: Timespec = Timespec {
+            tv_sec: 0,
+            tv_nsec: 1_000_000,
+        };
+        if self.state().reading {
+            let mut fds = [PollFd::new(&self.socket, PollFlags::OUT)];
+            rustix::event::poll(&mut fds, Some(&BRIEF))?;
+            return Ok(());
+        }
+        let mut fds = [PollFd::new(&self.socket, PollFlags::OUT | PollFlags::IN)];
+        rustix::event::poll(&mut fds, Some(&BRIEF))?;
+        if fds[0].revents().contains(PollFlags::IN) && self.take_turn() {
+            self.read_one();
+            self.give_turn();
+        }
+        Ok(())
+    }
+
+    /// Sends every byte of `parts` (the caller holds the send lock), reading replies while the
+    /// socket is full if no one else does, so client and server never both wait to send.
+    fn send(&self, parts: &mut [IoSlice<'_>]) -> io::Result<()> {
+        let mut parts = parts;
+        let mut stalled = None;
+        while !parts.is_empty() {
+            match self.socket.try_send(parts) {
+                Ok(sent) => {
+                    IoSlice::advance_slices(&mut parts, sent);
+                    stalled = None;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let since = *stalled.get_or_insert_with(Instant::now);
+                    if since.elapsed() > self.timeout {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                    self.while_full()?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     fn server_error(&self, pending: &Pending, value: u32, message: &str) -> io::Error {
         let errno = errno(value);
         let detail = if message.is_empty() {
@@ -295,7 +389,7 @@ impl Connection {
         parts.extend(payload.iter().map(|p| IoSlice::new(p)));
         let sent = {
             let _send = self.send.lock().unwrap_or_else(|p| p.into_inner());
-            self.shared.socket.send_all(&mut parts)
+            self.shared.send(&mut parts)
         };
         if let Err(e) = sent {
             // A request half sent leaves the stream unusable.
@@ -353,9 +447,8 @@ impl Ticket<'_> {
                 state.reading = true;
                 drop(state);
                 read_until(shared, self.cookie);
+                shared.give_turn();
                 state = shared.state();
-                state.reading = false;
-                shared.turn.notify_all();
                 continue;
             }
             state = shared.turn.wait(state).unwrap_or_else(|p| p.into_inner());
@@ -375,16 +468,7 @@ impl Drop for Ticket<'_> {
 /// fails, which fails it too).
 fn read_until(shared: &Shared, cookie: u64) {
     while !shared.state().done.contains_key(&cookie) {
-        if let Err(e) = read_reply(shared) {
-            let why = match e.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!(
-                    "no reply in {} s (the server hangs or is overloaded)",
-                    shared.timeout.as_secs()
-                ),
-                _ => e.to_string(),
-            };
-            shared.drain(why);
-        }
+        shared.read_one();
     }
 }
 
