@@ -6,6 +6,8 @@
 //! elsewhere it is skipped with the reason.
 
 mod common;
+#[path = "../../../tests/support/nbd_server.rs"]
+mod nbd_server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -308,6 +310,34 @@ fn the_kernel_swaps_through_the_filesystem_to_a_copy_on_write_file() {
     );
     ok(&["umount", mnt]);
     assert!(ok(&["fsck", img]).contains("clean"));
+}
+
+/// Beyond one machine: the kernel swapping through the filesystem to a copy-on-write swap file
+/// on a cowfs whose image is an NBD export (nbdkit memory: another process's RAM), every page
+/// back; then swapoff, unmount, fsck over the network.
+#[test]
+fn the_kernel_swaps_through_the_filesystem_on_an_nbd_export() {
+    if !can_swap_to_a_mount() {
+        return;
+    }
+    let Some(server) = nbd_server::NbdServer::memory("1G") else {
+        return;
+    };
+    let _turn = take_turn();
+    let scratch = Scratch::new();
+    let uri = server.uri();
+    ok(&["mkfs", &uri]);
+    ok(&["mount", &uri, scratch.mnt()]);
+    let (swapfile, _cleanup) = Cleanup::of(&scratch);
+    let sf = swapfile.to_str().unwrap();
+    ok(&["mkswapfile", sf, "--size", "256M", "--through-fs"]);
+    assert!(ok(&["swapon", "--through-fs", sf, "-p", "10"]).contains("through the filesystem"));
+    let swapped_out = vmstat("pswpout ");
+    let (out, most_used) = memload_swapping_to(&swapfile, false, || {});
+    every_page_came_back(&out, swapped_out, most_used);
+    ok(&["swapoff", sf]);
+    ok(&["umount", scratch.mnt()]);
+    assert!(ok(&["fsck", &uri]).contains("clean"));
 }
 
 /// A compressed swap file (lz4) with the real kernel: compressible memory four times a
