@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 pub struct NbdServer {
     dir: tempfile::TempDir,
     socket: PathBuf,
+    /// A loopback TCP port instead of the socket, when the server listens there.
+    port: Option<u16>,
     /// The plugin and its arguments, to start the same server again.
     plugin: Vec<String>,
     child: Option<Child>,
@@ -52,8 +54,21 @@ impl NbdServer {
         Self::start(&["file", &path.display().to_string()])
     }
 
+    /// `nbdkit memory SIZE` on a free loopback TCP port.
+    pub fn memory_tcp(size: &str) -> Option<NbdServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        Self::start_at(&["memory", size], Some(port))
+    }
+
     /// A server of `plugin` (with nbdkit filters or plugin arguments); `None` is a skip.
     pub fn start(plugin: &[&str]) -> Option<NbdServer> {
+        Self::start_at(plugin, None)
+    }
+
+    fn start_at(plugin: &[&str], port: Option<u16>) -> Option<NbdServer> {
         if let Err(why) = nbdkit() {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
@@ -65,6 +80,7 @@ impl NbdServer {
         let dir = tempfile::tempdir().unwrap();
         let mut server = NbdServer {
             socket: dir.path().join("nbd.sock"),
+            port,
             dir,
             plugin: plugin.iter().map(|s| s.to_string()).collect(),
             child: None,
@@ -75,7 +91,10 @@ impl NbdServer {
 
     /// The export's address.
     pub fn uri(&self) -> String {
-        format!("nbd+unix:///?socket={}", self.socket.display())
+        match self.port {
+            Some(port) => format!("nbd://127.0.0.1:{port}/"),
+            None => format!("nbd+unix:///?socket={}", self.socket.display()),
+        }
     }
 
     /// A directory of the test's, removed with the server.
@@ -95,21 +114,34 @@ impl NbdServer {
     /// Starts the server (again), and waits until it takes connections.
     pub fn restart(&mut self) {
         self.kill();
-        let child = Command::new("nbdkit")
-            .args(["--foreground", "--exit-with-parent", "--unix"])
-            .arg(&self.socket)
+        let mut command = Command::new("nbdkit");
+        command.args(["--foreground", "--exit-with-parent"]);
+        match self.port {
+            Some(port) => command.args(["--ipaddr", "127.0.0.1", "--port", &port.to_string()]),
+            None => command.arg("--unix").arg(&self.socket),
+        };
+        let child = command
             .args(&self.plugin)
             .stdout(Stdio::null())
             .spawn()
             .expect("start nbdkit");
         self.child = Some(child);
         let start = Instant::now();
-        while !self.socket.exists() {
+        while !self.listening() {
             assert!(
                 start.elapsed() < Duration::from_secs(10),
                 "nbdkit did not start"
             );
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl NbdServer {
+    fn listening(&self) -> bool {
+        match self.port {
+            Some(port) => std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            None => self.socket.exists(),
         }
     }
 }
