@@ -237,3 +237,67 @@ fn bursts_larger_than_the_socket_buffers_never_stall() {
         }
     });
 }
+
+/// A server that starts failing writes with an errno of its own (ENOSPC, EPERM: nbdkit's error
+/// filter, switched on by a file): the write or fsync that meets it reports that errno, the
+/// filesystem stops taking changes, and once the server is well again the image opens at its
+/// last commit, fsck clean.
+#[test]
+fn server_write_errors_stop_the_filesystem_at_its_last_commit() {
+    for (name, errno) in [
+        ("ENOSPC", cowfs::Errno::NOSPC),
+        ("EPERM", cowfs::Errno::PERM),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let trigger = dir.path().join("fail-writes");
+        let image = dir.path().join("export.img");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(128 * MIB)
+            .unwrap();
+        let plugin = [
+            "--filter=error".to_string(),
+            "file".to_string(),
+            image.display().to_string(),
+            format!("error={name}"),
+            "error-pwrite-rate=100%".to_string(),
+            format!("error-pwrite-file={}", trigger.display()),
+        ];
+        let plugin: Vec<&str> = plugin.iter().map(String::as_str).collect();
+        let Some(server) = NbdServer::start(&plugin) else {
+            return;
+        };
+        let dev = open(&server.uri(), Access::ReadWrite).unwrap();
+        Filesystem::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
+        let fs = Filesystem::open(dev.clone(), &no_timer()).unwrap();
+        let kept = contents(1, 1, 200_000);
+        let a = file(&fs, fs.root(), "a");
+        fs.write(a, 0, &kept).unwrap();
+        fs.fsync(a).unwrap();
+
+        std::fs::write(&trigger, b"").unwrap();
+        let b = file(&fs, fs.root(), "b");
+        let failed = fs
+            .write_direct(b, 0, &cowfs::device::AlignedBuf::from_slice(&[7; 65536]))
+            .and_then(|_| fs.fsync(b))
+            .unwrap_err();
+        assert_eq!(failed.errno(), errno, "{failed}");
+        assert!(
+            failed.reason().contains("nbd+unix"),
+            "names the export: {failed}"
+        );
+        let after = fs.write(a, 0, b"more").unwrap_err();
+        assert_eq!(after.errno(), cowfs::Errno::ROFS, "stopped: {after}");
+        drop(fs);
+        drop(dev);
+
+        std::fs::remove_file(&trigger).unwrap();
+        let dev = open(&server.uri(), Access::ReadWrite).unwrap();
+        let report = cowfs::fsck::check(dev.clone(), &mut |_, _| {});
+        assert!(report.is_clean(), "{name}: {:?}", report.problems);
+        let fs = Filesystem::open(dev, &no_timer()).unwrap();
+        assert_eq!(read_all(&fs, fs.resolve("/a").unwrap()), kept);
+        assert!(fs.resolve("/b").is_err(), "{name}: /b was never committed");
+        fs.unmount().unwrap();
+    }
+}
