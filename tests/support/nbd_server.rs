@@ -141,7 +141,8 @@ impl NbdServer {
     fn listening(&self) -> bool {
         match self.port {
             Some(port) => std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-            None => self.socket.exists(),
+            // The socket file is there from bind(); connections are taken from listen().
+            None => std::os::unix::net::UnixStream::connect(&self.socket).is_ok(),
         }
     }
 }

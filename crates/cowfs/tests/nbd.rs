@@ -189,9 +189,10 @@ fn many_threads_share_the_connections_and_every_read_is_exact() {
             for t in 0..6usize {
                 let dev = &dev;
                 s.spawn(move || {
-                    // Each thread owns every sixth 64 KiB slot; sizes from one block to 64 KiB.
-                    for round in 0..200u64 {
-                        let slot = (round as usize * 6 + t) % 1024;
+                    // Each thread owns 150 slots of 64 KiB, one a round; sizes from one block
+                    // to 64 KiB.
+                    for round in 0..150u64 {
+                        let slot = t * 150 + round as usize;
                         let len = 4096 * (1 + (round as usize + t) % 16);
                         let data = contents(slot, round, len);
                         let at = slot as u64 * 65536;

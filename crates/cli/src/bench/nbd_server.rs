@@ -52,7 +52,8 @@ impl NbdServer {
             .map_err(|e| format!("start {command:?}: {e}"))?;
         let mut server = NbdServer { socket, child };
         let start = Instant::now();
-        while !server.socket.exists() {
+        // The socket file is there from bind(); connections are taken from listen().
+        while std::os::unix::net::UnixStream::connect(&server.socket).is_err() {
             if let Some(status) = server.child.try_wait()? {
                 return Err(format!("{command:?} exited: {status}").into());
             }
