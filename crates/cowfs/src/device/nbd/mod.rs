@@ -1,6 +1,6 @@
 //! An export on an NBD server as a [`BlockDevice`]: a cowfs image or a swap area on any
-//! server that speaks the Network Block Device protocol (nbdkit, qemu-nbd, nbd-server,
-//! rbd-nbd), over TCP or a Unix socket. The client is written from the protocol document:
+//! server that speaks the Network Block Device protocol (nbdkit, qemu-nbd, nbd-server), over
+//! TCP or a Unix socket. The client is written from the protocol document:
 //! fixed newstyle negotiation, `NBD_OPT_GO`, structured replies where offered, several
 //! requests in flight on each connection, several connections where the server allows them
 //! (`NBD_FLAG_CAN_MULTI_CONN`), FLUSH for the engine's flush, FUA for writes that must be
