@@ -114,8 +114,12 @@ impl NbdServer {
     /// Starts the server (again), and waits until it takes connections.
     pub fn restart(&mut self) {
         self.kill();
+        // nbdkit writes its PID file once it listens: the sign it is ready.
+        let ready = self.dir.path().join("nbdkit.pid");
+        let _ = std::fs::remove_file(&ready);
         let mut command = Command::new("nbdkit");
-        command.args(["--foreground", "--exit-with-parent"]);
+        command.args(["--foreground", "--exit-with-parent", "--pidfile"]);
+        command.arg(&ready);
         match self.port {
             Some(port) => command.args(["--ipaddr", "127.0.0.1", "--port", &port.to_string()]),
             None => command.arg("--unix").arg(&self.socket),
@@ -127,22 +131,12 @@ impl NbdServer {
             .expect("start nbdkit");
         self.child = Some(child);
         let start = Instant::now();
-        while !self.listening() {
+        while !ready.exists() {
             assert!(
                 start.elapsed() < Duration::from_secs(10),
                 "nbdkit did not start"
             );
             std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl NbdServer {
-    fn listening(&self) -> bool {
-        match self.port {
-            Some(port) => std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-            // The socket file is there from bind(); connections are taken from listen().
-            None => std::os::unix::net::UnixStream::connect(&self.socket).is_ok(),
         }
     }
 }

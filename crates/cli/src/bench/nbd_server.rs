@@ -22,21 +22,25 @@ impl NbdServer {
         Self::nbdkit(dir, &["memory", &size.to_string()])
     }
 
-    /// `nbdkit file IMAGE`: an export backed by an image file (through the server host's page
-    /// cache, the plugin's default).
+    /// `nbdkit file IMAGE cache=none`: an export backed by an image file, the server keeping
+    /// none of it in the host's page cache, as the local cases' O_DIRECT image keeps none.
     pub fn file(dir: &Path, image: &Path) -> CliResult<NbdServer> {
-        Self::nbdkit(dir, &["file", &image.display().to_string()])
+        Self::nbdkit(dir, &["file", &image.display().to_string(), "cache=none"])
     }
 
     fn nbdkit(dir: &Path, plugin: &[&str]) -> CliResult<NbdServer> {
         ensure_tool("nbdkit", "nbdkit", "the NBD cases need nbdkit")?;
         let socket = Self::socket(dir);
+        let ready = socket.with_extension("pid");
+        let _ = std::fs::remove_file(&ready);
         let mut command = Command::new("nbdkit");
         command
-            .args(["--foreground", "--exit-with-parent", "--unix"])
+            .args(["--foreground", "--exit-with-parent", "--pidfile"])
+            .arg(&ready)
+            .arg("--unix")
             .arg(&socket)
             .args(plugin);
-        Self::start(command, socket)
+        Self::start(command, socket, ready)
     }
 
     fn socket(dir: &Path) -> PathBuf {
@@ -45,15 +49,15 @@ impl NbdServer {
         socket
     }
 
-    fn start(mut command: Command, socket: PathBuf) -> CliResult<NbdServer> {
+    /// Starts the server and waits for `ready`, the PID file nbdkit writes once it listens.
+    fn start(mut command: Command, socket: PathBuf, ready: PathBuf) -> CliResult<NbdServer> {
         let child = command
             .stdout(Stdio::null())
             .spawn()
             .map_err(|e| format!("start {command:?}: {e}"))?;
         let mut server = NbdServer { socket, child };
         let start = Instant::now();
-        // The socket file is there from bind(); connections are taken from listen().
-        while std::os::unix::net::UnixStream::connect(&server.socket).is_err() {
+        while !ready.exists() {
             if let Some(status) = server.child.try_wait()? {
                 return Err(format!("{command:?} exited: {status}").into());
             }
@@ -62,6 +66,7 @@ impl NbdServer {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        let _ = std::fs::remove_file(&ready);
         Ok(server)
     }
 
