@@ -239,6 +239,31 @@ fn bursts_larger_than_the_socket_buffers_never_stall() {
     });
 }
 
+/// Large writes from several threads on one connection, each cut into requests: a sender
+/// whose socket is full may read a reply for the others, but must never wait for one while the
+/// server waits for the rest of its payload (that stalled until the timeout, one run in ten of
+/// `bench fs --nbd`, when another thread took the reply the sender had seen arrive).
+#[test]
+fn senders_never_wait_for_replies_the_server_cannot_send() {
+    let Some(server) = NbdServer::memory("256M") else {
+        return;
+    };
+    let uri = format!("{}&connections=1&timeout=3", server.uri());
+    let dev = open(&uri, Access::ReadWrite).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let dev = &dev;
+            s.spawn(move || {
+                let data = contents(t as usize, 1, 3 << 20);
+                for round in 0..150u64 {
+                    let at = (t * 16 + round % 16) * (4 << 20);
+                    dev.write_at(at, &data).unwrap();
+                }
+            });
+        }
+    });
+}
+
 /// A server that starts failing writes with an errno of its own (ENOSPC, EPERM: nbdkit's error
 /// filter, switched on by a file): the write or fsync that meets it reports that errno, the
 /// filesystem stops taking changes, and once the server is well again the image opens at its

@@ -85,8 +85,7 @@ impl Socket {
             match self.try_send(parts) {
                 Ok(sent) => IoSlice::advance_slices(&mut parts, sent),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let mut fds = [PollFd::new(self, PollFlags::OUT)];
-                    if rustix::event::poll(&mut fds, Some(&WAIT))? == 0 {
+                    if poll(self, PollFlags::OUT, &WAIT)?.is_empty() {
                         return Err(io::ErrorKind::TimedOut.into());
                     }
                 }
@@ -236,21 +235,24 @@ impl Shared {
     /// client to read its replies before it reads more requests (its replies to a burst of
     /// requests, or large read data), so when no one has the reader's turn, the sender reads
     /// one reply itself; otherwise it waits a moment for room.
+    ///
+    /// The sender reads only a reply that has begun to arrive, seen while it holds the turn:
+    /// the server may be waiting for the rest of this sender's payload before it sends any
+    /// other, and a reply seen before taking the turn may have been taken by another reader
+    /// since (then the sender would wait for a reply that cannot come until it sends).
     fn while_full(&self) -> io::Result<()> {
-        const BRIEF: Timespec = Timespec {
-            tv_sec: 0,
-            tv_nsec: 1_000_000,
-        };
         if self.state().reading {
-            let mut fds = [PollFd::new(&self.socket, PollFlags::OUT)];
-            rustix::event::poll(&mut fds, Some(&BRIEF))?;
+            poll_briefly(&self.socket, PollFlags::OUT)?;
             return Ok(());
         }
-        let mut fds = [PollFd::new(&self.socket, PollFlags::OUT | PollFlags::IN)];
-        rustix::event::poll(&mut fds, Some(&BRIEF))?;
-        if fds[0].revents().contains(PollFlags::IN) && self.take_turn() {
-            self.read_one();
+        let ready = poll_briefly(&self.socket, PollFlags::OUT | PollFlags::IN)?;
+        if ready.contains(PollFlags::IN) && self.take_turn() {
+            let arrived = poll_now(&self.socket, PollFlags::IN);
+            if matches!(arrived, Ok(r) if r.contains(PollFlags::IN)) {
+                self.read_one();
+            }
             self.give_turn();
+            arrived?;
         }
         Ok(())
     }
@@ -298,6 +300,26 @@ impl Shared {
             ),
         )
     }
+}
+
+/// The events of `flags` on `socket`, waiting up to a millisecond for one.
+fn poll_briefly(socket: &Socket, flags: PollFlags) -> io::Result<PollFlags> {
+    const BRIEF: Timespec = Timespec {
+        tv_sec: 0,
+        tv_nsec: 1_000_000,
+    };
+    poll(socket, flags, &BRIEF)
+}
+
+/// The events of `flags` on `socket` now, without waiting.
+fn poll_now(socket: &Socket, flags: PollFlags) -> io::Result<PollFlags> {
+    poll(socket, flags, &Timespec::default())
+}
+
+fn poll(socket: &Socket, flags: PollFlags, timeout: &Timespec) -> io::Result<PollFlags> {
+    let mut fds = [PollFd::new(socket, flags)];
+    rustix::event::poll(&mut fds, Some(timeout))?;
+    Ok(fds[0].revents())
 }
 
 fn protocol_error(what: impl Into<String>) -> io::Error {
