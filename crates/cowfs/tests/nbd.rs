@@ -262,6 +262,15 @@ fn senders_never_wait_for_replies_the_server_cannot_send() {
             });
         }
     });
+    // Every write, cut into 1 MiB requests, landed whole and in place.
+    for t in 0..4u64 {
+        let data = contents(t as usize, 1, 3 << 20);
+        for slot in 0..16 {
+            let mut back = vec![0; data.len()];
+            dev.read_at((t * 16 + slot) * (4 << 20), &mut back).unwrap();
+            assert!(back == data, "thread {t} slot {slot}");
+        }
+    }
 }
 
 /// A server that starts failing writes with an errno of its own (ENOSPC, EPERM: nbdkit's error

@@ -201,7 +201,9 @@ fn fs_bench(size: u64, dir: &Path, rounds: usize, nbd: bool) -> CliResult {
     let image = dir.join("cowfs-bench.img");
     let image_len = size + size / 4 + (128 << 20);
     for round in 1..=rounds {
+        quiet_host();
         let raw = raw_direct(size, &dir.join("cowfs-bench-raw.bin"))?;
+        quiet_host();
         let result = FileDevice::create(&image, image_len)
             .map_err(Into::into)
             .and_then(|device| {
@@ -220,6 +222,7 @@ fn fs_bench(size: u64, dir: &Path, rounds: usize, nbd: bool) -> CliResult {
             }
             let mut over = [Rate::default(), Rate::default()];
             for (at, connections) in order {
+                quiet_host();
                 over[at] = over_nbd(size, &dir, &image, image_len, connections)?.0;
             }
             rates.extend(over);
@@ -263,6 +266,15 @@ fn fs_bench(size: u64, dir: &Path, rounds: usize, nbd: bool) -> CliResult {
     let _ = std::fs::remove_file(&image);
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Lets the host finish what the case before left it (writeback, and the discards of a
+/// deleted image where the host's filesystem is mounted with `discard`), so every case starts
+/// on a quiet device rather than carrying the one before (NBD writes measured 85-97% of local
+/// with the pause in three runs, 69-82% without; docs/PERF.md).
+fn quiet_host() {
+    rustix::fs::sync();
+    std::thread::sleep(std::time::Duration::from_secs(1));
 }
 
 /// The median over rounds of `row` against `peer` in the same round, in percent: ratios are
