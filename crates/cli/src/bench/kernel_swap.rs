@@ -437,6 +437,9 @@ fn file_io(dir: &Path, len: u64) -> CliResult<[f64; 7]> {
     Ok(figures)
 }
 
+/// Named rows of figures, one figure per label.
+type Rows = Vec<(String, Vec<f64>)>;
+
 /// Prints rows of figures under `labels`, then every row's figures as a percentage of the
 /// peer's (for a latency, which `lower` marks, the peer's against the row's: above 100% is
 /// better either way).
@@ -447,44 +450,81 @@ pub(crate) fn table(
     peer: &str,
     rows: &[(String, Vec<f64>)],
 ) {
+    println!("\n{title}");
+    print_block(labels, rows, "");
+    let percent = percentages(rows, lower, peer);
+    println!(
+        "as % of {} (better is higher)",
+        rows[peer_row(rows, peer)].0
+    );
+    print_block(labels, &percent, "%");
+}
+
+/// The row named `peer` (its name starts so), else the first.
+fn peer_row(rows: &[(String, Vec<f64>)], peer: &str) -> usize {
+    rows.iter()
+        .position(|(n, _)| n.starts_with(peer))
+        .unwrap_or(0)
+}
+
+/// Every row's figures as a percentage of the peer row's, above 100% better.
+fn percentages(rows: &[(String, Vec<f64>)], lower: &[bool], peer: &str) -> Rows {
+    let theirs = &rows[peer_row(rows, peer)].1;
+    rows.iter()
+        .map(|(name, ours)| {
+            let percent = ours
+                .iter()
+                .zip(theirs)
+                .enumerate()
+                .map(
+                    |(i, (ours, theirs))| match lower.get(i).copied().unwrap_or(false) {
+                        true => theirs / ours * 100.0,
+                        false => ours / theirs * 100.0,
+                    },
+                )
+                .collect();
+            (name.clone(), percent)
+        })
+        .collect()
+}
+
+/// The median over rounds of every row's percentage of the peer in the same round: ratios
+/// taken within a round, where both met the same machine state, as `bench fs` takes them.
+fn median_percentages(rounds: &[Rows], lower: &[bool], peer: &str) -> Rows {
+    let per_round: Vec<Rows> = rounds.iter().map(|r| percentages(r, lower, peer)).collect();
+    let Some(first) = per_round.first() else {
+        return Vec::new();
+    };
+    first
+        .iter()
+        .enumerate()
+        .map(|(row, (name, figures))| {
+            let medians = (0..figures.len())
+                .map(|i| super::median(per_round.iter().map(|r| r[row].1[i]).collect()))
+                .collect();
+            (name.clone(), medians)
+        })
+        .collect()
+}
+
+/// The rows side by side, one line per label, each figure followed by `unit`.
+fn print_block(labels: &[&str], rows: &[(String, Vec<f64>)], unit: &str) {
     let width = rows
         .iter()
         .map(|(n, _)| n.len() + 2)
         .max()
         .unwrap_or(0)
         .max(18);
-    let header = || {
-        print!("{:<38}", "");
-        for (name, _) in rows {
-            print!("{name:>width$}");
-        }
-        println!();
-    };
-    println!("\n{title}");
-    header();
-    for (i, label) in labels.iter().enumerate() {
-        print!("{label:<38}");
-        for (_, figures) in rows {
-            print!("{:>width$.0}", figures[i]);
-        }
-        println!();
+    print!("{:<38}", "");
+    for (name, _) in rows {
+        print!("{name:>width$}");
     }
-    let peer_row = rows
-        .iter()
-        .position(|(n, _)| n.starts_with(peer))
-        .unwrap_or(0);
-    println!("as % of {} (better is higher)", rows[peer_row].0);
-    header();
+    println!();
     for (i, label) in labels.iter().enumerate() {
         print!("{label:<38}");
         for (_, figures) in rows {
-            let (ours, theirs) = (figures[i], rows[peer_row].1[i]);
-            let ratio = if lower.get(i).copied().unwrap_or(false) {
-                theirs / ours
-            } else {
-                ours / theirs
-            };
-            print!("{:>w$.0}%", ratio * 100.0, w = width - 1);
+            let figure = format!("{:.0}{unit}", figures[i]);
+            print!("{figure:>width$}");
         }
         println!();
     }
@@ -496,7 +536,16 @@ const KINDS: [&str; 4] = ["cowfs", "cowfs-fs", "btrfs", "ext4"];
 /// And on memory that does: btrfs, cowfs through the filesystem plain and with lz4.
 const COMPRESSIBLE_KINDS: [&str; 3] = ["btrfs", "cowfs-fs", "cowfs-fs-lz4"];
 
-pub fn run(dir: &Path, size: u64, limit: u64) -> CliResult {
+/// What the rounds measured, a table of rows per round: the swap files on memory that does not
+/// compress, on memory that does, and file I/O through the mounts.
+#[derive(Default)]
+struct Rounds {
+    swap: Vec<Rows>,
+    compressible: Vec<Rows>,
+    file_io: Vec<Rows>,
+}
+
+pub fn run(dir: &Path, size: u64, limit: u64, rounds: usize) -> CliResult {
     if !rustix::process::geteuid().is_root() {
         return Err(
             "cowfs bench kernel-swap needs root (loop devices, mounts, swapon, memory cgroups)"
@@ -507,14 +556,12 @@ pub fn run(dir: &Path, size: u64, limit: u64) -> CliResult {
     let swap_len = (size - limit) * 2;
     let image_len = swap_len + (2 << 30);
     println!(
-        "cowfs bench kernel-swap: {} touched under a {} memory cgroup, {} swap files, in {}",
+        "cowfs bench kernel-swap: {} touched under a {} memory cgroup, {} swap files, in {}, {rounds} round(s)",
         human(size),
         human(limit),
         human(swap_len),
         dir.display()
     );
-    let mut swap_rows = Vec::new();
-    let mut io_rows = Vec::new();
     let host = |kind: &str| match kind {
         "cowfs" => SwapHost::cowfs(&dir, image_len, swap_len),
         "cowfs-fs" => SwapHost::cowfs_through_fs(&dir, swap_len, None),
@@ -522,56 +569,106 @@ pub fn run(dir: &Path, size: u64, limit: u64) -> CliResult {
         "btrfs" => SwapHost::kernel("btrfs", &dir, image_len, swap_len),
         _ => SwapHost::kernel("ext4", &dir, image_len, swap_len),
     };
-    for kind in KINDS {
-        let host = host(kind)?;
-        let figures = workload(size, limit, false);
-        // File I/O beside the swap file, on the two copy-on-write filesystems (once for cowfs).
-        let io = match kind {
-            "ext4" | "cowfs-fs" => None,
-            _ => Some(
-                file_io(&host.mountpoint, FILE_IO_LEN)
-                    .map_err(|e| format!("file I/O on {kind}: {e}")),
-            ),
-        };
-        let name = host.kind;
-        host.finish()?;
-        swap_rows.push((name.to_string(), figures?.values().to_vec()));
-        if let Some(io) = io {
-            io_rows.push((name.to_string(), io?.to_vec()));
+    let mut all = Rounds::default();
+    for round in 0..rounds {
+        // The kinds take turns going first: whichever runs first meets the host as the round
+        // before left it.
+        let mut swap_rows = vec![None; KINDS.len()];
+        let mut io_rows = vec![None; KINDS.len()];
+        for at in (0..KINDS.len()).map(|i| (i + round) % KINDS.len()) {
+            let kind = KINDS[at];
+            let host = host(kind)?;
+            let figures = workload(size, limit, false);
+            // File I/O beside the swap file, on the two copy-on-write filesystems (once for cowfs).
+            let io = match kind {
+                "ext4" | "cowfs-fs" => None,
+                _ => Some(
+                    file_io(&host.mountpoint, FILE_IO_LEN)
+                        .map_err(|e| format!("file I/O on {kind}: {e}")),
+                ),
+            };
+            let name = host.kind.to_string();
+            host.finish()?;
+            swap_rows[at] = Some((name.clone(), figures?.values().to_vec()));
+            if let Some(io) = io {
+                io_rows[at] = Some((name, io?.to_vec()));
+            }
         }
-    }
-    let mut compressible_rows = Vec::new();
-    for kind in COMPRESSIBLE_KINDS {
-        let host = host(kind)?;
-        let figures = workload(size, limit, true);
-        let name = host.kind;
-        host.finish()?;
-        compressible_rows.push((name.to_string(), figures?.values().to_vec()));
+        let mut compressible_rows = vec![None; COMPRESSIBLE_KINDS.len()];
+        for at in (0..COMPRESSIBLE_KINDS.len()).map(|i| (i + round) % COMPRESSIBLE_KINDS.len()) {
+            let host = host(COMPRESSIBLE_KINDS[at])?;
+            let figures = workload(size, limit, true);
+            let name = host.kind.to_string();
+            host.finish()?;
+            compressible_rows[at] = Some((name, figures?.values().to_vec()));
+        }
+        all.swap.push(swap_rows.into_iter().flatten().collect());
+        all.file_io.push(io_rows.into_iter().flatten().collect());
+        all.compressible
+            .push(compressible_rows.into_iter().flatten().collect());
+        print_round(&all, round + 1, rounds);
     }
     for kind in KINDS {
         let _ = fs::remove_file(dir.join(format!("kswap-{kind}.img")));
         let _ = fs::remove_dir(dir.join(format!("kswap-{kind}")));
     }
+    if rounds > 1 {
+        print_medians(&all, rounds);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+const SWAP_TITLE: &str = "kernel swap (memory cgroup, swap file on each)";
+const COMPRESSIBLE_TITLE: &str =
+    "kernel swap of memory that compresses (64-byte runs of equal words)";
+const FILE_IO_TITLE: &str = "file I/O through the mount (512 MiB file)";
+
+/// The tables of the last round measured.
+fn print_round(all: &Rounds, round: usize, rounds: usize) {
+    let of = if rounds > 1 {
+        format!(", round {round} of {rounds}")
+    } else {
+        String::new()
+    };
+    let (lower, labels) = (&Figures::LOWER_IS_BETTER, &Figures::LABELS);
+    let last = |rows: &[Rows]| rows.last().cloned().unwrap_or_default();
     table(
-        "kernel swap (memory cgroup, swap file on each)",
-        &Figures::LABELS,
-        &Figures::LOWER_IS_BETTER,
+        &format!("{SWAP_TITLE}{of}"),
+        labels,
+        lower,
         "btrfs",
-        &swap_rows,
+        &last(&all.swap),
     );
     table(
-        "kernel swap of memory that compresses (64-byte runs of equal words)",
-        &Figures::LABELS,
-        &Figures::LOWER_IS_BETTER,
+        &format!("{COMPRESSIBLE_TITLE}{of}"),
+        labels,
+        lower,
         "btrfs",
-        &compressible_rows,
+        &last(&all.compressible),
     );
     table(
-        "file I/O through the mount (512 MiB file)",
+        &format!("{FILE_IO_TITLE}{of}"),
         &FILE_IO_LABELS,
         &[],
         "btrfs",
-        &io_rows,
+        &last(&all.file_io),
     );
-    Ok(ExitCode::SUCCESS)
+}
+
+/// Every row against btrfs, the median over rounds of the per-round percentages.
+fn print_medians(all: &Rounds, rounds: usize) {
+    let (lower, labels) = (&Figures::LOWER_IS_BETTER, &Figures::LABELS);
+    for (title, labels, lower, rows) in [
+        (SWAP_TITLE, &labels[..], &lower[..], &all.swap),
+        (
+            COMPRESSIBLE_TITLE,
+            &labels[..],
+            &lower[..],
+            &all.compressible,
+        ),
+        (FILE_IO_TITLE, &FILE_IO_LABELS[..], &[][..], &all.file_io),
+    ] {
+        println!("\n{title}: median of {rounds} rounds, as % of btrfs in the same round (better is higher)");
+        print_block(labels, &median_percentages(rows, lower, "btrfs"), "%");
+    }
 }

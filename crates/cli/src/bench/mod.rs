@@ -93,6 +93,10 @@ pub enum Which {
         /// The workload's memory cgroup limit
         #[arg(long, default_value = "256M", value_parser = size::parse)]
         limit: u64,
+        /// Rounds, the swap files taking turns going first; with more than one, the median of
+        /// each round's ratios is printed after the rounds
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
@@ -119,7 +123,12 @@ pub fn run(which: Which) -> CliResult {
             only,
             backing,
         } => crate::bench::pager::run(size, budget, &dir, json, &only, backing.as_deref()),
-        Which::KernelSwap { size, limit, dir } => crate::bench::kernel_swap::run(&dir, size, limit),
+        Which::KernelSwap {
+            size,
+            limit,
+            rounds,
+            dir,
+        } => crate::bench::kernel_swap::run(&dir, size, limit, rounds.max(1)),
         Which::Mount {
             threads,
             size,
