@@ -286,6 +286,18 @@ fn quiet_host() {
     std::thread::sleep(std::time::Duration::from_secs(1));
 }
 
+/// Touches `bytes` of fresh memory and lets it go, so the case after finds this machine's memory
+/// backed by the host. The machine is a virtual machine whose balloon reports free memory to
+/// the hypervisor (VIRTIO_BALLOON_F_REPORTING): memory left free for a few seconds is handed
+/// back, and whoever touches it next pays a fault in the hypervisor for every page. Whichever
+/// case first allocated a lot after a quiet spell (the NBD server filling its export, in
+/// `bench swap`) ran at a third to a half of its rate; with memory touched just before, it did
+/// not (docs/PERF.md).
+pub(crate) fn back_host_memory(bytes: u64) {
+    let touched = vec![1u8; bytes as usize];
+    std::hint::black_box(&touched);
+}
+
 /// The median over rounds of `row` against `peer` in the same round, in percent: ratios are
 /// taken within each round, where both met the same machine state.
 fn ratio(row: &[Rate], peer: &[Rate], figure: fn(&Rate) -> f64) -> f64 {

@@ -127,6 +127,7 @@ pub fn run(
     };
     let mut rows: Vec<Row> = Vec::new();
     for &case in cases {
+        super::back_host_memory(size + budget);
         match run_case(case, size, budget, &dir, backing)? {
             Ok((figures, stats)) => rows.push((case.label().into(), figures, stats)),
             Err(why) if !json => println!("{} skipped: {why}", case.label()),
