@@ -210,9 +210,9 @@ fn fs_bench(size: u64, dir: &Path, rounds: usize, nbd: bool) -> CliResult {
     let image = dir.join("cowfs-bench.img");
     let image_len = size + size / 4 + (128 << 20);
     for round in 1..=rounds {
-        quiet_host();
+        quiet_host(size);
         let raw = raw_direct(size, &dir.join("cowfs-bench-raw.bin"))?;
-        quiet_host();
+        quiet_host(size);
         let result = FileDevice::create(&image, image_len)
             .map_err(Into::into)
             .and_then(|device| {
@@ -231,7 +231,7 @@ fn fs_bench(size: u64, dir: &Path, rounds: usize, nbd: bool) -> CliResult {
             }
             let mut over = [Rate::default(), Rate::default()];
             for (at, connections) in order {
-                quiet_host();
+                quiet_host(size);
                 over[at] = over_nbd(size, &dir, &image, image_len, connections)?.0;
             }
             rates.extend(over);
@@ -280,10 +280,12 @@ fn fs_bench(size: u64, dir: &Path, rounds: usize, nbd: bool) -> CliResult {
 /// Lets the host finish what the case before left it (writeback, and the discards of a
 /// deleted image where the host's filesystem is mounted with `discard`), so every case starts
 /// on a quiet device rather than carrying the one before (NBD writes measured 85-97% of local
-/// with the pause in three runs, 69-82% without; docs/PERF.md).
-fn quiet_host() {
+/// with the pause in three runs, 69-82% without; docs/PERF.md); then backs the memory a case
+/// of `size` bytes may take (the NBD server's page cache), as `back_host_memory` says.
+fn quiet_host(size: u64) {
     rustix::fs::sync();
     std::thread::sleep(std::time::Duration::from_secs(1));
+    back_host_memory(size + size / 4);
 }
 
 /// Touches `bytes` of fresh memory and lets it go, so the case after finds this machine's memory
