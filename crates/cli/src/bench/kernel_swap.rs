@@ -571,11 +571,9 @@ pub fn run(dir: &Path, size: u64, limit: u64, rounds: usize) -> CliResult {
     };
     let mut all = Rounds::default();
     for round in 0..rounds {
-        // The kinds take turns going first: whichever runs first meets the host as the round
-        // before left it.
         let mut swap_rows = vec![None; KINDS.len()];
         let mut io_rows = vec![None; KINDS.len()];
-        for at in (0..KINDS.len()).map(|i| (i + round) % KINDS.len()) {
+        for at in turns(KINDS.len(), round) {
             let kind = KINDS[at];
             let host = host(kind)?;
             let figures = workload(size, limit, false);
@@ -595,7 +593,7 @@ pub fn run(dir: &Path, size: u64, limit: u64, rounds: usize) -> CliResult {
             }
         }
         let mut compressible_rows = vec![None; COMPRESSIBLE_KINDS.len()];
-        for at in (0..COMPRESSIBLE_KINDS.len()).map(|i| (i + round) % COMPRESSIBLE_KINDS.len()) {
+        for at in turns(COMPRESSIBLE_KINDS.len(), round) {
             let host = host(COMPRESSIBLE_KINDS[at])?;
             let figures = workload(size, limit, true);
             let name = host.kind.to_string();
@@ -616,6 +614,12 @@ pub fn run(dir: &Path, size: u64, limit: u64, rounds: usize) -> CliResult {
         print_medians(&all, rounds);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The order `n` cases run in, in round `round`: they take turns going first, since whichever
+/// runs first meets the host as the round before left it.
+fn turns(n: usize, round: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |i| (i + round) % n)
 }
 
 const SWAP_TITLE: &str = "kernel swap (memory cgroup, swap file on each)";
