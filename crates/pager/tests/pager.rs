@@ -467,3 +467,55 @@ fn a_write_from_evicted_region_memory_to_the_swap_filesystem_completes() {
     fs.read(file, 0, &mut back).unwrap();
     verify(&back, 9);
 }
+
+/// A device whose writes each take a few milliseconds, counting how many were under way at
+/// once at most.
+#[derive(Debug)]
+struct SlowWrites {
+    inner: MemoryDevice,
+    writing: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+impl BlockDevice for SlowWrites {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read_at(offset, buf)
+    }
+    fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.writing.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        self.writing.fetch_sub(1, SeqCst);
+        self.inner.write_at(offset, data)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn resize(&self, len: u64) -> std::io::Result<()> {
+        self.inner.resize(len)
+    }
+}
+
+#[test]
+fn swap_writes_overlap_while_faults_go_on() {
+    let slow = Arc::new(SlowWrites {
+        inner: MemoryDevice::new(96 * MIB as u64),
+        writing: Default::default(),
+        most: Default::default(),
+    });
+    let (_fs, system) = swap_on_device(slow.clone(), 32 * MIB, cowfs::SwapMode::Pinned);
+    let Some(pager) = pager_or_skip(PagerConfig::with_budget(2 * MIB as u64), system) else {
+        return;
+    };
+    slow.most.store(0, std::sync::atomic::Ordering::SeqCst);
+    let mut region = pager.region(16 * MIB).unwrap();
+    fill(region.as_mut_slice(), 21);
+    verify(region.as_slice(), 21);
+    let most = slow.most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(most >= 2, "at most {most} swap write(s) under way at once");
+    assert_eq!(pager.stats().poisoned, 0);
+}

@@ -101,8 +101,8 @@ impl Inner {
         !victims.is_empty()
     }
 
-    /// The writeback thread: writes evicted dirty pages, one batch at a time, so no fault
-    /// waits for a swap write. Until the pager and its regions are gone (it holds the pager
+    /// A writeback thread: writes evicted dirty pages, one batch at a time, so no fault
+    /// waits for a swap write; the threads take batches in turn, each write to its own slots. Until the pager and its regions are gone (it holds the pager
     /// only while awake, as the fault threads do).
     pub(super) fn write_back(pager: Weak<Inner>) {
         while let Some(inner) = pager.upgrade() {
@@ -118,6 +118,7 @@ impl Inner {
             inner.settle_write(&mut inner.lock(), batch, result);
         }
     }
+
     /// Write-protects the dirty victims, copies them into `buf` and allocates their slots.
     pub(super) fn prepare_write(
         &self,

@@ -11,10 +11,10 @@
 //! - resident, clean: installed write-protected; with a slot, the slot still holds it, and
 //!   eviction just drops it; without one it is all zeros, and eviction drops it too;
 //! - resident, dirty: written since it came in (the write-protect fault told us, and the
-//!   stale slot was freed): eviction copies it out, drops it and hands the copy to the
-//!   writeback thread, which writes it to a new slot (contiguous for the batch), so no fault
-//!   waits for a swap write; until the write is done the page is in flight, and a fault on it
-//!   waits.
+//!   stale slot was freed): eviction copies it out, drops it and hands the copy to a
+//!   writeback thread (two write at once), which writes it to a new slot (contiguous for the
+//!   batch), so no fault waits for a swap write; until the write is done the page is in
+//!   flight, and a fault on it waits.
 //!
 //! Room is made before pages come in: a fetch holds its pages' room within the budget
 //! (evicting first when there is none) before it installs them, so resident memory stays
@@ -41,8 +41,12 @@ pub const PAGE: usize = 4096;
 const COPY_ATTEMPTS: usize = 10_000;
 /// Fetch buffers for faults served in the faulting threads.
 const IN_THREAD_BUFFERS: usize = 8;
-/// Evictions whose writes may be under way at once.
+/// Evictions that may be copied out or under way at once.
 const EVICT_BUFFERS: usize = 4;
+/// Threads writing evictions to swap: swap writes in flight at once. One write at a time
+/// bounds swap-out by a write's round trip (to a remote server, most of it waiting); two
+/// keep the device or the connection busy while each waits.
+const WRITEBACK_THREADS: usize = 2;
 
 /// One page, aligned as O_DIRECT wants it, for a fault served on its thread's stack.
 #[repr(C, align(4096))]
@@ -99,7 +103,7 @@ pub(crate) struct Inner {
     state: Mutex<State>,
     /// Signalled when pages stop being in flight, or an eviction buffer comes back.
     settled: Condvar,
-    /// Wakes the writeback thread.
+    /// Wakes a writeback thread.
     writeback_queued: Condvar,
     /// Taken after `state` when both are needed; fault reads hold only a read lock of it.
     swap: RwLock<SwapSystem>,
@@ -175,9 +179,11 @@ impl Pager {
             }),
             config,
         });
-        let written = Arc::downgrade(&inner);
-        let thread = std::thread::Builder::new().name("pager-writeback".into());
-        thread.spawn(move || Inner::write_back(written))?;
+        for n in 0..WRITEBACK_THREADS {
+            let written = Arc::downgrade(&inner);
+            let thread = std::thread::Builder::new().name(format!("pager-writeback-{n}"));
+            thread.spawn(move || Inner::write_back(written))?;
+        }
         if in_thread {
             crate::in_thread::register(&inner)?;
             return Ok(Pager { inner });

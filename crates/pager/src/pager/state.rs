@@ -84,7 +84,7 @@ pub(super) struct State {
     /// evicting thread that finds none waits for one. Page-aligned, as O_DIRECT backings
     /// want their buffers (else they copy).
     pub(super) evict_bufs: Vec<AlignedBuf>,
-    /// Evictions waiting for the writeback thread.
+    /// Evictions waiting for a writeback thread.
     pub(super) writeback: VecDeque<Writeback>,
     /// Room within the budget held for pages being installed.
     pub(super) reserved: usize,
