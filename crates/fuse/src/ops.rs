@@ -35,6 +35,20 @@ macro_rules! answer {
     };
 }
 
+/// How the kernel does the I/O of a file opened with `flags`. An O_DIRECT open gets direct
+/// I/O with parallel direct writes: without them the kernel holds the file's lock over every
+/// O_DIRECT write, and four threads writing one file went slower than one. Any other open
+/// keeps the file's page cache, as when the kernel opens files without asking. No flush on
+/// close: writes are the engine's once answered, and fsync is what makes them durable.
+fn file_io(flags: i32) -> FopenFlags {
+    let io = if flags & libc::O_DIRECT != 0 {
+        FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES
+    } else {
+        FopenFlags::FOPEN_KEEP_CACHE
+    };
+    io | FopenFlags::FOPEN_NOFLUSH
+}
+
 impl fuser::Filesystem for CowfsFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // File handles (name_to_handle_at, NFS): the kernel asks for `.` and `..` by node.
@@ -42,6 +56,8 @@ impl fuser::Filesystem for CowfsFuse {
         // Direct I/O submitted asynchronously (a loop device's, the kernel's swap through the
         // filesystem) reaches the daemon as concurrent requests, not one at a time.
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_ASYNC_DIO);
+        // An O_DIRECT open may still be mapped (`file_io`): through the page cache.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
         let _ = config.set_max_write(MAX_WRITE);
         // Sequential reads come in requests as large as writes may be (the kernel caps it).
         let _ = config.set_max_readahead(MAX_WRITE);
@@ -282,14 +298,17 @@ impl fuser::Filesystem for CowfsFuse {
         )
     }
 
-    /// Files need no open state here (every request names its inode), so the kernel is told
-    /// to stop asking: after the first ENOSYS it opens files without the daemon. That is also
-    /// what lets swapoff(2) open a swap file when the daemon has died.
-    /// No open support: the kernel then opens files without asking, so a swap file the
-    /// kernel reaches through a bind mount can still be opened by swapoff(2) after the daemon
-    /// has died.
-    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        reply.error(Errno::ENOSYS)
+    /// Opens are answered with how the kernel should do the file's I/O ([`file_io`]); no
+    /// per-open state is kept (every request names its inode). Once a file is pinned for the
+    /// kernel's swap, opens get ENOSYS instead: the kernel then opens files without asking
+    /// the daemon for the rest of the mount (swapon(2)'s own open is the first to hear it),
+    /// so swapoff(2) of the pinned file through its bind mount needs no daemon, should the
+    /// daemon die.
+    fn open(&self, _req: &Request, _ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if self.kernel_swaps_pinned() {
+            return reply.error(Errno::ENOSYS);
+        }
+        reply.opened(FileHandle(0), file_io(flags.0))
     }
 
     fn read(
@@ -509,7 +528,7 @@ impl fuser::Filesystem for CowfsFuse {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
         answer!(
@@ -529,7 +548,7 @@ impl fuser::Filesystem for CowfsFuse {
                     &attr,
                     Generation(self.generation),
                     FileHandle(0),
-                    FopenFlags::empty(),
+                    file_io(flags),
                 )
             }
         )

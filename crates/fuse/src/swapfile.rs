@@ -12,8 +12,8 @@
 //! The kernel swaps to the loop device, whose direct I/O arrives here as reads and writes of
 //! that node and goes to the engine's swap I/O (copy-on-write, checksummed). The file's own
 //! node still gives every other writer "Text file busy". The node is told apart by its id,
-//! not by an open handle: this daemon has no open support, so that swapoff(2) of a pinned
-//! file needs no daemon.
+//! not by an open handle: the daemon keeps no open state, and once a file is pinned it stops
+//! answering opens at all, so that swapoff(2) of a pinned file needs no daemon.
 //!
 //! While any file is active for the kernel the daemon keeps its memory locked (mlockall), as
 //! daemons that serve swap must: a daemon page swapped out would have to come back in while
@@ -157,6 +157,11 @@ impl CowfsFuse {
             true => Ok(()),
             false => Err(Errno::EINVAL),
         }
+    }
+
+    /// Whether any file is pinned for the kernel's swap (see `open`).
+    pub(crate) fn kernel_swaps_pinned(&self) -> bool {
+        !self.swap_maps().is_empty()
     }
 
     fn through_fs(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<InodeId>> {
