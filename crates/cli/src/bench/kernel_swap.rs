@@ -3,9 +3,10 @@
 //! filesystem, a copy-on-write file behind a loop device of its own), and in the same run to swap
 //! files on the kernel's own btrfs and ext4 (each on a loop device with direct I/O, as cowfs
 //! is): sequential fill, sequential read back, random page reads on one and on four threads.
-//! Then file I/O through the cowfs mount against the same on btrfs. Needs root; installs
-//! btrfs-progs when it is missing. `cowfs bench mount` runs the same file I/O on mounts
-//! served on different numbers of threads.
+//! Then file I/O through the cowfs mount against the same on btrfs, beside the pinned swap
+//! file and on a mount no swap file was pinned on (which does O_DIRECT its own way). Needs
+//! root; installs btrfs-progs when it is missing. `cowfs bench mount` runs the same file I/O
+//! on mounts served on different numbers of threads.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -313,13 +314,9 @@ pub fn mount_threads(dir: &Path, threads: &[usize], len: u64, rounds: usize) -> 
     let dir = fs::canonicalize(dir)?;
     let (image, mountpoint) = (dir.join("bench-mount.img"), dir.join("bench-mount"));
     fs::create_dir_all(&mountpoint)?;
-    let cowfs = cowfs_binary()?;
-    let (img, mnt) = (
-        image.to_str().ok_or("path")?,
-        mountpoint.to_str().ok_or("path")?,
-    );
+    let img = image.to_str().ok_or("path")?;
     let image_len = (len * 2 + (1 << 30)).to_string();
-    ok(Command::new(&cowfs).args(["mkfs", img, "--force", "--size", &image_len]))?;
+    ok(Command::new(cowfs_binary()?).args(["mkfs", img, "--force", "--size", &image_len]))?;
     println!(
         "cowfs bench mount: file I/O on a {} file through a cowfs mount, in {}",
         human(len),
@@ -329,10 +326,8 @@ pub fn mount_threads(dir: &Path, threads: &[usize], len: u64, rounds: usize) -> 
         let mut rows = Vec::new();
         for n in threads {
             let option = format!("threads={n}");
-            ok(Command::new(&cowfs).args(["mount", img, mnt, "-o", &option]))?;
-            let figures = file_io(&mountpoint, len);
-            ok(Command::new(&cowfs).args(["umount", mnt]))?;
-            rows.push((option, figures?.to_vec()));
+            let figures = file_io_on_mount(&image, &mountpoint, &["-o", &option], len)?;
+            rows.push((option, figures.to_vec()));
         }
         let title = format!("round {round} of {rounds}");
         let peer = rows[0].0.clone();
@@ -341,6 +336,44 @@ pub fn mount_threads(dir: &Path, threads: &[usize], len: u64, rounds: usize) -> 
     fs::remove_file(&image)?;
     fs::remove_dir(&mountpoint)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// [`file_io`] on `image` mounted at `mountpoint` with `options`, then unmounted.
+fn file_io_on_mount(
+    image: &Path,
+    mountpoint: &Path,
+    options: &[&str],
+    len: u64,
+) -> CliResult<[f64; 7]> {
+    let cowfs = cowfs_binary()?;
+    ok(Command::new(&cowfs)
+        .arg("mount")
+        .args([image, mountpoint])
+        .args(options))?;
+    let figures = file_io(mountpoint, len);
+    ok(Command::new(&cowfs).arg("umount").arg(mountpoint))?;
+    figures
+}
+
+/// [`file_io`] on a fresh cowfs image mounted as fuseblk, as the pinned swap file's is, but
+/// with no swap file pinned on it: a pinned swap file sends O_DIRECT down the kernel's
+/// page-cache path for the rest of its mount (docs/MOUNT.md), so the mount most users have
+/// is measured apart.
+fn file_io_without_swap(dir: &Path, image_len: u64) -> CliResult<[f64; 7]> {
+    let (image, mountpoint) = (dir.join("kswap-cowfs-io.img"), dir.join("kswap-cowfs-io"));
+    fs::create_dir_all(&mountpoint)?;
+    let img = image.to_str().ok_or("path")?;
+    ok(Command::new(cowfs_binary()?).args([
+        "mkfs",
+        img,
+        "--force",
+        "--size",
+        &image_len.to_string(),
+    ]))?;
+    let figures = file_io_on_mount(&image, &mountpoint, &["--blkdev"], FILE_IO_LEN);
+    fs::remove_file(&image)?;
+    fs::remove_dir(&mountpoint)?;
+    figures
 }
 
 /// 4 KiB O_DIRECT reads or writes at random block offsets of `path` (`len` bytes), `ops` in
@@ -533,6 +566,8 @@ fn print_block(labels: &[&str], rows: &[(String, Vec<f64>)], unit: &str) {
 /// The swap files measured on memory that does not compress: cowfs pinned, cowfs through the
 /// filesystem, btrfs, ext4.
 const KINDS: [&str; 4] = ["cowfs", "cowfs-fs", "btrfs", "ext4"];
+/// The file I/O row of a cowfs mount no swap file was pinned on.
+const NO_SWAP_ROW: &str = "cowfs (fuseblk), no swap file";
 /// And on memory that does: btrfs, cowfs through the filesystem plain and with lz4.
 const COMPRESSIBLE_KINDS: [&str; 3] = ["btrfs", "cowfs-fs", "cowfs-fs-lz4"];
 
@@ -592,6 +627,9 @@ pub fn run(dir: &Path, size: u64, limit: u64, rounds: usize) -> CliResult {
                 io_rows[at] = Some((name, io?.to_vec()));
             }
         }
+        let plain = file_io_without_swap(&dir, image_len)
+            .map_err(|e| format!("file I/O on cowfs without a swap file: {e}"))?;
+        io_rows.push(Some((NO_SWAP_ROW.to_string(), plain.to_vec())));
         let mut compressible_rows = vec![None; COMPRESSIBLE_KINDS.len()];
         for at in turns(COMPRESSIBLE_KINDS.len(), round) {
             let host = host(COMPRESSIBLE_KINDS[at])?;

@@ -1,8 +1,10 @@
 //! Writes the engine has handed off: the dirty chunks of a new extent written on background
 //! threads while the engine goes on (write-behind), and direct writes made by the caller
 //! after the engine's lock is let go (`WriteTicket`). Up to `DEPTH` write-behind writes are
-//! pending at once, each on one of `DEPTH` threads started at the first write and kept until
-//! the filesystem closes (a thread per write cost more than a small write itself). Every
+//! under way at once, each on one of `DEPTH` threads started at the first write and kept until
+//! the filesystem closes (a thread per write cost more than a small write itself), and one
+//! more waits behind them, taking in the writes that continue it on the device (a random
+//! writer's scattered pages, written back side by side, go out as one write). Every
 //! pending write's device range is known: a read or an overwrite of a range waits for the
 //! writes that overlap it (`settle_range`), a commit for all of them (`settle`), so no one
 //! sees blocks before they are written; space freed meanwhile stays pinned until the commit,
@@ -22,12 +24,28 @@ use crate::fs::data::cache::ChunkPool;
 /// Writes pending at once, and threads writing them: two on the device together.
 const DEPTH: usize = 2;
 
-/// One write: `pieces` back to back at device offset `physical`.
+/// Writes waiting behind those being written: the last one takes in the writes that continue
+/// it, up to `MAX_JOINED` bytes.
+const WAITING: usize = 1;
+const MAX_JOINED: u64 = 16 << 20;
+
+/// One write: `pieces` back to back at device offset `physical`, `len` bytes in all.
 struct Job {
     id: u64,
     device: Arc<dyn BlockDevice>,
     physical: u64,
+    len: u64,
     pieces: Vec<DirtyRange>,
+}
+
+impl Job {
+    /// Whether a write of `len` bytes at `physical` on `device` continues this one, and may
+    /// join it.
+    fn continued_by(&self, device: &Arc<dyn BlockDevice>, physical: u64, len: u64) -> bool {
+        Arc::ptr_eq(&self.device, device)
+            && self.physical + self.len == physical
+            && self.len + len <= MAX_JOINED
+    }
 }
 
 #[derive(Default)]
@@ -42,6 +60,31 @@ struct Queue {
     /// nothing can commit past it.
     failed: Option<Error>,
     closing: bool,
+}
+
+impl Queue {
+    /// Adds a write of `pieces` (`len` bytes at `physical` on `device`) to the last job still
+    /// waiting, if it continues that job; whether it did.
+    fn join_last(
+        &mut self,
+        device: &Arc<dyn BlockDevice>,
+        physical: u64,
+        len: u64,
+        pieces: &[DirtyRange],
+    ) -> bool {
+        let Some(job) = self.jobs.back_mut() else {
+            return false;
+        };
+        if !job.continued_by(device, physical, len) {
+            return false;
+        }
+        job.len += len;
+        job.pieces.extend_from_slice(pieces);
+        if let Some(range) = self.pending.get_mut(&job.id) {
+            range.end += len;
+        }
+        true
+    }
 }
 
 /// What the engine and the writing thread share.
@@ -184,7 +227,11 @@ impl WriteBehind {
     }
 
     /// Queues writing `pieces` back to back at device offset `physical`, once fewer than
-    /// `DEPTH` writes are pending; the error of an earlier write that failed, instead.
+    /// `DEPTH + WAITING` writes are pending; the error of an earlier write that failed,
+    /// instead. A
+    /// write that continues the last one still waiting joins it: scattered dirty pages
+    /// written back to space allocated side by side (random writes) then reach the device in
+    /// a few large writes instead of one each.
     pub fn write_behind(
         &self,
         device: &Arc<dyn BlockDevice>,
@@ -192,20 +239,27 @@ impl WriteBehind {
         pieces: Vec<DirtyRange>,
     ) -> Result<()> {
         self.start()?;
+        let len = pieces.iter().map(|p| p.range.len() as u64).sum();
         let mut queue = self.shared.queue();
-        while queue.behind >= DEPTH {
+        loop {
+            if let Some(failed) = &queue.failed {
+                return Err(failed.clone());
+            }
+            if queue.join_last(device, physical, len, &pieces) {
+                return Ok(());
+            }
+            if queue.behind < DEPTH + WAITING {
+                break;
+            }
             queue = self.shared.wait(queue);
         }
-        if let Some(failed) = &queue.failed {
-            return Err(failed.clone());
-        }
-        let len: usize = pieces.iter().map(|p| p.range.len()).sum();
-        let id = Shared::begin(&mut queue, physical..physical + len as u64);
+        let id = Shared::begin(&mut queue, physical..physical + len);
         queue.behind += 1;
         queue.jobs.push_back(Job {
             id,
             device: device.clone(),
             physical,
+            len,
             pieces,
         });
         self.shared.changed.notify_all();
@@ -301,6 +355,100 @@ mod tests {
             assert_eq!(waiter.join().unwrap().unwrap(), vec![7; BLOCK]);
         });
         writer.settle().unwrap();
+    }
+
+    /// A device whose writes wait until it is opened, counting the writes it was asked for.
+    #[derive(Debug, Default)]
+    struct HeldDevice {
+        inner: MemoryDeviceCell,
+        open: Mutex<bool>,
+        opened: Condvar,
+        writes: Mutex<usize>,
+    }
+
+    #[derive(Debug)]
+    struct MemoryDeviceCell(MemoryDevice);
+
+    impl Default for MemoryDeviceCell {
+        fn default() -> Self {
+            MemoryDeviceCell(MemoryDevice::new(1 << 20))
+        }
+    }
+
+    impl HeldDevice {
+        fn let_go(&self) {
+            *self.open.lock().unwrap() = true;
+            self.opened.notify_all();
+        }
+    }
+
+    impl BlockDevice for HeldDevice {
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+            self.inner.0.read_at(offset, buf)
+        }
+        fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            *self.writes.lock().unwrap() += 1;
+            let mut open = self.open.lock().unwrap();
+            while !*open {
+                open = self.opened.wait(open).unwrap();
+            }
+            drop(open);
+            self.inner.0.write_at(offset, data)
+        }
+        fn write_vectored_at(&self, offset: u64, bufs: &[&[u8]]) -> std::io::Result<()> {
+            let joined: Vec<u8> = bufs.concat();
+            self.write_at(offset, &joined)
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn len(&self) -> u64 {
+            self.inner.0.len()
+        }
+        fn resize(&self, _len: u64) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn page(byte: u8) -> Vec<DirtyRange> {
+        let mut buf = crate::device::AlignedBuf::zeroed(BLOCK);
+        buf.fill(byte);
+        vec![DirtyRange {
+            buf: Arc::new(buf),
+            range: 0..BLOCK,
+        }]
+    }
+
+    #[test]
+    fn writes_that_continue_a_waiting_write_join_it() {
+        let held = Arc::new(HeldDevice::default());
+        let device: Arc<dyn BlockDevice> = held.clone();
+        let writer = WriteBehind::new(ChunkPool::default());
+        let at = |n: u64| n * BLOCK as u64;
+        // Two writes taken by the two writing threads, held on the device.
+        writer.write_behind(&device, at(0), page(1)).unwrap();
+        writer.write_behind(&device, at(10), page(2)).unwrap();
+        while *held.writes.lock().unwrap() < 2 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // One waiting, then two that continue it and one that does not.
+        writer.write_behind(&device, at(20), page(3)).unwrap();
+        writer.write_behind(&device, at(21), page(4)).unwrap();
+        writer.write_behind(&device, at(22), page(5)).unwrap();
+        std::thread::scope(|s| {
+            let apart = s.spawn(|| writer.write_behind(&device, at(30), page(6)));
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(!apart.is_finished(), "a write apart waits its turn");
+            held.let_go();
+            apart.join().unwrap().unwrap();
+        });
+        writer.settle().unwrap();
+        assert_eq!(*held.writes.lock().unwrap(), 4, "20-22 went as one write");
+        for (n, byte) in [(0, 1), (10, 2), (20, 3), (21, 4), (22, 5), (30, 6)] {
+            let mut back = vec![0; BLOCK];
+            device.read_at(at(n), &mut back).unwrap();
+            assert_eq!(back, vec![byte; BLOCK], "block {n}");
+        }
     }
 
     #[test]
