@@ -25,7 +25,7 @@ use crate::fs::data::cache::ChunkPool;
 const DEPTH: usize = 2;
 
 /// Writes waiting behind those being written: the last one takes in the writes that continue
-/// it, up to `MAX_JOINED` bytes.
+/// it, up to `MAX_JOINED` bytes (so only a shorter write may wait there).
 const WAITING: usize = 1;
 const MAX_JOINED: u64 = 16 << 20;
 
@@ -248,7 +248,14 @@ impl WriteBehind {
             if queue.join_last(device, physical, len, &pieces) {
                 return Ok(());
             }
-            if queue.behind < DEPTH + WAITING {
+            // Only a write that may gather others takes the waiting place: a full-sized one
+            // (sequential writeback) waits for a writing thread, holding no more memory.
+            let room = if len < MAX_JOINED {
+                DEPTH + WAITING
+            } else {
+                DEPTH
+            };
+            if queue.behind < room {
                 break;
             }
             queue = self.shared.wait(queue);
