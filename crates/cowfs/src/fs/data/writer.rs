@@ -3,8 +3,9 @@
 //! after the engine's lock is let go (`WriteTicket`). Up to `DEPTH` write-behind writes are
 //! under way at once, each on one of `DEPTH` threads started at the first write and kept until
 //! the filesystem closes (a thread per write cost more than a small write itself), and one
-//! more waits behind them, taking in the writes that continue it on the device (a random
-//! writer's scattered pages, written back side by side, go out as one write). Every
+//! shorter than a full extent may wait behind them, taking in the writes that continue it on
+//! the device (a random writer's scattered pages, written back side by side, go out as one
+//! write). Every
 //! pending write's device range is known: a read or an overwrite of a range waits for the
 //! writes that overlap it (`settle_range`), a commit for all of them (`settle`), so no one
 //! sees blocks before they are written; space freed meanwhile stays pinned until the commit,
@@ -228,10 +229,9 @@ impl WriteBehind {
 
     /// Queues writing `pieces` back to back at device offset `physical`, once fewer than
     /// `DEPTH + WAITING` writes are pending; the error of an earlier write that failed,
-    /// instead. A
-    /// write that continues the last one still waiting joins it: scattered dirty pages
-    /// written back to space allocated side by side (random writes) then reach the device in
-    /// a few large writes instead of one each.
+    /// instead. A write that continues the last one still waiting joins it: scattered dirty
+    /// pages written back to space allocated side by side (random writes) then reach the
+    /// device in a few large writes instead of one each.
     pub fn write_behind(
         &self,
         device: &Arc<dyn BlockDevice>,
@@ -365,24 +365,24 @@ mod tests {
     }
 
     /// A device whose writes wait until it is opened, counting the writes it was asked for.
-    #[derive(Debug, Default)]
+    #[derive(Debug)]
     struct HeldDevice {
-        inner: MemoryDeviceCell,
+        inner: MemoryDevice,
         open: Mutex<bool>,
         opened: Condvar,
         writes: Mutex<usize>,
     }
 
-    #[derive(Debug)]
-    struct MemoryDeviceCell(MemoryDevice);
-
-    impl Default for MemoryDeviceCell {
-        fn default() -> Self {
-            MemoryDeviceCell(MemoryDevice::new(1 << 20))
-        }
-    }
-
     impl HeldDevice {
+        fn new() -> Self {
+            HeldDevice {
+                inner: MemoryDevice::new(1 << 20),
+                open: Mutex::new(false),
+                opened: Condvar::new(),
+                writes: Mutex::new(0),
+            }
+        }
+
         fn let_go(&self) {
             *self.open.lock().unwrap() = true;
             self.opened.notify_all();
@@ -391,7 +391,7 @@ mod tests {
 
     impl BlockDevice for HeldDevice {
         fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-            self.inner.0.read_at(offset, buf)
+            self.inner.read_at(offset, buf)
         }
         fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
             *self.writes.lock().unwrap() += 1;
@@ -400,7 +400,7 @@ mod tests {
                 open = self.opened.wait(open).unwrap();
             }
             drop(open);
-            self.inner.0.write_at(offset, data)
+            self.inner.write_at(offset, data)
         }
         fn write_vectored_at(&self, offset: u64, bufs: &[&[u8]]) -> std::io::Result<()> {
             let joined: Vec<u8> = bufs.concat();
@@ -410,7 +410,7 @@ mod tests {
             Ok(())
         }
         fn len(&self) -> u64 {
-            self.inner.0.len()
+            self.inner.len()
         }
         fn resize(&self, _len: u64) -> std::io::Result<()> {
             Ok(())
@@ -428,7 +428,7 @@ mod tests {
 
     #[test]
     fn writes_that_continue_a_waiting_write_join_it() {
-        let held = Arc::new(HeldDevice::default());
+        let held = Arc::new(HeldDevice::new());
         let device: Arc<dyn BlockDevice> = held.clone();
         let writer = WriteBehind::new(ChunkPool::default());
         let at = |n: u64| n * BLOCK as u64;
