@@ -38,6 +38,16 @@ fn cowfs_binary() -> CliResult<PathBuf> {
     Ok(std::env::current_exe()?)
 }
 
+/// A fresh cowfs image of `len` bytes at `image` (over whatever was there).
+fn mkfs(image: &Path, len: u64) -> CliResult<()> {
+    ok(Command::new(cowfs_binary()?).arg("mkfs").arg(image).args([
+        "--force",
+        "--size",
+        &len.to_string(),
+    ]))?;
+    Ok(())
+}
+
 impl SwapHost {
     /// cowfs: mkfs and mkswapfile in the image, then `cowfs mount --blkdev` and `cowfs swapon`.
     pub(crate) fn cowfs(dir: &Path, image_len: u64, swap_len: u64) -> CliResult<SwapHost> {
@@ -48,7 +58,7 @@ impl SwapHost {
             image.to_str().ok_or("path")?,
             mountpoint.to_str().ok_or("path")?,
         );
-        ok(Command::new(&cowfs).args(["mkfs", img, "--force", "--size", &image_len.to_string()]))?;
+        mkfs(&image, image_len)?;
         ok(Command::new(&cowfs).args([
             "mkswapfile",
             img,
@@ -87,7 +97,7 @@ impl SwapHost {
         );
         // The file, and twice its size reserved for its copy-on-write.
         let image_len = 3 * swap_len + (1 << 30);
-        ok(Command::new(&cowfs).args(["mkfs", img, "--force", "--size", &image_len.to_string()]))?;
+        mkfs(&image, image_len)?;
         ok(Command::new(&cowfs).args(["mount", img, mnt]))?;
         let swapfile = mountpoint.join("swapfile");
         ok(Command::new(&cowfs).arg("mkswapfile").arg(&swapfile).args([
@@ -314,9 +324,7 @@ pub fn mount_threads(dir: &Path, threads: &[usize], len: u64, rounds: usize) -> 
     let dir = fs::canonicalize(dir)?;
     let (image, mountpoint) = (dir.join("bench-mount.img"), dir.join("bench-mount"));
     fs::create_dir_all(&mountpoint)?;
-    let img = image.to_str().ok_or("path")?;
-    let image_len = (len * 2 + (1 << 30)).to_string();
-    ok(Command::new(cowfs_binary()?).args(["mkfs", img, "--force", "--size", &image_len]))?;
+    mkfs(&image, len * 2 + (1 << 30))?;
     println!(
         "cowfs bench mount: file I/O on a {} file through a cowfs mount, in {}",
         human(len),
@@ -362,14 +370,7 @@ fn file_io_on_mount(
 fn file_io_without_swap(dir: &Path, image_len: u64) -> CliResult<[f64; 7]> {
     let (image, mountpoint) = (dir.join("kswap-cowfs-io.img"), dir.join("kswap-cowfs-io"));
     fs::create_dir_all(&mountpoint)?;
-    let img = image.to_str().ok_or("path")?;
-    ok(Command::new(cowfs_binary()?).args([
-        "mkfs",
-        img,
-        "--force",
-        "--size",
-        &image_len.to_string(),
-    ]))?;
+    mkfs(&image, image_len)?;
     let figures = file_io_on_mount(&image, &mountpoint, &["--blkdev"], FILE_IO_LEN);
     fs::remove_file(&image)?;
     fs::remove_dir(&mountpoint)?;
