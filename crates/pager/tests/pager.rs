@@ -468,25 +468,56 @@ fn a_write_from_evicted_region_memory_to_the_swap_filesystem_completes() {
     verify(&back, 9);
 }
 
-/// A device whose writes each take a few milliseconds, counting how many were under way at
-/// once at most.
+/// A device whose writes (or reads) each take a few milliseconds, counting how many were
+/// under way at once at most.
 #[derive(Debug)]
-struct SlowWrites {
+struct Slow {
     inner: MemoryDevice,
-    writing: std::sync::atomic::AtomicUsize,
+    reads: bool,
+    under_way: std::sync::atomic::AtomicUsize,
     most: std::sync::atomic::AtomicUsize,
 }
 
-impl BlockDevice for SlowWrites {
+impl Slow {
+    /// A pager with a 2 MiB budget over a pinned swap file on a slow device.
+    fn pager(reads: bool) -> Option<(Arc<Slow>, cowfs::Filesystem, Pager)> {
+        let slow = Arc::new(Slow {
+            inner: MemoryDevice::new(96 * MIB as u64),
+            reads,
+            under_way: Default::default(),
+            most: Default::default(),
+        });
+        let (fs, system) = swap_on_device(slow.clone(), 32 * MIB, cowfs::SwapMode::Pinned);
+        let pager = pager_or_skip(PagerConfig::with_budget(2 * MIB as u64), system)?;
+        slow.most();
+        Some((slow, fs, pager))
+    }
+
+    fn take_time(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.under_way.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        self.under_way.fetch_sub(1, SeqCst);
+    }
+
+    /// The most under way at once since the last call.
+    fn most(&self) -> usize {
+        self.most.swap(0, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl BlockDevice for Slow {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        if self.reads {
+            self.take_time();
+        }
         self.inner.read_at(offset, buf)
     }
     fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        use std::sync::atomic::Ordering::SeqCst;
-        let now = self.writing.fetch_add(1, SeqCst) + 1;
-        self.most.fetch_max(now, SeqCst);
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        self.writing.fetch_sub(1, SeqCst);
+        if !self.reads {
+            self.take_time();
+        }
         self.inner.write_at(offset, data)
     }
     fn flush(&self) -> std::io::Result<()> {
@@ -502,20 +533,28 @@ impl BlockDevice for SlowWrites {
 
 #[test]
 fn swap_writes_overlap_while_faults_go_on() {
-    let slow = Arc::new(SlowWrites {
-        inner: MemoryDevice::new(96 * MIB as u64),
-        writing: Default::default(),
-        most: Default::default(),
-    });
-    let (_fs, system) = swap_on_device(slow.clone(), 32 * MIB, cowfs::SwapMode::Pinned);
-    let Some(pager) = pager_or_skip(PagerConfig::with_budget(2 * MIB as u64), system) else {
+    let Some((slow, _fs, pager)) = Slow::pager(false) else {
         return;
     };
-    slow.most.store(0, std::sync::atomic::Ordering::SeqCst);
     let mut region = pager.region(16 * MIB).unwrap();
     fill(region.as_mut_slice(), 21);
     verify(region.as_slice(), 21);
-    let most = slow.most.load(std::sync::atomic::Ordering::SeqCst);
+    let most = slow.most();
     assert!(most >= 2, "at most {most} swap write(s) under way at once");
+    assert_eq!(pager.stats().poisoned, 0);
+}
+
+#[test]
+fn a_sequential_read_back_has_two_reads_under_way() {
+    let Some((slow, _fs, pager)) = Slow::pager(true) else {
+        return;
+    };
+    let mut region = pager.region(16 * MIB).unwrap();
+    fill(region.as_mut_slice(), 22);
+    slow.most();
+    verify(region.as_slice(), 22);
+    let most = slow.most();
+    assert!(most >= 2, "at most {most} swap read(s) under way at once");
+    assert!(pager.stats().prefetch_hits > 0);
     assert_eq!(pager.stats().poisoned, 0);
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use cowfs::device::AlignedBuf;
 
-use super::prefetch::{plan, plan_ahead, plan_strided, READ_AHEAD};
+use super::prefetch::{catch_up, plan, plan_ahead, plan_strided};
 use super::state::{Fetch, State};
 use super::{swap_io, Inner, PageBuf, COPY_ATTEMPTS, PAGE};
 use crate::uffd::{self, Message};
@@ -59,39 +59,52 @@ impl Inner {
             return;
         }
         if page.in_flight {
-            // Another thread is reading it in: its copy wakes this access too.
+            // Another thread is reading it in: its copy wakes this access too. A stream that
+            // caught up with its read-ahead has this thread read on meanwhile.
+            let window = self.config.window_pages();
+            if catch_up(&mut state, base, index, window) {
+                drop(self.read_ahead(state, base, buf));
+            }
             return;
         }
         let write = flags & uffd::PAGEFAULT_FLAG_WRITE != 0;
         let sequential = region.stream.window > 0 && index == region.stream.next;
-        let mut plan = Some(plan(
-            &mut state,
-            (base, index),
-            write,
-            self.config.window_pages(),
-        ));
-        let mut strided = plan_strided(&mut state, base, index, sequential);
-        strided.reverse();
+        let plan = plan(&mut state, (base, index), write, self.config.window_pages());
+        let strided = plan_strided(&mut state, base, index, sequential);
         // The fault's own pages, then, for a stream reading swap at full speed, the next
-        // windows too (READ_AHEAD of them), read while the program goes through the one it
-        // was just given.
-        let mut windows = 0;
-        while let Some(fetch) = plan.take() {
-            windows += 1;
+        // windows too, read while the program goes through the one it was just given; or
+        // what a strided stream fetches ahead.
+        let came_in;
+        (state, came_in) = self.bring_in(state, &plan, buf);
+        if write {
+            self.first_write(&mut state, base, index);
+        }
+        let whole_window = plan.run == self.config.window_pages() && !plan.slots.is_empty();
+        if came_in && whole_window {
+            state = self.read_ahead(state, base, buf);
+        }
+        for fetch in strided {
+            (state, _) = self.bring_in(state, &fetch, buf);
+        }
+    }
+
+    /// Reads a sequential stream's next windows, as far ahead of its last fault as
+    /// `plan_ahead` lets it.
+    fn read_ahead<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+        base: usize,
+        buf: &mut [u8],
+    ) -> MutexGuard<'a, State> {
+        let window = self.config.window_pages();
+        while let Some(fetch) = plan_ahead(&mut state, base, window) {
             let came_in;
             (state, came_in) = self.bring_in(state, &fetch, buf);
-            let whole_window = fetch.run == self.config.window_pages() && !fetch.slots.is_empty();
-            let read_ahead = came_in && whole_window && windows <= READ_AHEAD;
-            if write && !fetch.ahead {
-                self.first_write(&mut state, base, index);
-            }
-            if read_ahead {
-                plan = plan_ahead(&mut state, base, self.config.window_pages());
-            }
-            if plan.is_none() {
-                plan = strided.pop();
+            if !came_in {
+                break;
             }
         }
+        state
     }
     /// Serves a fault in the thread that took it (`FaultMode::InThread`, from the SIGBUS
     /// handler). The signal says only where: a resident clean page means a write to it, a

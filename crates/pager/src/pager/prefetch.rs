@@ -147,6 +147,22 @@ pub(super) fn plan_ahead(state: &mut State, base: usize, window: usize) -> Optio
     })
 }
 
+/// A fault on a page a sequential stream's read-ahead has in flight: the stream caught up
+/// with the reads. It counts as the stream's last fault, so the thread that took it may read
+/// the window after the last one read ahead while the read the stream waits on finishes:
+/// two reads under way instead of one after the other.
+pub(super) fn catch_up(state: &mut State, base: usize, index: usize, window: usize) -> bool {
+    let Some(region) = state.regions.get_mut(&base) else {
+        return false;
+    };
+    let stream = &mut region.stream;
+    let caught_up = stream.window == window && index > stream.last && index < stream.next;
+    if caught_up {
+        stream.last = index;
+    }
+    caught_up
+}
+
 /// How many pages from `index` (at most `window`) one read and one copy can serve: pages
 /// not resident, either all never written or with consecutive slots of one area.
 fn run_from(pages: &[PageState], index: usize, window: usize) -> usize {
@@ -286,5 +302,34 @@ mod tests {
         assert_eq!(ahead.first(), Some(&(7, 4)), "from the stream's next page");
         let end = ahead.last().map(|(i, r)| i + r).unwrap();
         assert!(end <= 3 + (READ_AHEAD + 1) * 4 + 4, "ahead up to {end}");
+    }
+
+    #[test]
+    fn a_stream_that_catches_up_with_its_read_ahead_lets_it_go_further() {
+        let mut state = swapped(1000);
+        for index in [0, 1, 3, 7] {
+            fault(&mut state, index, 4);
+        }
+        state.regions.get_mut(&BASE).unwrap().stream.last = 7;
+        let ahead: Vec<usize> = std::iter::from_fn(|| plan_ahead(&mut state, BASE, 4))
+            .map(|f| f.index)
+            .collect();
+        assert_eq!(ahead, [11, 15], "two windows past the last fault's");
+        assert!(!catch_up(&mut state, BASE, 5, 4), "behind the last fault");
+        assert!(
+            !catch_up(&mut state, BASE, 19, 4),
+            "past what was read ahead"
+        );
+        assert!(catch_up(&mut state, BASE, 11, 4), "in a window read ahead");
+        let next = plan_ahead(&mut state, BASE, 4).map(|f| f.index);
+        assert_eq!(next, Some(19), "one window further");
+        assert!(plan_ahead(&mut state, BASE, 4).is_none());
+        let mut short = swapped(1000);
+        fault(&mut short, 0, 4);
+        fault(&mut short, 1, 4);
+        assert!(
+            !catch_up(&mut short, BASE, 2, 4),
+            "a stream not yet at full windows reads nothing ahead"
+        );
     }
 }
