@@ -164,6 +164,11 @@ pub fn call(path: &Path, cmd: u32, input: &[u8]) -> io::Result<Result<String, Re
     }
     arg[..input.len()].copy_from_slice(input);
     let file = File::open(path)?;
+    // What the kernel holds written in its page cache (a mount's writeback cache, a shared
+    // mapping) reaches the daemon first: a snapshot, or a swap file's activation, sees it.
+    // An error here is a write-back error, the business of the files' own fsync and close
+    // (and of a dead daemon, the ioctl's to report).
+    let _ = rustix::fs::syncfs(&file);
     // SAFETY: the argument is a writable buffer of the size the command encodes.
     let rc = unsafe { libc::ioctl(file.as_raw_fd(), cmd as libc::c_ulong, arg.as_mut_ptr()) };
     if rc < 0 {

@@ -45,6 +45,10 @@ pub struct MountOptions {
     /// Threads serving requests: a long request (a defrag, a scrub, a big fsync) holds up
     /// only its own thread.
     pub threads: usize,
+    /// The kernel keeps written data in its page cache and writes it back in large requests
+    /// (FUSE_WRITEBACK_CACHE): small writes cost no request each, but a write's error (a full
+    /// filesystem, an I/O error) surfaces at fsync or close, not at write(2).
+    pub writeback_cache: bool,
 }
 
 /// Serving threads unless told otherwise (docs/PERF.md has what more or fewer cost).
@@ -124,10 +128,9 @@ pub fn spawn_mount(
         SessionACL::Owner
     };
     let invalidator = Arc::new(Invalidator::new());
-    let threads = options.threads.max(1);
-    let served = CowfsFuse::new(fs.clone(), invalidator.clone(), runner, threads);
+    let served = CowfsFuse::new(fs.clone(), invalidator.clone(), runner, options);
     let mut config = Config::default();
-    config.n_threads = Some(threads);
+    config.n_threads = Some(served.threads);
     config.clone_fd = true;
     let session =
         fuser::Session::from_fd(served, connection, acl, config).and_then(fuser::Session::spawn);

@@ -37,11 +37,15 @@ macro_rules! answer {
 
 /// How the kernel does the I/O of a file opened with `flags`. An O_DIRECT open gets direct
 /// I/O with parallel direct writes: without them the kernel holds the file's lock over every
-/// O_DIRECT write, and four threads writing one file went slower than one. Any other open
-/// keeps the file's page cache, as when the kernel opens files without asking. No flush on
-/// close: writes are the engine's once answered, and fsync is what makes them durable.
-fn file_io(flags: i32) -> FopenFlags {
-    let io = if flags & libc::O_DIRECT != 0 {
+/// O_DIRECT write, and four threads writing one file went slower than one. Not with
+/// `cached_writes` (the writeback cache) unless the file is the swap I/O node, which nothing
+/// caches: direct I/O mode passes over dirty cached pages, where the kernel's own O_DIRECT
+/// path writes them back first. Any other open keeps the file's page cache, as when the
+/// kernel opens files without asking. No flush on close: writes are the engine's once
+/// answered, and fsync is what makes them durable (with the writeback cache the kernel
+/// writes its dirty pages back at close all the same).
+fn file_io(flags: i32, cached_writes: bool) -> FopenFlags {
+    let io = if flags & libc::O_DIRECT != 0 && !cached_writes {
         FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES
     } else {
         FopenFlags::FOPEN_KEEP_CACHE
@@ -58,6 +62,10 @@ impl fuser::Filesystem for CowfsFuse {
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_ASYNC_DIO);
         // An O_DIRECT open may still be mapped (`file_io`): through the page cache.
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
+        if self.writeback_cache {
+            // Writes land in the page cache and come back in large write-back requests.
+            let _ = config.add_capabilities(fuser::InitFlags::FUSE_WRITEBACK_CACHE);
+        }
         let _ = config.set_max_write(MAX_WRITE);
         // Sequential reads come in requests as large as writes may be (the kernel caps it).
         let _ = config.set_max_readahead(MAX_WRITE);
@@ -303,12 +311,28 @@ impl fuser::Filesystem for CowfsFuse {
     /// kernel's swap, opens get ENOSYS instead: the kernel then opens files without asking
     /// the daemon for the rest of the mount (swapon(2)'s own open is the first to hear it),
     /// so swapoff(2) of the pinned file through its bind mount needs no daemon, should the
-    /// daemon die.
-    fn open(&self, _req: &Request, _ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    /// daemon die. With the writeback cache, an open for writing is refused as its first write
+    /// would be (an active swap file, an immutable or append-only file): the writes would
+    /// reach the daemon only at write-back, long after write(2) returned.
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         if self.kernel_swaps_pinned() {
             return reply.error(Errno::ENOSYS);
         }
-        reply.opened(FileHandle(0), file_io(flags.0))
+        let cached_writes = self.writeback_cache && !is_swap_io_node(ino);
+        let flags = flags.0;
+        let (append, truncate) = (flags & libc::O_APPEND != 0, flags & libc::O_TRUNC != 0);
+        let writes = flags & libc::O_ACCMODE != libc::O_RDONLY || truncate;
+        answer!(
+            reply,
+            match cached_writes && writes {
+                true => self
+                    .fs
+                    .check_open_for_write(self.inode(ino)?, append, truncate)
+                    .map_err(errno),
+                false => Ok(()),
+            },
+            |_v| reply.opened(FileHandle(0), file_io(flags, cached_writes))
+        )
     }
 
     fn read(
@@ -484,6 +508,9 @@ impl fuser::Filesystem for CowfsFuse {
         })
     }
 
+    /// The engine has no extended attributes, and ENOSYS says so once for the whole mount:
+    /// the kernel then answers EOPNOTSUPP itself. ENODATA would be asked again for every
+    /// write, which looks up security.capability to see whether it must drop privileges.
     fn getxattr(
         &self,
         _req: &Request,
@@ -492,15 +519,11 @@ impl fuser::Filesystem for CowfsFuse {
         _size: u32,
         reply: ReplyXattr,
     ) {
-        reply.error(Errno::NO_XATTR)
+        reply.error(Errno::ENOSYS)
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
-        if size == 0 {
-            reply.size(0)
-        } else {
-            reply.data(&[])
-        }
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENOSYS)
     }
 
     fn setxattr(
@@ -513,12 +536,11 @@ impl fuser::Filesystem for CowfsFuse {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        // The engine has no extended attributes yet.
-        reply.error(Errno::EOPNOTSUPP)
+        reply.error(Errno::ENOSYS)
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::NO_XATTR)
+        reply.error(Errno::ENOSYS)
     }
 
     fn create(
@@ -548,7 +570,7 @@ impl fuser::Filesystem for CowfsFuse {
                     &attr,
                     Generation(self.generation),
                     FileHandle(0),
-                    file_io(flags),
+                    file_io(flags, self.writeback_cache),
                 )
             }
         )

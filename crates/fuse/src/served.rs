@@ -17,6 +17,7 @@ use crate::convert::{errno, file_type, system_time};
 use crate::invalidate::Invalidator;
 use crate::nodes::NodeTable;
 use crate::swapfile::file_node;
+use crate::MountOptions;
 
 /// How long the kernel may cache attributes. Only this daemon changes the image while it is
 /// mounted and it answers every change, so a short cache is safe.
@@ -58,6 +59,8 @@ pub struct CowfsFuse {
     pub(crate) read_bufs: Mutex<Vec<AlignedBuf>>,
     /// Threads serving requests: at most this many reads are in progress at once.
     pub(crate) threads: usize,
+    /// The kernel caches writes (MountOptions::writeback_cache).
+    pub(crate) writeback_cache: bool,
 }
 
 pub(crate) struct Listed {
@@ -79,7 +82,7 @@ impl CowfsFuse {
         fs: Filesystem,
         invalidator: Arc<Invalidator>,
         runner: Option<Arc<dyn CommandRunner>>,
-        threads: usize,
+        options: &MountOptions,
     ) -> Self {
         let root = fs.root();
         CowfsFuse {
@@ -94,7 +97,8 @@ impl CowfsFuse {
             runner,
             next_handle: AtomicU64::new(1),
             read_bufs: Mutex::new(Vec::new()),
-            threads,
+            threads: options.threads.max(1),
+            writeback_cache: options.writeback_cache,
         }
     }
 

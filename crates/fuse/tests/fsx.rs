@@ -282,10 +282,29 @@ fn mapped(file: &File, at: u64, len: u64, f: impl FnOnce(&mut [u8])) {
 
 #[test]
 fn random_io_through_the_kernel_matches_a_reference_copy() {
+    random_io_matches_a_reference_copy(false);
+}
+
+/// The same with the kernel caching writes: they reach the daemon at write-back, in runs of
+/// pages, while the other handles' requests go on.
+#[test]
+fn random_io_through_the_writeback_cache_matches_a_reference_copy() {
+    random_io_matches_a_reference_copy(true);
+}
+
+/// Serves a parent test's mount (`Scratch::serve_apart`).
+#[test]
+#[ignore = "run in a child process by the tests that serve their mount apart"]
+fn serve_for_a_parent_test() {
+    common::serve_for_parent();
+}
+
+fn random_io_matches_a_reference_copy(writeback_cache: bool) {
     let Some(scratch) = Scratch::new(256 * MIB) else {
         return;
     };
-    let mounted = scratch.mount();
+    // The run maps the file: its server must be another process.
+    let mounted = scratch.serve_apart("serve_for_a_parent_test", writeback_cache);
     let path = scratch.path("fsx");
     let mut model = Vec::new();
     let mut rng = Rng(0x5eed_f5c5);

@@ -241,7 +241,28 @@ fn tools_see_flags_preallocation_and_copies() {
 
 #[test]
 fn an_active_swap_file_keeps_its_rules_through_the_mount() {
-    let Some(m) = mounted() else { return };
+    if let Some(m) = mounted() {
+        an_active_swap_file_keeps_its_rules(m);
+    }
+}
+
+/// With the kernel caching writes, a write open is what is refused: a write to the page
+/// cache would reach the daemon only at write-back.
+#[test]
+fn an_active_swap_file_keeps_its_rules_through_the_writeback_cache() {
+    let Some(scratch) = Scratch::new(256 * MIB) else {
+        return;
+    };
+    let served = scratch.mount_caching_writes();
+    let fs = served.fs.clone();
+    an_active_swap_file_keeps_its_rules(Mounted {
+        fs,
+        served,
+        scratch,
+    });
+}
+
+fn an_active_swap_file_keeps_its_rules(m: Mounted) {
     let swapfile = swap::mkswapfile(&m.fs, "/swapfile", 16 * MIB, "", [3; 16]).unwrap();
     m.fs.activate_swap(swapfile, SwapMode::Pinned).unwrap();
     let path = m.path("swapfile");
@@ -253,16 +274,18 @@ fn an_active_swap_file_keeps_its_rules_through_the_mount() {
         .open(&path)
         .and_then(|mut f| f.write_all(b"x"));
     assert_eq!(write.map_err(errno), Err(busy), "write");
-    assert_eq!(
-        fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(0)
-            .map_err(errno),
-        Err(busy),
-        "truncate"
+    let (ok, out) = run("truncate", &["-s", "0", p]);
+    assert!(!ok && out.contains("Text file busy"), "truncate: {out}");
+    let (ok, out) = run(
+        "dd",
+        &[
+            "if=/dev/zero",
+            &format!("of={p}"),
+            "count=1",
+            "conv=notrunc,fsync",
+        ],
     );
+    assert!(!ok && out.contains("Text file busy"), "dd: {out}");
     let (ok, out) = run("rm", &["-f", p]);
     assert!(!ok && out.contains("Operation not permitted"), "rm: {out}");
     let (ok, out) = run("mv", &[p, m.path("elsewhere").to_str().unwrap()]);
@@ -277,4 +300,85 @@ fn an_active_swap_file_keeps_its_rules_through_the_mount() {
     let (ok, out) = run("rm", &["-f", p]);
     assert!(ok, "after deactivation rm works: {out}");
     m.finish();
+}
+
+/// Four threads append 64-byte records to one log through the writeback cache: every record
+/// lands whole, and once the log is closed the engine has all of it (the kernel writes its
+/// cached pages back at close), as the unmounted image does after.
+#[test]
+fn appends_through_the_writeback_cache_land_whole_by_close() {
+    let Some(scratch) = Scratch::new(256 * MIB) else {
+        return;
+    };
+    let served = scratch.mount_caching_writes();
+    let log = scratch.path("log");
+    const RECORDS: usize = 2000;
+    std::thread::scope(|s| {
+        for writer in 0..4u8 {
+            let log = &log;
+            s.spawn(move || {
+                let mut file = fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .unwrap();
+                for i in 0..RECORDS {
+                    let mut record = [b'a' + writer; 64];
+                    record[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                    file.write_all(&record).unwrap();
+                }
+            });
+        }
+    });
+    let id = served.fs.resolve("/log").unwrap();
+    let mut seen = vec![0u8; 4 * RECORDS * 64];
+    assert_eq!(
+        served.fs.read(id, 0, &mut seen).unwrap(),
+        seen.len(),
+        "the engine has it all"
+    );
+    let mut next = [0u64; 4];
+    for record in seen.chunks(64) {
+        let writer = usize::from(record[63] - b'a');
+        assert!(
+            record[8..].iter().all(|b| *b == record[63]),
+            "a record torn"
+        );
+        let i = u64::from_le_bytes(record[..8].try_into().unwrap());
+        assert_eq!(i, next[writer], "writer {writer}'s records in order");
+        next[writer] += 1;
+    }
+    assert_eq!(next, [RECORDS as u64; 4]);
+    served.unmount();
+    scratch.assert_clean();
+}
+
+/// Through the writeback cache, immutable and append-only files refuse what they refuse
+/// without it, at open: a write the kernel cached could no longer be refused to its caller.
+#[test]
+fn flags_refuse_writes_through_the_writeback_cache() {
+    let Some(scratch) = Scratch::new(256 * MIB) else {
+        return;
+    };
+    let served = scratch.mount_caching_writes();
+    let (log, fixed) = (scratch.path("log"), scratch.path("fixed"));
+    let (log, fixed) = (log.to_str().unwrap(), fixed.to_str().unwrap());
+    fs::write(log, b"first\n").unwrap();
+    fs::write(fixed, b"fixed\n").unwrap();
+    assert!(run("chattr", &["+a", log]).0 && run("chattr", &["+i", fixed]).0);
+    let append = |path: &str| {
+        fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(b"more\n"))
+    };
+    append(log).expect("an append-only file takes appends");
+    let overwrite = fs::OpenOptions::new().write(true).open(log);
+    assert_eq!(overwrite.unwrap_err().raw_os_error(), Some(libc::EPERM));
+    assert_eq!(append(fixed).unwrap_err().raw_os_error(), Some(libc::EPERM));
+    assert_eq!(fs::read(log).unwrap(), b"first\nmore\n");
+    assert_eq!(fs::read(fixed).unwrap(), b"fixed\n");
+    assert!(run("chattr", &["-a", log]).0 && run("chattr", &["-i", fixed]).0);
+    served.unmount();
+    scratch.assert_clean();
 }

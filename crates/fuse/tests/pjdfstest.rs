@@ -116,7 +116,7 @@ fn pjdfstest_passes_but_for_the_listed_exclusions() {
         },
     )
     .unwrap();
-    let mounted = scratch.serve(fs);
+    let mounted = scratch.serve(fs, false);
     let at = &scratch.at;
     let out = Command::new(&binary)
         .arg("-c")

@@ -207,6 +207,7 @@ fn a_read_only_mount_unmounts_cleanly() {
         allow_other: true,
         block_device: false,
         threads: cowfs_fuse::DEFAULT_THREADS,
+        writeback_cache: false,
     };
     let mount = cowfs_fuse::spawn_mount(fs.clone(), &scratch.at, &options, None).unwrap();
     assert!(fs::read_dir(&scratch.at).unwrap().next().is_none());

@@ -4,7 +4,8 @@
 //! files on the kernel's own btrfs and ext4 (each on a loop device with direct I/O, as cowfs
 //! is): sequential fill, sequential read back, random page reads on one and on four threads.
 //! Then file I/O through the cowfs mount against the same on btrfs, beside the pinned swap
-//! file and on a mount no swap file was pinned on (which does O_DIRECT its own way). Needs
+//! file and on a mount no swap file was pinned on (which does O_DIRECT its own way), with and
+//! without the writeback cache. Needs
 //! root; installs btrfs-progs when it is missing. `cowfs bench mount` runs the same file I/O
 //! on mounts served on different numbers of threads.
 
@@ -366,12 +367,12 @@ fn file_io_on_mount(
 /// [`file_io`] on a fresh cowfs image mounted as fuseblk, as the pinned swap file's is, but
 /// with no swap file pinned on it: a pinned swap file sends O_DIRECT down the kernel's
 /// page-cache path for the rest of its mount (docs/MOUNT.md), so the mount most users have
-/// is measured apart.
-fn file_io_without_swap(dir: &Path, image_len: u64) -> CliResult<[f64; 7]> {
+/// is measured apart; `options` are the mount's (`FRESH_MOUNTS`).
+fn file_io_without_swap(dir: &Path, image_len: u64, options: &[&str]) -> CliResult<[f64; 7]> {
     let (image, mountpoint) = (dir.join("kswap-cowfs-io.img"), dir.join("kswap-cowfs-io"));
     fs::create_dir_all(&mountpoint)?;
     mkfs(&image, image_len)?;
-    let figures = file_io_on_mount(&image, &mountpoint, &["--blkdev"], FILE_IO_LEN);
+    let figures = file_io_on_mount(&image, &mountpoint, options, FILE_IO_LEN);
     fs::remove_file(&image)?;
     fs::remove_dir(&mountpoint)?;
     figures
@@ -567,8 +568,15 @@ fn print_block(labels: &[&str], rows: &[(String, Vec<f64>)], unit: &str) {
 /// The swap files measured on memory that does not compress: cowfs pinned, cowfs through the
 /// filesystem, btrfs, ext4.
 const KINDS: [&str; 4] = ["cowfs", "cowfs-fs", "btrfs", "ext4"];
-/// The file I/O row of a cowfs mount no swap file was pinned on.
-const NO_SWAP_ROW: &str = "cowfs (fuseblk), no swap file";
+/// The file I/O rows of cowfs mounts no swap file was pinned on, and their mount options:
+/// as mounted by default, and with the kernel caching writes.
+const FRESH_MOUNTS: [(&str, &[&str]); 2] = [
+    ("cowfs (fuseblk), no swap file", &["--blkdev"]),
+    (
+        "cowfs (fuseblk), writeback cache",
+        &["--blkdev", "-o", "writeback_cache"],
+    ),
+];
 /// And on memory that does: btrfs, cowfs through the filesystem plain and with lz4.
 const COMPRESSIBLE_KINDS: [&str; 3] = ["btrfs", "cowfs-fs", "cowfs-fs-lz4"];
 
@@ -628,9 +636,11 @@ pub fn run(dir: &Path, size: u64, limit: u64, rounds: usize) -> CliResult {
                 io_rows[at] = Some((name, io?.to_vec()));
             }
         }
-        let plain = file_io_without_swap(&dir, image_len)
-            .map_err(|e| format!("file I/O on cowfs without a swap file: {e}"))?;
-        io_rows.push(Some((NO_SWAP_ROW.to_string(), plain.to_vec())));
+        for (row, options) in FRESH_MOUNTS {
+            let figures = file_io_without_swap(&dir, image_len, options)
+                .map_err(|e| format!("file I/O on {row}: {e}"))?;
+            io_rows.push(Some((row.to_string(), figures.to_vec())));
+        }
         let mut compressible_rows = vec![None; COMPRESSIBLE_KINDS.len()];
         for at in turns(COMPRESSIBLE_KINDS.len(), round) {
             let host = host(COMPRESSIBLE_KINDS[at])?;

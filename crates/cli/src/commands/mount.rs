@@ -21,18 +21,22 @@ const LOG_ENV: &str = "COWFS_DAEMON_LOG";
 struct ServeOptions {
     allow_other: bool,
     threads: usize,
+    writeback_cache: bool,
 }
 
-/// Splits the mount's own options (allow_other, threads=N) from the engine's open options.
+/// Splits the mount's own options (allow_other, threads=N, writeback_cache) from the
+/// engine's open options.
 fn split_options(text: Option<&str>) -> CliResult<(ServeOptions, String)> {
     let mut serve = ServeOptions {
         allow_other: false,
         threads: cowfs_fuse::DEFAULT_THREADS,
+        writeback_cache: false,
     };
     let mut engine = Vec::new();
     for option in text.unwrap_or("").split(',').filter(|o| !o.is_empty()) {
         match option.split_once('=') {
             None if option == "allow_other" => serve.allow_other = true,
+            None if option == "writeback_cache" => serve.writeback_cache = true,
             None if option == "rw" || option == "default_permissions" => {}
             Some(("threads", n)) => {
                 serve.threads = n
@@ -125,6 +129,7 @@ pub fn mount(
         allow_other: serve.allow_other,
         block_device: blkdev.wanted() && !export,
         threads: serve.threads,
+        writeback_cache: serve.writeback_cache,
     };
     daemon::serve(
         fs,
@@ -288,7 +293,8 @@ pub fn umount(mountpoint: &Path) -> CliResult {
 pub struct Mount {
     pub image: PathBuf,
     pub mountpoint: PathBuf,
-    /// Options: ro, allow_other, threads=N (serving threads), compress=zstd[:LEVEL] or
+    /// Options: ro, allow_other, threads=N (serving threads), writeback_cache (the kernel
+    /// caches writes: errors then show at fsync or close), compress=zstd[:LEVEL] or
     /// compress=lz4, noatime, relatime (the default), strictatime
     #[arg(short = 'o')]
     pub options: Option<String>,

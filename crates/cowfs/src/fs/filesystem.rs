@@ -323,6 +323,10 @@ impl Filesystem {
         /// Drops one hold; an unlinked file nobody holds any more is freed.
         release(&self, id: InodeId) -> ());
 
+    forward!(
+        /// Refuses an open for writing as the first write would be (for front ends that
+        /// cache writes).
+        check_open_for_write(&self, id: InodeId, append: bool, truncate: bool) -> ());
     /// Whether `id` is an active swap file, and in which mode.
     pub fn swap_active(&self, id: InodeId) -> Option<SwapMode> {
         self.engine().swap_active(id)

@@ -51,6 +51,24 @@ impl Engine {
         Ok(())
     }
 
+    /// Refuses an open of `id` for writing (with O_APPEND, with O_TRUNC) as its first write
+    /// would be refused: a read-only subvolume, an active swap file, the immutable and
+    /// append-only flags. For a front end whose writes reach the engine only later, from a
+    /// cache (a FUSE mount's writeback cache), where a refused write could no longer be
+    /// reported to the call that made it.
+    pub fn check_open_for_write(&self, id: InodeId, append: bool, truncate: bool) -> Result<()> {
+        let inode = self.inode(id)?;
+        if inode.kind()? != FileKind::Regular {
+            return Ok(());
+        }
+        let change = match (truncate, append) {
+            (true, _) => Change::Resize,
+            (false, true) => Change::Write(inode.size),
+            (false, false) => Change::Write(0),
+        };
+        self.check_change(id, &inode, change)
+    }
+
     /// The flags a new inode in `dir` starts with.
     pub(crate) fn inherited_flags(&self, dir: &InodeRecord) -> u64 {
         dir.flags & INHERITED
