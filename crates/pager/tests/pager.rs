@@ -479,7 +479,7 @@ struct Slow {
 }
 
 impl Slow {
-    /// A pager with a 2 MiB budget over a pinned swap file on a slow device.
+    /// A pager with an 8 MiB budget over a pinned swap file on a slow device.
     fn pager(reads: bool) -> Option<(Arc<Slow>, cowfs::Filesystem, Pager)> {
         let slow = Arc::new(Slow {
             inner: MemoryDevice::new(96 * MIB as u64),
@@ -488,7 +488,7 @@ impl Slow {
             most: Default::default(),
         });
         let (fs, system) = swap_on_device(slow.clone(), 32 * MIB, cowfs::SwapMode::Pinned);
-        let pager = pager_or_skip(PagerConfig::with_budget(2 * MIB as u64), system)?;
+        let pager = pager_or_skip(PagerConfig::with_budget(8 * MIB as u64), system)?;
         slow.most();
         Some((slow, fs, pager))
     }
@@ -549,7 +549,7 @@ fn a_sequential_read_back_has_two_reads_under_way() {
     let Some((slow, _fs, pager)) = Slow::pager(true) else {
         return;
     };
-    let mut region = pager.region(16 * MIB).unwrap();
+    let mut region = pager.region(32 * MIB).unwrap();
     fill(region.as_mut_slice(), 22);
     slow.most();
     verify(region.as_slice(), 22);

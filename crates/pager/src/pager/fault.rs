@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use cowfs::device::AlignedBuf;
 
-use super::prefetch::{catch_up, plan, plan_ahead, plan_strided};
+use super::prefetch::{catch_up, plan, plan_ahead, plan_strided, READ_AHEAD};
 use super::state::{Fetch, State};
 use super::{swap_io, Inner, PageBuf, COPY_ATTEMPTS, PAGE};
 use crate::uffd::{self, Message};
@@ -60,9 +60,12 @@ impl Inner {
         }
         if page.in_flight {
             // Another thread is reading it in: its copy wakes this access too. A stream that
-            // caught up with its read-ahead has this thread read on meanwhile.
+            // caught up with its read-ahead has this thread read on meanwhile, where the
+            // budget holds the stream's windows twice over: with less, a window read early
+            // pushes out one the stream has yet to use, and the stream starts over.
             let window = self.config.window_pages();
-            if catch_up(&mut state, base, index, window) {
+            let room = (READ_AHEAD + 2) * window <= self.budget_pages / 2;
+            if room && catch_up(&mut state, base, index, window) {
                 drop(self.read_ahead(state, base, buf));
             }
             return;
