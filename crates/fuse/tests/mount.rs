@@ -16,8 +16,13 @@ use cowfs::{Filesystem, SwapMode};
 
 /// A fresh image mounted in a scratch directory; None when this machine cannot mount.
 fn mounted() -> Option<Mounted> {
+    mounted_with(false)
+}
+
+/// The same, the kernel caching writes if asked.
+fn mounted_with(writeback_cache: bool) -> Option<Mounted> {
     let scratch = Scratch::new(256 * MIB)?;
-    let served = scratch.mount();
+    let served = scratch.serve(scratch.open(), writeback_cache);
     Some(Mounted {
         fs: served.fs.clone(),
         served,
@@ -250,16 +255,9 @@ fn an_active_swap_file_keeps_its_rules_through_the_mount() {
 /// cache would reach the daemon only at write-back.
 #[test]
 fn an_active_swap_file_keeps_its_rules_through_the_writeback_cache() {
-    let Some(scratch) = Scratch::new(256 * MIB) else {
-        return;
-    };
-    let served = scratch.mount_caching_writes();
-    let fs = served.fs.clone();
-    an_active_swap_file_keeps_its_rules(Mounted {
-        fs,
-        served,
-        scratch,
-    });
+    if let Some(m) = mounted_with(true) {
+        an_active_swap_file_keeps_its_rules(m);
+    }
 }
 
 fn an_active_swap_file_keeps_its_rules(m: Mounted) {
