@@ -305,11 +305,8 @@ fn an_active_swap_file_keeps_its_rules(m: Mounted) {
 /// cached pages back at close), as the unmounted image does after.
 #[test]
 fn appends_through_the_writeback_cache_land_whole_by_close() {
-    let Some(scratch) = Scratch::new(256 * MIB) else {
-        return;
-    };
-    let served = scratch.mount_caching_writes();
-    let log = scratch.path("log");
+    let Some(m) = mounted_with(true) else { return };
+    let log = m.path("log");
     const RECORDS: usize = 2000;
     std::thread::scope(|s| {
         for writer in 0..4u8 {
@@ -328,10 +325,10 @@ fn appends_through_the_writeback_cache_land_whole_by_close() {
             });
         }
     });
-    let id = served.fs.resolve("/log").unwrap();
+    let id = m.fs.resolve("/log").unwrap();
     let mut seen = vec![0u8; 4 * RECORDS * 64];
     assert_eq!(
-        served.fs.read(id, 0, &mut seen).unwrap(),
+        m.fs.read(id, 0, &mut seen).unwrap(),
         seen.len(),
         "the engine has it all"
     );
@@ -347,19 +344,15 @@ fn appends_through_the_writeback_cache_land_whole_by_close() {
         next[writer] += 1;
     }
     assert_eq!(next, [RECORDS as u64; 4]);
-    served.unmount();
-    scratch.assert_clean();
+    m.finish();
 }
 
 /// Through the writeback cache, immutable and append-only files refuse what they refuse
 /// without it, at open: a write the kernel cached could no longer be refused to its caller.
 #[test]
 fn flags_refuse_writes_through_the_writeback_cache() {
-    let Some(scratch) = Scratch::new(256 * MIB) else {
-        return;
-    };
-    let served = scratch.mount_caching_writes();
-    let (log, fixed) = (scratch.path("log"), scratch.path("fixed"));
+    let Some(m) = mounted_with(true) else { return };
+    let (log, fixed) = (m.path("log"), m.path("fixed"));
     let (log, fixed) = (log.to_str().unwrap(), fixed.to_str().unwrap());
     fs::write(log, b"first\n").unwrap();
     fs::write(fixed, b"fixed\n").unwrap();
@@ -377,6 +370,5 @@ fn flags_refuse_writes_through_the_writeback_cache() {
     assert_eq!(fs::read(log).unwrap(), b"first\nmore\n");
     assert_eq!(fs::read(fixed).unwrap(), b"fixed\n");
     assert!(run("chattr", &["-a", log]).0 && run("chattr", &["-i", fixed]).0);
-    served.unmount();
-    scratch.assert_clean();
+    m.finish();
 }

@@ -74,11 +74,6 @@ impl Scratch {
         self.serve(self.open(), false)
     }
 
-    /// Mounted with the kernel caching writes.
-    pub fn mount_caching_writes(&self) -> Mounted {
-        self.serve(self.open(), true)
-    }
-
     pub fn path(&self, name: &str) -> PathBuf {
         self.at.join(name)
     }
