@@ -82,13 +82,18 @@ impl KernelMount<'_> {
     }
 }
 
+/// The mount's readahead: four of the daemon's largest requests (`MAX_WRITE`), so a sequential
+/// reader has several reads in flight, one on each serving thread, where a window of one
+/// request left the device idle while each was copied out (docs/PERF.md). btrfs reads ahead
+/// as far on this machine.
+const READ_AHEAD: u32 = 4 * crate::served::MAX_WRITE;
+
 /// The kernel caps a FUSE mount's readahead at the default 128 KiB whatever the daemon offers
 /// (INIT's reply can only lower it), so sequential reads reach the daemon 128 KiB at a time
 /// with little in flight: half the device's rate here (docs/PERF.md). The cap is the mount's
-/// backing device info in sysfs, which root may raise: to `MAX_WRITE`, the largest request the
-/// daemon takes. Called with the session serving: the stat waits for INIT, so the raise comes
-/// after INIT's reply has set the readahead. Its name is the mount's device number, with
-/// `-fuseblk` for a `fuseblk` mount.
+/// backing device info in sysfs, which root may raise: to `READ_AHEAD`. Called with the session
+/// serving: the stat waits for INIT, so the raise comes after INIT's reply has set the
+/// readahead. Its name is the mount's device number, with `-fuseblk` for a `fuseblk` mount.
 pub(crate) fn raise_readahead(mountpoint: &Path, block_device: bool) -> io::Result<()> {
     let device = std::fs::metadata(mountpoint)?.dev();
     let suffix = if block_device { "-fuseblk" } else { "" };
@@ -97,6 +102,6 @@ pub(crate) fn raise_readahead(mountpoint: &Path, block_device: bool) -> io::Resu
         libc::major(device),
         libc::minor(device)
     );
-    std::fs::write(&knob, (crate::served::MAX_WRITE / 1024).to_string())
+    std::fs::write(&knob, (READ_AHEAD / 1024).to_string())
         .map_err(|e| io::Error::new(e.kind(), format!("{knob}: {e}")))
 }
