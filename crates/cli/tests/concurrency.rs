@@ -340,12 +340,7 @@ fn hammer(options: &[&str]) {
     let mut mount = vec!["mount", &scratch.image, scratch.mnt()];
     mount.extend(options);
     let said = ok(&mount);
-    let daemon: u32 = said
-        .split("daemon pid ")
-        .nth(1)
-        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no daemon pid in {said:?}"));
+    let daemon = daemon_pid(&said) as u32;
     let mnt = scratch.mountpoint.clone();
     ok(&["subvolume", "create", &scratch.at("vol")]);
     fs::create_dir(mnt.join("shared")).unwrap();

@@ -92,15 +92,6 @@ fn daemon_protection(pid: i32) -> (u64, bool) {
     (locked, flushers || !may_be_io_flusher())
 }
 
-fn daemon_pid(said: &str) -> i32 {
-    said.split("daemon pid ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 /// Leaves the machine as it was even when an assertion fails: swap off, mount gone.
 struct Cleanup {
     swapfile: PathBuf,

@@ -89,3 +89,12 @@ impl Scratch {
         self.mountpoint.join(rel).to_str().unwrap().to_string()
     }
 }
+
+/// The daemon's pid in what `cowfs mount` said ("... (daemon pid N, log ...)").
+pub fn daemon_pid(said: &str) -> i32 {
+    said.split("daemon pid ")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no daemon pid in {said:?}"))
+}
