@@ -12,7 +12,8 @@ use std::time::Instant;
 use cowfs::device::{AlignedBuf, FileDevice};
 use cowfs::format::FileKind;
 use cowfs::{
-    CreateAttrs, FallocateMode, Filesystem, MkfsOptions, OpenOptions as FsOptions, SwapMode,
+    CompressionConfig, CreateAttrs, FallocateMode, Filesystem, MkfsOptions,
+    OpenOptions as FsOptions, SwapMode,
 };
 use swap::{CowfsFile, HostFile, Slot, SwapHeader, SwapSystem, PAGE_SIZE};
 
@@ -175,9 +176,9 @@ fn run_all(size: u64, pages: u64, raw_path: &Path, host_path: &Path, image: &Pat
     // Written through once, as the raw peer's file is: on a sparse image every copy-on-write
     // page would land on host blocks never written and pay the host's allocation, which a
     // block device does not.
-    // Three areas, the reservation of two more the copy-on-write area takes while active,
-    // and room for the activation timing's 1 GiB file and the metadata.
-    let image_len = 5 * size + (2 << 30);
+    // Four areas, the reservation of two more a copy-on-write area takes while active (one is
+    // active at a time), and room for the activation timing's 1 GiB file and the metadata.
+    let image_len = 6 * size + (2 << 30);
     write_zeros(image, image_len)?;
     let device = Arc::new(FileDevice::open(image)?);
     Filesystem::mkfs(device.clone(), &MkfsOptions::default())?;
@@ -191,20 +192,18 @@ fn run_all(size: u64, pages: u64, raw_path: &Path, host_path: &Path, image: &Pat
     activation_time(&fs)?;
     swap::mkswapfile(&fs, "/pinned", size, "", [1; 16])?;
     swap::mkswapfile(&fs, "/nocow-fs", size, "", [5; 16])?;
-    let cow = fs.create(
-        fs.root(),
-        b"cow",
-        FileKind::Regular,
-        CreateAttrs::with_mode(0o600),
-    )?;
-    fs.fallocate(cow, FallocateMode::Allocate { keep_size: false }, 0, size)?;
-    fs.write(cow, 0, &SwapHeader::new(pages, [2; 16], "")?.encode())?;
-    fs.sync()?;
+    cow_swapfile(&fs, b"cow", None, size)?;
+    cow_swapfile(&fs, b"cow-lz4", CompressionConfig::parse("lz4")?, size)?;
     let mut targets: Vec<(&str, Vec<(f64, f64)>)> = vec![("raw O_DIRECT", raw)];
     let cases = [
         ("cowfs pinned", "/pinned", SwapMode::Pinned),
         ("cowfs through fs (NOCOW)", "/nocow-fs", SwapMode::ThroughFs),
         ("cowfs through fs (COW)", "/cow", SwapMode::ThroughFs),
+        (
+            "cowfs through fs (COW, lz4)",
+            "/cow-lz4",
+            SwapMode::ThroughFs,
+        ),
     ];
     for (name, path, mode) in cases {
         let mut system = SwapSystem::new();
@@ -221,10 +220,32 @@ fn run_all(size: u64, pages: u64, raw_path: &Path, host_path: &Path, image: &Pat
     Ok(ExitCode::SUCCESS)
 }
 
+/// A copy-on-write swap file of `size` bytes at the root, preallocated, its writes stored
+/// with `compression`.
+fn cow_swapfile(
+    fs: &Filesystem,
+    name: &[u8],
+    compression: Option<CompressionConfig>,
+    size: u64,
+) -> CliResult<()> {
+    let id = fs.create(
+        fs.root(),
+        name,
+        FileKind::Regular,
+        CreateAttrs::with_mode(0o600),
+    )?;
+    fs.set_compression(id, compression)?;
+    fs.fallocate(id, FallocateMode::Allocate { keep_size: false }, 0, size)?;
+    let pages = size / PAGE_SIZE as u64;
+    fs.write(id, 0, &SwapHeader::new(pages, [2; 16], "")?.encode())?;
+    fs.sync()?;
+    Ok(())
+}
+
 fn print_table(targets: &[(&str, Vec<(f64, f64)>)]) {
     let raw = &targets[0].1;
     println!(
-        "{:<26} {:<11} {:>6} {:>11} {:>10} {:>8} {:>8}",
+        "{:<28} {:<11} {:>6} {:>11} {:>10} {:>8} {:>8}",
         "", "pattern", "batch", "write MB/s", "read MB/s", "w/raw", "r/raw"
     );
     for (name, results) in targets {
@@ -236,7 +257,7 @@ fn print_table(targets: &[(&str, Vec<(f64, f64)>)]) {
             };
             let batch = BATCHES[i % BATCHES.len()];
             println!(
-                "{name:<26} {pattern:<11} {batch:>6} {w:>11.0} {r:>10.0} {:>7.0}% {:>7.0}%",
+                "{name:<28} {pattern:<11} {batch:>6} {w:>11.0} {r:>10.0} {:>7.0}% {:>7.0}%",
                 w / raw[i].0 * 100.0,
                 r / raw[i].1 * 100.0
             );
