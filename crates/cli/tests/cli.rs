@@ -183,6 +183,7 @@ fn bench_swap_io_measures_every_backing() {
         "cowfs pinned",
         "cowfs through fs (NOCOW)",
         "cowfs through fs (COW)",
+        "cowfs through fs (COW, lz4)",
         "host swap file",
     ] {
         let rows = out.lines().filter(|l| l.starts_with(target)).count();
