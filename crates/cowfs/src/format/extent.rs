@@ -1,5 +1,7 @@
 //! File extents, data extents and their checksums (docs/FORMAT.md 4.5-4.7).
 
+use std::ops::Range;
+
 use super::{ByteReader, ByteWriter, Compression, MAX_COMPRESSED_LEN};
 use crate::error::{Error, Result};
 
@@ -178,13 +180,21 @@ pub(super) fn encode_checksums(sums: &[u32]) -> Vec<u8> {
 }
 
 pub(super) fn decode_checksums(data: &[u8]) -> Result<Vec<u32>> {
+    decode_checksum_range(data, 0..usize::MAX)
+}
+
+/// The checksums of blocks `blocks` of a checksum record (fewer where the record ends first),
+/// decoded without the rest of it.
+pub fn decode_checksum_range(data: &[u8], blocks: Range<usize>) -> Result<Vec<u32>> {
     if !data.len().is_multiple_of(4) {
         return Err(Error::corrupt(format!(
             "checksum record of {} bytes",
             data.len()
         )));
     }
-    Ok(data
+    let count = data.len() / 4;
+    let (first, end) = (blocks.start.min(count), blocks.end.min(count));
+    Ok(data[first * 4..end.max(first) * 4]
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
         .collect())

@@ -92,6 +92,17 @@ fn short_records_are_errors_not_panics() {
 }
 
 #[test]
+fn a_range_of_checksums_is_decoded_alone_and_clipped_to_the_record() {
+    let sums: Vec<u32> = (0..10).map(|i| 0x1000_0000 + i).collect();
+    let raw = encode_checksums(&sums);
+    assert_eq!(decode_checksum_range(&raw, 3..5).unwrap(), &sums[3..5]);
+    assert_eq!(decode_checksum_range(&raw, 8..12).unwrap(), &sums[8..]);
+    assert!(decode_checksum_range(&raw, 11..12).unwrap().is_empty());
+    assert_eq!(decode_checksums(&raw).unwrap(), sums);
+    assert!(decode_checksum_range(&[0; 7], 0..1).is_err());
+}
+
+#[test]
 fn file_extent_rejects_ranges_outside_its_extent() {
     let mut e = FileExtent::regular(1 << 20, 8192);
     assert!(FileExtent::decode(&e.encode()).is_ok());

@@ -224,9 +224,19 @@ impl<'t> Meta<'t> {
     }
 
     fn get(&self, name: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.get_with(name, key, |value| Ok(value.to_vec()))
+    }
+
+    /// What `f` makes of the value stored at `key`, lent in place.
+    fn get_with<R>(
+        &self,
+        name: &'static str,
+        key: &[u8],
+        f: impl FnOnce(&[u8]) -> Result<R>,
+    ) -> Result<Option<R>> {
         self.with(name, |t| {
             let v = t.get(key).map_err(|e| store_error(name, e))?;
-            Ok(v.map(|g| g.value().to_vec()))
+            v.map(|g| f(g.value())).transpose()
         })
     }
 

@@ -3,14 +3,14 @@
 //! never in bytes. Every write marks the running transaction changed.
 
 use std::marker::PhantomData;
-use std::ops::Bound;
+use std::ops::{Bound, Range};
 
 use super::{prefix_end, Meta};
 use crate::error::Result;
 use crate::format::{
-    table, BlockGroupRecord, DirEntryKey, DirEntryRecord, ExtentRecord, ExtentRefKey, FileExtent,
-    FileExtentKey, FsState, FsStateKey, InodeId, InodeRecord, InodeRefKey, Key, KeyPrefix,
-    SubvolumeRecord, Value,
+    decode_checksum_range, table, BlockGroupRecord, DirEntryKey, DirEntryRecord, ExtentRecord,
+    ExtentRefKey, FileExtent, FileExtentKey, FsState, FsStateKey, InodeId, InodeRecord,
+    InodeRefKey, Key, KeyPrefix, SubvolumeRecord, Value,
 };
 
 /// A table's name and types, as redb's `TableDefinition` gives them.
@@ -175,6 +175,16 @@ impl<'t, K: Key, V: Value> Table<'t, K, V> {
             reverse,
         )?;
         decode_rows(rows)
+    }
+}
+
+impl Table<'_, u64, Vec<u32>> {
+    /// The checksums of blocks `blocks` of the extent at `start` (fewer where its record ends
+    /// first): a 4 KiB read of a 16 MiB extent wants one of its 4,096.
+    pub fn get_blocks(&self, start: &u64, blocks: Range<usize>) -> Result<Option<Vec<u32>>> {
+        self.meta.get_with(self.name, &Key::encode(start), |raw| {
+            decode_checksum_range(raw, blocks)
+        })
     }
 }
 

@@ -2,7 +2,7 @@
 //! count and back references of each extent, whether an extent is shared, and the extent map
 //! (FIEMAP) a caller sees. Every change to a file's mapping goes through `replace_range`.
 
-use std::ops::Bound;
+use std::ops::{Bound, Range};
 
 use crate::error::{Error, Result};
 use crate::format::{
@@ -79,6 +79,16 @@ impl Engine {
     /// The checksums of a data extent, or None for an extent without them.
     pub(in crate::fs) fn extent_checksums(&self, start: u64) -> Result<Option<Vec<u32>>> {
         self.meta().checksums().get(&start)
+    }
+
+    /// The checksums of blocks `blocks` of the extent at `start`; fewer where its record
+    /// ends first.
+    pub(in crate::fs) fn extent_block_checksums(
+        &self,
+        start: u64,
+        blocks: Range<usize>,
+    ) -> Result<Option<Vec<u32>>> {
+        self.meta().checksums().get_blocks(&start, blocks)
     }
 
     /// The ranges of `[start, end)` no file extent record maps.

@@ -299,16 +299,12 @@ impl Engine {
             let at = (p.from - offset) as usize;
             let physical = self.alloc.physical(p.extent.disk_start + p.within)?;
             let blocks = ((p.to - p.from) / BLOCK_SIZE) as usize;
-            let sums = self.extent_checksums(p.extent.disk_start)?.map(|all| {
-                let first = (p.within / BLOCK_SIZE) as usize;
-                all.get(first..first + blocks).map(<[u32]>::to_vec)
-            });
-            let sums = match sums {
+            let first = (p.within / BLOCK_SIZE) as usize;
+            let sums = self.extent_block_checksums(p.extent.disk_start, first..first + blocks)?;
+            if sums.as_ref().is_some_and(|sums| sums.len() < blocks) {
                 // Fewer checksums than blocks: let the usual read report it.
-                Some(None) => return Ok(None),
-                Some(Some(sums)) => Some(sums),
-                None => None,
-            };
+                return Ok(None);
+            }
             match reads.last_mut() {
                 Some(last) if last.follows(at, physical, &sums) => last.extend(blocks, sums),
                 _ => reads.push(PlannedRead {
@@ -455,14 +451,15 @@ impl Engine {
         file_off: u64,
         blocks: &[u8],
     ) -> Result<()> {
-        let Some(sums) = self.extent_checksums(e.disk_start)? else {
+        let first_block = (first / BLOCK_SIZE) as usize;
+        let count = blocks.len().div_ceil(BS);
+        let Some(sums) =
+            self.extent_block_checksums(e.disk_start, first_block..first_block + count)?
+        else {
             return Ok(());
         };
-        let sums = sums
-            .get((first / BLOCK_SIZE) as usize..)
-            .unwrap_or_default();
         let (at, address) = (round_down(file_off, BLOCK_SIZE), e.disk_start + first);
-        self.check_blocks(id, at, address, blocks, sums)
+        self.check_blocks(id, at, address, blocks, &sums)
     }
 
     /// Checks blocks read for file offset `at` (data address `address`) against `sums`, one
