@@ -368,6 +368,16 @@ fn check_point(w: &Workload, flushes: usize, image: Vec<u8>, what: &str) {
     );
 }
 
+/// The workload seeds a test runs: `default` alone, or with `CRASH_SEEDS=N` the N seeds from
+/// `default` on in steps of 1000, for soaking the crash tests beyond the test command.
+fn seeds(default: u64) -> impl Iterator<Item = u64> {
+    let n: u64 = std::env::var("CRASH_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    (0..n).map(move |i| default + 1000 * i)
+}
+
 fn run_workload(seed: u64, steps: usize) -> Workload {
     let mut w = Workload::new(seed);
     for _ in 0..steps {
@@ -379,11 +389,16 @@ fn run_workload(seed: u64, steps: usize) -> Workload {
 
 #[test]
 fn power_cut_at_every_flush_point() {
-    let w = run_workload(1, 60);
+    seeds(1).for_each(cut_at_every_flush_point);
+}
+
+fn cut_at_every_flush_point(seed: u64) {
+    let w = run_workload(seed, 60);
     let flushes = w.dev.flush_count();
     assert!(flushes > 20, "the workload flushed only {flushes} times");
+    // The test command's seed must cover every kind; a soak's other seeds need not.
     assert!(
-        w.moved.iter().all(|n| *n > 0),
+        seed != 1 || w.moved.iter().all(|n| *n > 0),
         "every kind of block-moving operation ran: {:?}",
         w.moved
     );
@@ -392,15 +407,19 @@ fn power_cut_at_every_flush_point() {
             &w,
             k,
             w.dev.image_at_flush(k),
-            &format!("cut after flush {k}"),
+            &format!("seed {seed}: cut after flush {k}"),
         );
     }
 }
 
 #[test]
 fn power_cut_with_lost_reordered_and_torn_writes() {
-    let w = run_workload(2, 50);
-    let mut rng = Rng(99);
+    seeds(2).for_each(cut_with_lost_reordered_and_torn_writes);
+}
+
+fn cut_with_lost_reordered_and_torn_writes(seed: u64) {
+    let w = run_workload(seed, 50);
+    let mut rng = Rng(97 + seed);
     let flushes = w.dev.flush_count();
     for k in 0..flushes {
         let pending = w.dev.writes_after_flush(k);
@@ -421,7 +440,9 @@ fn power_cut_with_lost_reordered_and_torn_writes() {
                 &w,
                 k,
                 image,
-                &format!("cut after flush {k} (+{pending} unflushed writes, variant {variant})"),
+                &format!(
+                    "seed {seed}: cut after flush {k} (+{pending} unflushed writes, variant {variant})"
+                ),
             );
         }
     }
