@@ -307,7 +307,12 @@ fn random_io_matches_a_reference_copy(writeback_cache: bool) {
     let mounted = scratch.serve_apart("serve_for_a_parent_test", writeback_cache);
     let path = scratch.path("fsx");
     let mut model = Vec::new();
-    let mut rng = Rng(0x5eed_f5c5);
+    // FSX_SEED=N runs another sequence (for soaking beyond the test command).
+    let seed = std::env::var("FSX_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed_f5c5);
+    let mut rng = Rng(seed.max(1));
     let mut handles = Handles::open(&path, true);
     let mut log: Vec<&str> = Vec::new();
     for step in 0..OPERATIONS {
@@ -317,13 +322,16 @@ fn random_io_matches_a_reference_copy(writeback_cache: bool) {
             handles = Handles::open(&path, false);
             assert!(
                 fs::read(&path).unwrap() == model,
-                "after step {step} ({:?})",
+                "seed {seed}, after step {step} ({:?})",
                 &log[log.len() - 5..]
             );
         }
     }
     drop(handles);
-    assert!(fs::read(&path).unwrap() == model, "whole file at the end");
+    assert!(
+        fs::read(&path).unwrap() == model,
+        "seed {seed}: whole file at the end"
+    );
     for kind in [
         "write",
         "read",
@@ -347,7 +355,10 @@ fn random_io_matches_a_reference_copy(writeback_cache: bool) {
     mounted.unmount();
     scratch.assert_clean();
     let mounted = scratch.mount();
-    assert!(fs::read(&path).unwrap() == model, "after a remount");
+    assert!(
+        fs::read(&path).unwrap() == model,
+        "seed {seed}: after a remount"
+    );
     mounted.unmount();
 }
 
