@@ -371,11 +371,7 @@ fn check_point(w: &Workload, flushes: usize, image: Vec<u8>, what: &str) {
 /// The workload seeds a test runs: `default` alone, or with `CRASH_SEEDS=N` the N seeds from
 /// `default` on in steps of 1000, for soaking the crash tests beyond the test command.
 fn seeds(default: u64) -> impl Iterator<Item = u64> {
-    let n: u64 = std::env::var("CRASH_SEEDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
-    (0..n).map(move |i| default + 1000 * i)
+    (0..env_number("CRASH_SEEDS", 1)).map(move |i| default + 1000 * i)
 }
 
 fn run_workload(seed: u64, steps: usize) -> Workload {

@@ -673,10 +673,7 @@ fn compare(model: &Model, subject: &Subject, step: usize) -> Result<(), TestCase
 }
 
 fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    env_number("PROPTEST_CASES", default)
 }
 
 /// Runs `ops` on a new filesystem on `dev` and on the model, comparing after every step.

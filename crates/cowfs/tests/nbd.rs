@@ -125,9 +125,10 @@ fn a_server_killed_mid_workload_leaves_the_image_at_its_last_commit() {
     let dev = open(&server.uri(), Access::ReadWrite).unwrap();
     Filesystem::mkfs(dev.clone(), &MkfsOptions::default()).unwrap();
     drop(dev);
-    // Pseudo-random kill points from 20 to 620 ms into each round.
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    for round in 0..8 {
+    // Pseudo-random kill points from 20 to 620 ms into each round; NBD_KILL_ROUNDS=N and
+    // NBD_KILL_SEED=S soak more and other points.
+    let mut seed: u64 = env_number("NBD_KILL_SEED", 0x2545_f491_4f6c_dd1d).max(1);
+    for round in 0..env_number("NBD_KILL_ROUNDS", 8) {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;

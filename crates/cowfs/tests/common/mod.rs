@@ -9,6 +9,15 @@ use cowfs::{CreateAttrs, Filesystem, InodeId, MkfsOptions, OpenOptions};
 
 pub const MIB: u64 = 1 << 20;
 
+/// A number from the environment (how soak runs ask for more cases or other seeds than
+/// the test command), else `default`.
+pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 pub fn no_timer() -> OpenOptions {
     OpenOptions {
         read_only: false,
