@@ -891,7 +891,11 @@ fn journal_op() -> impl Strategy<Value = JournalOp> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    // PROPTEST_CASES=N runs more (or fewer) cases than the 48 of the test command.
+    #![proptest_config(ProptestConfig {
+        cases: env_number("PROPTEST_CASES", 48),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn journaled_swap_writes_read_back_as_written_last(
