@@ -257,7 +257,7 @@ fn the_kernel_swaps_through_the_filesystem_to_a_copy_on_write_file() {
     let _turn = take_turn();
     let scratch = Scratch::new();
     let (img, mnt, mountpoint) = (scratch.image.as_str(), scratch.mnt(), &scratch.mountpoint);
-    let (swapfile, _cleanup, _, said) = swapping_through_fs(&scratch, None);
+    let (swapfile, _cleanup, mounted, said) = swapping_through_fs(&scratch, None);
     let sf = swapfile.to_str().unwrap();
     let flags = Command::new("lsattr").arg(sf).output().unwrap();
     let flags = String::from_utf8_lossy(&flags.stdout);
@@ -291,6 +291,18 @@ fn the_kernel_swaps_through_the_filesystem_to_a_copy_on_write_file() {
 
     ok(&["swapoff", sf]);
     assert_eq!(swap_used(&swapfile), None);
+    // memload reads its memory back in order once: the daemon read ahead of those swap-ins.
+    let logged = std::fs::read_to_string(daemon_log(&mounted)).unwrap();
+    let served = logged
+        .split("swap read-ahead of /swapfile: ")
+        .nth(1)
+        .and_then(|line| line.split(", ").nth(1))
+        .and_then(|part| part.split(' ').next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(
+        served.is_some_and(|n| n > 0),
+        "swap-ins served from the read-ahead window: {logged}"
+    );
     std::fs::remove_file(&swapfile).expect("an ordinary file again after swapoff");
     assert_eq!(
         std::fs::metadata(mountpoint.join("snap/swapfile"))
@@ -585,11 +597,7 @@ fn a_damaged_block_under_a_through_filesystem_swap_file_fails_the_swap_in() {
     let (img, mnt) = (scratch.image.as_str(), scratch.mnt());
     let (swapfile, _cleanup, mounted, _) = swapping_through_fs(&scratch, None);
     let sf = swapfile.to_str().unwrap();
-    let log = mounted
-        .split("log ")
-        .nth(1)
-        .unwrap()
-        .trim_end_matches([')', '\n']);
+    let log = daemon_log(&mounted);
     // A cgroup v1 at its limit can OOM-kill the process before it reads a damaged page back
     // (see memload_swapping_to): then the damage is done again under a new run.
     let mut logged = String::new();
@@ -691,6 +699,15 @@ fn swapping_through_fs(
     let swapped = ok(&["swapon", "--through-fs", sf, "-p", "10"]);
     rustix::fs::sync();
     (swapfile, cleanup, mounted, swapped)
+}
+
+/// The daemon's log file, from what `cowfs mount` said.
+fn daemon_log(mounted: &str) -> &str {
+    mounted
+        .split("log ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches([')', '\n'])
 }
 
 /// (first block, blocks) of each extent `cowfs fiemap` lists.

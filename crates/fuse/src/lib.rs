@@ -14,6 +14,7 @@ pub mod loopdev;
 mod nodes;
 mod ops;
 mod served;
+mod swap_readahead;
 mod swapfile;
 pub mod swaps;
 

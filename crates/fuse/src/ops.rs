@@ -354,15 +354,23 @@ impl fuser::Filesystem for CowfsFuse {
             buf = AlignedBuf::zeroed(size as usize);
         }
         let data = &mut buf[..size as usize];
+        let mut read_ahead = None;
         answer!(
             reply,
             match is_swap_io_node(ino) {
-                true => self.swap_read(self.inode(ino)?, offset, data),
+                true => {
+                    read_ahead = self.swap_read(self.inode(ino)?, offset, data)?;
+                    Ok(data.len())
+                }
                 false => self.fs.read(self.inode(ino)?, offset, data).map_err(errno),
             },
             |n| reply.data(&data[..n])
         );
         bufs().push(buf);
+        // After the reply: the swap-in it follows does not wait for it.
+        if let Some(pending) = read_ahead {
+            self.read_ahead(pending);
+        }
     }
 
     fn write(

@@ -16,6 +16,7 @@ use crate::control::CommandRunner;
 use crate::convert::{errno, file_type, system_time};
 use crate::invalidate::Invalidator;
 use crate::nodes::NodeTable;
+use crate::swap_readahead::SwapReadahead;
 use crate::swapfile::file_node;
 use crate::MountOptions;
 
@@ -46,8 +47,8 @@ pub struct CowfsFuse {
     /// Files pinned for the kernel's swap, and their maps (bmap answers from these).
     pub(crate) swap_maps: Mutex<HashMap<InodeId, SwapActivation>>,
     /// Swap files the kernel uses through the filesystem (their swap I/O node's reads and
-    /// writes are swap I/O).
-    pub(crate) through_fs: Mutex<std::collections::HashSet<InodeId>>,
+    /// writes are swap I/O), and their read-ahead windows.
+    pub(crate) through_fs: Mutex<HashMap<InodeId, Arc<SwapReadahead>>>,
     /// The daemon's memory is locked (while any swap file is active for the kernel).
     pub(crate) memory_locked: std::sync::atomic::AtomicBool,
     /// Open directories: their entries as listed at opendir, served by index.

@@ -18,13 +18,25 @@
 //! While any file is active for the kernel the daemon keeps its memory locked (mlockall), as
 //! daemons that serve swap must: a daemon page swapped out would have to come back in while
 //! the kernel may be reclaiming memory by swapping. Activation through the filesystem also
-//! makes the read buffers swap-ins use, one per serving thread.
+//! makes the read buffers swap-ins use, one per serving thread, and the file's read-ahead
+//! window (`swap_readahead`).
 
+use std::sync::Arc;
+
+use cowfs::format::BLOCK_SIZE;
 use cowfs::{InodeId, SwapMode};
 use fuser::{Errno, INodeNo, Request};
 
 use crate::control::Refusal;
 use crate::served::CowfsFuse;
+use crate::swap_readahead::{ReadAhead, SwapReadahead};
+
+/// A read-ahead for a serving thread to make once it has answered the swap-in it follows.
+pub(crate) struct PendingReadAhead {
+    id: InodeId,
+    window: Arc<SwapReadahead>,
+    ahead: ReadAhead,
+}
 
 impl CowfsFuse {
     pub(crate) fn pin_swapfile(&self, req: &Request, id: InodeId) -> Result<String, Refusal> {
@@ -66,7 +78,8 @@ impl CowfsFuse {
     ) -> Result<String, Refusal> {
         require_root(req)?;
         let activation = self.fs.activate_swap(id, SwapMode::ThroughFs)?;
-        self.through_fs().insert(id);
+        let window = SwapReadahead::new(activation.pages);
+        self.through_fs().insert(id, Arc::new(window));
         self.lock_memory_while_swapping();
         self.reserve_read_buffers();
         Ok(format!("{} pages", activation.pages))
@@ -92,12 +105,19 @@ impl CowfsFuse {
         id: InodeId,
     ) -> Result<String, Refusal> {
         require_root(req)?;
-        if !self.through_fs().remove(&id) {
+        let Some(window) = self.through_fs().remove(&id) else {
             return Err(Refusal {
                 errno: libc::EINVAL,
                 reason: "not a swapfile used through the filesystem".into(),
             });
-        }
+        };
+        let stats = window.stats();
+        tracing::info!(
+            "swap read-ahead of {}: {} pages read ahead, {} swapped in from them",
+            self.fs.path_of(id),
+            stats.pages_read_ahead,
+            stats.pages_served
+        );
         self.lock_memory_while_swapping();
         self.fs.deactivate_swap(id)?;
         Ok(String::new())
@@ -112,7 +132,7 @@ impl CowfsFuse {
     ) -> Result<fuser::FileAttr, Errno> {
         let target = crate::control::swap_io_target(name).ok_or(Errno::ENOENT)?;
         let id = self.fs.lookup(dir, target).map_err(crate::convert::errno)?;
-        if !self.through_fs().contains(&id) {
+        if !self.through_fs().contains_key(&id) {
             return Err(Errno::ENOENT);
         }
         let mut attr = self.attr(id)?;
@@ -122,26 +142,53 @@ impl CowfsFuse {
 
     /// The kernel's swap-in of whole pages at byte `offset`, checksums verified: a mismatch
     /// or an I/O error fails the swap-in (the process gets SIGBUS or is killed), and is logged
-    /// naming the file and offset.
+    /// naming the file and offset. Served from the file's read-ahead window when it holds
+    /// the pages; returns the read-ahead to make after the reply, if this swap-in calls for
+    /// one.
     pub(crate) fn swap_read(
         &self,
         id: InodeId,
         offset: u64,
         buf: &mut [u8],
-    ) -> Result<usize, Errno> {
+    ) -> Result<Option<PendingReadAhead>, Errno> {
         let page = swap_page(offset, buf.len())?;
-        self.fs.swap_read(id, page, buf).map_err(|e| {
-            tracing::error!("swap-in of {} at offset {offset}: {e}", self.fs.path_of(id));
-            Errno::from_i32(e.errno().raw_os_error())
-        })?;
-        Ok(buf.len())
+        let window = self.through_fs().get(&id).cloned();
+        if !window.as_ref().is_some_and(|w| w.serve(page, buf)) {
+            self.fs.swap_read(id, page, buf).map_err(|e| {
+                tracing::error!("swap-in of {} at offset {offset}: {e}", self.fs.path_of(id));
+                Errno::from_i32(e.errno().raw_os_error())
+            })?;
+        }
+        Ok(window.and_then(|window| {
+            let ahead = window.after_swap_in(page, buf.len() as u64 / BLOCK_SIZE)?;
+            Some(PendingReadAhead { id, window, ahead })
+        }))
+    }
+
+    /// Makes a read-ahead (a swap read like any other: checksums checked). One that fails
+    /// serves nothing; the swap-in of those pages meets the failure itself and reports it.
+    pub(crate) fn read_ahead(&self, pending: PendingReadAhead) {
+        let PendingReadAhead {
+            id,
+            window,
+            mut ahead,
+        } = pending;
+        let first = ahead.pages.start;
+        let read = self.fs.swap_read(id, first, ahead.target());
+        if let Err(e) = &read {
+            tracing::debug!("read-ahead of {} at page {first}: {e}", self.fs.path_of(id));
+        }
+        window.land(ahead, read.is_ok());
     }
 
     /// The kernel's swap-out of whole pages at byte `offset` (copy-on-write, checksummed).
     pub(crate) fn swap_write(&self, id: InodeId, offset: u64, data: &[u8]) -> Result<usize, Errno> {
         let page = swap_page(offset, data.len())?;
-        self.check_through_fs(id)?;
-        self.fs.swap_write(id, page, data).map_err(|e| {
+        let window = self.through_fs().get(&id).cloned().ok_or(Errno::EINVAL)?;
+        let written = self.fs.swap_write(id, page, data);
+        // Before the kernel hears of it, whether it worked or not.
+        window.written(page, data.len() as u64 / BLOCK_SIZE);
+        written.map_err(|e| {
             tracing::error!(
                 "swap-out to {} at offset {offset}: {e}",
                 self.fs.path_of(id)
@@ -151,20 +198,14 @@ impl CowfsFuse {
         Ok(data.len())
     }
 
-    /// Swap I/O only while the file is active through the filesystem.
-    fn check_through_fs(&self, id: InodeId) -> Result<(), Errno> {
-        match self.through_fs().contains(&id) {
-            true => Ok(()),
-            false => Err(Errno::EINVAL),
-        }
-    }
-
     /// Whether any file is pinned for the kernel's swap (see `open`).
     pub(crate) fn kernel_swaps_pinned(&self) -> bool {
         !self.swap_maps().is_empty()
     }
 
-    fn through_fs(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<InodeId>> {
+    fn through_fs(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<InodeId, Arc<SwapReadahead>>> {
         self.through_fs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
