@@ -32,6 +32,15 @@ const WINDOW_PAGES: u64 = 2 * AHEAD_PAGES;
 /// The longest a swap-in waits for a read-ahead before reading the pages itself.
 const MAX_WAIT: Duration = Duration::from_secs(1);
 
+/// A buffer of `len` bytes with every page touched now (so resident, and locked under the
+/// daemon's `mlockall`): swap I/O then never waits for memory the kernel may be short of.
+pub(crate) fn touched_buf(len: usize) -> AlignedBuf {
+    let mut buf = AlignedBuf::zeroed(len);
+    // Zeroed memory may be untouched pages; the write must not be optimized away.
+    buf.fill(0);
+    std::hint::black_box(buf)
+}
+
 /// One swap file's read-ahead window.
 pub(crate) struct SwapReadahead {
     /// Pages of the file: reads ahead stop at its end.
@@ -61,7 +70,7 @@ struct Reading {
 }
 
 /// What the window did over the activation.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct ReadaheadStats {
     pub(crate) pages_read_ahead: u64,
     pub(crate) pages_served: u64,
@@ -71,7 +80,7 @@ pub(crate) struct ReadaheadStats {
 /// into `buf`, then give both back with [`SwapReadahead::land`].
 pub(crate) struct ReadAhead {
     pub(crate) pages: Range<u64>,
-    pub(crate) buf: AlignedBuf,
+    buf: AlignedBuf,
 }
 
 impl ReadAhead {
@@ -85,11 +94,7 @@ impl ReadAhead {
 impl SwapReadahead {
     /// A window for a file of `pages` pages, its memory allocated and touched now.
     pub(crate) fn new(pages: u64) -> Self {
-        let touched = |pages: u64| {
-            let mut buf = AlignedBuf::zeroed(pages as usize * PAGE);
-            buf.fill(0);
-            buf
-        };
+        let touched = |pages: u64| touched_buf(pages as usize * PAGE);
         SwapReadahead {
             pages,
             window: Mutex::new(Window {

@@ -29,7 +29,7 @@ use fuser::{Errno, INodeNo, Request};
 
 use crate::control::Refusal;
 use crate::served::CowfsFuse;
-use crate::swap_readahead::{ReadAhead, SwapReadahead};
+use crate::swap_readahead::{touched_buf, ReadAhead, SwapReadahead};
 
 /// A read-ahead for a serving thread to make once it has answered the swap-in it follows.
 pub(crate) struct PendingReadAhead {
@@ -91,9 +91,7 @@ impl CowfsFuse {
     fn reserve_read_buffers(&self) {
         let mut bufs = self.read_bufs.lock().unwrap_or_else(|p| p.into_inner());
         while bufs.len() < self.threads {
-            let mut buf = cowfs::device::AlignedBuf::zeroed(crate::served::MAX_WRITE as usize);
-            buf.fill(0);
-            bufs.push(std::hint::black_box(buf));
+            bufs.push(touched_buf(crate::served::MAX_WRITE as usize));
         }
     }
 
